@@ -1,0 +1,250 @@
+#include "core/config.h"
+
+#include <algorithm>
+#include <set>
+#include <thread>
+#include <toml++/toml.hpp>
+
+namespace postern {
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+// Reads one TOML table, remembering which keys were used so that leftovers can be
+// reported as unknown (a misspelt key must not be silently ignored).
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string file, std::string prefix)
+      : table_(table), file_(std::move(file)), prefix_(std::move(prefix)) {}
+
+  [[noreturn]] void fail(const toml::node* node, const std::string& key,
+                         const std::string& why) const {
+    std::string where = file_;
+    if (node != nullptr) where += ":" + std::to_string(node->source().begin.line);
+    throw ConfigError(where + ": " + prefix_ + key + ": " + why);
+  }
+
+  const toml::node* get(const std::string& key) {
+    used_.insert(key);
+    return table_.get(key);
+  }
+
+  std::string str(const std::string& key, std::string def) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return def;
+    if (!n->is_string()) fail(n, key, "expected a string");
+    return **n->as_string();
+  }
+
+  bool boolean(const std::string& key, bool def) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return def;
+    if (!n->is_boolean()) fail(n, key, "expected true or false");
+    return **n->as_boolean();
+  }
+
+  int64_t integer(const std::string& key, int64_t def, int64_t min, int64_t max) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return def;
+    if (!n->is_integer()) fail(n, key, "expected an integer");
+    int64_t v = **n->as_integer();
+    if (v < min || v > max) {
+      fail(n, key, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    }
+    return v;
+  }
+
+  double seconds(const std::string& key, double def) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return def;
+    double v = 0;
+    if (n->is_integer()) v = static_cast<double>(**n->as_integer());
+    else if (n->is_floating_point()) v = **n->as_floating_point();
+    else fail(n, key, "expected a number of seconds");
+    if (v <= 0 || v > 365.0 * 86400) fail(n, key, "must be a positive number of seconds");
+    return v;
+  }
+
+  std::vector<std::string> strings(const std::string& key, std::vector<std::string> def) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return def;
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) fail(n, key, "expected an array of strings");
+    std::vector<std::string> out;
+    for (const auto& el : *arr) {
+      if (!el.is_string()) fail(&el, key, "expected an array of strings");
+      out.push_back(**el.as_string());
+    }
+    return out;
+  }
+
+  // Each element of an array of tables, or nothing when the key is absent.
+  std::vector<const toml::table*> tables(const std::string& key) {
+    const toml::node* n = get(key);
+    std::vector<const toml::table*> out;
+    if (n == nullptr) return out;
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) fail(n, key, "expected [[" + key + "]] tables");
+    for (const auto& el : *arr) {
+      if (!el.is_table()) fail(&el, key, "expected [[" + key + "]] tables");
+      out.push_back(el.as_table());
+    }
+    return out;
+  }
+
+  const toml::table* table(const std::string& key) {
+    const toml::node* n = get(key);
+    if (n == nullptr) return nullptr;
+    if (!n->is_table()) fail(n, key, "expected a [" + prefix_ + key + "] table");
+    return n->as_table();
+  }
+
+  void finish() const {
+    for (const auto& [k, v] : table_) {
+      if (!used_.contains(std::string(k.str()))) fail(&v, std::string(k.str()), "unknown key");
+    }
+  }
+
+  const std::string& file() const { return file_; }
+
+ private:
+  const toml::table& table_;
+  std::string file_;
+  std::string prefix_;
+  std::set<std::string> used_;
+};
+
+void readServer(TableReader& r, Config& c) {
+  c.hostname = r.str("hostname", c.hostname);
+  if (c.hostname.empty()) r.fail(r.get("hostname"), "hostname", "must not be empty");
+  const toml::node* w = r.get("workers");
+  if (w != nullptr) {
+    if (w->is_string() && **w->as_string() == "auto") {
+      c.workers = 0;
+    } else if (w->is_integer() && **w->as_integer() >= 1 && **w->as_integer() <= 256) {
+      c.workers = static_cast<unsigned>(**w->as_integer());
+    } else {
+      r.fail(w, "workers", "expected \"auto\" or a number from 1 to 256");
+    }
+  }
+  c.spool_dir = r.str("spool_dir", c.spool_dir);
+  if (c.spool_dir.empty()) r.fail(r.get("spool_dir"), "spool_dir", "must not be empty");
+  c.log_format = r.str("log_format", c.log_format);
+  if (c.log_format != "keyvalue" && c.log_format != "json") {
+    r.fail(r.get("log_format"), "log_format", "expected \"keyvalue\" or \"json\"");
+  }
+  c.log_level = r.str("log_level", c.log_level);
+  static const std::set<std::string> kLevels{"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.contains(c.log_level)) {
+    r.fail(r.get("log_level"), "log_level", "expected trace, debug, info, warn, error or off");
+  }
+  r.finish();
+}
+
+void readLimits(TableReader& r, Limits& l) {
+  constexpr int64_t kMax = int64_t{1} << 40;
+  l.command_line = static_cast<size_t>(r.integer("command_line", 2048, 512, 65536));
+  l.data_line = static_cast<size_t>(r.integer("data_line", 1000, 1000, 65536));
+  l.message_size = static_cast<size_t>(r.integer("message_size", 25 << 20, 1024, kMax));
+  l.recipients = static_cast<size_t>(r.integer("recipients", 1000, 1, 100000));
+  l.errors = static_cast<size_t>(r.integer("errors", 20, 1, 10000));
+  l.command_timeout = r.seconds("command_timeout", l.command_timeout);
+  l.data_timeout = r.seconds("data_timeout", l.data_timeout);
+  l.connections = static_cast<size_t>(r.integer("connections", 20000, 1, 10000000));
+  l.connections_per_ip = static_cast<size_t>(r.integer("connections_per_ip", 100, 1, 10000000));
+  r.finish();
+}
+
+void readDelivery(TableReader& r, DeliveryConfig& d) {
+  d.connections_per_host = static_cast<size_t>(r.integer("connections_per_host", 20, 1, 10000));
+  d.messages_per_connection =
+      static_cast<size_t>(r.integer("messages_per_connection", 100, 1, 1000000));
+  d.idle_timeout = r.seconds("idle_timeout", d.idle_timeout);
+  d.connect_timeout = r.seconds("connect_timeout", d.connect_timeout);
+  d.command_timeout = r.seconds("command_timeout", d.command_timeout);
+  d.retry_min = r.seconds("retry_min", d.retry_min);
+  d.retry_max = r.seconds("retry_max", d.retry_max);
+  d.queue_lifetime = r.seconds("queue_lifetime", d.queue_lifetime);
+  if (d.retry_max < d.retry_min) r.fail(r.get("retry_max"), "retry_max", "must be >= retry_min");
+  r.finish();
+}
+
+}  // namespace
+
+Config loadConfig(const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(path + ":" + std::to_string(e.source().begin.line) + ": " +
+                      std::string(e.description()));
+  }
+  Config c;
+  TableReader top(root, path, "");
+  if (const toml::table* t = top.table("server")) {
+    TableReader r(*t, path, "server.");
+    readServer(r, c);
+  }
+  for (const toml::table* t : top.tables("listener")) {
+    TableReader r(*t, path, "listener.");
+    ListenerConfig l;
+    l.address = r.str("address", "");
+    sockaddr_storage ss;
+    if (!parseHostPort(l.address, ss)) {
+      r.fail(t, "address", "expected a numeric \"ip:port\" or \"[ipv6]:port\"");
+    }
+    l.proxy_protocol = r.boolean("proxy_protocol", false);
+    l.require_tls = r.boolean("require_tls", false);
+    r.finish();
+    c.listeners.push_back(l);
+  }
+  if (c.listeners.empty()) throw ConfigError(path + ": at least one [[listener]] is required");
+  if (const toml::table* t = top.table("relay")) {
+    TableReader r(*t, path, "relay.");
+    for (const auto& n : r.strings("relay_networks", {"127.0.0.0/8", "::1/128"})) {
+      auto net = Network::parse(n);
+      if (!net) r.fail(r.get("relay_networks"), "relay_networks", "bad network \"" + n + "\"");
+      c.relay_networks.push_back(*net);
+    }
+    for (const auto& d : r.strings("accept_domains", {})) c.accept_domains.push_back(lower(d));
+    r.finish();
+  } else {
+    c.relay_networks = {*Network::parse("127.0.0.0/8"), *Network::parse("::1/128")};
+  }
+  for (const toml::table* t : top.tables("route")) {
+    TableReader r(*t, path, "route.");
+    RouteConfig rc;
+    rc.domain = lower(r.str("domain", ""));
+    rc.next_hop = r.str("next_hop", "");
+    if (rc.domain.empty()) r.fail(t, "domain", "is required");
+    std::string host;
+    uint16_t port = 0;
+    if (rc.next_hop != "mx" && !splitHostPort(rc.next_hop, host, port)) {
+      r.fail(t, "next_hop", "expected \"host:port\" or \"mx\"");
+    }
+    r.finish();
+    c.routes.push_back(rc);
+  }
+  if (const toml::table* t = top.table("admin")) {
+    TableReader r(*t, path, "admin.");
+    c.admin_address = r.str("address", c.admin_address);
+    r.finish();
+  }
+  if (const toml::table* t = top.table("limits")) {
+    TableReader r(*t, path, "limits.");
+    readLimits(r, c.limits);
+  }
+  if (const toml::table* t = top.table("delivery")) {
+    TableReader r(*t, path, "delivery.");
+    readDelivery(r, c.delivery);
+  }
+  top.finish();
+  if (c.workers == 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
+  return c;
+}
+
+}  // namespace postern

@@ -1,0 +1,73 @@
+// Postern's configuration: one TOML file, read once at start-up (and by check-config).
+//
+// loadConfig() validates everything it reads: an unknown key, a wrong type or an
+// impossible value throws ConfigError whose message names the file, line and key.
+// Exceptions are used here only because this runs before any connection exists.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/network.h"
+
+namespace postern {
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct ListenerConfig {
+  std::string address;
+  bool proxy_protocol = false;
+  bool require_tls = false;
+};
+
+struct RouteConfig {
+  std::string domain;    // "example.com", "*.example.com" or "*"
+  std::string next_hop;  // "host:port" or "mx"
+};
+
+struct Limits {
+  size_t command_line = 2048;          // octets, including CRLF
+  size_t data_line = 1000;             // octets, including CRLF (998 + CRLF)
+  size_t message_size = 25 * 1024 * 1024;
+  size_t recipients = 1000;
+  size_t errors = 20;
+  double command_timeout = 300;        // seconds
+  double data_timeout = 300;           // seconds
+  size_t connections = 20000;
+  size_t connections_per_ip = 100;
+};
+
+struct DeliveryConfig {
+  size_t connections_per_host = 20;    // concurrent connections to one next hop
+  size_t messages_per_connection = 100;
+  double idle_timeout = 5;             // seconds a pooled connection waits for work
+  double connect_timeout = 30;
+  double command_timeout = 300;
+  double retry_min = 300;              // first retry delay, seconds, doubling
+  double retry_max = 4000;
+  double queue_lifetime = 5 * 86400;
+};
+
+struct Config {
+  std::string hostname = "localhost";
+  unsigned workers = 0;  // 0: one per core
+  std::string spool_dir = "/var/spool/postern";
+  std::vector<ListenerConfig> listeners;
+  std::vector<Network> relay_networks;
+  std::vector<std::string> accept_domains;  // lower-case
+  std::vector<RouteConfig> routes;
+  std::string admin_address = "127.0.0.1:9025";
+  std::string log_format = "keyvalue";  // or "json"
+  std::string log_level = "info";
+  Limits limits;
+  DeliveryConfig delivery;
+};
+
+Config loadConfig(const std::string& path);
+
+}  // namespace postern

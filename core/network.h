@@ -1,0 +1,44 @@
+// IP networks in CIDR notation ("127.0.0.0/8", "::1/128") and socket address helpers.
+//
+// Used for relay control: a client address is matched against the configured
+// relay_networks. IPv4-mapped IPv6 client addresses (::ffff:a.b.c.d) match IPv4 networks,
+// because a dual-stack listener reports IPv4 clients that way.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace postern {
+
+struct IpAddress {
+  bool v6 = false;
+  std::array<uint8_t, 16> bytes{};  // v4 uses the first 4
+
+  static std::optional<IpAddress> parse(std::string_view text);
+  static std::optional<IpAddress> fromSockaddr(const sockaddr* sa);
+  std::string toString() const;
+};
+
+class Network {
+ public:
+  // Returns nullopt for malformed text; a bare address means a host network (/32, /128).
+  static std::optional<Network> parse(std::string_view cidr);
+  bool contains(const IpAddress& addr) const;
+
+ private:
+  IpAddress base_;
+  int prefix_ = 0;
+};
+
+// "host:port" or "[v6]:port" into a sockaddr_storage (numeric addresses only).
+bool parseHostPort(std::string_view text, sockaddr_storage& out);
+// "host:port" split without resolving (the host may be a name).
+bool splitHostPort(std::string_view text, std::string& host, uint16_t& port);
+
+}  // namespace postern

@@ -1,0 +1,66 @@
+// SMTP command grammar (RFC 5321 §4.1): verb recognition and MAIL/RCPT argument parsing.
+//
+// Everything here is a pure function over string_views into the caller's line; nothing is
+// copied. Verbs are case-insensitive. Malformed arguments come back as an SMTP reply
+// (code, enhanced code, text) for the session to send: a parse error is a value, never
+// an exception.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace postern {
+
+enum class Verb {
+  kHelo, kEhlo, kMail, kRcpt, kData, kBdat, kRset, kNoop, kVrfy, kExpn, kHelp, kQuit,
+  kStartTls, kAuth, kEtrn,
+  // Obsolete RFC 821 commands and extensions we do not offer.
+  kSend, kSoml, kSaml, kTurn, kVerb, kTick,
+  kUnknown,
+};
+
+struct Command {
+  Verb verb = Verb::kUnknown;
+  std::string_view verb_text;  // as the client wrote it
+  std::string_view arg;        // after the verb and its separating space(s), trailing blanks cut
+};
+
+// Splits a command line (terminator already removed) into verb and argument.
+Command parseCommand(std::string_view line);
+
+std::string_view verbName(Verb verb);
+
+// A protocol error: what to reply.
+struct ReplyError {
+  int code;
+  std::string_view enhanced;
+  std::string_view text;
+};
+
+struct EsmtpParam {
+  std::string_view keyword;  // as written; compare case-insensitively
+  std::string_view value;    // empty when the parameter has no "=value"
+  bool has_value = false;
+};
+
+// "FROM:<path> params" or "TO:<path> params". The path is returned without angle brackets
+// and without any RFC 821 source route; the null path "<>" gives an empty mailbox.
+struct PathArg {
+  std::string_view mailbox;
+  std::vector<EsmtpParam> params;
+  bool eight_bit = false;  // the mailbox holds non-ASCII octets (needs SMTPUTF8)
+};
+
+// keyword is "FROM" or "TO". Returns the parsed argument or the reply to send.
+std::optional<ReplyError> parsePathArg(std::string_view arg, std::string_view keyword,
+                                       PathArg& out);
+
+// Case-insensitive ASCII comparison.
+bool equalsIgnoreCase(std::string_view a, std::string_view b);
+
+// Domain part of a mailbox ("user@Example.COM" -> "Example.COM"); empty if none.
+std::string_view domainOf(std::string_view mailbox);
+
+}  // namespace postern
