@@ -1,0 +1,57 @@
+#include "queue/scheduler.h"
+
+#include <algorithm>
+
+namespace postern {
+
+std::vector<uint32_t> DeliveryJob::pendingRecipients() const {
+  std::vector<uint32_t> out;
+  for (uint32_t i = 0; i < message.envelope.recipients.size(); ++i) {
+    if (i >= message.done.size() || !message.done[i]) out.push_back(i);
+  }
+  return out;
+}
+
+Scheduler::Scheduler(double retry_min_s, double retry_max_s, uint64_t seed)
+    : retry_min_ms_(static_cast<uint64_t>(retry_min_s * 1000)),
+      retry_max_ms_(static_cast<uint64_t>(retry_max_s * 1000)),
+      rng_(static_cast<std::minstd_rand::result_type>(seed)) {}
+
+void Scheduler::addReady(std::unique_ptr<DeliveryJob> job) { ready_.push_back(std::move(job)); }
+
+std::unique_ptr<DeliveryJob> Scheduler::takeReady() {
+  if (ready_.empty()) return nullptr;
+  auto job = std::move(ready_.front());
+  ready_.pop_front();
+  return job;
+}
+
+uint64_t Scheduler::backoffMs(unsigned attempts) {
+  uint64_t delay = retry_min_ms_;
+  for (unsigned i = 1; i < attempts && delay < retry_max_ms_; ++i) delay *= 2;
+  delay = std::min(delay, retry_max_ms_);
+  std::uniform_int_distribution<uint64_t> jitter(0, delay / 10);
+  return delay + jitter(rng_);
+}
+
+void Scheduler::defer(std::unique_ptr<DeliveryJob> job, uint64_t now_ms) {
+  ++job->attempts;
+  uint64_t when = now_ms + backoffMs(job->attempts);
+  deferred_.emplace(when, std::move(job));
+}
+
+void Scheduler::deferUntil(std::unique_ptr<DeliveryJob> job, uint64_t when_ms) {
+  deferred_.emplace(when_ms, std::move(job));
+}
+
+int64_t Scheduler::promote(uint64_t now_ms) {
+  auto it = deferred_.begin();
+  while (it != deferred_.end() && it->first <= now_ms) {
+    ready_.push_back(std::move(it->second));
+    it = deferred_.erase(it);
+  }
+  if (deferred_.empty()) return -1;
+  return static_cast<int64_t>(deferred_.begin()->first - now_ms);
+}
+
+}  // namespace postern

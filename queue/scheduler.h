@@ -1,0 +1,57 @@
+// Scheduler: which spooled messages are ready for a delivery attempt and which wait.
+//
+// Pure bookkeeping with the time passed in (milliseconds on any monotonic clock), so it
+// can be tested without a loop. A deferred job waits retry_min * 2^(attempts-1), capped at
+// retry_max, with up to 10% random jitter so that a burst of failures does not retry as
+// one burst.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "queue/spool.h"
+
+namespace postern {
+
+struct DeliveryJob {
+  SpooledMessage message;
+  unsigned attempts = 0;
+
+  // Recipients not yet done, by index into message.envelope.recipients.
+  std::vector<uint32_t> pendingRecipients() const;
+};
+
+class Scheduler {
+ public:
+  Scheduler(double retry_min_s, double retry_max_s, uint64_t seed = std::random_device{}());
+
+  void addReady(std::unique_ptr<DeliveryJob> job);
+  std::unique_ptr<DeliveryJob> takeReady();
+
+  // Counts an attempt and parks the job for its backoff interval.
+  void defer(std::unique_ptr<DeliveryJob> job, uint64_t now_ms);
+  // Parks the job until a given time without counting an attempt (destination down).
+  void deferUntil(std::unique_ptr<DeliveryJob> job, uint64_t when_ms);
+
+  // Moves every deferred job that is due to the ready queue. Returns the delay until the
+  // next deferred job is due, or -1 if none waits.
+  int64_t promote(uint64_t now_ms);
+
+  uint64_t backoffMs(unsigned attempts);
+
+  size_t readyCount() const { return ready_.size(); }
+  size_t deferredCount() const { return deferred_.size(); }
+
+ private:
+  uint64_t retry_min_ms_;
+  uint64_t retry_max_ms_;
+  std::minstd_rand rng_;
+  std::deque<std::unique_ptr<DeliveryJob>> ready_;
+  std::multimap<uint64_t, std::unique_ptr<DeliveryJob>> deferred_;
+};
+
+}  // namespace postern

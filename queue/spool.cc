@@ -1,0 +1,314 @@
+#include "queue/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <unordered_map>
+
+#include "core/assert.h"
+#include "core/log.h"
+#include "queue/record.h"
+
+namespace postern {
+
+namespace {
+
+// Done records written without a message to carry them wait at most this long.
+constexpr uint64_t kDoneFlushMs = 100;
+
+bool writeAll(int fd, std::vector<iovec>& iov) {
+  size_t i = 0;
+  while (i < iov.size()) {
+    int n = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
+    ssize_t w = ::writev(fd, &iov[i], n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    auto left = static_cast<size_t>(w);
+    while (i < iov.size() && left >= iov[i].iov_len) left -= iov[i++].iov_len;
+    if (left > 0) {
+      iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + left;
+      iov[i].iov_len -= left;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+// One group commit: everything the thread pool needs, owned here so the loop thread and
+// the pool never share Spool state while the write runs.
+struct Spool::Batch {
+  uv_work_t req;
+  Spool* spool;
+  int fd;
+  int dir_fd;  // >= 0: fsync the directory too (a segment was created)
+  uint32_t segment;
+  uint64_t start;  // segment size before the batch
+  std::vector<PendingMessage> messages;
+  std::string done;
+  bool ok = false;
+  int error = 0;
+};
+
+Spool::Spool(uv_loop_t* loop, std::string dir, size_t segment_limit)
+    : loop_(loop), dir_(std::move(dir)), segment_limit_(segment_limit) {
+  uv_prepare_init(loop_, &prepare_);
+  prepare_.data = this;
+  uv_timer_init(loop_, &done_timer_);
+  done_timer_.data = this;
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  id_base_ = static_cast<uint64_t>(
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now).count())
+             << 16;
+}
+
+Spool::~Spool() {
+  POSTERN_ASSERT(!in_flight_);
+  for (auto& [id, seg] : segments_) ::close(seg.fd);
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+void Spool::close() {
+  if (closed_) return;
+  closed_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&done_timer_), nullptr);
+}
+
+std::string Spool::segmentPath(uint32_t id) const {
+  char name[32];
+  std::snprintf(name, sizeof name, "/seg-%08x.log", id);
+  return dir_ + name;
+}
+
+uint64_t Spool::nextId() { return id_base_ + id_counter_++; }
+
+std::string Spool::openSegment(uint32_t id) {
+  int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC,
+                  0640);
+  if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
+  segments_[id] = Segment{fd, 0, 0};
+  active_ = id;
+  dir_dirty_ = true;
+  return "";
+}
+
+std::string Spool::open(std::vector<SpooledMessage>& recovered) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return dir_ + ": " + ec.message();
+  dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd_ < 0) return dir_ + ": " + std::strerror(errno);
+
+  std::vector<uint32_t> ids;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    unsigned id = 0;
+    char tail = 0;
+    std::string name = entry.path().filename().string();
+    if (std::sscanf(name.c_str(), "seg-%8x.lo%c", &id, &tail) == 2 && tail == 'g' &&
+        name.size() == 16) {
+      ids.push_back(id);
+    }
+  }
+  if (ec) return dir_ + ": " + ec.message();
+  std::sort(ids.begin(), ids.end());
+
+  std::unordered_map<uint64_t, SpooledMessage> messages;
+  std::vector<uint64_t> order;
+  for (uint32_t id : ids) {
+    int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
+    struct stat st;
+    fstat(fd, &st);
+    std::string data(static_cast<size_t>(st.st_size), '\0');
+    if (::pread(fd, data.data(), data.size(), 0) != static_cast<ssize_t>(data.size())) {
+      ::close(fd);
+      return segmentPath(id) + ": short read during recovery";
+    }
+    segments_[id] = Segment{fd, data.size(), 0};
+    size_t pos = 0;
+    while (pos < data.size()) {
+      auto rec = decodeRecord(std::string_view(data).substr(pos));
+      if (!rec) {
+        logEvent(spdlog::level::warn, "spool_torn_tail",
+                 {{"segment", segmentPath(id)}, {"offset", uint64_t{pos}},
+                  {"discarded_bytes", uint64_t{data.size() - pos}}});
+        break;
+      }
+      if (rec->type == RecordType::kMessage) {
+        SpooledMessage m;
+        m.ref = StoredRef{id, pos + rec->body_offset, rec->body_size};
+        m.done.assign(rec->envelope.recipients.size(), false);
+        m.envelope = std::move(rec->envelope);
+        uint64_t mid = m.envelope.id;
+        if (messages.emplace(mid, std::move(m)).second) order.push_back(mid);
+      } else if (auto it = messages.find(rec->done_id);
+                 it != messages.end() && rec->done_rcpt < it->second.done.size()) {
+        it->second.done[rec->done_rcpt] = true;
+      }
+      pos += rec->size;
+    }
+  }
+
+  uint64_t max_id = 0;
+  for (uint64_t mid : order) {
+    SpooledMessage& m = messages[mid];
+    max_id = std::max(max_id, mid);
+    if (std::all_of(m.done.begin(), m.done.end(), [](bool d) { return d; })) continue;
+    segments_[m.ref.segment].live++;
+    recovered.push_back(std::move(m));
+  }
+  // Ids stay unique across restarts even if the clock went backwards.
+  id_base_ = std::max(id_base_, max_id + 1);
+
+  std::string err = openSegment(ids.empty() ? 1 : ids.back() + 1);
+  if (!err.empty()) return err;
+  for (uint32_t id : ids) maybeDelete(id);
+  return "";
+}
+
+void Spool::maybeDelete(uint32_t id) {
+  auto it = segments_.find(id);
+  if (it == segments_.end() || id == active_ || it->second.live > 0) return;
+  ::close(it->second.fd);
+  ::unlink(segmentPath(id).c_str());
+  segments_.erase(it);
+}
+
+void Spool::append(const Envelope& env, std::string_view body, CommitCallback cb) {
+  PendingMessage p;
+  p.record.reserve(body.size() + 256);
+  encodeMessage(p.record, env, body, p.body_offset);
+  p.body_size = body.size();
+  p.cb = std::move(cb);
+  pending_.push_back(std::move(p));
+  scheduleFlush();
+}
+
+void Spool::markDone(uint64_t id, uint32_t rcpt) {
+  encodeDone(pending_done_, id, rcpt);
+  if (!in_flight_ && pending_.empty() && !closed_) {
+    uv_timer_start(&done_timer_, onDoneTimer, kDoneFlushMs, 0);
+  }
+}
+
+void Spool::release(const StoredRef& ref) {
+  auto it = segments_.find(ref.segment);
+  POSTERN_ASSERT(it != segments_.end() && it->second.live > 0);
+  --it->second.live;
+  maybeDelete(ref.segment);
+}
+
+bool Spool::readBody(const StoredRef& ref, std::string& out) const {
+  auto it = segments_.find(ref.segment);
+  if (it == segments_.end()) return false;
+  out.resize(ref.body_size);
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::pread(it->second.fd, out.data() + got, out.size() - got,
+                        static_cast<off_t>(ref.body_offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+void Spool::scheduleFlush() {
+  // The prepare handle runs once the current iteration's callbacks are done and before
+  // the loop next blocks, so every session that reached end-of-data in this iteration
+  // joins the same batch, whichever callback (read, timer, commit) it came from.
+  if (!in_flight_ && !closed_) uv_prepare_start(&prepare_, onPrepare);
+}
+
+void Spool::onPrepare(uv_prepare_t* h) {
+  auto* self = static_cast<Spool*>(h->data);
+  uv_prepare_stop(h);
+  self->flush();
+}
+
+void Spool::onDoneTimer(uv_timer_t* h) { static_cast<Spool*>(h->data)->flush(); }
+
+void Spool::flush() {
+  if (in_flight_ || (pending_.empty() && pending_done_.empty())) return;
+  uv_timer_stop(&done_timer_);
+  Segment& active = segments_[active_];
+  if (active.size >= segment_limit_) {
+    uint32_t old = active_;
+    std::string err = openSegment(active_ + 1);
+    if (err.empty()) {
+      maybeDelete(old);
+    } else {
+      logEvent(spdlog::level::err, "spool_rotate_failed", {{"error", err}});
+    }
+  }
+  auto* batch = new Batch;
+  batch->req.data = batch;
+  batch->spool = this;
+  batch->fd = segments_[active_].fd;
+  batch->dir_fd = dir_dirty_ ? dir_fd_ : -1;
+  batch->segment = active_;
+  batch->start = segments_[active_].size;
+  batch->messages.swap(pending_);
+  batch->done.swap(pending_done_);
+  in_flight_ = true;
+  uv_queue_work(loop_, &batch->req, work, afterWork);
+}
+
+void Spool::work(uv_work_t* req) {
+  auto* b = static_cast<Batch*>(req->data);
+  std::vector<iovec> iov;
+  iov.reserve(b->messages.size() + 1);
+  for (auto& m : b->messages) iov.push_back({m.record.data(), m.record.size()});
+  if (!b->done.empty()) iov.push_back({b->done.data(), b->done.size()});
+  b->ok = writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 &&
+          (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
+  if (!b->ok) {
+    b->error = errno;
+    // Leave no partial record behind that later records would follow.
+    if (::ftruncate(b->fd, static_cast<off_t>(b->start)) != 0) b->error = errno;
+  }
+}
+
+void Spool::afterWork(uv_work_t* req, int /*status*/) {
+  auto* b = static_cast<Batch*>(req->data);
+  Spool* self = b->spool;
+  self->in_flight_ = false;
+  Segment& seg = self->segments_[b->segment];
+  if (b->ok) {
+    if (b->dir_fd >= 0) self->dir_dirty_ = false;
+    uint64_t offset = b->start;
+    for (auto& m : b->messages) {
+      seg.live++;
+      m.cb(true, StoredRef{b->segment, offset + m.body_offset, m.body_size});
+      offset += m.record.size();
+    }
+    seg.size = offset + b->done.size();
+  } else {
+    logEvent(spdlog::level::err, "spool_write_failed",
+             {{"segment", self->segmentPath(b->segment)}, {"error", std::strerror(b->error)},
+              {"messages", uint64_t{b->messages.size()}}});
+    // Keep the Done records for the next attempt; the messages are refused (452).
+    self->pending_done_.insert(0, b->done);
+    for (auto& m : b->messages) m.cb(false, StoredRef{});
+  }
+  delete b;
+  if (!self->pending_.empty()) {
+    self->scheduleFlush();
+  } else if (!self->pending_done_.empty() && !self->closed_) {
+    uv_timer_start(&self->done_timer_, onDoneTimer, kDoneFlushMs, 0);
+  }
+}
+
+}  // namespace postern

@@ -1,0 +1,117 @@
+// Spool: one worker's durable message store, an append-only log of segment files under
+// spool_dir/wN/ (seg-<8 hex digits>.log), records as in queue/record.h.
+//
+// Contract: append()'s callback reports ok only after the Message record is written and
+// fdatasync()ed; only then may the session answer 250. All messages appended during one
+// loop iteration go out in one batch: one writev and one fdatasync on the libuv thread
+// pool (group commit), while the next batch collects. Done records ride along with the
+// next batch (losing one in a crash only means a duplicate delivery, which at-least-once
+// allows). A failed write or sync truncates the segment back to where the batch began and
+// reports !ok to every message in it, so the session answers 452 4.3.1: nothing is
+// acknowledged that is not on disk.
+//
+// Recovery (open): segments are replayed in order; a record with a bad length or CRC ends
+// its segment (a torn tail from a crash); every recipient without a Done is returned for
+// delivery. A segment whose messages are all finished is deleted. Each start writes to a
+// new segment, so a torn tail is never appended to. All methods run on the loop thread.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "queue/envelope.h"
+
+namespace postern {
+
+struct StoredRef {
+  uint32_t segment = 0;
+  uint64_t body_offset = 0;  // within the segment file
+  uint64_t body_size = 0;
+};
+
+struct SpooledMessage {
+  Envelope envelope;
+  StoredRef ref;
+  std::vector<bool> done;  // per recipient
+};
+
+using CommitCallback = std::function<void(bool ok, const StoredRef& ref)>;
+
+class Spool {
+ public:
+  Spool(uv_loop_t* loop, std::string dir, size_t segment_limit = 64u << 20);
+  ~Spool();
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  // Creates the directory if needed and replays it. Returns "" or an error description.
+  std::string open(std::vector<SpooledMessage>& recovered);
+
+  uint64_t nextId();
+
+  // Queues a message for the next group commit. The body is copied into the record.
+  void append(const Envelope& env, std::string_view body, CommitCallback cb);
+
+  // Recipient rcpt of message id needs no more delivery attempts.
+  void markDone(uint64_t id, uint32_t rcpt);
+  // Every recipient of the message at ref is done: its segment may be freed.
+  void release(const StoredRef& ref);
+
+  bool readBody(const StoredRef& ref, std::string& out) const;
+
+  // Flushes nothing further and closes the loop handles (for shutdown).
+  void close();
+
+  size_t segmentCount() const { return segments_.size(); }
+  bool busy() const { return in_flight_ || !pending_.empty() || !pending_done_.empty(); }
+
+ private:
+  struct Segment {
+    int fd = -1;
+    uint64_t size = 0;
+    size_t live = 0;  // committed messages with recipients still to deliver
+  };
+  struct PendingMessage {
+    std::string record;
+    size_t body_offset;
+    uint64_t body_size;
+    CommitCallback cb;
+  };
+  struct Batch;
+
+  std::string segmentPath(uint32_t id) const;
+  std::string openSegment(uint32_t id);
+  void maybeDelete(uint32_t id);
+  void scheduleFlush();
+  void flush();
+  static void onPrepare(uv_prepare_t* h);
+  static void onDoneTimer(uv_timer_t* h);
+  static void work(uv_work_t* req);
+  static void afterWork(uv_work_t* req, int status);
+
+  uv_loop_t* loop_;
+  std::string dir_;
+  size_t segment_limit_;
+  int dir_fd_ = -1;
+  std::map<uint32_t, Segment> segments_;
+  uint32_t active_ = 0;
+  bool dir_dirty_ = false;  // a segment was created since the last directory fsync
+
+  std::vector<PendingMessage> pending_;
+  std::string pending_done_;
+  bool in_flight_ = false;
+  uv_prepare_t prepare_;
+  uv_timer_t done_timer_;
+  bool closed_ = false;
+
+  uint64_t id_base_ = 0;
+  uint64_t id_counter_ = 0;
+};
+
+}  // namespace postern
