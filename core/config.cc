@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <set>
 #include <thread>
-#include <toml++/toml.hpp>
+#include <toml++/toml.h>
 
 namespace postern {
 namespace {

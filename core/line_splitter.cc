@@ -3,9 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/assert.h"
+
 namespace postern {
 
 bool LineSplitter::next(InputBuffer& buf, Line& out) {
+  // A buffer smaller than the bound could fill up without a complete or discardable line.
+  POSTERN_ASSERT(buf.capacity() >= max_line_);
   for (;;) {
     std::string_view data = buf.readable();
     if (data.empty()) return false;

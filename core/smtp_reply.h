@@ -22,3 +22,12 @@ void appendMultiline(std::string& out, int code, std::string_view enhanced,
                      std::span<const std::string_view> lines);
 
 }  // namespace postern
+
+namespace postern {
+
+// How a reply code from a peer is treated (RFC 5321 §4.2.1): by its first digit.
+enum class ReplyClass { kSuccess, kIntermediate, kTransient, kPermanent, kInvalid };
+
+ReplyClass classifyReply(int code);
+
+}  // namespace postern

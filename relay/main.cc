@@ -1,0 +1,75 @@
+// postern: the relay's command line.
+//
+//   postern --config FILE [--spool-dir DIR]   run in the foreground until SIGTERM
+//   postern check-config FILE                 validate a configuration and exit
+//
+// A missing or invalid configuration is refused with a message naming the file, line and
+// key, and exit status 2.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <signal.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "relay/worker.h"
+
+namespace {
+
+int runRelay(const std::string& config_path, const std::string& spool_dir) {
+  postern::Config config;
+  try {
+    config = postern::loadConfig(config_path);
+  } catch (const postern::ConfigError& e) {
+    std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
+    return 2;
+  }
+  if (!spool_dir.empty()) config.spool_dir = spool_dir;
+  postern::initLogging(config.log_format, config.log_level);
+  // A peer closing mid-write must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
+
+  postern::Worker worker(config, 0);
+  if (std::string err = worker.start(); !err.empty()) {
+    postern::logEvent(spdlog::level::err, "startup_failed", {{"error", err}});
+    std::fprintf(stderr, "postern: %s\n", err.c_str());
+    worker.run();
+    return 1;
+  }
+  worker.run();
+  postern::logEvent(spdlog::level::info, "stopped", {});
+  return 0;
+}
+
+int checkConfig(const std::string& path) {
+  try {
+    postern::loadConfig(path);
+  } catch (const postern::ConfigError& e) {
+    std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
+    return 2;
+  }
+  std::printf("%s: ok\n", path.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Postern SMTP edge relay"};
+  app.require_subcommand(0, 1);
+  std::string config_path;
+  std::string spool_dir;
+  app.add_option("--config,-c", config_path, "configuration file (TOML)");
+  app.add_option("--spool-dir", spool_dir, "override server.spool_dir");
+
+  std::string check_path;
+  auto* check = app.add_subcommand("check-config", "validate a configuration file");
+  check->add_option("file", check_path, "configuration file")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  if (*check) return checkConfig(check_path);
+  if (config_path.empty()) {
+    std::fprintf(stderr, "postern: --config FILE is required\n");
+    return 2;
+  }
+  return runRelay(config_path, spool_dir);
+}

@@ -1,0 +1,298 @@
+#include "relay/smtp_client.h"
+
+#include <cstring>
+
+#include "core/assert.h"
+#include "core/log.h"
+#include "core/smtp_command.h"
+#include "relay/delivery.h"
+
+namespace postern {
+namespace {
+
+constexpr size_t kReplyLineMax = 4096;
+
+struct WriteReq {
+  uv_write_t req;
+  std::string data;
+};
+
+// Dot-stuffs a body of CRLF-terminated lines (RFC 5321 §4.5.2) and appends the
+// end-of-data marker.
+std::string stuffBody(std::string_view body) {
+  std::string out;
+  out.reserve(body.size() + body.size() / 64 + 8);
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t lf = body.find('\n', pos);
+    size_t end = lf == std::string_view::npos ? body.size() : lf + 1;
+    if (body[pos] == '.') out.push_back('.');
+    out.append(body.substr(pos, end - pos));
+    pos = end;
+  }
+  if (!out.empty() && out.back() != '\n') out.append("\r\n");
+  out.append(".\r\n");
+  return out;
+}
+
+}  // namespace
+
+SmtpClient::SmtpClient(Delivery& delivery, const sockaddr_storage& addr)
+    : delivery_(delivery), addr_(addr), in_(2 * kReplyLineMax), splitter_(kReplyLineMax) {}
+
+void SmtpClient::start() {
+  uv_tcp_init(delivery_.loop(), &tcp_);
+  tcp_.data = this;
+  uv_timer_init(delivery_.loop(), &timer_);
+  timer_.data = this;
+  open_handles_ = 2;
+  connect_req_.data = this;
+  armTimer(delivery_.config().delivery.connect_timeout);
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr_),
+                          onConnect);
+  if (rc != 0) fail(uv_strerror(rc));
+}
+
+void SmtpClient::armTimer(double seconds) {
+  uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(seconds * 1000), 0);
+}
+
+void SmtpClient::onConnect(uv_connect_t* req, int status) {
+  auto* c = static_cast<SmtpClient*>(req->data);
+  if (c->state_ == State::kClosed) return;
+  if (status < 0) return c->fail(std::string("connect: ") + uv_strerror(status));
+  uv_tcp_nodelay(&c->tcp_, 1);
+  c->state_ = State::kGreeting;
+  c->armTimer(c->delivery_.config().delivery.command_timeout);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), onAlloc, onRead);
+}
+
+void SmtpClient::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* c = static_cast<SmtpClient*>(h->data);
+  std::span<char> w = c->in_.writable();
+  *buf = uv_buf_init(w.data(), static_cast<unsigned>(w.size()));
+}
+
+void SmtpClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+  auto* c = static_cast<SmtpClient*>(s->data);
+  if (c->state_ == State::kClosed) return;
+  if (nread < 0) {
+    return c->fail(nread == UV_EOF ? "connection closed by peer" : uv_strerror(static_cast<int>(nread)));
+  }
+  c->in_.commit(static_cast<size_t>(nread));
+  c->processInput();
+}
+
+void SmtpClient::processInput() {
+  Line line;
+  while (state_ != State::kClosed && splitter_.next(in_, line)) {
+    std::string_view t = line.text;
+    if (line.too_long || t.size() < 3 || t[0] < '2' || t[0] > '5' || t[1] < '0' || t[1] > '9' ||
+        t[2] < '0' || t[2] > '9' || (t.size() > 3 && t[3] != ' ' && t[3] != '-')) {
+      return fail("malformed reply from next hop");
+    }
+    int code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
+    std::string_view rest = t.size() > 4 ? t.substr(4) : std::string_view{};
+    if (state_ == State::kEhlo && code == 250) onEhloLine(rest);
+    if (t.size() > 3 && t[3] == '-') {
+      reply_text_.append(rest).push_back(' ');
+      continue;
+    }
+    reply_text_.append(rest);
+    std::string text = std::move(reply_text_);
+    reply_text_.clear();
+    onReply(code, text);
+  }
+}
+
+void SmtpClient::onEhloLine(std::string_view line) {
+  if (equalsIgnoreCase(line, "PIPELINING")) pipelining_ = true;
+  if (equalsIgnoreCase(line, "8BITMIME")) eight_bit_mime_ = true;
+}
+
+void SmtpClient::send(std::string data) {
+  auto* w = new WriteReq;
+  w->data = std::move(data);
+  w->req.data = w;
+  uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWrite);
+  if (rc != 0) {
+    delete w;
+    fail(uv_strerror(rc));
+  }
+}
+
+void SmtpClient::onWrite(uv_write_t* req, int) {
+  // A failed write shows up as a read error too; the owner handles it there.
+  delete static_cast<WriteReq*>(req->data);
+}
+
+void SmtpClient::onReply(int code, std::string_view text) {
+  const auto& dc = delivery_.config();
+  switch (state_) {
+    case State::kGreeting:
+      if (code != 220) return fail("greeting: " + std::to_string(code) + " " + std::string(text));
+      state_ = State::kEhlo;
+      send("EHLO " + dc.hostname + "\r\n");
+      return;
+    case State::kEhlo:
+      if (code == 250) return becomeReady();
+      state_ = State::kHelo;
+      send("HELO " + dc.hostname + "\r\n");
+      return;
+    case State::kHelo:
+      if (code != 250) return fail("HELO: " + std::to_string(code) + " " + std::string(text));
+      return becomeReady();
+    case State::kEnvelope:
+      return startEnvelopeReply(code, text);
+    case State::kBody:
+      return finishTransaction(code, text);
+    case State::kRset:
+      if (code != 250) return fail("RSET: " + std::to_string(code));
+      return becomeReady();
+    case State::kQuit:
+      return close();
+    case State::kConnecting:
+    case State::kIdle:
+    case State::kClosed:
+      return fail("unexpected reply from next hop");
+  }
+}
+
+void SmtpClient::becomeReady() {
+  bool first = !ever_ready_;
+  ever_ready_ = true;
+  state_ = State::kIdle;
+  armTimer(delivery_.config().delivery.idle_timeout);
+  delivery_.clientReady(this, first);
+}
+
+void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
+  POSTERN_ASSERT(state_ == State::kIdle);
+  job_ = std::move(job);
+  rcpts_ = job_->pendingRecipients();
+  const Envelope& env = job_->message.envelope;
+  commands_.clear();
+  rcpt_replies_.clear();
+  replies_ = 0;
+  mail_code_ = 0;
+  std::string mail = "MAIL FROM:<" + env.sender + ">";
+  if (eight_bit_mime_) mail += " BODY=8BITMIME";
+  commands_.push_back(mail + "\r\n");
+  for (uint32_t i : rcpts_) commands_.push_back("RCPT TO:<" + env.recipients[i] + ">\r\n");
+  commands_.push_back("DATA\r\n");
+  state_ = State::kEnvelope;
+  armTimer(delivery_.config().delivery.command_timeout);
+  if (pipelining_) {
+    std::string all;
+    for (const auto& c : commands_) all += c;
+    next_command_ = commands_.size();
+    send(std::move(all));
+  } else {
+    next_command_ = 1;
+    send(commands_[0]);
+  }
+}
+
+void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
+  size_t index = replies_++;
+  if (index == 0) {
+    mail_code_ = code;
+    mail_text_.assign(text);
+  } else if (index <= rcpts_.size()) {
+    rcpt_replies_.emplace_back(code, std::string(text));
+  }
+  if (replies_ < commands_.size()) {
+    if (next_command_ < commands_.size()) send(commands_[next_command_++]);
+    return;
+  }
+  // The DATA reply.
+  bool any_accepted = false;
+  for (const auto& r : rcpt_replies_) any_accepted |= r.first / 100 == 2;
+  any_accepted &= mail_code_ / 100 == 2;
+  if (code == 354) {
+    state_ = State::kBody;
+    if (!any_accepted) {
+      // The peer accepted DATA with no recipients; send an empty message and ignore it.
+      send(".\r\n");
+      return;
+    }
+    std::string body;
+    if (!delivery_.spool().readBody(job_->message.ref, body)) {
+      return fail("cannot read message body from the spool");
+    }
+    send(stuffBody(body));
+    return;
+  }
+  finishTransaction(code, text);
+}
+
+void SmtpClient::finishTransaction(int final_code, std::string_view final_text) {
+  std::vector<RecipientResult> results;
+  results.reserve(rcpts_.size());
+  for (size_t i = 0; i < rcpts_.size(); ++i) {
+    if (mail_code_ / 100 != 2) {
+      results.push_back({rcpts_[i], mail_code_, mail_text_});
+    } else if (i < rcpt_replies_.size() && rcpt_replies_[i].first / 100 != 2) {
+      results.push_back({rcpts_[i], rcpt_replies_[i].first, rcpt_replies_[i].second});
+    } else {
+      results.push_back({rcpts_[i], final_code, std::string(final_text)});
+    }
+  }
+  bool delivered = final_code / 100 == 2 && state_ == State::kBody;
+  if (delivered) ++messages_sent_;
+  auto job = std::move(job_);
+  if (delivered) {
+    state_ = State::kIdle;
+    delivery_.jobFinished(this, std::move(job), std::move(results));
+    if (state_ == State::kIdle) becomeReady();
+  } else {
+    state_ = State::kRset;
+    send("RSET\r\n");
+    delivery_.jobFinished(this, std::move(job), std::move(results));
+  }
+}
+
+void SmtpClient::shutdown() {
+  if (state_ == State::kClosed || state_ == State::kQuit) return;
+  if (state_ == State::kIdle) {
+    state_ = State::kQuit;
+    armTimer(5);
+    send("QUIT\r\n");
+    return;
+  }
+  fail("shutting down");
+}
+
+void SmtpClient::fail(std::string_view why) {
+  if (state_ == State::kClosed) return;
+  if (state_ != State::kQuit) {
+    logEvent(spdlog::level::info, "next_hop_error", {{"error", why}});
+  }
+  if (job_) {
+    std::vector<RecipientResult> results;
+    for (uint32_t i : rcpts_) results.push_back({i, 451, "4.4.2 " + std::string(why)});
+    delivery_.jobFinished(this, std::move(job_), std::move(results));
+  }
+  close();
+}
+
+void SmtpClient::onTimer(uv_timer_t* t) {
+  auto* c = static_cast<SmtpClient*>(t->data);
+  if (c->state_ == State::kIdle) return c->shutdown();
+  c->fail("timeout talking to next hop");
+}
+
+void SmtpClient::close() {
+  if (state_ == State::kClosed) return;
+  state_ = State::kClosed;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClose);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
+}
+
+void SmtpClient::onClose(uv_handle_t* h) {
+  auto* c = static_cast<SmtpClient*>(h->data);
+  if (--c->open_handles_ == 0) c->delivery_.clientClosed(c);  // deletes c
+}
+
+}  // namespace postern

@@ -1,0 +1,96 @@
+// SmtpClient: one outbound SMTP connection to a next hop, owned by Delivery.
+//
+// Connects, reads the greeting, says EHLO (HELO if refused), then delivers jobs handed to
+// it one at a time, reusing the connection. With PIPELINING the envelope (MAIL, RCPTs,
+// DATA) goes out in one write and the replies are matched in order (RFC 2920); without
+// it, one command per reply. Results are per recipient: a failed MAIL applies to every
+// recipient, a failed RCPT to that one, and the DATA/end-of-data reply to the accepted
+// ones. A connection that breaks or times out mid-transaction reports 4xx for every
+// recipient it carried, so nothing is lost, only retried.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/input_buffer.h"
+#include "core/line_splitter.h"
+#include "queue/scheduler.h"
+
+namespace postern {
+
+class Delivery;
+
+struct RecipientResult {
+  uint32_t index;  // into the envelope's recipients
+  int code;
+  std::string text;
+};
+
+class SmtpClient {
+ public:
+  SmtpClient(Delivery& delivery, const sockaddr_storage& addr);
+
+  void start();
+  // Sends one message over this ready, idle connection.
+  void deliver(std::unique_ptr<DeliveryJob> job);
+  // Ends the connection (QUIT when idle, abrupt otherwise); the client deletes itself
+  // once its handles are closed, after telling Delivery.
+  void shutdown();
+
+  bool idle() const { return state_ == State::kIdle; }
+  bool everReady() const { return ever_ready_; }
+  size_t messagesSent() const { return messages_sent_; }
+
+ private:
+  enum class State { kConnecting, kGreeting, kEhlo, kHelo, kIdle, kEnvelope, kBody, kRset,
+                     kQuit, kClosed };
+
+  void onReply(int code, std::string_view text);
+  void onEhloLine(std::string_view line);
+  void startEnvelopeReply(int code, std::string_view text);
+  void finishTransaction(int final_code, std::string_view final_text);
+  void becomeReady();
+  void send(std::string data);
+  void fail(std::string_view why);
+  void close();
+  void armTimer(double seconds);
+  void processInput();
+
+  static void onConnect(uv_connect_t* req, int status);
+  static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*);
+  static void onWrite(uv_write_t* req, int status);
+  static void onTimer(uv_timer_t* t);
+  static void onClose(uv_handle_t* h);
+
+  Delivery& delivery_;
+  sockaddr_storage addr_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_connect_t connect_req_;
+  int open_handles_ = 0;
+  State state_ = State::kConnecting;
+  bool ever_ready_ = false;
+  size_t messages_sent_ = 0;
+
+  InputBuffer in_;
+  LineSplitter splitter_;
+  std::string reply_text_;  // multi-line reply accumulated so far
+
+  bool pipelining_ = false;
+  bool eight_bit_mime_ = false;
+
+  std::unique_ptr<DeliveryJob> job_;
+  std::vector<uint32_t> rcpts_;          // indices attempted in this transaction
+  std::vector<std::string> commands_;    // MAIL, RCPT..., DATA
+  size_t next_command_ = 0;              // first command not yet sent
+  size_t replies_ = 0;                   // envelope replies received
+  int mail_code_ = 0;
+  std::string mail_text_;
+  std::vector<std::pair<int, std::string>> rcpt_replies_;
+};
+
+}  // namespace postern
