@@ -1,0 +1,61 @@
+#include "queue/record.h"
+
+#include <gtest/gtest.h>
+
+#include "queue/crc32c.h"
+
+namespace postern {
+namespace {
+
+TEST(Crc32c, KnownVector) {
+  // RFC 3720 B.4: CRC32C of "123456789".
+  EXPECT_EQ(crc32c(0, "123456789", 9), 0xE3069283u);
+  std::string zeros(32, '\0');
+  EXPECT_EQ(crc32c(0, zeros.data(), zeros.size()), 0x8A9136AAu);
+}
+
+TEST(Record, MessageRoundTrip) {
+  Envelope env{0x1122334455667788ull, 1700000000123, "s@x.test", {"a@y.test", "b@z.test"}};
+  std::string out;
+  size_t body_offset = 0;
+  encodeMessage(out, env, "Subject: hi\r\n\r\nbody\r\n", body_offset);
+  encodeDone(out, env.id, 1);
+
+  auto rec = decodeRecord(out);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->type, RecordType::kMessage);
+  EXPECT_EQ(rec->envelope.id, env.id);
+  EXPECT_EQ(rec->envelope.received_ms, env.received_ms);
+  EXPECT_EQ(rec->envelope.sender, env.sender);
+  EXPECT_EQ(rec->envelope.recipients, env.recipients);
+  EXPECT_EQ(rec->body_offset, body_offset);
+  EXPECT_EQ(out.substr(rec->body_offset, rec->body_size), "Subject: hi\r\n\r\nbody\r\n");
+
+  auto done = decodeRecord(std::string_view(out).substr(rec->size));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->type, RecordType::kDone);
+  EXPECT_EQ(done->done_id, env.id);
+  EXPECT_EQ(done->done_rcpt, 1u);
+}
+
+TEST(Record, TornOrCorruptIsRejected) {
+  Envelope env{1, 2, "", {"a@b"}};
+  std::string out;
+  size_t off;
+  encodeMessage(out, env, "x\r\n", off);
+  for (size_t cut = 0; cut < out.size(); ++cut) {
+    EXPECT_FALSE(decodeRecord(std::string_view(out).substr(0, cut)).has_value()) << cut;
+  }
+  for (size_t i = 4; i < out.size(); ++i) {
+    std::string bad = out;
+    bad[i] ^= 0x20;
+    EXPECT_FALSE(decodeRecord(bad).has_value()) << i;
+  }
+}
+
+TEST(Record, QueueIdIsSixteenHexDigits) {
+  EXPECT_EQ(queueIdString(0xABCull), "0000000000000ABC");
+}
+
+}  // namespace
+}  // namespace postern

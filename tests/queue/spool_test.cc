@@ -1,0 +1,146 @@
+#include "queue/spool.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace postern {
+namespace {
+
+namespace fs = std::filesystem;
+
+class SpoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("postern_spool_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    uv_loop_init(&loop_);
+  }
+  void TearDown() override {
+    uv_loop_close(&loop_);
+    fs::remove_all(dir_);
+  }
+
+  // Opens a spool, runs fn(spool, recovered) and the loop until the spool is idle.
+  template <typename Fn>
+  void withSpool(Fn fn, size_t segment_limit = 64u << 20) {
+    auto spool = std::make_unique<Spool>(&loop_, dir_.string(), segment_limit);
+    std::vector<SpooledMessage> recovered;
+    ASSERT_EQ(spool->open(recovered), "");
+    fn(*spool, recovered);
+    while (spool->busy()) uv_run(&loop_, UV_RUN_ONCE);
+    spool->close();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
+
+  Envelope env(Spool& s, std::vector<std::string> rcpts) {
+    return Envelope{s.nextId(), 1, "sender@x.test", std::move(rcpts)};
+  }
+
+  std::vector<fs::path> segments() {
+    std::vector<fs::path> out;
+    for (auto& e : fs::directory_iterator(dir_)) out.push_back(e.path());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  fs::path dir_;
+  uv_loop_t loop_;
+};
+
+TEST_F(SpoolTest, CommittedMessagesAreRecoveredUntilDone) {
+  std::vector<uint64_t> ids;
+  withSpool([&](Spool& s, auto& rec) {
+    EXPECT_TRUE(rec.empty());
+    int committed = 0;
+    for (int i = 0; i < 3; ++i) {
+      Envelope e = env(s, {"a@y.test", "b@y.test"});
+      ids.push_back(e.id);
+      s.append(e, "body " + std::to_string(i) + "\r\n", [&](bool ok, const StoredRef& ref) {
+        EXPECT_TRUE(ok);
+        std::string body;
+        EXPECT_TRUE(s.readBody(ref, body));
+        EXPECT_EQ(body.substr(0, 5), "body ");
+        ++committed;
+      });
+    }
+    while (committed < 3) uv_run(&loop_, UV_RUN_ONCE);
+    s.markDone(ids[0], 0);
+    s.markDone(ids[0], 1);
+    s.markDone(ids[1], 1);
+  });
+  // "Restart": message 0 is done, message 1 has recipient 0 left, message 2 both.
+  withSpool([&](Spool& s, auto& rec) {
+    ASSERT_EQ(rec.size(), 2u);
+    EXPECT_EQ(rec[0].envelope.id, ids[1]);
+    EXPECT_EQ(rec[0].done, (std::vector<bool>{false, true}));
+    EXPECT_EQ(rec[1].envelope.id, ids[2]);
+    std::string body;
+    ASSERT_TRUE(s.readBody(rec[1].ref, body));
+    EXPECT_EQ(body, "body 2\r\n");
+    EXPECT_GT(s.nextId(), ids[2]);
+  });
+}
+
+TEST_F(SpoolTest, TornTailIsSkippedAndEverythingBeforeKept) {
+  withSpool([&](Spool& s, auto&) {
+    int committed = 0;
+    for (int i = 0; i < 2; ++i) {
+      s.append(env(s, {"a@y.test"}), "message " + std::to_string(i) + "\r\n",
+               [&](bool ok, const StoredRef&) { committed += ok; });
+    }
+    while (committed < 2) uv_run(&loop_, UV_RUN_ONCE);
+  });
+  auto segs = segments();
+  ASSERT_EQ(segs.size(), 1u);
+  auto size = fs::file_size(segs[0]);
+  fs::resize_file(segs[0], size - 3);  // tear the last record
+  withSpool([&](Spool& s, auto& rec) {
+    ASSERT_EQ(rec.size(), 1u);
+    std::string body;
+    ASSERT_TRUE(s.readBody(rec[0].ref, body));
+    EXPECT_EQ(body, "message 0\r\n");
+  });
+}
+
+TEST_F(SpoolTest, FinishedSegmentsAreDeleted) {
+  withSpool(
+      [&](Spool& s, auto&) {
+        std::vector<std::pair<uint64_t, StoredRef>> done;
+        for (int i = 0; i < 4; ++i) {
+          Envelope e = env(s, {"a@y.test"});
+          s.append(e, std::string(200, 'x') + "\r\n", [&, id = e.id](bool ok, const StoredRef& r) {
+            ASSERT_TRUE(ok);
+            done.emplace_back(id, r);
+          });
+          while (done.size() < static_cast<size_t>(i + 1)) uv_run(&loop_, UV_RUN_ONCE);
+        }
+        EXPECT_GE(s.segmentCount(), 3u);  // 100-byte limit: a segment per message or so
+        for (auto& [id, ref] : done) {
+          s.markDone(id, 0);
+          s.release(ref);
+        }
+        EXPECT_EQ(s.segmentCount(), 1u);  // only the active one is left
+      },
+      100);
+  withSpool([&](Spool&, auto& rec) { EXPECT_TRUE(rec.empty()); });
+  EXPECT_EQ(segments().size(), 1u);
+}
+
+TEST_F(SpoolTest, UnwritableSpoolDirectoryFailsToOpen) {
+  fs::create_directories(dir_.parent_path());
+  std::ofstream(dir_.string()) << "not a directory";
+  Spool s(&loop_, dir_.string());
+  std::vector<SpooledMessage> rec;
+  EXPECT_NE(s.open(rec), "");
+  s.close();
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  fs::remove(dir_);
+}
+
+}  // namespace
+}  // namespace postern
