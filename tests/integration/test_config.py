@@ -1,0 +1,160 @@
+"""Start-up configuration handling: missing or invalid configs fail loudly, check-config,
+and --spool-dir."""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+from harness import HOST, Downstream, Relay, assert_relayed, free_port, port_accepts, \
+    require_binary
+
+
+def good_config(tmp, port, next_hop_port):
+    return (
+        "[server]\n"
+        'hostname = "relay.test"\n'
+        "workers = 1\n"
+        f'spool_dir = "{tmp}/spool"\n'
+        "\n"
+        "[[listener]]\n"
+        f'address = "{HOST}:{port}"\n'
+        "\n"
+        "[relay]\n"
+        'relay_networks = ["127.0.0.1/32"]\n'
+        'accept_domains = ["accepted.test"]\n'
+        "\n"
+        "[[route]]\n"
+        'domain = "*"\n'
+        f'next_hop = "{HOST}:{next_hop_port}"\n'
+        "\n"
+        "[delivery]\n"
+        "retry_min = 1\n"
+        "retry_max = 2\n"
+        "idle_timeout = 1\n"
+        "\n"
+        "[admin]\n"
+        f'address = "{HOST}:{free_port()}"\n'
+    )
+
+
+class ConfigTest(unittest.TestCase):
+
+    def setUp(self):
+        self.bin = require_binary()
+        self.tmp = tempfile.mkdtemp(prefix="postern-it-config-")
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.port = free_port()
+
+    def run_postern(self, *args, timeout=10):
+        try:
+            proc = subprocess.run([self.bin, *args], stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout, cwd=self.tmp)
+        except subprocess.TimeoutExpired as e:
+            self.fail(f"postern {' '.join(args)} still running after {timeout} s "
+                      f"(expected it to exit); stderr: {(e.stderr or b'').decode(errors='replace')}")
+        return proc.returncode, proc.stdout.decode(errors="replace"), \
+            proc.stderr.decode(errors="replace")
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_missing_config_file(self):
+        path = os.path.join(self.tmp, "does-not-exist.toml")
+        rc, out, err = self.run_postern("--config", path)
+        self.assertNotEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertIn(path, err)
+        self.assertFalse(port_accepts(HOST, self.port))
+
+    def test_unknown_key_named_with_line(self):
+        text = good_config(self.tmp, self.port, free_port())
+        # Insert a misspelt key as line 3 of the file (inside [server]).
+        lines = text.split("\n")
+        lines.insert(2, 'hostnme = "x"')
+        path = self.write("bad.toml", "\n".join(lines))
+        rc, out, err = self.run_postern("--config", path)
+        self.assertNotEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertIn("hostnme", err)
+        self.assertRegex(err, re.escape(path) + r":3\b", "error does not name file:line")
+        self.assertFalse(port_accepts(HOST, self.port), "relay started despite a bad config")
+
+    def test_unknown_key_minimal_file(self):
+        path = self.write("minimal-bad.toml", '[server]\nhostnme = "x"\n')
+        rc, out, err = self.run_postern("--config", path)
+        self.assertNotEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertIn("hostnme", err)
+        self.assertRegex(err, re.escape(path) + r":2\b")
+
+    def test_wrong_type_named(self):
+        text = good_config(self.tmp, self.port, free_port()).replace(
+            "workers = 1", 'workers = "many"')
+        path = self.write("badtype.toml", text)
+        line = text.split("\n").index('workers = "many"') + 1
+        rc, out, err = self.run_postern("--config", path)
+        self.assertNotEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertIn("workers", err)
+        self.assertRegex(err, re.escape(path) + rf":{line}\b")
+
+    def test_toml_syntax_error(self):
+        path = self.write("syntax.toml", '[server]\nhostname = "relay.test\n')
+        rc, out, err = self.run_postern("--config", path)
+        self.assertNotEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertIn(path, err)
+
+    def test_check_config_good(self):
+        path = self.write("good.toml", good_config(self.tmp, self.port, free_port()))
+        rc, out, err = self.run_postern("check-config", path)
+        self.assertEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertFalse(port_accepts(HOST, self.port), "check-config must not listen")
+
+    def test_check_config_bad(self):
+        path = self.write("bad.toml", '[server]\nhostnme = "x"\n')
+        rc, out, err = self.run_postern("check-config", path)
+        self.assertNotEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertIn("hostnme", out + err)
+
+    def test_check_config_missing(self):
+        path = os.path.join(self.tmp, "nope.toml")
+        rc, out, err = self.run_postern("check-config", path)
+        self.assertNotEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
+        self.assertIn(path, out + err)
+
+
+class SpoolDirOverrideTest(unittest.TestCase):
+
+    def test_spool_dir_flag_overrides_config(self):
+        ds = Downstream()  # not started: the message stays in the spool
+        override = tempfile.mkdtemp(prefix="postern-it-spool-")
+        self.addCleanup(shutil.rmtree, override, ignore_errors=True)
+        relay = Relay(ds.port, spool_override=override)
+        self.addCleanup(relay.cleanup)
+        relay.start()
+        body = b"Subject: where is my spool\r\n\r\nbody\r\n"
+        with relay.client() as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.sendmail("a@origin.test", ["b@dest.test"], body), {})
+        relay.kill9()
+        files = [os.path.join(d, f) for d, _, fs in os.walk(override) for f in fs]
+        self.assertTrue(any(os.path.getsize(f) > 0 for f in files),
+                        f"nothing written under --spool-dir {override}: {files}\n"
+                        f"{relay.log_text()}")
+        config_spool = relay.spool_dir
+        written = [f for d, _, fs in os.walk(config_spool) for f in fs] \
+            if os.path.isdir(config_spool) else []
+        self.assertEqual(written, [], "config spool_dir used despite --spool-dir")
+        # The override spool is the one recovered from.
+        ds.start()
+        self.addCleanup(ds.stop)
+        relay.restart()
+        self.assertEqual(ds.wait_for(1, 15), 1, relay.log_text())
+        assert_relayed(self, ds.messages[0], body, "a@origin.test", ["b@dest.test"])
+        relay.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
