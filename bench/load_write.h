@@ -1,0 +1,23 @@
+// Writing a connection's batched output with as few copies as possible.
+//
+// writeOut tries the socket first (uv_try_write); most SMTP replies and commands fit in
+// the socket buffer, so no request and no copy is needed. Whatever the socket did not take
+// is moved into a heap request that keeps the bytes pinned until libuv's write callback,
+// as libuv requires. Writes on one stream complete in order.
+#pragma once
+
+#include <uv.h>
+
+#include <string>
+
+namespace postern {
+
+// Called once a queued write finished (status 0) or failed/was cancelled (status < 0).
+using WriteDone = void (*)(void* ctx, int status);
+
+// Sends out and clears it. Returns 1 if every byte was handed to the kernel at once (done is
+// not called), 0 if the rest was queued (done, when not null, is called later), or a
+// negative libuv error if the stream refused the write (done is not called).
+int writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx);
+
+}  // namespace postern
