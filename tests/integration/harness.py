@@ -617,7 +617,13 @@ class RelayTestCase(unittest.TestCase):
 
     def _cleanup_relay(self):
         failed = self._failed
-        self.relay.stop()
+        rc = self.relay.stop()
+        log = self.relay.log_text()
+        # SIGTERM must drain and exit 0; a sanitizer report (ASan build) must fail the test.
+        bad_exit = rc not in (0, None)
+        sanitizer = "ERROR: AddressSanitizer" in log or "runtime error:" in log \
+            or "ERROR: LeakSanitizer" in log
+        failed = failed or bad_exit or sanitizer
         if failed:
             lines = self.relay.log_text().splitlines(keepends=True)
             if len(lines) > 300:
@@ -626,6 +632,9 @@ class RelayTestCase(unittest.TestCase):
             sys.stderr.write(f"\n==== postern log for {self.id()} (kept in {self.relay.tmp}) ====\n"
                              f"{''.join(lines)}==== end of log ====\n")
         self.relay.cleanup(keep=failed)
+        if bad_exit or sanitizer:
+            raise AssertionError(f"postern exit status {rc} after SIGTERM"
+                                 + (" with a sanitizer report" if sanitizer else ""))
 
     def send(self, original, mail_from, rcpts, source_ip=None, mail_options=()):
         """Sends one message through the relay with smtplib; returns the DATA reply."""
