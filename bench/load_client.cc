@@ -5,7 +5,7 @@
 
 #include "bench/load_source.h"
 #include "bench/load_stats.h"
-#include "bench/load_write.h"
+#include "core/stream_write.h"
 #include "core/smtp_command.h"
 
 namespace postern {

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "bench/load_sink.h"
-#include "bench/load_write.h"
+#include "core/stream_write.h"
 #include "core/smtp_command.h"
 #include "core/smtp_reply.h"
 

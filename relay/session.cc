@@ -6,6 +6,7 @@
 #include "core/assert.h"
 #include "core/log.h"
 #include "core/smtp_reply.h"
+#include "core/stream_write.h"
 #include "relay/delivery.h"
 #include "relay/received.h"
 #include "relay/relay_policy.h"
@@ -20,11 +21,6 @@ size_t bufferSize(const Limits& l) {
   return std::max<size_t>(16 * 1024, 2 * std::max(l.command_line, l.data_line));
 }
 
-struct WriteReq {
-  uv_write_t req;
-  std::string data;
-  Session* session;
-};
 
 int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -185,31 +181,19 @@ void Session::closeAfterFlush() {
 
 void Session::flushOutput() {
   if (closing_) return;
-  if (out_.empty()) {
-    // uv_close() would cancel queued writes, so the last reply's write closes instead.
-    if (close_after_flush_ && writes_pending_ == 0) close();
-    return;
-  }
-  auto* w = new WriteReq;
-  w->data.swap(out_);
-  w->session = this;
-  w->req.data = w;
-  uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  ++refs_;
-  ++writes_pending_;
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWrite);
-  if (rc != 0) {
-    delete w;
-    --refs_;
-    --writes_pending_;
+  int rc = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), out_, onWriteDone, this);
+  if (rc < 0) return close();
+  if (rc == 0) {
+    ++refs_;  // the queued write refers to this session
+    ++writes_pending_;
+  } else if (close_after_flush_ && writes_pending_ == 0) {
+    // uv_close() would cancel queued writes, so a queued last reply closes from its callback.
     close();
   }
 }
 
-void Session::onWrite(uv_write_t* req, int status) {
-  auto* w = static_cast<WriteReq*>(req->data);
-  Session* s = w->session;
-  delete w;
+void Session::onWriteDone(void* ctx, int status) {
+  auto* s = static_cast<Session*>(ctx);
   --s->writes_pending_;
   if (!s->closing_ && (status < 0 || (s->close_after_flush_ && s->writes_pending_ == 0))) {
     s->close();

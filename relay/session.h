@@ -68,7 +68,7 @@ class Session {
 
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void onWrite(uv_write_t* req, int status);
+  static void onWriteDone(void* ctx, int status);
   static void onTimeout(uv_timer_t* t);
   static void onClose(uv_handle_t* h);
 

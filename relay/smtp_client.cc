@@ -5,6 +5,7 @@
 #include "core/assert.h"
 #include "core/log.h"
 #include "core/smtp_command.h"
+#include "core/stream_write.h"
 #include "relay/delivery.h"
 
 namespace postern {
@@ -12,10 +13,6 @@ namespace {
 
 constexpr size_t kReplyLineMax = 4096;
 
-struct WriteReq {
-  uv_write_t req;
-  std::string data;
-};
 
 // Dot-stuffs a body of CRLF-terminated lines (RFC 5321 §4.5.2) and appends the
 // end-of-data marker.
@@ -111,20 +108,9 @@ void SmtpClient::onEhloLine(std::string_view line) {
 }
 
 void SmtpClient::send(std::string data) {
-  auto* w = new WriteReq;
-  w->data = std::move(data);
-  w->req.data = w;
-  uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWrite);
-  if (rc != 0) {
-    delete w;
-    fail(uv_strerror(rc));
-  }
-}
-
-void SmtpClient::onWrite(uv_write_t* req, int) {
-  // A failed write shows up as a read error too; the owner handles it there.
-  delete static_cast<WriteReq*>(req->data);
+  // A failed queued write shows up as a read error too; the read side handles it.
+  int rc = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), data, nullptr, nullptr);
+  if (rc < 0) fail(uv_strerror(rc));
 }
 
 void SmtpClient::onReply(int code, std::string_view text) {

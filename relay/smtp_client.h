@@ -62,7 +62,6 @@ class SmtpClient {
   static void onConnect(uv_connect_t* req, int status);
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*);
-  static void onWrite(uv_write_t* req, int status);
   static void onTimer(uv_timer_t* t);
   static void onClose(uv_handle_t* h);
 

@@ -1,4 +1,5 @@
-// Writing a connection's batched output with as few copies as possible.
+// Writing a connection's batched output with as few copies as possible (used by server
+// sessions, the delivery client and postern-load).
 //
 // writeOut tries the socket first (uv_try_write); most SMTP replies and commands fit in
 // the socket buffer, so no request and no copy is needed. Whatever the socket did not take

@@ -1,4 +1,4 @@
-#include "bench/load_write.h"
+#include "core/stream_write.h"
 
 namespace postern {
 namespace {
