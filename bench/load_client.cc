@@ -5,8 +5,8 @@
 
 #include "bench/load_source.h"
 #include "bench/load_stats.h"
-#include "core/stream_write.h"
 #include "core/smtp_command.h"
+#include "core/stream_write.h"
 
 namespace postern {
 namespace {

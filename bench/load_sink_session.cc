@@ -4,9 +4,9 @@
 #include <string>
 
 #include "bench/load_sink.h"
-#include "core/stream_write.h"
 #include "core/smtp_command.h"
 #include "core/smtp_reply.h"
+#include "core/stream_write.h"
 
 namespace postern {
 namespace {

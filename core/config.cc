@@ -1,9 +1,10 @@
 #include "core/config.h"
 
+#include <toml++/toml.h>
+
 #include <algorithm>
 #include <set>
 #include <thread>
-#include <toml++/toml.h>
 
 namespace postern {
 namespace {
@@ -62,9 +63,12 @@ class TableReader {
     const toml::node* n = get(key);
     if (n == nullptr) return def;
     double v = 0;
-    if (n->is_integer()) v = static_cast<double>(**n->as_integer());
-    else if (n->is_floating_point()) v = **n->as_floating_point();
-    else fail(n, key, "expected a number of seconds");
+    if (n->is_integer())
+      v = static_cast<double>(**n->as_integer());
+    else if (n->is_floating_point())
+      v = **n->as_floating_point();
+    else
+      fail(n, key, "expected a number of seconds");
     if (v <= 0 || v > 365.0 * 86400) fail(n, key, "must be a positive number of seconds");
     return v;
   }

@@ -31,24 +31,24 @@ struct RouteConfig {
 };
 
 struct Limits {
-  size_t command_line = 2048;          // octets, including CRLF
-  size_t data_line = 1000;             // octets, including CRLF (998 + CRLF)
+  size_t command_line = 2048;  // octets, including CRLF
+  size_t data_line = 1000;     // octets, including CRLF (998 + CRLF)
   size_t message_size = 25 * 1024 * 1024;
   size_t recipients = 1000;
   size_t errors = 20;
-  double command_timeout = 300;        // seconds
-  double data_timeout = 300;           // seconds
+  double command_timeout = 300;  // seconds
+  double data_timeout = 300;     // seconds
   size_t connections = 20000;
   size_t connections_per_ip = 100;
 };
 
 struct DeliveryConfig {
-  size_t connections_per_host = 20;    // concurrent connections to one next hop
+  size_t connections_per_host = 20;  // concurrent connections to one next hop
   size_t messages_per_connection = 100;
-  double idle_timeout = 5;             // seconds a pooled connection waits for work
+  double idle_timeout = 5;  // seconds a pooled connection waits for work
   double connect_timeout = 30;
   double command_timeout = 300;
-  double retry_min = 300;              // first retry delay, seconds, doubling
+  double retry_min = 300;  // first retry delay, seconds, doubling
   double retry_max = 4000;
   double queue_lifetime = 5 * 86400;
 };

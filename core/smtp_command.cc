@@ -12,13 +12,13 @@ struct VerbEntry {
 };
 
 constexpr std::array<VerbEntry, 21> kVerbs{{
-    {"HELO", Verb::kHelo}, {"EHLO", Verb::kEhlo}, {"MAIL", Verb::kMail},
-    {"RCPT", Verb::kRcpt}, {"DATA", Verb::kData}, {"BDAT", Verb::kBdat},
-    {"RSET", Verb::kRset}, {"NOOP", Verb::kNoop}, {"VRFY", Verb::kVrfy},
-    {"EXPN", Verb::kExpn}, {"HELP", Verb::kHelp}, {"QUIT", Verb::kQuit},
+    {"HELO", Verb::kHelo},         {"EHLO", Verb::kEhlo}, {"MAIL", Verb::kMail},
+    {"RCPT", Verb::kRcpt},         {"DATA", Verb::kData}, {"BDAT", Verb::kBdat},
+    {"RSET", Verb::kRset},         {"NOOP", Verb::kNoop}, {"VRFY", Verb::kVrfy},
+    {"EXPN", Verb::kExpn},         {"HELP", Verb::kHelp}, {"QUIT", Verb::kQuit},
     {"STARTTLS", Verb::kStartTls}, {"AUTH", Verb::kAuth}, {"ETRN", Verb::kEtrn},
-    {"SEND", Verb::kSend}, {"SOML", Verb::kSoml}, {"SAML", Verb::kSaml},
-    {"TURN", Verb::kTurn}, {"VERB", Verb::kVerb}, {"TICK", Verb::kTick},
+    {"SEND", Verb::kSend},         {"SOML", Verb::kSoml}, {"SAML", Verb::kSaml},
+    {"TURN", Verb::kTurn},         {"VERB", Verb::kVerb}, {"TICK", Verb::kTick},
 }};
 
 char upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c; }
@@ -113,9 +113,14 @@ std::optional<ReplyError> parsePathArg(std::string_view arg, std::string_view ke
     bool in_quotes = false;
     size_t close = std::string_view::npos;
     for (size_t i = 1; i < rest.size(); ++i) {
-      if (rest[i] == '"') in_quotes = !in_quotes;
-      else if (rest[i] == '\\' && in_quotes) ++i;
-      else if (rest[i] == '>' && !in_quotes) { close = i; break; }
+      if (rest[i] == '"')
+        in_quotes = !in_quotes;
+      else if (rest[i] == '\\' && in_quotes)
+        ++i;
+      else if (rest[i] == '>' && !in_quotes) {
+        close = i;
+        break;
+      }
     }
     if (close == std::string_view::npos) return syntax;
     path = rest.substr(1, close - 1);

@@ -14,10 +14,28 @@
 namespace postern {
 
 enum class Verb {
-  kHelo, kEhlo, kMail, kRcpt, kData, kBdat, kRset, kNoop, kVrfy, kExpn, kHelp, kQuit,
-  kStartTls, kAuth, kEtrn,
+  kHelo,
+  kEhlo,
+  kMail,
+  kRcpt,
+  kData,
+  kBdat,
+  kRset,
+  kNoop,
+  kVrfy,
+  kExpn,
+  kHelp,
+  kQuit,
+  kStartTls,
+  kAuth,
+  kEtrn,
   // Obsolete RFC 821 commands and extensions we do not offer.
-  kSend, kSoml, kSaml, kTurn, kVerb, kTick,
+  kSend,
+  kSoml,
+  kSaml,
+  kTurn,
+  kVerb,
+  kTick,
   kUnknown,
 };
 

@@ -50,11 +50,16 @@ namespace postern {
 
 ReplyClass classifyReply(int code) {
   switch (code / 100) {
-    case 2: return code < 200 ? ReplyClass::kInvalid : ReplyClass::kSuccess;
-    case 3: return ReplyClass::kIntermediate;
-    case 4: return ReplyClass::kTransient;
-    case 5: return ReplyClass::kPermanent;
-    default: return ReplyClass::kInvalid;
+    case 2:
+      return code < 200 ? ReplyClass::kInvalid : ReplyClass::kSuccess;
+    case 3:
+      return ReplyClass::kIntermediate;
+    case 4:
+      return ReplyClass::kTransient;
+    case 5:
+      return ReplyClass::kPermanent;
+    default:
+      return ReplyClass::kInvalid;
   }
 }
 

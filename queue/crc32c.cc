@@ -29,8 +29,7 @@ uint32_t crcTable(uint32_t crc, const unsigned char* p, size_t len) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t crcHw(uint32_t crc, const unsigned char* p,
-                                                  size_t len) {
+__attribute__((target("sse4.2"))) uint32_t crcHw(uint32_t crc, const unsigned char* p, size_t len) {
   uint64_t c = crc;
   while (len >= 8) {
     uint64_t v;

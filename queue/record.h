@@ -29,12 +29,12 @@ void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index);
 
 struct DecodedRecord {
   RecordType type;
-  size_t size = 0;  // whole record, header included
-  Envelope envelope;                // kMessage
-  size_t body_offset = 0;           // kMessage: from the record start
-  size_t body_size = 0;             // kMessage
-  uint64_t done_id = 0;             // kDone
-  uint32_t done_rcpt = 0;           // kDone
+  size_t size = 0;         // whole record, header included
+  Envelope envelope;       // kMessage
+  size_t body_offset = 0;  // kMessage: from the record start
+  size_t body_size = 0;    // kMessage
+  uint64_t done_id = 0;    // kDone
+  uint32_t done_rcpt = 0;  // kDone
 };
 
 // Decodes the record at the start of data; nullopt when it is torn or corrupt.

@@ -68,9 +68,9 @@ Spool::Spool(uv_loop_t* loop, std::string dir, size_t segment_limit)
   uv_timer_init(loop_, &done_timer_);
   done_timer_.data = this;
   auto now = std::chrono::system_clock::now().time_since_epoch();
-  id_base_ = static_cast<uint64_t>(
-                 std::chrono::duration_cast<std::chrono::milliseconds>(now).count())
-             << 16;
+  id_base_ =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count())
+      << 16;
 }
 
 Spool::~Spool() {
@@ -95,8 +95,7 @@ std::string Spool::segmentPath(uint32_t id) const {
 uint64_t Spool::nextId() { return id_base_ + id_counter_++; }
 
 std::string Spool::openSegment(uint32_t id) {
-  int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC,
-                  0640);
+  int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
   segments_[id] = Segment{fd, 0, 0};
   active_ = id;
@@ -142,7 +141,8 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
       auto rec = decodeRecord(std::string_view(data).substr(pos));
       if (!rec) {
         logEvent(spdlog::level::warn, "spool_torn_tail",
-                 {{"segment", segmentPath(id)}, {"offset", uint64_t{pos}},
+                 {{"segment", segmentPath(id)},
+                  {"offset", uint64_t{pos}},
                   {"discarded_bytes", uint64_t{data.size() - pos}}});
         break;
       }
@@ -272,8 +272,8 @@ void Spool::work(uv_work_t* req) {
   iov.reserve(b->messages.size() + 1);
   for (auto& m : b->messages) iov.push_back({m.record.data(), m.record.size()});
   if (!b->done.empty()) iov.push_back({b->done.data(), b->done.size()});
-  b->ok = writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 &&
-          (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
+  b->ok =
+      writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 && (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
   if (!b->ok) {
     b->error = errno;
     // Leave no partial record behind that later records would follow.
@@ -297,7 +297,8 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
     seg.size = offset + b->done.size();
   } else {
     logEvent(spdlog::level::err, "spool_write_failed",
-             {{"segment", self->segmentPath(b->segment)}, {"error", std::strerror(b->error)},
+             {{"segment", self->segmentPath(b->segment)},
+              {"error", std::strerror(b->error)},
               {"messages", uint64_t{b->messages.size()}}});
     // Keep the Done records for the next attempt; the messages are refused (452).
     self->pending_done_.insert(0, b->done);

@@ -101,14 +101,21 @@ void Delivery::jobFinished(SmtpClient*, std::unique_ptr<DeliveryJob> job,
     if (cls == ReplyClass::kTransient) {
       retry = true;
       logEvent(spdlog::level::info, "deferred",
-               {{"id", qid}, {"rcpt", rcpt}, {"relay", next_hop_text_}, {"code", r.code},
-                {"reply", r.text}, {"attempts", uint64_t{job->attempts + 1}}});
+               {{"id", qid},
+                {"rcpt", rcpt},
+                {"relay", next_hop_text_},
+                {"code", r.code},
+                {"reply", r.text},
+                {"attempts", uint64_t{job->attempts + 1}}});
       continue;
     }
     // Anything but success or a temporary failure is final (an invalid code included).
     const bool ok = cls == ReplyClass::kSuccess;
     logEvent(ok ? spdlog::level::info : spdlog::level::warn, ok ? "delivered" : "bounced",
-             {{"id", qid}, {"rcpt", rcpt}, {"relay", next_hop_text_}, {"code", r.code},
+             {{"id", qid},
+              {"rcpt", rcpt},
+              {"relay", next_hop_text_},
+              {"code", r.code},
               {"reply", r.text}});
     job->message.done[r.index] = true;
     spool_.markDone(env.id, r.index);

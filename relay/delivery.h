@@ -62,8 +62,8 @@ class Delivery {
   sockaddr_storage next_hop_{};
   std::string next_hop_text_;
   std::set<SmtpClient*> clients_;
-  size_t connecting_ = 0;    // clients not yet ready
-  size_t active_ = 0;        // jobs currently on a connection
+  size_t connecting_ = 0;  // clients not yet ready
+  size_t active_ = 0;      // jobs currently on a connection
   unsigned host_failures_ = 0;
   uint64_t host_down_until_ = 0;
   uv_timer_t timer_;

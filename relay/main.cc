@@ -5,9 +5,10 @@
 //
 // A missing or invalid configuration is refused with a message naming the file, line and
 // key, and exit status 2.
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <signal.h>
 
 #include "core/config.h"
 #include "core/log.h"

@@ -21,7 +21,6 @@ size_t bufferSize(const Limits& l) {
   return std::max<size_t>(16 * 1024, 2 * std::max(l.command_line, l.data_line));
 }
 
-
 int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -217,16 +216,22 @@ void Session::handleCommand(const Line& line) {
   }
   Command cmd = parseCommand(line.text);
   switch (cmd.verb) {
-    case Verb::kHelo: return cmdHelo(cmd, false);
-    case Verb::kEhlo: return cmdHelo(cmd, true);
-    case Verb::kMail: return cmdMail(cmd);
-    case Verb::kRcpt: return cmdRcpt(cmd);
-    case Verb::kData: return cmdData(cmd);
+    case Verb::kHelo:
+      return cmdHelo(cmd, false);
+    case Verb::kEhlo:
+      return cmdHelo(cmd, true);
+    case Verb::kMail:
+      return cmdMail(cmd);
+    case Verb::kRcpt:
+      return cmdRcpt(cmd);
+    case Verb::kData:
+      return cmdData(cmd);
     case Verb::kRset:
       if (!cmd.arg.empty()) return error(501, "5.5.4", "Syntax: RSET");
       resetTransaction();
       return reply(250, "2.0.0", "Ok");
-    case Verb::kNoop: return reply(250, "2.0.0", "Ok");
+    case Verb::kNoop:
+      return reply(250, "2.0.0", "Ok");
     case Verb::kVrfy:
       if (cmd.arg.empty()) return error(501, "5.5.4", "Syntax: VRFY address");
       return reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
@@ -269,8 +274,7 @@ void Session::cmdHelo(const Command& cmd, bool esmtp) {
     return;
   }
   std::string size = "SIZE " + std::to_string(c.limits.message_size);
-  std::string_view lines[] = {c.hostname, "PIPELINING", size, "8BITMIME",
-                              "ENHANCEDSTATUSCODES"};
+  std::string_view lines[] = {c.hostname, "PIPELINING", size, "8BITMIME", "ENHANCEDSTATUSCODES"};
   appendMultiline(out_, 250, lines);
 }
 
@@ -346,9 +350,9 @@ void Session::cmdData(const Command& cmd) {
   queue_id_ = worker_.spool().nextId();
   std::string qid = queueIdString(queue_id_);
   body_.clear();
-  appendReceived(body_, ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, qid,
-                                     recipients_.size() == 1 ? recipients_[0] : "",
-                                     nowMs() / 1000});
+  appendReceived(body_,
+                 ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, qid,
+                              recipients_.size() == 1 ? recipients_[0] : "", nowMs() / 1000});
   body_size_ = 0;
   prev_crlf_ = true;
   data_error_ = DataError::kNone;
@@ -437,8 +441,11 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
   if (ok) {
     // Logged even if the client has gone: the message is durable and will be delivered.
     logEvent(spdlog::level::info, "accepted",
-             {{"id", qid}, {"client", client_text_}, {"from", sender_},
-              {"nrcpt", uint64_t{recipients_.size()}}, {"size", ref.body_size}});
+             {{"id", qid},
+              {"client", client_text_},
+              {"from", sender_},
+              {"nrcpt", uint64_t{recipients_.size()}},
+              {"size", ref.body_size}});
   }
   if (!closing_) {
     if (ok) {

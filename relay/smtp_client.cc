@@ -13,7 +13,6 @@ namespace {
 
 constexpr size_t kReplyLineMax = 4096;
 
-
 // Dot-stuffs a body of CRLF-terminated lines (RFC 5321 §4.5.2) and appends the
 // end-of-data marker.
 std::string stuffBody(std::string_view body) {
@@ -45,8 +44,8 @@ void SmtpClient::start() {
   open_handles_ = 2;
   connect_req_.data = this;
   armTimer(delivery_.config().delivery.connect_timeout);
-  int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr_),
-                          onConnect);
+  int rc =
+      uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr_), onConnect);
   if (rc != 0) fail(uv_strerror(rc));
 }
 
@@ -74,7 +73,8 @@ void SmtpClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
   auto* c = static_cast<SmtpClient*>(s->data);
   if (c->state_ == State::kClosed) return;
   if (nread < 0) {
-    return c->fail(nread == UV_EOF ? "connection closed by peer" : uv_strerror(static_cast<int>(nread)));
+    return c->fail(nread == UV_EOF ? "connection closed by peer"
+                                   : uv_strerror(static_cast<int>(nread)));
   }
   c->in_.commit(static_cast<size_t>(nread));
   c->processInput();

@@ -45,8 +45,18 @@ class SmtpClient {
   size_t messagesSent() const { return messages_sent_; }
 
  private:
-  enum class State { kConnecting, kGreeting, kEhlo, kHelo, kIdle, kEnvelope, kBody, kRset,
-                     kQuit, kClosed };
+  enum class State {
+    kConnecting,
+    kGreeting,
+    kEhlo,
+    kHelo,
+    kIdle,
+    kEnvelope,
+    kBody,
+    kRset,
+    kQuit,
+    kClosed
+  };
 
   void onReply(int code, std::string_view text);
   void onEhloLine(std::string_view line);
@@ -83,10 +93,10 @@ class SmtpClient {
   bool eight_bit_mime_ = false;
 
   std::unique_ptr<DeliveryJob> job_;
-  std::vector<uint32_t> rcpts_;          // indices attempted in this transaction
-  std::vector<std::string> commands_;    // MAIL, RCPT..., DATA
-  size_t next_command_ = 0;              // first command not yet sent
-  size_t replies_ = 0;                   // envelope replies received
+  std::vector<uint32_t> rcpts_;        // indices attempted in this transaction
+  std::vector<std::string> commands_;  // MAIL, RCPT..., DATA
+  size_t next_command_ = 0;            // first command not yet sent
+  size_t replies_ = 0;                 // envelope replies received
   int mail_code_ = 0;
   std::string mail_text_;
   std::vector<std::pair<int, std::string>> rcpt_replies_;

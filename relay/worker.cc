@@ -62,9 +62,12 @@ std::string Worker::start() {
 void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Anything still open (a start() that failed half-way) is closed here.
-  uv_walk(&loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }, nullptr);
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
 }
 

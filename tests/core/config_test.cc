@@ -40,8 +40,9 @@ TEST_F(ConfigTest, DefaultConfigLoads) {
 }
 
 TEST_F(ConfigTest, UnknownKeyNamesKeyAndLine) {
-  std::string err = errorOf(write("[server]\nhostname = \"a\"\nhostnme = \"b\"\n"
-                                  "[[listener]]\naddress = \"127.0.0.1:25\"\n"));
+  std::string err =
+      errorOf(write("[server]\nhostname = \"a\"\nhostnme = \"b\"\n"
+                    "[[listener]]\naddress = \"127.0.0.1:25\"\n"));
   EXPECT_NE(err.find(":3:"), std::string::npos) << err;
   EXPECT_NE(err.find("server.hostnme"), std::string::npos) << err;
 }
@@ -53,9 +54,9 @@ TEST_F(ConfigTest, WrongTypeAndImpossibleValues) {
   EXPECT_NE(errorOf(write(l + "[limits]\nrecipients = 0\n")).find("between"), std::string::npos);
   EXPECT_NE(errorOf(write("[[listener]]\naddress = \"nowhere\"\n")).find("listener.address"),
             std::string::npos);
-  EXPECT_NE(errorOf(write(l + "[relay]\nrelay_networks = [\"10.0.0.0/99\"]\n"))
-                .find("relay_networks"),
-            std::string::npos);
+  EXPECT_NE(
+      errorOf(write(l + "[relay]\nrelay_networks = [\"10.0.0.0/99\"]\n")).find("relay_networks"),
+      std::string::npos);
   EXPECT_NE(errorOf(write(l + "[server]\nworkers = \"many\"\n")).find("server.workers"),
             std::string::npos);
   EXPECT_NE(errorOf(write("[server]\nhostname = \"a\"\n")).find("listener"), std::string::npos);

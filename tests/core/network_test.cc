@@ -25,8 +25,8 @@ TEST(Network, MatchesPrefixes) {
 }
 
 TEST(Network, RejectsMalformed) {
-  for (const char* bad : {"", "127.0.0.0/33", "::1/129", "1.2.3/8", "1.2.3.4/", "1.2.3.4/x",
-                          "host.example/8"}) {
+  for (const char* bad :
+       {"", "127.0.0.0/33", "::1/129", "1.2.3/8", "1.2.3.4/", "1.2.3.4/x", "host.example/8"}) {
     EXPECT_FALSE(Network::parse(bad).has_value()) << bad;
   }
 }

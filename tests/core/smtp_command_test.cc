@@ -78,9 +78,19 @@ TEST(SmtpCommand, NullSenderAndLenientForms) {
 }
 
 TEST(SmtpCommand, SyntaxErrorsAre501) {
-  const char* bad_from[] = {"", "FROM", "FROM <a@b>", "TO:<a@b>", "FROM:<a@b", "FROM:<a@b>x",
-                            "FROM:<a b@c>", "FROM:<@b>", "FROM:<a@>", "FROM:<a@b> =x",
-                            "FROM:<a@b> SIZE=", "FROM:<\"unbalanced@b>", "FROM:<a\x01@b>"};
+  const char* bad_from[] = {"",
+                            "FROM",
+                            "FROM <a@b>",
+                            "TO:<a@b>",
+                            "FROM:<a@b",
+                            "FROM:<a@b>x",
+                            "FROM:<a b@c>",
+                            "FROM:<@b>",
+                            "FROM:<a@>",
+                            "FROM:<a@b> =x",
+                            "FROM:<a@b> SIZE=",
+                            "FROM:<\"unbalanced@b>",
+                            "FROM:<a\x01@b>"};
   for (const char* arg : bad_from) {
     PathArg p;
     auto err = parsePathArg(arg, "FROM", p);

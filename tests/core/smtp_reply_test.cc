@@ -35,17 +35,17 @@ TEST(SmtpReply, EverySeedReplyCodeIsClassified) {
     ReplyClass cls;
   };
   const Case cases[] = {
-      {211, ReplyClass::kSuccess},   {214, ReplyClass::kSuccess},
-      {220, ReplyClass::kSuccess},   {221, ReplyClass::kSuccess},
-      {250, ReplyClass::kSuccess},   {251, ReplyClass::kSuccess},
+      {211, ReplyClass::kSuccess},      {214, ReplyClass::kSuccess},
+      {220, ReplyClass::kSuccess},      {221, ReplyClass::kSuccess},
+      {250, ReplyClass::kSuccess},      {251, ReplyClass::kSuccess},
       {354, ReplyClass::kIntermediate}, {421, ReplyClass::kTransient},
-      {403, ReplyClass::kTransient}, {450, ReplyClass::kTransient},
-      {451, ReplyClass::kTransient}, {452, ReplyClass::kTransient},
-      {500, ReplyClass::kPermanent}, {501, ReplyClass::kPermanent},
-      {502, ReplyClass::kPermanent}, {503, ReplyClass::kPermanent},
-      {504, ReplyClass::kPermanent}, {550, ReplyClass::kPermanent},
-      {551, ReplyClass::kPermanent}, {552, ReplyClass::kPermanent},
-      {553, ReplyClass::kPermanent}, {554, ReplyClass::kPermanent},
+      {403, ReplyClass::kTransient},    {450, ReplyClass::kTransient},
+      {451, ReplyClass::kTransient},    {452, ReplyClass::kTransient},
+      {500, ReplyClass::kPermanent},    {501, ReplyClass::kPermanent},
+      {502, ReplyClass::kPermanent},    {503, ReplyClass::kPermanent},
+      {504, ReplyClass::kPermanent},    {550, ReplyClass::kPermanent},
+      {551, ReplyClass::kPermanent},    {552, ReplyClass::kPermanent},
+      {553, ReplyClass::kPermanent},    {554, ReplyClass::kPermanent},
   };
   for (const auto& c : cases) {
     EXPECT_EQ(classifyReply(c.code), c.cls) << c.code;

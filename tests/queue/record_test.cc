@@ -53,9 +53,7 @@ TEST(Record, TornOrCorruptIsRejected) {
   }
 }
 
-TEST(Record, QueueIdIsSixteenHexDigits) {
-  EXPECT_EQ(queueIdString(0xABCull), "0000000000000ABC");
-}
+TEST(Record, QueueIdIsSixteenHexDigits) { EXPECT_EQ(queueIdString(0xABCull), "0000000000000ABC"); }
 
 }  // namespace
 }  // namespace postern

@@ -28,7 +28,7 @@ TEST(Scheduler, DeferredJobsBecomeReadyInDueOrder) {
   s.addReady(job(1));
   auto a = s.takeReady();
   EXPECT_EQ(s.takeReady(), nullptr);
-  s.defer(std::move(a), 1000);               // due at ~2000
+  s.defer(std::move(a), 1000);  // due at ~2000
   s.deferUntil(job(2), 1500);
   EXPECT_EQ(s.promote(1000), 500);
   EXPECT_EQ(s.readyCount(), 0u);
