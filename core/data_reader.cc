@@ -1,0 +1,124 @@
+#include "core/data_reader.h"
+
+#include <cstring>
+
+namespace postern {
+
+void DataReader::reset(const std::string& out) {
+  prev_crlf_ = true;
+  error_ = DataError::kNone;
+  size_ = 0;
+  line_ = 0;
+  pending_cr_ = false;
+  start_ = out.size();
+}
+
+void DataReader::fail(DataError e, std::string& out) {
+  error_ = e;
+  out.resize(start_);
+}
+
+void DataReader::append(std::string_view text, std::string& out) {
+  if (error_ != DataError::kNone) return;
+  if (text.size() + 2 > max_line_) return fail(DataError::kLineTooLong, out);
+  size_ += text.size() + 2;
+  if (size_ > max_size_) return fail(DataError::kTooBig, out);
+  out.append(text);
+  out.append("\r\n");
+}
+
+bool DataReader::feed(const Line& line, std::string& out) {
+  const bool was_crlf = prev_crlf_;
+  prev_crlf_ = line.crlf;
+  if (line.crlf && was_crlf && !line.too_long && line.text == ".") return true;
+  if (error_ != DataError::kNone) return false;
+  if (line.too_long) {
+    fail(DataError::kLineTooLong, out);
+    return false;
+  }
+
+  std::string_view text = line.text;
+  const bool has_cr = std::memchr(text.data(), '\r', text.size()) != nullptr;
+  if (mode_ == BareLineEnding::kReject) {
+    if (!line.crlf) {
+      fail(DataError::kBareLf, out);
+    } else if (has_cr) {
+      fail(DataError::kBareCr, out);
+    } else {
+      if (!text.empty() && text.front() == '.') text.remove_prefix(1);
+      append(text, out);
+    }
+    return false;
+  }
+
+  // Normalise: the line is a line whatever ended it; a bare CR inside it ends a line too.
+  // Only the client's own line start (after CRLF or LF) carries a transparency dot.
+  if (!text.empty() && text.front() == '.') text.remove_prefix(1);
+  while (has_cr) {
+    size_t cr = text.find('\r');
+    if (cr == std::string_view::npos) break;
+    append(text.substr(0, cr), out);
+    text.remove_prefix(cr + 1);
+  }
+  append(text, out);
+  return false;
+}
+
+}  // namespace postern
+
+namespace postern {
+
+void DataReader::appendPartial(std::string_view text, std::string& out) {
+  line_ += text.size();
+  size_ += text.size();
+  if (line_ + 2 > max_line_) return fail(DataError::kLineTooLong, out);
+  if (size_ > max_size_) return fail(DataError::kTooBig, out);
+  out.append(text);
+}
+
+void DataReader::endLine(std::string& out) {
+  line_ = 0;
+  size_ += 2;
+  if (size_ > max_size_) return fail(DataError::kTooBig, out);
+  out.append("\r\n");
+}
+
+void DataReader::feedChunk(std::string_view chunk, std::string& out) {
+  size_t i = 0;
+  while (i < chunk.size() && error_ == DataError::kNone) {
+    char c = chunk[i];
+    if (pending_cr_) {
+      pending_cr_ = false;
+      if (c == '\n') {
+        endLine(out);
+        ++i;
+        continue;
+      }
+      if (mode_ == BareLineEnding::kReject) return fail(DataError::kBareCr, out);
+      endLine(out);  // normalise: the CR alone ended a line; c is looked at again
+      continue;
+    }
+    if (c == '\r') {
+      pending_cr_ = true;
+      ++i;
+    } else if (c == '\n') {
+      if (mode_ == BareLineEnding::kReject) return fail(DataError::kBareLf, out);
+      endLine(out);
+      ++i;
+    } else {
+      size_t j = i;
+      while (j < chunk.size() && chunk[j] != '\r' && chunk[j] != '\n') ++j;
+      appendPartial(chunk.substr(i, j - i), out);
+      i = j;
+    }
+  }
+}
+
+void DataReader::finishChunks(std::string& out) {
+  if (error_ != DataError::kNone || !pending_cr_) return;
+  pending_cr_ = false;
+  if (mode_ == BareLineEnding::kReject) return fail(DataError::kBareCr, out);
+  endLine(out);
+}
+
+}  // namespace postern

@@ -1,0 +1,67 @@
+// DataReader: the body of a DATA command, line by line (RFC 5321 §4.1.4, §4.5.2).
+//
+// Takes the lines a LineSplitter yields (bound: data_line + 1, the extra octet being the
+// transparency dot), removes dot-stuffing, appends the content with CRLF line ends to the
+// caller's buffer, and recognises the end of data. The end is CRLF "." CRLF only: the dot
+// line must end in CRLF and so must the line before it, so that no bare LF or bare CR
+// combination (\n.\n, \n.\r\n, \r.\r\n, \r\n.\r, ...) can end a message early and let
+// the rest be read as commands (SMTP smuggling).
+//
+// Lines with a bare LF or a bare CR are either rejected (the message is refused at the
+// end, 550 5.5.2) or normalised to CRLF, per configuration; either way they never end
+// the data. After the first error the reader stores nothing more but still looks for
+// the end, so the session stays in step with the client.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "core/line_splitter.h"
+
+namespace postern {
+
+enum class BareLineEnding { kReject, kNormalise };
+
+enum class DataError { kNone, kTooBig, kLineTooLong, kBareLf, kBareCr };
+
+class DataReader {
+ public:
+  DataReader(size_t max_line, size_t max_size, BareLineEnding mode)
+      : max_line_(max_line), max_size_(max_size), mode_(mode) {}
+
+  // The LineSplitter bound to use while reading data.
+  size_t splitterBound() const { return max_line_ + 1; }
+
+  // Starts a message whose content will be appended to out after what it holds now.
+  void reset(const std::string& out);
+
+  // Handles one line; returns true when it was the end-of-data line.
+  bool feed(const Line& line, std::string& out);
+
+  // BDAT (RFC 3030): raw chunk content, no dot-stuffing and no end marker. The same line
+  // rules apply, with a CR at the end of one chunk paired with an LF at the start of the
+  // next. finishChunks() after the LAST chunk settles a trailing CR.
+  void feedChunk(std::string_view chunk, std::string& out);
+  void finishChunks(std::string& out);
+
+  DataError error() const { return error_; }
+  size_t size() const { return size_; }  // octets stored (after unstuffing)
+
+ private:
+  void fail(DataError e, std::string& out);
+  void append(std::string_view text, std::string& out);
+  void appendPartial(std::string_view text, std::string& out);
+  void endLine(std::string& out);
+
+  size_t max_line_;  // octets including CRLF, after unstuffing
+  size_t max_size_;
+  BareLineEnding mode_;
+  bool prev_crlf_ = true;
+  DataError error_ = DataError::kNone;
+  size_t size_ = 0;
+  size_t line_ = 0;          // BDAT: octets of the current line so far
+  bool pending_cr_ = false;  // BDAT: the previous chunk ended in CR
+  size_t start_ = 0;         // out.size() at reset(): a failed message is cut back to it
+};
+
+}  // namespace postern
