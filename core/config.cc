@@ -160,6 +160,14 @@ void readLimits(TableReader& r, Limits& l) {
   l.data_timeout = r.seconds("data_timeout", l.data_timeout);
   l.connections = static_cast<size_t>(r.integer("connections", 20000, 1, 10000000));
   l.connections_per_ip = static_cast<size_t>(r.integer("connections_per_ip", 100, 1, 10000000));
+  l.messages_per_connection =
+      static_cast<size_t>(r.integer("messages_per_connection", 1000, 1, 10000000));
+  l.proxy_timeout = r.seconds("proxy_timeout", l.proxy_timeout);
+  std::string bare = r.str("bare_line_endings", "reject");
+  if (bare != "reject" && bare != "normalise") {
+    r.fail(r.get("bare_line_endings"), "bare_line_endings", "expected \"reject\" or \"normalise\"");
+  }
+  l.normalise_bare_line_endings = bare == "normalise";
   r.finish();
 }
 
@@ -202,6 +210,14 @@ Config loadConfig(const std::string& path) {
       r.fail(t, "address", "expected a numeric \"ip:port\" or \"[ipv6]:port\"");
     }
     l.proxy_protocol = r.boolean("proxy_protocol", false);
+    for (const auto& n : r.strings("trusted_proxies", {})) {
+      auto net = Network::parse(n);
+      if (!net) r.fail(r.get("trusted_proxies"), "trusted_proxies", "bad network \"" + n + "\"");
+      l.trusted_proxies.push_back(*net);
+    }
+    if (l.proxy_protocol && l.trusted_proxies.empty()) {
+      r.fail(t, "trusted_proxies", "is required when proxy_protocol = true");
+    }
     l.require_tls = r.boolean("require_tls", false);
     r.finish();
     c.listeners.push_back(l);
@@ -241,6 +257,21 @@ Config loadConfig(const std::string& path) {
   if (const toml::table* t = top.table("limits")) {
     TableReader r(*t, path, "limits.");
     readLimits(r, c.limits);
+  }
+  if (const toml::table* t = top.table("tls")) {
+    TableReader r(*t, path, "tls.");
+    c.tls.certificate = r.str("certificate", "");
+    c.tls.private_key = r.str("private_key", "");
+    if (c.tls.certificate.empty() != c.tls.private_key.empty()) {
+      r.fail(t, "certificate", "certificate and private_key go together");
+    }
+    r.finish();
+  }
+  for (const auto& l : c.listeners) {
+    if (l.require_tls && c.tls.certificate.empty()) {
+      throw ConfigError(path + ": listener " + l.address +
+                        ": require_tls = true needs [tls] certificate and private_key");
+    }
   }
   if (const toml::table* t = top.table("delivery")) {
     TableReader r(*t, path, "delivery.");

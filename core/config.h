@@ -21,8 +21,14 @@ struct ConfigError : std::runtime_error {
 
 struct ListenerConfig {
   std::string address;
-  bool proxy_protocol = false;
-  bool require_tls = false;
+  bool proxy_protocol = false;           // expect a PROXY v1/v2 header first
+  std::vector<Network> trusted_proxies;  // who may send that header
+  bool require_tls = false;              // MAIL before STARTTLS: 530 5.7.0
+};
+
+struct TlsConfig {
+  std::string certificate;  // PEM chain; empty: STARTTLS is not offered
+  std::string private_key;  // PEM
 };
 
 struct RouteConfig {
@@ -40,6 +46,9 @@ struct Limits {
   double data_timeout = 300;     // seconds
   size_t connections = 20000;
   size_t connections_per_ip = 100;
+  size_t messages_per_connection = 1000;
+  double proxy_timeout = 10;                 // seconds to receive a PROXY header
+  bool normalise_bare_line_endings = false;  // "normalise"; default "reject"
 };
 
 struct DeliveryConfig {
@@ -66,6 +75,7 @@ struct Config {
   std::string log_level = "info";
   Limits limits;
   DeliveryConfig delivery;
+  TlsConfig tls;
 };
 
 Config loadConfig(const std::string& path);

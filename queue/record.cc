@@ -39,6 +39,11 @@ class Reader {
     pos_ += 4;
     return true;
   }
+  bool u8(uint8_t& v) {
+    if (d_.size() - pos_ < 1) return false;
+    v = static_cast<uint8_t>(d_[pos_++]);
+    return true;
+  }
   bool u64(uint64_t& v) {
     uint32_t lo, hi;
     if (!u32(lo) || !u32(hi)) return false;
@@ -77,6 +82,16 @@ size_t beginRecord(std::string& out, RecordType type) {
 
 }  // namespace
 
+const std::string& Envelope::notifyOf(size_t i) const {
+  static const std::string kNone;
+  return i < dsn_notify.size() ? dsn_notify[i] : kNone;
+}
+
+const std::string& Envelope::orcptOf(size_t i) const {
+  static const std::string kNone;
+  return i < dsn_orcpt.size() ? dsn_orcpt[i] : kNone;
+}
+
 std::string queueIdString(uint64_t id) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llX", static_cast<unsigned long long>(id));
@@ -91,6 +106,13 @@ void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
   putStr(out, env.sender);
   putU32(out, static_cast<uint32_t>(env.recipients.size()));
   for (const auto& r : env.recipients) putStr(out, r);
+  out.push_back(env.smtputf8 ? 1 : 0);
+  putStr(out, env.dsn_ret);
+  putStr(out, env.dsn_envid);
+  for (size_t i = 0; i < env.recipients.size(); ++i) {
+    putStr(out, env.notifyOf(i));
+    putStr(out, env.orcptOf(i));
+  }
   putU64(out, body.size());
   body_offset = out.size() - start;
   out.append(body);
@@ -127,8 +149,19 @@ std::optional<DecodedRecord> decodeRecord(std::string_view data) {
       }
       rec.envelope.received_ms = static_cast<int64_t>(received);
       rec.envelope.recipients.resize(nrcpt);
-      for (auto& rc : rec.envelope.recipients) {
+      Envelope& e = rec.envelope;
+      for (auto& rc : e.recipients) {
         if (!r.str(rc)) return std::nullopt;
+      }
+      uint8_t flags = 0;
+      if (!r.u8(flags) || flags > 1 || !r.str(e.dsn_ret) || !r.str(e.dsn_envid)) {
+        return std::nullopt;
+      }
+      e.smtputf8 = flags == 1;
+      e.dsn_notify.resize(nrcpt);
+      e.dsn_orcpt.resize(nrcpt);
+      for (uint32_t i = 0; i < nrcpt; ++i) {
+        if (!r.str(e.dsn_notify[i]) || !r.str(e.dsn_orcpt[i])) return std::nullopt;
       }
       if (!r.u64(body_len) || body_len != r.left()) return std::nullopt;
       rec.body_offset = kRecordHeaderSize + r.pos();

@@ -24,6 +24,7 @@ void appendReceived(std::string& out, const ReceivedInfo& info) {
   out.append(info.hostname);
   out.append(" (Postern) with ");
   out.append(info.esmtp ? "ESMTP" : "SMTP");
+  if (info.tls) out.push_back('S');  // RFC 3848: ESMTPS
   out.append(" id ");
   out.append(info.queue_id);
   if (!info.single_recipient.empty()) {

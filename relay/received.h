@@ -13,6 +13,7 @@ struct ReceivedInfo {
   std::string_view client_ip;
   std::string_view hostname;  // ours
   bool esmtp = true;
+  bool tls = false;
   std::string_view queue_id;
   std::string_view single_recipient;  // empty unless exactly one recipient
   int64_t unix_seconds = 0;

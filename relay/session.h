@@ -1,27 +1,37 @@
-// Session: one inbound SMTP connection and its state machine (RFC 5321 §4.1, §4.3).
+// Session: one inbound SMTP connection and its state machine (RFC 5321 §4.1, §4.3), with
+// PIPELINING (RFC 2920), CHUNKING (RFC 3030), STARTTLS (RFC 3207), SMTPUTF8 (RFC 6531),
+// DSN parameters (RFC 3461) and the PROXY protocol.
 //
-// Input is read into the session's InputBuffer and split into lines in place; every
-// complete line in a read is handled before the replies go out, so the replies to a
-// pipelined group (RFC 2920) leave in one write. After end-of-data the session pauses
-// (stops reading and parsing) until the spool has fsynced the message, then answers
-// 250, or 452 4.3.1 if the spool failed, and resumes with whatever the client had
-// already pipelined.
+// Input is read into the session's InputBuffer (through TLS when active) and split into
+// lines in place; every complete line in a read is handled before the replies go out, so
+// the replies to a pipelined group leave in one write. After the end of a message the
+// session pauses (stops reading and parsing) until the spool has fsynced it, then answers
+// 250, or 452 4.3.1 if the spool failed, and resumes with whatever the client had already
+// pipelined.
+//
+// Timeouts are deadlines for progress: a complete line (or BDAT chunk data) must arrive
+// within command_timeout (data_timeout inside a message); bytes that never make a line do
+// not reset it, so a client trickling one byte at a time is still cut off.
 //
 // Lifetime: the session owns its TCP and timer handles and is deleted only when both
-// have closed and no spool commit still refers to it. close() may be called from any
-// callback; every callback checks closing_ first.
+// have closed and no write or spool commit still refers to it. close() may be called from
+// any callback; every callback checks closing_ first.
 #pragma once
 
 #include <uv.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/config.h"
+#include "core/data_reader.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
 #include "core/network.h"
 #include "core/smtp_command.h"
 #include "queue/spool.h"
+#include "relay/tls.h"
 
 namespace postern {
 
@@ -30,41 +40,53 @@ class Worker;
 class Session {
  public:
   // Accepts the pending connection on server. Never throws; on failure nothing remains.
-  static void accept(Worker& worker, uv_stream_t* server);
+  static void accept(Worker& worker, const ListenerConfig& listener, uv_stream_t* server);
 
   // Worker is draining: 421 and close, or after the pending commit's reply.
   void shutdown();
 
  private:
-  enum class State { kConnected, kReady, kMail, kRcpt, kData, kCommit };
-  enum class DataError { kNone, kTooBig, kLineTooLong, kBareLf, kBareCr };
+  static constexpr size_t kCipherBuffer = 16 * 1024;
 
-  explicit Session(Worker& worker);
+  enum class State { kProxy, kConnected, kReady, kMail, kRcpt, kData, kBdat, kCommit };
+
+  Session(Worker& worker, const ListenerConfig& listener);
   ~Session();
 
+  // session.cc: lifecycle, I/O, TLS, timers.
   void start();
+  void greet();
   void close();
   void unref();
-
   void processInput();
-  void handleCommand(const Line& line);
-  void handleData(const Line& line);
-
-  void cmdHelo(const Command& cmd, bool esmtp);
-  void cmdMail(const Command& cmd);
-  void cmdRcpt(const Command& cmd);
-  void cmdData(const Command& cmd);
-  void endData();
-  void onCommitted(bool ok, const StoredRef& ref);
-
-  void resetTransaction();
+  bool handleProxyHeader();
+  void pumpTls();
   void reply(int code, std::string_view enhanced, std::string_view text);
   void error(int code, std::string_view enhanced, std::string_view text);
   void flushOutput();
+  void sendCipher();
   void closeAfterFlush();
-  void armTimer();
+  void progress();
   void pauseReading();
   void resumeReading();
+
+  // session_commands.cc
+  void handleCommand(const Line& line);
+  void cmdHelo(const Command& cmd, bool esmtp);
+  void cmdMail(const Command& cmd);
+  void cmdRcpt(const Command& cmd);
+  void cmdStartTls(const Command& cmd);
+  void resetTransaction();
+
+  // session_data.cc
+  void cmdData(const Command& cmd);
+  void cmdBdat(const Command& cmd);
+  void beginMessage();
+  void handleData(const Line& line);
+  void takeChunk();
+  void finishChunk();
+  void endMessage();
+  void onCommitted(bool ok, const StoredRef& ref);
 
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -73,6 +95,8 @@ class Session {
   static void onClose(uv_handle_t* h);
 
   Worker& worker_;
+  const ListenerConfig& listener_;
+  const Limits& limits_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   int refs_ = 0;  // open handles + writes and commits in flight
@@ -81,6 +105,7 @@ class Session {
   bool close_after_flush_ = false;
   bool reading_ = false;
   bool counted_ = false;  // holds a slot in the worker's connection accounting
+  uint64_t last_progress_ = 0;
 
   IpAddress client_;
   std::string client_text_;
@@ -90,6 +115,10 @@ class Session {
   LineSplitter splitter_;
   std::string out_;
   size_t errors_ = 0;
+  size_t messages_ = 0;  // accepted on this connection
+
+  std::unique_ptr<TlsConnection> tls_;
+  std::unique_ptr<char[]> cipher_in_;  // read buffer for ciphertext once TLS starts
 
   State state_ = State::kConnected;
   std::string helo_;
@@ -97,13 +126,25 @@ class Session {
   std::string sender_;
   std::vector<std::string> recipients_;
   bool rcpt_rejected_ = false;  // some RCPT failed (for the DATA reply when none passed)
+  bool smtputf8_ = false;
+  std::string dsn_ret_;
+  std::string dsn_envid_;
+  std::vector<std::string> dsn_notify_;
+  std::vector<std::string> dsn_orcpt_;
 
-  // DATA
+  // The message being received (DATA or BDAT).
   uint64_t queue_id_ = 0;
   std::string body_;
-  size_t body_size_ = 0;  // client octets counted against the size limit
-  bool prev_crlf_ = true;
-  DataError data_error_ = DataError::kNone;
+  DataReader reader_;
+  uint64_t chunk_left_ = 0;  // BDAT octets still to read
+  uint64_t chunk_size_ = 0;
+  uint64_t chunk_unmarked_ = 0;  // chunk octets received since the last progress mark
+  bool chunk_last_ = false;
+  bool in_chunk_ = false;
+  // Reply owed for a BDAT chunk sent out of sequence, given once its octets are consumed.
+  int chunk_error_code_ = 0;
+  std::string_view chunk_error_enhanced_;
+  std::string_view chunk_error_text_;
 };
 
 }  // namespace postern

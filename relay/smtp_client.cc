@@ -105,6 +105,8 @@ void SmtpClient::processInput() {
 void SmtpClient::onEhloLine(std::string_view line) {
   if (equalsIgnoreCase(line, "PIPELINING")) pipelining_ = true;
   if (equalsIgnoreCase(line, "8BITMIME")) eight_bit_mime_ = true;
+  if (equalsIgnoreCase(line, "SMTPUTF8")) smtputf8_ = true;
+  if (equalsIgnoreCase(line, "DSN")) dsn_ = true;
 }
 
 void SmtpClient::send(std::string data) {
@@ -162,10 +164,22 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   rcpt_replies_.clear();
   replies_ = 0;
   mail_code_ = 0;
+  if (env.smtputf8 && !smtputf8_) {
+    // RFC 6531 §3.2: a message that needs SMTPUTF8 cannot go to a hop without it.
+    return refuseJob(553, "5.6.7 next hop does not support SMTPUTF8");
+  }
   std::string mail = "MAIL FROM:<" + env.sender + ">";
   if (eight_bit_mime_) mail += " BODY=8BITMIME";
+  if (env.smtputf8) mail += " SMTPUTF8";
+  if (dsn_ && !env.dsn_ret.empty()) mail += " RET=" + env.dsn_ret;
+  if (dsn_ && !env.dsn_envid.empty()) mail += " ENVID=" + env.dsn_envid;
   commands_.push_back(mail + "\r\n");
-  for (uint32_t i : rcpts_) commands_.push_back("RCPT TO:<" + env.recipients[i] + ">\r\n");
+  for (uint32_t i : rcpts_) {
+    std::string rcpt = "RCPT TO:<" + env.recipients[i] + ">";
+    if (dsn_ && !env.notifyOf(i).empty()) rcpt += " NOTIFY=" + env.notifyOf(i);
+    if (dsn_ && !env.orcptOf(i).empty()) rcpt += " ORCPT=" + env.orcptOf(i);
+    commands_.push_back(rcpt + "\r\n");
+  }
   commands_.push_back("DATA\r\n");
   state_ = State::kEnvelope;
   armTimer(delivery_.config().delivery.command_timeout);
@@ -178,6 +192,13 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
     next_command_ = 1;
     send(commands_[0]);
   }
+}
+
+void SmtpClient::refuseJob(int code, std::string text) {
+  std::vector<RecipientResult> results;
+  for (uint32_t i : rcpts_) results.push_back({i, code, text});
+  delivery_.jobFinished(this, std::move(job_), std::move(results));
+  if (state_ == State::kIdle) becomeReady();
 }
 
 void SmtpClient::startEnvelopeReply(int code, std::string_view text) {

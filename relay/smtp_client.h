@@ -62,6 +62,7 @@ class SmtpClient {
   void onEhloLine(std::string_view line);
   void startEnvelopeReply(int code, std::string_view text);
   void finishTransaction(int final_code, std::string_view final_text);
+  void refuseJob(int code, std::string text);
   void becomeReady();
   void send(std::string data);
   void fail(std::string_view why);
@@ -91,6 +92,8 @@ class SmtpClient {
 
   bool pipelining_ = false;
   bool eight_bit_mime_ = false;
+  bool smtputf8_ = false;
+  bool dsn_ = false;
 
   std::unique_ptr<DeliveryJob> job_;
   std::vector<uint32_t> rcpts_;        // indices attempted in this transaction

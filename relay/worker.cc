@@ -31,21 +31,25 @@ std::string Worker::start() {
            {{"dir", config_.spool_dir}, {"messages", uint64_t{recovered.size()}}});
   for (auto& m : recovered) delivery_->enqueue(std::move(m));
 
+  if (!config_.tls.certificate.empty()) {
+    std::string err;
+    tls_ = TlsContext::create(config_.tls.certificate, config_.tls.private_key, err);
+    if (!tls_) return "tls: " + err;
+  }
+
   for (const auto& l : config_.listeners) {
     sockaddr_storage addr;
     parseHostPort(l.address, addr);
-    auto tcp = std::make_unique<uv_tcp_t>();
-    uv_tcp_init(&loop_, tcp.get());
-    tcp->data = this;
-    int rc = uv_tcp_bind(tcp.get(), reinterpret_cast<sockaddr*>(&addr), 0);
-    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp.get()), 1024, onConnection);
-    if (rc != 0) {
-      uv_close(reinterpret_cast<uv_handle_t*>(tcp.release()),
-               [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-      return "listen " + l.address + ": " + uv_strerror(rc);
+    auto* listener = new Listener{{}, this, &l};
+    uv_tcp_init(&loop_, &listener->tcp);
+    listener->tcp.data = listener;
+    listeners_.push_back(listener);
+    int rc = uv_tcp_bind(&listener->tcp, reinterpret_cast<sockaddr*>(&addr), 0);
+    if (rc == 0) {
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener->tcp), 1024, onConnection);
     }
+    if (rc != 0) return "listen " + l.address + ": " + uv_strerror(rc);
     logEvent(spdlog::level::info, "listening", {{"address", l.address}});
-    listeners_.push_back(std::move(tcp));
   }
 
   uv_signal_init(&loop_, &sigterm_);
@@ -61,6 +65,7 @@ std::string Worker::start() {
 
 void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
+  closeListeners();  // still open only when start() failed half-way
   // Anything still open (a start() that failed half-way) is closed here.
   uv_walk(
       &loop_,
@@ -72,9 +77,17 @@ void Worker::run() {
 }
 
 void Worker::onConnection(uv_stream_t* server, int status) {
-  auto* w = static_cast<Worker*>(server->data);
-  if (status < 0 || w->stopping_) return;
-  Session::accept(*w, server);
+  auto* l = static_cast<Listener*>(server->data);
+  if (status < 0 || l->worker->stopping_) return;
+  Session::accept(*l->worker, *l->config, server);
+}
+
+void Worker::closeListeners() {
+  for (Listener* l : listeners_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
+             [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
+  }
+  listeners_.clear();
 }
 
 bool Worker::admitConnection(const IpAddress& ip) {
@@ -103,11 +116,7 @@ void Worker::onSignal(uv_signal_t* h, int signum) {
 void Worker::stop() {
   if (stopping_) return;
   stopping_ = true;
-  for (auto& l : listeners_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(l.release()),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-  }
-  listeners_.clear();
+  closeListeners();
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
   for (Session* s : std::set<Session*>(sessions_)) s->shutdown();

@@ -19,6 +19,7 @@
 #include "core/network.h"
 #include "queue/spool.h"
 #include "relay/delivery.h"
+#include "relay/tls.h"
 
 namespace postern {
 
@@ -40,6 +41,8 @@ class Worker {
   const Config& config() const { return config_; }
   Spool& spool() { return *spool_; }
   Delivery& delivery() { return *delivery_; }
+  // The STARTTLS context, or nullptr when no certificate is configured.
+  const TlsContext* tls() const { return tls_.get(); }
   bool stopping() const { return stopping_; }
 
   // Connection accounting for the total and per-IP limits.
@@ -51,6 +54,7 @@ class Worker {
 
  private:
   void stop();
+  void closeListeners();
   static void onConnection(uv_stream_t* server, int status);
   static void onSignal(uv_signal_t* h, int signum);
   static void onDrainTimer(uv_timer_t* t);
@@ -60,7 +64,13 @@ class Worker {
   uv_loop_t loop_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Delivery> delivery_;
-  std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
+  struct Listener {
+    uv_tcp_t tcp;
+    Worker* worker;
+    const ListenerConfig* config;
+  };
+  std::vector<Listener*> listeners_;  // freed in their close callbacks
+  std::unique_ptr<TlsContext> tls_;
   uv_signal_t sigterm_;
   uv_signal_t sigint_;
   uv_timer_t drain_timer_;

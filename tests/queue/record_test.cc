@@ -15,7 +15,16 @@ TEST(Crc32c, KnownVector) {
 }
 
 TEST(Record, MessageRoundTrip) {
-  Envelope env{0x1122334455667788ull, 1700000000123, "s@x.test", {"a@y.test", "b@z.test"}};
+  Envelope env;
+  env.id = 0x1122334455667788ull;
+  env.received_ms = 1700000000123;
+  env.sender = "s@x.test";
+  env.recipients = {"a@y.test", "b@z.test"};
+  env.smtputf8 = true;
+  env.dsn_ret = "HDRS";
+  env.dsn_envid = "QQ+2Bx";
+  env.dsn_notify = {"", "SUCCESS,FAILURE"};
+  env.dsn_orcpt = {"", "rfc822;b@z.test"};
   std::string out;
   size_t body_offset = 0;
   encodeMessage(out, env, "Subject: hi\r\n\r\nbody\r\n", body_offset);
@@ -28,6 +37,11 @@ TEST(Record, MessageRoundTrip) {
   EXPECT_EQ(rec->envelope.received_ms, env.received_ms);
   EXPECT_EQ(rec->envelope.sender, env.sender);
   EXPECT_EQ(rec->envelope.recipients, env.recipients);
+  EXPECT_TRUE(rec->envelope.smtputf8);
+  EXPECT_EQ(rec->envelope.dsn_ret, "HDRS");
+  EXPECT_EQ(rec->envelope.dsn_envid, "QQ+2Bx");
+  EXPECT_EQ(rec->envelope.dsn_notify, env.dsn_notify);
+  EXPECT_EQ(rec->envelope.dsn_orcpt, env.dsn_orcpt);
   EXPECT_EQ(rec->body_offset, body_offset);
   EXPECT_EQ(out.substr(rec->body_offset, rec->body_size), "Subject: hi\r\n\r\nbody\r\n");
 
@@ -39,7 +53,9 @@ TEST(Record, MessageRoundTrip) {
 }
 
 TEST(Record, TornOrCorruptIsRejected) {
-  Envelope env{1, 2, "", {"a@b"}};
+  Envelope env;
+  env.id = 1;
+  env.recipients = {"a@b"};
   std::string out;
   size_t off;
   encodeMessage(out, env, "x\r\n", off);

@@ -38,7 +38,12 @@ class SpoolTest : public ::testing::Test {
   }
 
   Envelope env(Spool& s, std::vector<std::string> rcpts) {
-    return Envelope{s.nextId(), 1, "sender@x.test", std::move(rcpts)};
+    Envelope e;
+    e.id = s.nextId();
+    e.received_ms = 1;
+    e.sender = "sender@x.test";
+    e.recipients = std::move(rcpts);
+    return e;
   }
 
   std::vector<fs::path> segments() {

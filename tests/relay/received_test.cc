@@ -7,7 +7,7 @@ namespace {
 
 TEST(Received, FormatAndSanitisedHelo) {
   std::string out;
-  appendReceived(out, ReceivedInfo{"evil)\r\nX-Injected: 1", "127.0.0.2", "relay.test", true,
+  appendReceived(out, ReceivedInfo{"evil)\r\nX-Injected: 1", "127.0.0.2", "relay.test", true, false,
                                    "0123456789ABCDEF", "a@b.test", 0});
   EXPECT_EQ(out,
             "Received: from evil___X-Injected:_1 ([127.0.0.2])\r\n"

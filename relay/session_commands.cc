@@ -1,0 +1,236 @@
+// Session command handlers: HELO/EHLO, MAIL, RCPT, STARTTLS and the simple commands.
+// DATA and BDAT are in session_data.cc.
+#include "core/esmtp_params.h"
+#include "core/log.h"
+#include "core/smtp_reply.h"
+#include "relay/relay_policy.h"
+#include "relay/session.h"
+#include "relay/worker.h"
+
+namespace postern {
+namespace {
+
+// Upper-cased copy of a short parameter keyword, for duplicate detection.
+std::string upperKey(std::string_view k) {
+  std::string out(k);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool hasDuplicate(const std::vector<EsmtpParam>& params) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (size_t j = i + 1; j < params.size(); ++j) {
+      if (equalsIgnoreCase(params[i].keyword, params[j].keyword)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+void Session::handleCommand(const Line& line) {
+  if (line.too_long) return error(500, "5.5.2", "Error: line too long");
+  Command cmd = parseCommand(line.text);
+  switch (cmd.verb) {
+    case Verb::kHelo:
+      return cmdHelo(cmd, false);
+    case Verb::kEhlo:
+      return cmdHelo(cmd, true);
+    case Verb::kMail:
+      return cmdMail(cmd);
+    case Verb::kRcpt:
+      return cmdRcpt(cmd);
+    case Verb::kData:
+      return cmdData(cmd);
+    case Verb::kBdat:
+      return cmdBdat(cmd);
+    case Verb::kStartTls:
+      return cmdStartTls(cmd);
+    case Verb::kRset:
+      if (!cmd.arg.empty()) return error(501, "5.5.4", "Syntax: RSET");
+      resetTransaction();
+      return reply(250, "2.0.0", "Ok");
+    case Verb::kNoop:
+      return reply(250, "2.0.0", "Ok");
+    case Verb::kVrfy:
+      if (cmd.arg.empty()) return error(501, "5.5.4", "Syntax: VRFY address");
+      return reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+    case Verb::kExpn:
+      return error(502, "5.5.1", "Error: EXPN not supported");
+    case Verb::kHelp:
+      return reply(214, "2.0.0",
+                   "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY EXPN HELP QUIT "
+                   "STARTTLS");
+    case Verb::kQuit:
+      reply(221, "2.0.0", "Bye");
+      return closeAfterFlush();
+    case Verb::kAuth:
+    case Verb::kEtrn:
+    case Verb::kSend:
+    case Verb::kSoml:
+    case Verb::kSaml:
+    case Verb::kTurn:
+    case Verb::kVerb:
+    case Verb::kTick:
+      return error(502, "5.5.1", "Error: command not implemented");
+    case Verb::kUnknown:
+      return error(500, "5.5.2", "Error: command not recognized");
+  }
+}
+
+void Session::resetTransaction() {
+  if (state_ != State::kConnected) state_ = State::kReady;
+  sender_.clear();
+  recipients_.clear();
+  rcpt_rejected_ = false;
+  smtputf8_ = false;
+  dsn_ret_.clear();
+  dsn_envid_.clear();
+  dsn_notify_.clear();
+  dsn_orcpt_.clear();
+  body_.clear();
+  body_.shrink_to_fit();
+}
+
+void Session::cmdHelo(const Command& cmd, bool esmtp) {
+  if (cmd.arg.empty()) {
+    return error(501, "5.5.4", esmtp ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
+  }
+  state_ = State::kReady;
+  resetTransaction();
+  helo_.assign(cmd.arg.substr(0, std::min<size_t>(cmd.arg.size(), 255)));
+  esmtp_ = esmtp;
+  const Config& c = worker_.config();
+  if (!esmtp) {
+    out_.append("250 ").append(c.hostname).append("\r\n");
+    return;
+  }
+  std::string size = "SIZE " + std::to_string(limits_.message_size);
+  std::vector<std::string_view> lines = {c.hostname, "PIPELINING",          size,       "8BITMIME",
+                                         "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"};
+  if (worker_.tls() != nullptr && !tls_) lines.push_back("STARTTLS");
+  appendMultiline(out_, 250, lines);
+}
+
+void Session::cmdMail(const Command& cmd) {
+  if (state_ == State::kConnected) return error(503, "5.5.1", "Error: send HELO/EHLO first");
+  if (state_ != State::kReady) return error(503, "5.5.1", "Error: nested MAIL command");
+  if (listener_.require_tls && !tls_) {
+    return error(530, "5.7.0", "Must issue a STARTTLS command first");
+  }
+  if (messages_ >= limits_.messages_per_connection) {
+    logEvent(spdlog::level::info, "too_many_messages", {{"client", client_text_}});
+    reply(421, "4.7.0", worker_.config().hostname + " Error: too many messages in one connection");
+    return closeAfterFlush();
+  }
+  PathArg path;
+  if (auto err = parsePathArg(cmd.arg, "FROM", path)) {
+    return error(err->code, err->enhanced, err->text);
+  }
+  if (hasDuplicate(path.params)) return error(501, "5.5.4", "Duplicate MAIL parameter");
+  bool utf8 = false;
+  std::string ret, envid;
+  for (const auto& p : path.params) {
+    std::string key = upperKey(p.keyword);
+    if (key == "SIZE") {
+      char* end = nullptr;
+      std::string v(p.value);
+      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || v.size() > 20) {
+        return error(501, "5.5.4", "Bad SIZE parameter");
+      }
+      if (n > limits_.message_size) return error(552, "5.3.4", "Message size exceeds fixed limit");
+    } else if (key == "BODY") {
+      if (!equalsIgnoreCase(p.value, "7BIT") && !equalsIgnoreCase(p.value, "8BITMIME")) {
+        return error(501, "5.5.4", "Unsupported BODY parameter");
+      }
+    } else if (key == "SMTPUTF8") {
+      if (p.has_value) return error(501, "5.5.4", "SMTPUTF8 takes no value");
+      utf8 = true;
+    } else if (key == "RET") {
+      if (!isValidRet(p.value)) return error(501, "5.5.4", "Bad RET parameter (FULL or HDRS)");
+      ret = upperKey(p.value);
+    } else if (key == "ENVID") {
+      if (!isValidEnvid(p.value)) return error(501, "5.5.4", "Bad ENVID parameter");
+      envid.assign(p.value);
+    } else {
+      return error(555, "5.5.4", "Unsupported option: " + std::string(p.keyword));
+    }
+  }
+  if (path.eight_bit && !utf8) return error(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+  sender_.assign(path.mailbox);
+  smtputf8_ = utf8;
+  dsn_ret_ = std::move(ret);
+  dsn_envid_ = std::move(envid);
+  state_ = State::kMail;
+  reply(250, "2.1.0", "Ok");
+}
+
+void Session::cmdRcpt(const Command& cmd) {
+  if (state_ != State::kMail && state_ != State::kRcpt) {
+    return error(503, "5.5.1", "Error: need MAIL command");
+  }
+  PathArg path;
+  auto refuse = [&](int code, std::string_view enh, std::string_view text) {
+    rcpt_rejected_ = true;
+    error(code, enh, text);
+  };
+  if (auto err = parsePathArg(cmd.arg, "TO", path)) {
+    return refuse(err->code, err->enhanced, err->text);
+  }
+  if (hasDuplicate(path.params)) return refuse(501, "5.5.4", "Duplicate RCPT parameter");
+  std::string notify, orcpt;
+  for (const auto& p : path.params) {
+    std::string key = upperKey(p.keyword);
+    if (key == "NOTIFY") {
+      if (!isValidNotify(p.value)) {
+        return refuse(501, "5.5.4", "Bad NOTIFY parameter (NEVER or SUCCESS,FAILURE,DELAY)");
+      }
+      notify = upperKey(p.value);
+    } else if (key == "ORCPT") {
+      if (!isValidOrcpt(p.value)) return refuse(501, "5.5.4", "Bad ORCPT parameter");
+      orcpt.assign(p.value);
+    } else {
+      return refuse(555, "5.5.4", "Unsupported option: " + std::string(p.keyword));
+    }
+  }
+  if (path.eight_bit && !smtputf8_) {
+    return refuse(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+  }
+  if (!mayRelayTo(worker_.config(), relay_client_, path.mailbox)) {
+    logEvent(spdlog::level::info, "relay_denied",
+             {{"client", client_text_}, {"rcpt", path.mailbox}});
+    return refuse(554, "5.7.1", "<" + std::string(path.mailbox) + ">: Relay access denied");
+  }
+  if (recipients_.size() >= limits_.recipients) {
+    return reply(452, "4.5.3", "Error: too many recipients");
+  }
+  recipients_.emplace_back(path.mailbox);
+  dsn_notify_.push_back(std::move(notify));
+  dsn_orcpt_.push_back(std::move(orcpt));
+  state_ = State::kRcpt;
+  reply(250, "2.1.5", "Ok");
+}
+
+void Session::cmdStartTls(const Command& cmd) {
+  if (worker_.tls() == nullptr) return error(502, "5.5.1", "Error: command not implemented");
+  if (tls_) return error(503, "5.5.1", "Error: TLS already active");
+  if (!cmd.arg.empty()) return error(501, "5.5.4", "Syntax: STARTTLS");
+  if (state_ == State::kMail || state_ == State::kRcpt) {
+    return error(503, "5.5.1", "Error: MAIL transaction in progress");
+  }
+  reply(220, "2.0.0", "Ready to start TLS");
+  flushOutput();
+  // RFC 3207 §4.2: everything the client sent before the handshake is discarded (it
+  // could be commands injected in plain text), and the session starts over.
+  in_.clear();
+  splitter_.reset();
+  cipher_in_ = std::make_unique<char[]>(kCipherBuffer);
+  tls_ = std::make_unique<TlsConnection>(*worker_.tls());
+  state_ = State::kConnected;
+  helo_.clear();
+  esmtp_ = false;
+  resetTransaction();
+}
+
+}  // namespace postern

@@ -1,0 +1,186 @@
+// Session message transfer: DATA (dot-stuffed lines) and BDAT (RFC 3030 chunks), the
+// commit to the spool, and the reply once it is durable.
+#include <charconv>
+#include <chrono>
+
+#include "core/log.h"
+#include "relay/delivery.h"
+#include "relay/received.h"
+#include "relay/session.h"
+#include "relay/worker.h"
+
+namespace postern {
+namespace {
+
+int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Chunk octets that count as progress against the data deadline.
+constexpr uint64_t kChunkProgress = 4096;
+
+}  // namespace
+
+void Session::beginMessage() {
+  const Config& c = worker_.config();
+  queue_id_ = worker_.spool().nextId();
+  std::string qid = queueIdString(queue_id_);
+  body_.clear();
+  appendReceived(body_,
+                 ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr, qid,
+                              recipients_.size() == 1 ? recipients_[0] : "", nowMs() / 1000});
+  reader_.reset(body_);
+}
+
+void Session::cmdData(const Command& cmd) {
+  if (state_ == State::kBdat) return error(503, "5.5.1", "Error: DATA not allowed after BDAT");
+  if (state_ == State::kMail && rcpt_rejected_) {
+    return error(554, "5.5.1", "Error: no valid recipients");
+  }
+  if (state_ != State::kRcpt) return error(503, "5.5.1", "Error: need RCPT command");
+  if (!cmd.arg.empty()) return error(501, "5.5.4", "Syntax: DATA");
+  beginMessage();
+  state_ = State::kData;
+  splitter_.setMaxLine(reader_.splitterBound());
+  out_.append("354 End data with <CR><LF>.<CR><LF>\r\n");
+}
+
+void Session::handleData(const Line& line) {
+  if (reader_.feed(line, body_)) {
+    splitter_.setMaxLine(limits_.command_line);
+    endMessage();
+  }
+}
+
+void Session::cmdBdat(const Command& cmd) {
+  // "BDAT" SP size [SP "LAST"]
+  std::string_view arg = cmd.arg;
+  size_t sp = arg.find(' ');
+  std::string_view size_text = arg.substr(0, sp);
+  std::string_view rest = sp == std::string_view::npos ? std::string_view{} : arg.substr(sp + 1);
+  uint64_t size = 0;
+  auto res = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
+  if (size_text.empty() || size_text.size() > 19 || res.ec != std::errc{} ||
+      res.ptr != size_text.data() + size_text.size() ||
+      (!rest.empty() && !equalsIgnoreCase(rest, "LAST"))) {
+    return error(501, "5.5.4", "Syntax: BDAT size [LAST]");
+  }
+  chunk_size_ = chunk_left_ = size;
+  chunk_last_ = !rest.empty();
+  chunk_unmarked_ = 0;
+  chunk_error_code_ = 0;
+  // Out of sequence: the chunk's octets are still read (never taken as commands), then
+  // the error is given.
+  if (state_ == State::kMail && rcpt_rejected_) {
+    chunk_error_code_ = 554;
+    chunk_error_enhanced_ = "5.5.1";
+    chunk_error_text_ = "Error: no valid recipients";
+  } else if (state_ != State::kRcpt && state_ != State::kBdat) {
+    chunk_error_code_ = 503;
+    chunk_error_enhanced_ = "5.5.1";
+    chunk_error_text_ = "Error: need RCPT command";
+  } else if (state_ == State::kRcpt) {
+    beginMessage();
+    state_ = State::kBdat;
+  }
+  in_chunk_ = true;
+  if (chunk_left_ == 0) finishChunk();
+}
+
+void Session::takeChunk() {
+  std::string_view data = in_.readable();
+  size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, data.size()));
+  if (chunk_error_code_ == 0) reader_.feedChunk(data.substr(0, n), body_);
+  in_.consume(n);
+  chunk_left_ -= n;
+  chunk_unmarked_ += n;
+  if (chunk_unmarked_ >= kChunkProgress) {
+    chunk_unmarked_ = 0;
+    progress();
+  }
+  if (chunk_left_ == 0) finishChunk();
+}
+
+void Session::finishChunk() {
+  in_chunk_ = false;
+  progress();
+  if (chunk_error_code_ != 0)
+    return error(chunk_error_code_, chunk_error_enhanced_, chunk_error_text_);
+  if (!chunk_last_) {
+    return reply(250, "2.0.0", std::to_string(chunk_size_) + " octets received");
+  }
+  reader_.finishChunks(body_);
+  endMessage();
+}
+
+void Session::endMessage() {
+  switch (reader_.error()) {
+    case DataError::kNone:
+      break;
+    case DataError::kTooBig:
+      error(552, "5.3.4", "Message size exceeds fixed limit");
+      return resetTransaction();
+    case DataError::kLineTooLong:
+      error(550, "5.5.2",
+            "Message line too long (limit " + std::to_string(limits_.data_line - 2) + " octets)");
+      return resetTransaction();
+    case DataError::kBareLf:
+      error(550, "5.5.2", "Bare LF in message data not allowed");
+      return resetTransaction();
+    case DataError::kBareCr:
+      error(550, "5.5.2", "Bare CR in message data not allowed");
+      return resetTransaction();
+  }
+  Envelope env;
+  env.id = queue_id_;
+  env.received_ms = nowMs();
+  env.sender = sender_;
+  env.recipients = recipients_;
+  env.smtputf8 = smtputf8_;
+  env.dsn_ret = dsn_ret_;
+  env.dsn_envid = dsn_envid_;
+  env.dsn_notify = dsn_notify_;
+  env.dsn_orcpt = dsn_orcpt_;
+  state_ = State::kCommit;
+  pauseReading();
+  ++refs_;  // the spool's callback refers to this session
+  worker_.spool().append(env, body_, [this, env](bool ok, const StoredRef& ref) mutable {
+    if (ok) worker_.delivery().enqueue(SpooledMessage{std::move(env), ref, {}});
+    onCommitted(ok, ref);
+  });
+}
+
+void Session::onCommitted(bool ok, const StoredRef& ref) {
+  std::string qid = queueIdString(queue_id_);
+  if (ok) {
+    // Logged even if the client has gone: the message is durable and will be delivered.
+    ++messages_;
+    logEvent(spdlog::level::info, "accepted",
+             {{"id", qid},
+              {"client", client_text_},
+              {"from", sender_},
+              {"nrcpt", uint64_t{recipients_.size()}},
+              {"size", ref.body_size}});
+  }
+  if (!closing_) {
+    if (ok) {
+      reply(250, "2.0.0", "Ok: queued as " + qid);
+    } else {
+      error(452, "4.3.1", "Insufficient system storage");
+    }
+    state_ = State::kReady;
+    resetTransaction();
+    if (worker_.stopping()) {
+      reply(421, "4.3.2", worker_.config().hostname + " Service shutting down");
+      closeAfterFlush();
+    }
+    processInput();
+    flushOutput();
+    if (state_ != State::kCommit) resumeReading();
+  }
+  unref();
+}
+
+}  // namespace postern

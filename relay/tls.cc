@@ -1,0 +1,100 @@
+#include "relay/tls.h"
+
+#include <openssl/err.h>
+
+namespace postern {
+namespace {
+
+std::string lastError() {
+  unsigned long e = ERR_get_error();
+  if (e == 0) return "unknown TLS error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<TlsContext> TlsContext::create(const std::string& cert, const std::string& key,
+                                               std::string& err) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) {
+    err = lastError();
+    return nullptr;
+  }
+  std::unique_ptr<TlsContext> out(new TlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
+    err = cert + ": " + lastError();
+    return nullptr;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    err = key + ": " + lastError();
+    return nullptr;
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    err = key + ": does not match the certificate";
+    return nullptr;
+  }
+  return out;
+}
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+TlsConnection::TlsConnection(const TlsContext& ctx)
+    : ssl_(SSL_new(ctx.get())), in_(BIO_new(BIO_s_mem())), out_(BIO_new(BIO_s_mem())) {
+  // An empty memory BIO means "try again later", not end of file.
+  BIO_set_mem_eof_return(in_, -1);
+  BIO_set_mem_eof_return(out_, -1);
+  SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both BIOs now
+  SSL_set_accept_state(ssl_);
+}
+
+TlsConnection::~TlsConnection() { SSL_free(ssl_); }
+
+void TlsConnection::feedCipher(const char* data, size_t len) {
+  BIO_write(in_, data, static_cast<int>(len));
+}
+
+int TlsConnection::handshake() {
+  int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    established_ = true;
+    return 1;
+  }
+  int e = SSL_get_error(ssl_, rc);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+  error_ = lastError();
+  return -1;
+}
+
+int TlsConnection::readPlain(char* dst, size_t cap) {
+  int n = SSL_read(ssl_, dst, static_cast<int>(cap));
+  if (n > 0) return n;
+  int e = SSL_get_error(ssl_, n);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+  error_ = e == SSL_ERROR_ZERO_RETURN ? "closed by peer" : lastError();
+  return -1;
+}
+
+bool TlsConnection::writePlain(std::string_view plain) {
+  if (plain.empty()) return true;
+  int n = SSL_write(ssl_, plain.data(), static_cast<int>(plain.size()));
+  if (n == static_cast<int>(plain.size())) return true;
+  error_ = lastError();
+  return false;
+}
+
+void TlsConnection::takeCipher(std::string& out) {
+  char buf[16384];
+  int n;
+  while ((n = BIO_read(out_, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+}
+
+std::string TlsConnection::describe() const {
+  return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
+}
+
+}  // namespace postern

@@ -1,0 +1,60 @@
+// TLS for inbound STARTTLS (RFC 3207) with OpenSSL over memory BIOs: the socket stays a
+// plain libuv stream, ciphertext is moved between it and OpenSSL by the session, and no
+// OpenSSL call ever blocks the loop.
+//
+// TlsContext holds the certificate and key (TLS 1.2 or later). TlsConnection is one
+// server-side TLS session: feedCipher() takes bytes read from the socket, handshake() and
+// readPlain() consume them, writePlain() encrypts, and takeCipher() returns what must be
+// written to the socket (handshake records included). Errors are reported, never thrown.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace postern {
+
+class TlsContext {
+ public:
+  // Loads a PEM certificate chain and key; nullptr and err set on failure.
+  static std::unique_ptr<TlsContext> create(const std::string& cert, const std::string& key,
+                                            std::string& err);
+  ~TlsContext();
+  SSL_CTX* get() const { return ctx_; }
+
+ private:
+  explicit TlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+};
+
+class TlsConnection {
+ public:
+  explicit TlsConnection(const TlsContext& ctx);
+  ~TlsConnection();
+  TlsConnection(const TlsConnection&) = delete;
+  TlsConnection& operator=(const TlsConnection&) = delete;
+
+  void feedCipher(const char* data, size_t len);
+  // 1: handshake complete; 0: needs more input; -1: failed (see error()).
+  int handshake();
+  bool established() const { return established_; }
+  // Decrypted bytes into dst; 0 when none is available now; -1 on error or close_notify.
+  int readPlain(char* dst, size_t cap);
+  bool writePlain(std::string_view plain);
+  // Appends pending ciphertext for the socket to out.
+  void takeCipher(std::string& out);
+
+  std::string error() const { return error_; }
+  std::string describe() const;  // "TLSv1.3 TLS_AES_256_GCM_SHA384"
+
+ private:
+  SSL* ssl_;
+  BIO* in_;   // socket -> OpenSSL
+  BIO* out_;  // OpenSSL -> socket
+  bool established_ = false;
+  std::string error_;
+};
+
+}  // namespace postern
