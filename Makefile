@@ -20,6 +20,7 @@ build: deps $(BUILD)/Makefile
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 2
+	./tests/fuzz/run.sh build-fuzz 60
 
 asan: deps
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DPOSTERN_SANITIZE=ON
@@ -33,4 +34,4 @@ bench: build
 	./bench/e2e.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) build-fuzz

@@ -38,7 +38,7 @@ bool DataReader::feed(const Line& line, std::string& out) {
   }
 
   std::string_view text = line.text;
-  const bool has_cr = std::memchr(text.data(), '\r', text.size()) != nullptr;
+  const bool has_cr = !text.empty() && std::memchr(text.data(), '\r', text.size()) != nullptr;
   if (mode_ == BareLineEnding::kReject) {
     if (!line.crlf) {
       fail(DataError::kBareLf, out);

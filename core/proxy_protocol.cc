@@ -23,6 +23,12 @@ bool parsePort(std::string_view s, uint16_t& port) {
 }
 
 bool parseAddr(std::string_view text, bool v6, uint16_t port, sockaddr_storage& out) {
+  // inet_pton() stops at a NUL, so the text is checked here first.
+  for (char c : text) {
+    bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+              c == '.' || c == ':';
+    if (!ok) return false;
+  }
   std::string s(text);
   std::memset(&out, 0, sizeof out);
   if (v6) {
@@ -45,6 +51,10 @@ ProxyParse parseV1(std::string_view data, ProxyHeader& out, size_t& consumed) {
   if (lf == 0 || data[lf - 1] != '\r') return ProxyParse::kInvalid;
   std::string_view line = data.substr(0, lf - 1);
   consumed = lf + 1;
+  // Fields are separated by exactly one space, with none at either end.
+  if (line.empty() || line.back() == ' ' || line.find("  ") != std::string_view::npos) {
+    return ProxyParse::kInvalid;
+  }
   // "PROXY" SP proto SP src SP dst SP sport SP dport, single spaces.
   std::string_view parts[6];
   size_t n = 0;
@@ -121,6 +131,7 @@ ProxyParse parseV2(std::string_view data, ProxyHeader& out, size_t& consumed) {
 
 ProxyParse parseProxyHeader(std::string_view data, ProxyHeader& out, size_t& consumed) {
   consumed = 0;
+  if (data.empty()) return ProxyParse::kNeedMore;
   // Decide the version from as many signature bytes as have arrived.
   size_t n = std::min(data.size(), sizeof kV2Signature);
   if (std::memcmp(data.data(), kV2Signature, n) == 0) {

@@ -51,7 +51,12 @@ std::optional<ReplyError> checkMailbox(std::string_view box, bool& eight_bit) {
     } else if (c == '"') {
       in_quotes = !in_quotes;
     } else if (c == '\\' && in_quotes) {
-      ++i;
+      // quoted-pairSMTP (RFC 5321 §4.1.2): a backslash escapes one printable ASCII octet.
+      if (++i == box.size()) return ReplyError{501, "5.1.7", "Bad address syntax"};
+      auto e = static_cast<unsigned char>(box[i]);
+      if (e < 0x20 || e > 0x7e) {
+        return ReplyError{501, "5.1.7", "Bad address syntax: bad escaped character"};
+      }
     } else if (!in_quotes && (c == ' ' || c == '<' || c == '>' || c == ',' || c == ';')) {
       return ReplyError{501, "5.1.7", "Bad address syntax"};
     }
