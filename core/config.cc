@@ -135,6 +135,11 @@ void readServer(TableReader& r, Config& c) {
       r.fail(w, "workers", "expected \"auto\" or a number from 1 to 256");
     }
   }
+  std::string accept = r.str("accept_mode", "reuseport");
+  if (accept != "reuseport" && accept != "handoff") {
+    r.fail(r.get("accept_mode"), "accept_mode", "expected \"reuseport\" or \"handoff\"");
+  }
+  c.accept_handoff = accept == "handoff";
   c.spool_dir = r.str("spool_dir", c.spool_dir);
   if (c.spool_dir.empty()) r.fail(r.get("spool_dir"), "spool_dir", "must not be empty");
   c.log_format = r.str("log_format", c.log_format);

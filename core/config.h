@@ -64,7 +64,8 @@ struct DeliveryConfig {
 
 struct Config {
   std::string hostname = "localhost";
-  unsigned workers = 0;  // 0: one per core
+  unsigned workers = 0;         // 0: one per core
+  bool accept_handoff = false;  // "handoff": one acceptor; default "reuseport"
   std::string spool_dir = "/var/spool/postern";
   std::vector<ListenerConfig> listeners;
   std::vector<Network> relay_networks;

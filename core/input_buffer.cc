@@ -3,13 +3,27 @@
 #include <cstring>
 
 #include "core/assert.h"
+#include "core/buffer_pool.h"
 
 namespace postern {
 
 InputBuffer::InputBuffer(size_t capacity)
     : data_(std::make_unique<char[]>(capacity)), capacity_(capacity) {}
 
+InputBuffer::InputBuffer(BufferPool& pool) : pool_(&pool), capacity_(pool.bufferSize()) {}
+
+InputBuffer::~InputBuffer() {
+  if (pool_ != nullptr) pool_->give(std::move(data_));
+}
+
+void InputBuffer::release() {
+  if (pool_ == nullptr || begin_ != end_ || !data_) return;
+  pool_->give(std::move(data_));
+  begin_ = end_ = 0;
+}
+
 std::span<char> InputBuffer::writable() {
+  if (!data_) data_ = pool_->take();
   // Only the partial line at the end is ever moved; lines already handed out are consumed.
   if (begin_ == end_) {
     begin_ = end_ = 0;

@@ -8,6 +8,7 @@ packages=(
   build-essential cmake pkg-config git
   libuv1-dev libmimalloc-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev libc-ares-dev
+  libconcurrentqueue-dev
   python3 python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl
   clang libclang-rt-14-dev
 )

@@ -61,8 +61,8 @@ struct Spool::Batch {
   int error = 0;
 };
 
-Spool::Spool(uv_loop_t* loop, std::string dir, size_t segment_limit)
-    : loop_(loop), dir_(std::move(dir)), segment_limit_(segment_limit) {
+Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_limit)
+    : loop_(loop), dir_(std::move(dir)), segment_limit_(segment_limit), index_(index & 0xff) {
   uv_prepare_init(loop_, &prepare_);
   prepare_.data = this;
   uv_timer_init(loop_, &done_timer_);
@@ -92,7 +92,7 @@ std::string Spool::segmentPath(uint32_t id) const {
   return dir_ + name;
 }
 
-uint64_t Spool::nextId() { return id_base_ + id_counter_++; }
+uint64_t Spool::nextId() { return id_base_ + (id_counter_++ << 8) + index_; }
 
 std::string Spool::openSegment(uint32_t id) {
   int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
@@ -170,7 +170,7 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
     recovered.push_back(std::move(m));
   }
   // Ids stay unique across restarts even if the clock went backwards.
-  id_base_ = std::max(id_base_, max_id + 1);
+  id_base_ = std::max(id_base_, (max_id + 256) & ~uint64_t{0xff});
 
   std::string err = openSegment(ids.empty() ? 1 : ids.back() + 1);
   if (!err.empty()) return err;

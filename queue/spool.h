@@ -45,7 +45,9 @@ using CommitCallback = std::function<void(bool ok, const StoredRef& ref)>;
 
 class Spool {
  public:
-  Spool(uv_loop_t* loop, std::string dir, size_t segment_limit = 64u << 20);
+  // index: the worker's number, folded into every queue id so ids from different
+  // workers never collide.
+  Spool(uv_loop_t* loop, std::string dir, unsigned index = 0, size_t segment_limit = 64u << 20);
   ~Spool();
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
@@ -110,8 +112,11 @@ class Spool {
   uv_timer_t done_timer_;
   bool closed_ = false;
 
+  // Queue ids: id_base_ (a multiple of 256, from the clock or past the largest recovered
+  // id) + counter * 256 + worker index.
   uint64_t id_base_ = 0;
   uint64_t id_counter_ = 0;
+  unsigned index_ = 0;
 };
 
 }  // namespace postern

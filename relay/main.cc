@@ -12,7 +12,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
-#include "relay/worker.h"
+#include "relay/server.h"
 
 namespace {
 
@@ -29,16 +29,10 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
   // A peer closing mid-write must not kill the process.
   signal(SIGPIPE, SIG_IGN);
 
-  postern::Worker worker(config, 0);
-  if (std::string err = worker.start(); !err.empty()) {
-    postern::logEvent(spdlog::level::err, "startup_failed", {{"error", err}});
-    std::fprintf(stderr, "postern: %s\n", err.c_str());
-    worker.run();
-    return 1;
-  }
-  worker.run();
-  postern::logEvent(spdlog::level::info, "stopped", {});
-  return 0;
+  postern::Server server(config);
+  int rc = server.run();
+  if (rc == 0) postern::logEvent(spdlog::level::info, "stopped", {});
+  return rc;
 }
 
 int checkConfig(const std::string& path) {

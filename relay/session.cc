@@ -1,5 +1,7 @@
 #include "relay/session.h"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "core/assert.h"
@@ -11,22 +13,18 @@
 #include "relay/worker.h"
 
 namespace postern {
-namespace {
-
-// The read buffer holds at least two maximal lines, so a partial line can always grow
-// to the bound (and be discarded past it) without the buffer filling up.
-size_t bufferSize(const Limits& l) {
+size_t Session::bufferSize(const Limits& l) {
+  // At least two maximal lines, so a partial line can always grow to the bound (and be
+  // discarded past it) without the buffer filling up.
   return std::max<size_t>(
       {16 * 1024, 2 * l.command_line, 2 * (l.data_line + 1), 2 * (kMaxProxyV2Payload + 16)});
 }
-
-}  // namespace
 
 Session::Session(Worker& worker, const ListenerConfig& listener)
     : worker_(worker),
       listener_(listener),
       limits_(worker.config().limits),
-      in_(bufferSize(limits_)),
+      in_(worker.bufferPool()),
       splitter_(limits_.command_line),
       reader_(limits_.data_line, limits_.message_size,
               limits_.normalise_bare_line_endings ? BareLineEnding::kNormalise
@@ -36,16 +34,27 @@ Session::Session(Worker& worker, const ListenerConfig& listener)
 
 Session::~Session() { worker_.removeSession(this); }
 
-void Session::accept(Worker& worker, const ListenerConfig& listener, uv_stream_t* server) {
+Session* Session::create(Worker& worker, const ListenerConfig& listener) {
   auto* s = new Session(worker, listener);
   uv_tcp_init(worker.loop(), &s->tcp_);
   s->tcp_.data = s;
   uv_timer_init(worker.loop(), &s->timer_);
   s->timer_.data = s;
   s->refs_ = 2;
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&s->tcp_)) != 0) {
-    s->close();
-    return;
+  return s;
+}
+
+void Session::accept(Worker& worker, const ListenerConfig& listener, uv_stream_t* server) {
+  Session* s = create(worker, listener);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&s->tcp_)) != 0) return s->close();
+  s->start();
+}
+
+void Session::adopt(Worker& worker, const ListenerConfig& listener, int fd) {
+  Session* s = create(worker, listener);
+  if (uv_tcp_open(&s->tcp_, fd) != 0) {
+    ::close(fd);
+    return s->close();
   }
   s->start();
 }
@@ -211,6 +220,7 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   }
   s->in_.commit(static_cast<size_t>(nread));
   s->processInput();
+  s->in_.release();  // an idle connection holds no read buffer
   s->flushOutput();
 }
 
@@ -236,6 +246,7 @@ void Session::pumpTls() {
     in_.commit(static_cast<size_t>(n));
     processInput();
   }
+  in_.release();
   flushOutput();
 }
 

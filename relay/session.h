@@ -41,6 +41,11 @@ class Session {
  public:
   // Accepts the pending connection on server. Never throws; on failure nothing remains.
   static void accept(Worker& worker, const ListenerConfig& listener, uv_stream_t* server);
+  // Takes over a socket accepted by another thread (handoff mode).
+  static void adopt(Worker& worker, const ListenerConfig& listener, int fd);
+
+  // The read buffer size for these limits (the worker's BufferPool hands these out).
+  static size_t bufferSize(const Limits& limits);
 
   // Worker is draining: 421 and close, or after the pending commit's reply.
   void shutdown();
@@ -51,6 +56,7 @@ class Session {
   enum class State { kProxy, kConnected, kReady, kMail, kRcpt, kData, kBdat, kCommit };
 
   Session(Worker& worker, const ListenerConfig& listener);
+  static Session* create(Worker& worker, const ListenerConfig& listener);
   ~Session();
 
   // session.cc: lifecycle, I/O, TLS, timers.

@@ -177,6 +177,7 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
       closeAfterFlush();
     }
     processInput();
+    in_.release();
     flushOutput();
     if (state_ != State::kCommit) resumeReading();
   }

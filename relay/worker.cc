@@ -1,6 +1,9 @@
 #include "relay/worker.h"
 
+#include <unistd.h>
+
 #include "core/log.h"
+#include "relay/listen_socket.h"
 #include "relay/session.h"
 
 namespace postern {
@@ -8,11 +11,23 @@ namespace {
 
 // How long a drain waits for sessions and deliveries before closing them regardless.
 constexpr uint64_t kDrainMs = 10000;
+// Read buffers kept for reuse per worker.
+constexpr size_t kFreeBuffers = 256;
 
 }  // namespace
 
-Worker::Worker(const Config& config, unsigned index) : config_(config), index_(index) {
+Worker::Worker(const Config& config, unsigned index, ConnectionLimiter& limiter)
+    : config_(config),
+      index_(index),
+      limiter_(limiter),
+      buffers_(Session::bufferSize(config.limits), kFreeBuffers) {
   uv_loop_init(&loop_);
+  uv_async_init(&loop_, &stop_async_, onStopAsync);
+  stop_async_.data = this;
+  uv_async_init(&loop_, &handoff_async_, onHandoffAsync);
+  handoff_async_.data = this;
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
 }
 
 Worker::~Worker() {
@@ -20,15 +35,18 @@ Worker::~Worker() {
   uv_loop_close(&loop_);
 }
 
-std::string Worker::start() {
-  spool_ = std::make_unique<Spool>(&loop_, config_.spool_dir + "/w" + std::to_string(index_));
+std::string Worker::start(bool own_listeners) {
+  spool_ =
+      std::make_unique<Spool>(&loop_, config_.spool_dir + "/w" + std::to_string(index_), index_);
   delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_);
   if (std::string err = delivery_->init(); !err.empty()) return err;
 
   std::vector<SpooledMessage> recovered;
   if (std::string err = spool_->open(recovered); !err.empty()) return "spool: " + err;
   logEvent(spdlog::level::info, "spool_recovered",
-           {{"dir", config_.spool_dir}, {"messages", uint64_t{recovered.size()}}});
+           {{"worker", uint64_t{index_}},
+            {"dir", config_.spool_dir},
+            {"messages", uint64_t{recovered.size()}}});
   for (auto& m : recovered) delivery_->enqueue(std::move(m));
 
   if (!config_.tls.certificate.empty()) {
@@ -36,37 +54,36 @@ std::string Worker::start() {
     tls_ = TlsContext::create(config_.tls.certificate, config_.tls.private_key, err);
     if (!tls_) return "tls: " + err;
   }
+  if (!own_listeners) return "";
 
   for (const auto& l : config_.listeners) {
     sockaddr_storage addr;
     parseHostPort(l.address, addr);
+    std::string err;
+    int fd = openListenSocket(addr, true, err);
+    if (fd < 0) return "listen " + l.address + ": " + err;
     auto* listener = new Listener{{}, this, &l};
     uv_tcp_init(&loop_, &listener->tcp);
     listener->tcp.data = listener;
     listeners_.push_back(listener);
-    int rc = uv_tcp_bind(&listener->tcp, reinterpret_cast<sockaddr*>(&addr), 0);
+    int rc = uv_tcp_open(&listener->tcp, fd);
     if (rc == 0) {
       rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener->tcp), 1024, onConnection);
     }
     if (rc != 0) return "listen " + l.address + ": " + uv_strerror(rc);
-    logEvent(spdlog::level::info, "listening", {{"address", l.address}});
   }
-
-  uv_signal_init(&loop_, &sigterm_);
-  sigterm_.data = this;
-  uv_signal_start(&sigterm_, onSignal, SIGTERM);
-  uv_signal_init(&loop_, &sigint_);
-  sigint_.data = this;
-  uv_signal_start(&sigint_, onSignal, SIGINT);
-  uv_timer_init(&loop_, &drain_timer_);
-  drain_timer_.data = this;
   return "";
 }
 
 void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
-  closeListeners();  // still open only when start() failed half-way
-  // Anything still open (a start() that failed half-way) is closed here.
+  abandon();
+}
+
+void Worker::abandon() {
+  // Closes whatever is still open (all of it when start() failed) and lets the close
+  // callbacks run.
+  closeListeners();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
@@ -82,6 +99,27 @@ void Worker::onConnection(uv_stream_t* server, int status) {
   Session::accept(*l->worker, *l->config, server);
 }
 
+void Worker::handoff(int fd, const ListenerConfig* listener) {
+  handoffs_.enqueue(Handoff{fd, listener});
+  uv_async_send(&handoff_async_);
+}
+
+void Worker::onHandoffAsync(uv_async_t* h) { static_cast<Worker*>(h->data)->drainHandoffs(); }
+
+void Worker::drainHandoffs() {
+  Handoff batch[64];
+  size_t n;
+  while ((n = handoffs_.try_dequeue_bulk(batch, 64)) > 0) {
+    for (size_t i = 0; i < n; ++i) {
+      if (stopping_) {
+        ::close(batch[i].fd);
+      } else {
+        Session::adopt(*this, *batch[i].listener, batch[i].fd);
+      }
+    }
+  }
+}
+
 void Worker::closeListeners() {
   for (Listener* l : listeners_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
@@ -90,35 +128,17 @@ void Worker::closeListeners() {
   listeners_.clear();
 }
 
-bool Worker::admitConnection(const IpAddress& ip) {
-  size_t& n = per_ip_[ip.toString()];
-  if (connections_ >= config_.limits.connections || n >= config_.limits.connections_per_ip) {
-    if (n == 0) per_ip_.erase(ip.toString());
-    return false;
-  }
-  ++n;
-  ++connections_;
-  return true;
-}
+void Worker::requestStop() { uv_async_send(&stop_async_); }
 
-void Worker::releaseConnection(const IpAddress& ip) {
-  auto it = per_ip_.find(ip.toString());
-  if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
-  --connections_;
-}
-
-void Worker::onSignal(uv_signal_t* h, int signum) {
-  auto* w = static_cast<Worker*>(h->data);
-  logEvent(spdlog::level::info, "shutdown", {{"signal", signum}});
-  w->stop();
-}
+void Worker::onStopAsync(uv_async_t* h) { static_cast<Worker*>(h->data)->stop(); }
 
 void Worker::stop() {
   if (stopping_) return;
   stopping_ = true;
   closeListeners();
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  drainHandoffs();
+  uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&handoff_async_), nullptr);
   for (Session* s : std::set<Session*>(sessions_)) s->shutdown();
   delivery_->stop();
   drain_deadline_ = uv_now(&loop_) + kDrainMs;

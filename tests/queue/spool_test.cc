@@ -28,7 +28,7 @@ class SpoolTest : public ::testing::Test {
   // Opens a spool, runs fn(spool, recovered) and the loop until the spool is idle.
   template <typename Fn>
   void withSpool(Fn fn, size_t segment_limit = 64u << 20) {
-    auto spool = std::make_unique<Spool>(&loop_, dir_.string(), segment_limit);
+    auto spool = std::make_unique<Spool>(&loop_, dir_.string(), 0, segment_limit);
     std::vector<SpooledMessage> recovered;
     ASSERT_EQ(spool->open(recovered), "");
     fn(*spool, recovered);

@@ -1,0 +1,32 @@
+#include "relay/connection_limiter.h"
+
+namespace postern {
+
+std::atomic<uint32_t>& ConnectionLimiter::bucket(const IpAddress& ip) {
+  // FNV-1a over the address bytes.
+  uint64_t h = 1469598103934665603ull;
+  size_t n = ip.v6 ? 16 : 4;
+  for (size_t i = 0; i < n; ++i) h = (h ^ ip.bytes[i]) * 1099511628211ull;
+  return per_ip_[h % kBuckets];
+}
+
+bool ConnectionLimiter::admit(const IpAddress& ip) {
+  if (total_.fetch_add(1, std::memory_order_relaxed) >= max_total_) {
+    total_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  auto& b = bucket(ip);
+  if (b.fetch_add(1, std::memory_order_relaxed) >= max_per_ip_) {
+    b.fetch_sub(1, std::memory_order_relaxed);
+    total_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void ConnectionLimiter::release(const IpAddress& ip) {
+  bucket(ip).fetch_sub(1, std::memory_order_relaxed);
+  total_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace postern

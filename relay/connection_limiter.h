@@ -1,0 +1,39 @@
+// ConnectionLimiter: the total and per-client-IP connection limits, shared by every
+// worker thread without a lock.
+//
+// Per-IP counts live in a fixed table of atomic counters indexed by a hash of the
+// address, so the memory is bounded whatever the number of clients. Two addresses that
+// share a bucket share its count: the limit can only be reached early (never exceeded),
+// and with 64K buckets that needs a collision among the few busiest clients.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/network.h"
+
+namespace postern {
+
+class ConnectionLimiter {
+ public:
+  ConnectionLimiter(size_t total, size_t per_ip) : max_total_(total), max_per_ip_(per_ip) {}
+
+  // Takes a slot for a new connection from ip; false if a limit is reached.
+  bool admit(const IpAddress& ip);
+  void release(const IpAddress& ip);
+
+  size_t total() const { return total_.load(std::memory_order_relaxed); }
+
+ private:
+  static constexpr size_t kBuckets = 65536;
+  std::atomic<uint32_t>& bucket(const IpAddress& ip);
+
+  size_t max_total_;
+  size_t max_per_ip_;
+  std::atomic<size_t> total_{0};
+  std::array<std::atomic<uint32_t>, kBuckets> per_ip_{};
+};
+
+}  // namespace postern

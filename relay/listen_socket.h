@@ -1,0 +1,15 @@
+// Listening sockets. libuv 1.44 (Debian 12) has no UV_TCP_REUSEPORT, so the socket is
+// made here, with SO_REUSEPORT when several workers each bind the same address (the
+// kernel then spreads connections across them), and handed to libuv with uv_tcp_open().
+#pragma once
+
+#include <sys/socket.h>
+
+#include <string>
+
+namespace postern {
+
+// Returns a bound, non-blocking socket, or -1 with err set.
+int openListenSocket(const sockaddr_storage& addr, bool reuseport, std::string& err);
+
+}  // namespace postern

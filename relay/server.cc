@@ -1,0 +1,116 @@
+#include "relay/server.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "queue/spool_dirs.h"
+#include "relay/listen_socket.h"
+
+namespace postern {
+
+Server::Server(const Config& config)
+    : config_(config), limiter_(config.limits.connections, config.limits.connections_per_ip) {
+  uv_loop_init(&loop_);
+}
+
+Server::~Server() { uv_loop_close(&loop_); }
+
+int Server::run() {
+  std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
+  for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
+    workers_.push_back(std::make_unique<Worker>(config_, i, limiter_));
+    err = workers_.back()->start(!config_.accept_handoff);
+    if (!err.empty()) err = "worker " + std::to_string(i) + ": " + err;
+  }
+  if (err.empty() && config_.accept_handoff) err = startAcceptors();
+  if (!err.empty()) {
+    logEvent(spdlog::level::err, "startup_failed", {{"error", err}});
+    std::fprintf(stderr, "postern: %s\n", err.c_str());
+    for (auto& w : workers_) w->abandon();
+    for (Acceptor* a : acceptors_) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&a->tcp),
+               [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
+    }
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    return 1;
+  }
+  for (const auto& l : config_.listeners) {
+    logEvent(spdlog::level::info, "listening",
+             {{"address", l.address},
+              {"workers", uint64_t{config_.workers}},
+              {"accept", config_.accept_handoff ? "handoff" : "reuseport"}});
+  }
+
+  for (auto& w : workers_) threads_.emplace_back([worker = w.get()] { worker->run(); });
+  uv_signal_init(&loop_, &sigterm_);
+  sigterm_.data = this;
+  uv_signal_start(&sigterm_, onSignal, SIGTERM);
+  uv_signal_init(&loop_, &sigint_);
+  sigint_.data = this;
+  uv_signal_start(&sigint_, onSignal, SIGINT);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (auto& t : threads_) t.join();
+  return 0;
+}
+
+std::string Server::startAcceptors() {
+  for (const auto& l : config_.listeners) {
+    sockaddr_storage addr;
+    parseHostPort(l.address, addr);
+    std::string err;
+    int fd = openListenSocket(addr, false, err);
+    if (fd < 0) return "listen " + l.address + ": " + err;
+    auto* a = new Acceptor{{}, this, &l};
+    uv_tcp_init(&loop_, &a->tcp);
+    a->tcp.data = a;
+    acceptors_.push_back(a);
+    int rc = uv_tcp_open(&a->tcp, fd);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&a->tcp), 1024, onConnection);
+    if (rc != 0) return "listen " + l.address + ": " + uv_strerror(rc);
+  }
+  return "";
+}
+
+void Server::onConnection(uv_stream_t* stream, int status) {
+  auto* a = static_cast<Acceptor*>(stream->data);
+  Server* s = a->server;
+  if (status < 0 || s->stopping_) return;
+  // libuv only lets a listener accept into a handle of its own loop, so the socket is
+  // accepted here and a duplicate of it travels to the worker, which wraps it in its
+  // loop; the local handle is closed (deleted in its close callback).
+  auto* client = new uv_tcp_t;
+  uv_tcp_init(&s->loop_, client);
+  if (uv_accept(stream, reinterpret_cast<uv_stream_t*>(client)) == 0) {
+    uv_os_fd_t fd;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(client), &fd) == 0) {
+      int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (dup >= 0) {
+        s->workers_[s->next_worker_++ % s->workers_.size()]->handoff(dup, a->config);
+      }
+    }
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(client),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+}
+
+void Server::onSignal(uv_signal_t* h, int signum) {
+  auto* s = static_cast<Server*>(h->data);
+  logEvent(spdlog::level::info, "shutdown", {{"signal", signum}});
+  s->stop();
+}
+
+void Server::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  for (Acceptor* a : acceptors_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&a->tcp),
+             [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
+  }
+  acceptors_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  for (auto& w : workers_) w->requestStop();
+}
+
+}  // namespace postern

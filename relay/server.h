@@ -1,0 +1,58 @@
+// Server: the whole relay process. Starts one Worker per configured worker, each on its
+// own thread with its own loop, spool directory and delivery pool, and keeps the main
+// thread for signals and, in handoff mode, for the single acceptor.
+//
+// Accepting: with accept_mode = "reuseport" (default) every worker binds every listener
+// with SO_REUSEPORT and the kernel spreads connections; with "handoff" the main thread
+// accepts and passes sockets round-robin to the workers through their lock-free queues.
+//
+// Before workers start, spool directories of workers that no longer exist (the worker
+// count went down) are merged into the remaining ones, so no message is left behind.
+// SIGTERM/SIGINT: stop accepting, drain every worker, join, exit 0.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/config.h"
+#include "relay/connection_limiter.h"
+#include "relay/worker.h"
+
+namespace postern {
+
+class Server {
+ public:
+  explicit Server(const Config& config);
+  ~Server();
+  // Runs until a signal ends it. Returns the process exit status.
+  int run();
+
+ private:
+  std::string startAcceptors();
+  void stop();
+  static void onSignal(uv_signal_t* h, int signum);
+  static void onConnection(uv_stream_t* server, int status);
+
+  struct Acceptor {
+    uv_tcp_t tcp;
+    Server* server;
+    const ListenerConfig* config;
+  };
+
+  const Config& config_;
+  ConnectionLimiter limiter_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  uv_loop_t loop_;
+  uv_signal_t sigterm_;
+  uv_signal_t sigint_;
+  std::vector<Acceptor*> acceptors_;
+  size_t next_worker_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace postern
