@@ -2,10 +2,11 @@
 # install the Debian packages they need first (deploy/install-deps.sh is idempotent).
 BUILD     ?= build
 ASAN      ?= build-asan
+TSAN      ?= build-tsan
 JOBS      ?= $(shell nproc)
 PYTHON    := /usr/bin/python3
 
-.PHONY: all deps build test unit integration asan demo bench clean
+.PHONY: all deps build test asan tsan demo bench clean
 
 all: build
 
@@ -27,6 +28,13 @@ asan: deps
 	cmake --build $(ASAN) -j $(JOBS)
 	cd $(ASAN) && ctest --output-on-failure -j 2
 
+# ThreadSanitizer: the unit tests (the cross-thread pieces) and the multi-worker relay.
+tsan: deps
+	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DPOSTERN_TSAN=ON
+	cmake --build $(TSAN) -j $(JOBS) --target unit_tests postern
+	cd $(TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j 2 \
+	  -E 'integration\.(relay_basic|pipelining|relay_control|crash_recovery|config|inbound_extensions|limits)|dialogues'
+
 demo: build
 	./deploy/demo.sh $(BUILD)
 
@@ -34,4 +42,4 @@ bench: build
 	./bench/e2e.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN) build-fuzz
+	rm -rf $(BUILD) $(ASAN) $(TSAN) build-fuzz

@@ -98,8 +98,7 @@ std::string queueIdString(uint64_t id) {
   return buf;
 }
 
-void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
-                   size_t& body_offset) {
+void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body) {
   size_t start = beginRecord(out, RecordType::kMessage);
   putU64(out, env.id);
   putU64(out, static_cast<uint64_t>(env.received_ms));
@@ -114,9 +113,18 @@ void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
     putStr(out, env.orcptOf(i));
   }
   putU64(out, body.size());
+  size_t head_payload = out.size() - start - kRecordHeaderSize;
+  setU32(out, start, static_cast<uint32_t>(head_payload + body.size()));
+  uint32_t crc = crc32c(0, out.data() + start + 8, head_payload + 1);
+  setU32(out, start + 4, crc32c(crc, body.data(), body.size()));
+}
+
+void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
+                   size_t& body_offset) {
+  size_t start = out.size();
+  encodeMessageHead(out, env, body);
   body_offset = out.size() - start;
   out.append(body);
-  finishRecord(out, start);
 }
 
 void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index) {

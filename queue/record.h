@@ -25,6 +25,9 @@ constexpr uint32_t kMaxRecordPayload = 1u << 30;
 // Appends a Message record; body_offset receives the body's offset within `out`.
 void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
                    size_t& body_offset);
+// Appends everything of a Message record but the body itself (the CRC covers the body),
+// so the body can be written from where it already is (writev) instead of copied.
+void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body);
 void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index);
 
 struct DecodedRecord {

@@ -186,11 +186,10 @@ void Spool::maybeDelete(uint32_t id) {
   segments_.erase(it);
 }
 
-void Spool::append(const Envelope& env, std::string_view body, CommitCallback cb) {
+void Spool::append(const Envelope& env, std::string body, CommitCallback cb) {
   PendingMessage p;
-  p.record.reserve(body.size() + 256);
-  encodeMessage(p.record, env, body, p.body_offset);
-  p.body_size = body.size();
+  encodeMessageHead(p.head, env, body);
+  p.body = std::move(body);
   p.cb = std::move(cb);
   pending_.push_back(std::move(p));
   scheduleFlush();
@@ -269,8 +268,11 @@ void Spool::flush() {
 void Spool::work(uv_work_t* req) {
   auto* b = static_cast<Batch*>(req->data);
   std::vector<iovec> iov;
-  iov.reserve(b->messages.size() + 1);
-  for (auto& m : b->messages) iov.push_back({m.record.data(), m.record.size()});
+  iov.reserve(2 * b->messages.size() + 1);
+  for (auto& m : b->messages) {
+    iov.push_back({m.head.data(), m.head.size()});
+    iov.push_back({m.body.data(), m.body.size()});
+  }
   if (!b->done.empty()) iov.push_back({b->done.data(), b->done.size()});
   b->ok =
       writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 && (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
@@ -291,8 +293,8 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
     uint64_t offset = b->start;
     for (auto& m : b->messages) {
       seg.live++;
-      m.cb(true, StoredRef{b->segment, offset + m.body_offset, m.body_size});
-      offset += m.record.size();
+      m.cb(true, StoredRef{b->segment, offset + m.head.size(), m.body.size()});
+      offset += m.head.size() + m.body.size();
     }
     seg.size = offset + b->done.size();
   } else {

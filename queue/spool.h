@@ -57,8 +57,9 @@ class Spool {
 
   uint64_t nextId();
 
-  // Queues a message for the next group commit. The body is copied into the record.
-  void append(const Envelope& env, std::string_view body, CommitCallback cb);
+  // Queues a message for the next group commit. The body is moved in and written from
+  // where it is (writev), not copied into the record.
+  void append(const Envelope& env, std::string body, CommitCallback cb);
 
   // Recipient rcpt of message id needs no more delivery attempts.
   void markDone(uint64_t id, uint32_t rcpt);
@@ -80,9 +81,8 @@ class Spool {
     size_t live = 0;  // committed messages with recipients still to deliver
   };
   struct PendingMessage {
-    std::string record;
-    size_t body_offset;
-    uint64_t body_size;
+    std::string head;  // record header and envelope
+    std::string body;
     CommitCallback cb;
   };
   struct Batch;

@@ -146,10 +146,11 @@ void Session::endMessage() {
   state_ = State::kCommit;
   pauseReading();
   ++refs_;  // the spool's callback refers to this session
-  worker_.spool().append(env, body_, [this, env](bool ok, const StoredRef& ref) mutable {
+  worker_.spool().append(env, std::move(body_), [this, env](bool ok, const StoredRef& ref) mutable {
     if (ok) worker_.delivery().enqueue(SpooledMessage{std::move(env), ref, {}});
     onCommitted(ok, ref);
   });
+  body_.clear();  // moved from: make it a valid empty string again
 }
 
 void Session::onCommitted(bool ok, const StoredRef& ref) {

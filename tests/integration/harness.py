@@ -622,7 +622,7 @@ class RelayTestCase(unittest.TestCase):
         # SIGTERM must drain and exit 0; a sanitizer report (ASan build) must fail the test.
         bad_exit = rc not in (0, None)
         sanitizer = "ERROR: AddressSanitizer" in log or "runtime error:" in log \
-            or "ERROR: LeakSanitizer" in log
+            or "ERROR: LeakSanitizer" in log or "WARNING: ThreadSanitizer" in log
         failed = failed or bad_exit or sanitizer
         if failed:
             lines = self.relay.log_text().splitlines(keepends=True)

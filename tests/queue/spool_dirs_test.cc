@@ -1,0 +1,69 @@
+#include "queue/spool_dirs.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "queue/spool.h"
+
+namespace postern {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(SpoolDirs, OrphanSegmentsMoveAfterTheTargetsOwn) {
+  fs::path root = fs::path(::testing::TempDir()) / ("postern_dirs_" + std::to_string(getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "w0");
+  fs::create_directories(root / "w1");
+  fs::create_directories(root / "w3");
+  std::ofstream(root / "w0" / "seg-00000002.log") << "w0";
+  std::ofstream(root / "w1" / "seg-00000001.log") << "w1a";
+  std::ofstream(root / "w1" / "seg-00000007.log") << "w1b";
+  std::ofstream(root / "w3" / "seg-00000001.log") << "w3";
+
+  ASSERT_EQ(mergeOrphanSpools(root.string(), 1), "");
+  EXPECT_FALSE(fs::exists(root / "w1"));
+  EXPECT_FALSE(fs::exists(root / "w3"));
+  auto read = [&](const char* name) {
+    std::ifstream f(root / "w0" / name);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  EXPECT_EQ(read("seg-00000002.log"), "w0");
+  // Order among moved segments is kept within each orphan directory.
+  std::set<std::string> moved{read("seg-00000003.log"), read("seg-00000004.log"),
+                              read("seg-00000005.log")};
+  EXPECT_EQ(moved, (std::set<std::string>{"w1a", "w1b", "w3"}));
+  EXPECT_EQ(read("seg-00000003.log") == "w1a", read("seg-00000004.log") == "w1b");
+  fs::remove_all(root);
+}
+
+TEST(SpoolDirs, NothingToDoWithoutASpool) {
+  EXPECT_EQ(mergeOrphanSpools("/nonexistent/postern-spool", 2), "");
+}
+
+TEST(SpoolIds, WorkersNeverCollide) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    Spool a(&loop, "/unused/a", 0), b(&loop, "/unused/b", 1);
+    std::set<uint64_t> ids;
+    for (int i = 0; i < 1000; ++i) {
+      uint64_t x = a.nextId(), y = b.nextId();
+      EXPECT_EQ(x & 0xff, 0u);
+      EXPECT_EQ(y & 0xff, 1u);
+      ids.insert(x);
+      ids.insert(y);
+    }
+    EXPECT_EQ(ids.size(), 2000u);
+    a.close();
+    b.close();
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_loop_close(&loop);
+}
+
+}  // namespace
+}  // namespace postern
