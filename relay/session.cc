@@ -186,7 +186,7 @@ void Session::pauseReading() {
 }
 
 void Session::resumeReading() {
-  if (closing_ || close_after_flush_) return;
+  if (closing_ || close_after_flush_ || write_blocked_) return;
   if (!reading_) uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
   reading_ = true;
   // OpenSSL may hold decrypted data the session could not take while it was paused.
@@ -237,7 +237,7 @@ void Session::pumpTls() {
     logEvent(spdlog::level::info, "tls", {{"client", client_text_}, {"tls", tls_->describe()}});
     progress();
   }
-  while (!closing_ && !close_after_flush_ && state_ != State::kCommit) {
+  while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
     std::span<char> w = in_.writable();
     if (w.empty()) break;
     int n = tls_->readPlain(w.data(), w.size());
@@ -252,7 +252,7 @@ void Session::pumpTls() {
 
 void Session::processInput() {
   Line line;
-  while (!closing_ && !close_after_flush_ && state_ != State::kCommit) {
+  while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
     if (state_ == State::kProxy) {
       if (!handleProxyHeader()) break;
       continue;
@@ -298,6 +298,7 @@ void Session::sendCipher() {
   if (rc == 0) {
     ++refs_;
     ++writes_pending_;
+    checkWriteBackpressure();
   }
 }
 
@@ -318,9 +319,25 @@ void Session::flushOutput() {
   if (rc == 0) {
     ++refs_;  // the queued write refers to this session
     ++writes_pending_;
+    checkWriteBackpressure();
   } else if (close_after_flush_ && writes_pending_ == 0) {
     // uv_close() would cancel queued writes, so a queued last reply closes from its callback.
     close();
+  }
+}
+
+void Session::checkWriteBackpressure() {
+  size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
+  if (!write_blocked_ && queued > kWriteHighWater) {
+    write_blocked_ = true;
+    pauseReading();
+  } else if (write_blocked_ && queued < kWriteLowWater) {
+    write_blocked_ = false;
+    if (state_ == State::kCommit) return;  // the commit's reply resumes reading
+    processInput();                        // lines that arrived before the pause
+    in_.release();
+    flushOutput();
+    resumeReading();
   }
 }
 
@@ -329,6 +346,8 @@ void Session::onWriteDone(void* ctx, int status) {
   --s->writes_pending_;
   if (!s->closing_ && (status < 0 || (s->close_after_flush_ && s->writes_pending_ == 0))) {
     s->close();
+  } else if (!s->closing_ && s->write_blocked_) {
+    s->checkWriteBackpressure();
   }
   s->unref();
 }

@@ -52,6 +52,11 @@ class Session {
 
  private:
   static constexpr size_t kCipherBuffer = 16 * 1024;
+  // Replies queued but not taken by the socket: above the high mark the session stops
+  // reading (a client that pipelines without reading cannot grow our memory), below the
+  // low mark it reads again.
+  static constexpr size_t kWriteHighWater = 64 * 1024;
+  static constexpr size_t kWriteLowWater = 16 * 1024;
 
   enum class State { kProxy, kConnected, kReady, kMail, kRcpt, kData, kBdat, kCommit };
 
@@ -73,6 +78,7 @@ class Session {
   void sendCipher();
   void closeAfterFlush();
   void progress();
+  void checkWriteBackpressure();
   void pauseReading();
   void resumeReading();
 
@@ -110,7 +116,8 @@ class Session {
   bool closing_ = false;
   bool close_after_flush_ = false;
   bool reading_ = false;
-  bool counted_ = false;  // holds a slot in the worker's connection accounting
+  bool write_blocked_ = false;  // reading paused until queued replies drain
+  bool counted_ = false;        // holds a slot in the worker's connection accounting
   uint64_t last_progress_ = 0;
 
   IpAddress client_;

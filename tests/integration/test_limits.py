@@ -90,3 +90,33 @@ class SlowlorisTest(RelayTestCase):
         self.assertEqual(r.reply()[0], 421)
         time.sleep(1)
         self.assertEqual(self.downstream.snapshot(), [])
+
+
+class WriteBackpressureTest(RelayTestCase):
+    def rss_kib(self):
+        with open(f"/proc/{self.relay.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def test_client_that_never_reads_is_throttled(self):
+        s = socket.create_connection((HOST, self.relay.port), timeout=10)
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        base = self.rss_kib()
+        chunk = b"NOOP\r\n" * 10000  # 60 KB of commands, 140 KB of replies
+        sent = 0
+        s.settimeout(2)
+        try:
+            while sent < 60_000_000:
+                sent += s.send(chunk)
+        except socket.timeout:
+            pass  # the relay stopped reading: what the test wants
+        grown = self.rss_kib() - base
+        self.assertLess(sent, 60_000_000, "the relay kept reading without writing")
+        self.assertLess(grown, 32 * 1024, f"relay RSS grew by {grown} KiB")
+        # Everyone else is still served.
+        t = socket.create_connection((HOST, self.relay.port), timeout=10)
+        self.addCleanup(t.close)
+        self.assertEqual(ReplyReader(t).reply()[0], 220)
