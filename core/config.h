@@ -67,6 +67,7 @@ struct Config {
   unsigned workers = 0;         // 0: one per core
   bool accept_handoff = false;  // "handoff": one acceptor; default "reuseport"
   std::string spool_dir = "/var/spool/postern";
+  size_t segment_size = 64u << 20;  // a spool segment is closed past this size
   std::vector<ListenerConfig> listeners;
   std::vector<Network> relay_networks;
   std::vector<std::string> accept_domains;  // lower-case

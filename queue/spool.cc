@@ -186,10 +186,11 @@ void Spool::maybeDelete(uint32_t id) {
   segments_.erase(it);
 }
 
-void Spool::append(const Envelope& env, std::string body, CommitCallback cb) {
+void Spool::append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer) {
   PendingMessage p;
   encodeMessageHead(p.head, env, body);
   p.body = std::move(body);
+  p.trailer = std::move(trailer);
   p.cb = std::move(cb);
   pending_.push_back(std::move(p));
   scheduleFlush();
@@ -268,10 +269,11 @@ void Spool::flush() {
 void Spool::work(uv_work_t* req) {
   auto* b = static_cast<Batch*>(req->data);
   std::vector<iovec> iov;
-  iov.reserve(2 * b->messages.size() + 1);
+  iov.reserve(3 * b->messages.size() + 1);
   for (auto& m : b->messages) {
     iov.push_back({m.head.data(), m.head.size()});
     iov.push_back({m.body.data(), m.body.size()});
+    if (!m.trailer.empty()) iov.push_back({m.trailer.data(), m.trailer.size()});
   }
   if (!b->done.empty()) iov.push_back({b->done.data(), b->done.size()});
   b->ok =
@@ -294,7 +296,7 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
     for (auto& m : b->messages) {
       seg.live++;
       m.cb(true, StoredRef{b->segment, offset + m.head.size(), m.body.size()});
-      offset += m.head.size() + m.body.size();
+      offset += m.head.size() + m.body.size() + m.trailer.size();
     }
     seg.size = offset + b->done.size();
   } else {

@@ -58,8 +58,13 @@ class Spool {
   uint64_t nextId();
 
   // Queues a message for the next group commit. The body is moved in and written from
-  // where it is (writev), not copied into the record.
-  void append(const Envelope& env, std::string body, CommitCallback cb);
+  // where it is (writev), not copied into the record. trailer (encoded records) is
+  // written right after this message in the same write and shares its fate: on failure
+  // neither is retried.
+  void append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer = {});
+
+  // The segment new messages go to; a message elsewhere keeps an older segment alive.
+  uint32_t activeSegment() const { return active_; }
 
   // Recipient rcpt of message id needs no more delivery attempts.
   void markDone(uint64_t id, uint32_t rcpt);
@@ -83,6 +88,7 @@ class Spool {
   struct PendingMessage {
     std::string head;  // record header and envelope
     std::string body;
+    std::string trailer;
     CommitCallback cb;
   };
   struct Batch;

@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "core/smtp_reply.h"
+#include "queue/record.h"
 
 namespace postern {
 namespace {
@@ -129,13 +130,58 @@ void Delivery::jobFinished(SmtpClient*, std::unique_ptr<DeliveryJob> job,
       }
       spool_.release(job->message.ref);
     } else {
-      scheduler_.defer(std::move(job), uv_now(loop_));
-      armTimer();
+      deferJob(std::move(job));
     }
   } else {
     spool_.release(job->message.ref);
   }
   pump();
+}
+
+void Delivery::deferJob(std::unique_ptr<DeliveryJob> job) {
+  const StoredRef old_ref = job->message.ref;
+  std::string body;
+  if (stopping_ || old_ref.segment == spool_.activeSegment() || !spool_.readBody(old_ref, body)) {
+    scheduler_.defer(std::move(job), uv_now(loop_));
+    armTimer();
+    return;
+  }
+  const Envelope& old = job->message.envelope;
+  Envelope fresh;
+  fresh.id = spool_.nextId();
+  fresh.received_ms = old.received_ms;  // the queue lifetime still counts from arrival
+  fresh.sender = old.sender;
+  fresh.smtputf8 = old.smtputf8;
+  fresh.dsn_ret = old.dsn_ret;
+  fresh.dsn_envid = old.dsn_envid;
+  std::string trailer;
+  for (uint32_t i : job->pendingRecipients()) {
+    fresh.recipients.push_back(old.recipients[i]);
+    fresh.dsn_notify.push_back(old.notifyOf(i));
+    fresh.dsn_orcpt.push_back(old.orcptOf(i));
+    encodeDone(trailer, old.id, i);
+  }
+  ++rewriting_;
+  auto held = std::make_shared<std::unique_ptr<DeliveryJob>>(std::move(job));
+  spool_.append(
+      fresh, std::move(body),
+      [this, held, fresh, old_ref](bool ok, const StoredRef& ref) {
+        --rewriting_;
+        auto job = std::move(*held);
+        if (ok) {
+          logEvent(spdlog::level::info, "rewritten",
+                   {{"id", queueIdString(job->message.envelope.id)},
+                    {"new_id", queueIdString(fresh.id)}});
+          spool_.release(old_ref);
+          job->message.envelope = fresh;
+          job->message.ref = ref;
+          job->message.done.assign(fresh.recipients.size(), false);
+        }
+        if (stopping_) return;  // recovery at the next start retries it
+        scheduler_.defer(std::move(job), uv_now(loop_));
+        armTimer();
+      },
+      std::move(trailer));
 }
 
 void Delivery::clientClosed(SmtpClient* client) {

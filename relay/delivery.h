@@ -7,6 +7,11 @@
 //   5xx        -> Done, logged as bounced (bounce messages are not generated yet)
 //   too old    -> Done, logged as expired (queue_lifetime)
 //
+// Rewrite-forward: a message deferred again while it sits in an older segment than the
+// active one is appended anew (pending recipients only, new queue id) so the old segment
+// can be deleted; the old id's Done records are written in the same write, after it, so
+// a crash duplicates at worst and never loses.
+//
 // A connection that fails before it was ever usable counts against the destination as a
 // whole: everything ready for it waits for the host backoff instead of hammering it.
 // Today there is one next hop: the route for "*".
@@ -38,7 +43,9 @@ class Delivery {
   void stop();
   bool done() const { return stopping_ && clients_.empty(); }
 
-  size_t queued() const { return scheduler_.readyCount() + scheduler_.deferredCount() + active_; }
+  size_t queued() const {
+    return scheduler_.readyCount() + scheduler_.deferredCount() + active_ + rewriting_;
+  }
 
   // SmtpClient callbacks.
   void clientReady(SmtpClient* client, bool first_time);
@@ -52,6 +59,7 @@ class Delivery {
 
  private:
   void pump();
+  void deferJob(std::unique_ptr<DeliveryJob> job);
   void armTimer();
   static void onTimer(uv_timer_t* t);
 
@@ -64,6 +72,7 @@ class Delivery {
   std::set<SmtpClient*> clients_;
   size_t connecting_ = 0;  // clients not yet ready
   size_t active_ = 0;      // jobs currently on a connection
+  size_t rewriting_ = 0;   // jobs waiting for their rewrite-forward commit
   unsigned host_failures_ = 0;
   uint64_t host_down_until_ = 0;
   uv_timer_t timer_;

@@ -36,8 +36,8 @@ Worker::~Worker() {
 }
 
 std::string Worker::start(bool own_listeners) {
-  spool_ =
-      std::make_unique<Spool>(&loop_, config_.spool_dir + "/w" + std::to_string(index_), index_);
+  spool_ = std::make_unique<Spool>(&loop_, config_.spool_dir + "/w" + std::to_string(index_),
+                                   index_, config_.segment_size);
   delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_);
   if (std::string err = delivery_->init(); !err.empty()) return err;
 
