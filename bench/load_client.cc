@@ -5,6 +5,7 @@
 
 #include "bench/load_source.h"
 #include "bench/load_stats.h"
+#include "bench/load_tls.h"
 #include "core/smtp_command.h"
 #include "core/stream_write.h"
 
@@ -12,6 +13,7 @@ namespace postern {
 namespace {
 
 constexpr uint64_t kRetryDelayMs = 200;
+constexpr size_t kCipherBuffer = 64 * 1024;
 
 bool isDigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -26,6 +28,8 @@ LoadClient::LoadClient(Source& source) : src_(source) {
   retry_timer_.data = this;
   timer_open_ = true;
 }
+
+LoadClient::~LoadClient() = default;
 
 void LoadClient::resume() {
   if (!reserved_) {
@@ -46,9 +50,12 @@ void LoadClient::connect() {
   expect_.clear();
   reply_code_ = 0;
   offers_pipelining_ = false;
+  offers_starttls_ = false;
   pipelining_ = false;
   done_on_connection_ = 0;
   in_transaction_ = false;
+  tls_.reset();
+  cipher_out_.clear();
 
   uv_tcp_init(src_.loop(), &tcp_);
   tcp_.data = this;
@@ -85,23 +92,24 @@ void LoadClient::onConnect(uv_connect_t* req, int status) {
 
 void LoadClient::onAlloc(uv_handle_t* h, size_t /*suggested*/, uv_buf_t* buf) {
   auto* c = static_cast<LoadClient*>(h->data);
+  if (c->tls_) {
+    *buf = uv_buf_init(c->cipher_in_.get(), static_cast<unsigned>(kCipherBuffer));
+    return;
+  }
   std::span<char> free = c->in_.writable();
   *buf = uv_buf_init(free.data(), static_cast<unsigned>(free.size()));
 }
 
-void LoadClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*/) {
+void LoadClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* c = static_cast<LoadClient*>(s->data);
   if (c->phase_ != Phase::kOpen) return;
   if (nread > 0) {
-    c->in_.commit(static_cast<size_t>(nread));
-    Line line;
-    while (c->phase_ == Phase::kOpen && c->splitter_.next(c->in_, line)) {
-      if (line.too_long) {
-        c->fail("reply line too long");
-        return;
-      }
-      c->onLine(line.text);
+    if (c->tls_) {
+      c->onCipher(buf->base, static_cast<size_t>(nread));
+      return;
     }
+    c->in_.commit(static_cast<size_t>(nread));
+    c->processLines();
     c->flush();
   } else if (nread < 0) {
     if (c->expect_.size() == 1 && c->expect_.front() == Expect::kQuit) {
@@ -112,6 +120,70 @@ void LoadClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*/) 
       c->fail(std::string("read: ") + uv_strerror(static_cast<int>(nread)));
     }
   }
+}
+
+void LoadClient::processLines() {
+  Line line;
+  LoadTls* const before = tls_.get();
+  while (phase_ == Phase::kOpen && tls_.get() == before && splitter_.next(in_, line)) {
+    if (line.too_long) {
+      fail("reply line too long");
+      return;
+    }
+    onLine(line.text);
+  }
+}
+
+void LoadClient::startTls() {
+  // Anything the server sent after its 220 was sent in the clear: drop it (RFC 3207).
+  in_.clear();
+  splitter_.reset();
+  reply_code_ = 0;
+  if (!cipher_in_) cipher_in_ = std::make_unique<char[]>(kCipherBuffer);
+  tls_ = std::make_unique<LoadTls>(*src_.tlsContext());
+  if (tls_->handshake() < 0) {
+    fail("TLS handshake: " + tls_->error());
+    return;
+  }
+  flush();  // the ClientHello
+}
+
+void LoadClient::onCipher(const char* data, size_t len) {
+  tls_->feedCipher(data, len);
+  if (!tls_->established()) {
+    int r = tls_->handshake();
+    if (r < 0) {
+      fail("TLS handshake: " + tls_->error());
+      return;
+    }
+    if (r == 1) {
+      // Start over inside TLS: EHLO again, and forget what the plain-text EHLO offered.
+      offers_pipelining_ = false;
+      out_ += "EHLO ";
+      out_ += src_.heloName();
+      out_ += "\r\n";
+      expect_.push_back(Expect::kEhlo);
+    }
+    flush();  // the handshake's records, and the EHLO once it is done
+    if (phase_ != Phase::kOpen || !tls_->established()) return;
+  }
+  for (;;) {
+    std::span<char> free = in_.writable();
+    if (free.empty()) {
+      fail("reply line too long");
+      return;
+    }
+    int n = tls_->readPlain(free.data(), free.size());
+    if (n < 0) {
+      fail("TLS read: " + tls_->error());
+      return;
+    }
+    if (n == 0) break;
+    in_.commit(static_cast<size_t>(n));
+    processLines();
+    if (phase_ != Phase::kOpen) return;
+  }
+  flush();
 }
 
 void LoadClient::onLine(std::string_view text) {
@@ -125,11 +197,15 @@ void LoadClient::onLine(std::string_view text) {
     fail("reply code changed inside a multi-line reply");
     return;
   }
-  if (!expect_.empty() && expect_.front() == Expect::kEhlo && text.size() >= 14) {
+  if (!expect_.empty() && expect_.front() == Expect::kEhlo && text.size() >= 12) {
     std::string_view keyword = text.substr(4);
     if (equalsIgnoreCase(keyword.substr(0, 10), "PIPELINING") &&
         (keyword.size() == 10 || keyword[10] == ' ')) {
       offers_pipelining_ = true;
+    }
+    if (equalsIgnoreCase(keyword.substr(0, 8), "STARTTLS") &&
+        (keyword.size() == 8 || keyword[8] == ' ')) {
+      offers_starttls_ = true;
     }
   }
   if (text.size() > 3 && text[3] == '-') {
@@ -168,6 +244,14 @@ void LoadClient::onReply(int code) {
     case Expect::kHelo:
       onEhlo(code, false);
       break;
+    case Expect::kStartTls:
+      if (code != 220) {
+        fail(withCode("STARTTLS refused:", code));
+        return;
+      }
+      flush();
+      startTls();
+      break;
     case Expect::kMail:
       onMail(code);
       break;
@@ -205,6 +289,15 @@ void LoadClient::onGreeting(int code) {
 }
 
 void LoadClient::onEhlo(int code, bool ehlo) {
+  if (code / 100 == 2 && src_.options().starttls && !tls_) {
+    if (!ehlo || !offers_starttls_) {
+      fail("--starttls: the server does not offer STARTTLS");
+      return;
+    }
+    out_ += "STARTTLS\r\n";
+    expect_.push_back(Expect::kStartTls);
+    return;
+  }
   if (code / 100 == 2) {
     int mode = src_.options().pipelining;
     pipelining_ = mode > 0 || (mode == 0 && ehlo && offers_pipelining_);
@@ -335,13 +428,27 @@ void LoadClient::transactionDone(int code, uint64_t latency_ns, bool body_sent) 
 }
 
 void LoadClient::flush() {
-  if (out_.empty()) return;
   if (phase_ != Phase::kOpen) {
     out_.clear();
     return;
   }
+  std::string* wire = &out_;
+  if (tls_) {
+    // Plaintext waits for the end of the handshake; the handshake's own records do not.
+    if (tls_->established() && !out_.empty()) {
+      if (!tls_->writePlain(out_)) {
+        out_.clear();
+        fail("TLS write: " + tls_->error());
+        return;
+      }
+      out_.clear();
+    }
+    tls_->takeCipher(cipher_out_);
+    wire = &cipher_out_;
+  }
+  if (wire->empty()) return;
   // A failed queued write also shows up on the read side (reset or EOF), which handles it.
-  int r = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), out_, nullptr, nullptr);
+  int r = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), *wire, nullptr, nullptr);
   if (r < 0) fail(std::string("write: ") + uv_strerror(r));
 }
 

@@ -9,12 +9,17 @@
 // in transaction back to the Source, and reconnects after a short delay, keeping a message
 // it had claimed but not started. Handles live inside the client; the Source frees
 // clients only after the loop has closed every handle.
+//
+// With --starttls the client sends STARTTLS after the first EHLO (a server that does not
+// offer it is a connection error), runs the TLS handshake over memory BIOs (load_tls.h),
+// and greets again with EHLO inside TLS before its first transaction.
 #pragma once
 
 #include <uv.h>
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -23,11 +28,13 @@
 
 namespace postern {
 
+class LoadTls;
 class Source;
 
 class LoadClient {
  public:
   explicit LoadClient(Source& source);
+  ~LoadClient();
   LoadClient(const LoadClient&) = delete;
   LoadClient& operator=(const LoadClient&) = delete;
 
@@ -41,7 +48,18 @@ class LoadClient {
 
  private:
   enum class Phase : uint8_t { kParked, kConnecting, kOpen, kClosing, kRetryWait, kShut };
-  enum class Expect : uint8_t { kGreeting, kEhlo, kHelo, kMail, kRcpt, kData, kDot, kRset, kQuit };
+  enum class Expect : uint8_t {
+    kGreeting,
+    kEhlo,
+    kHelo,
+    kStartTls,
+    kMail,
+    kRcpt,
+    kData,
+    kDot,
+    kRset,
+    kQuit
+  };
 
   static void onConnect(uv_connect_t* req, int status);
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -49,6 +67,9 @@ class LoadClient {
   static void onClose(uv_handle_t* h);
   static void onRetry(uv_timer_t* t);
 
+  void processLines();
+  void startTls();
+  void onCipher(const char* data, size_t len);
   void onLine(std::string_view text);
   void onReply(int code);
   void onGreeting(int code);
@@ -82,8 +103,15 @@ class LoadClient {
   std::deque<Expect> expect_;  // replies still owed by the server, oldest first
   int reply_code_ = 0;         // code of the multi-line reply being read, 0 between replies
   bool offers_pipelining_ = false;
+  bool offers_starttls_ = false;
   bool pipelining_ = false;
   int done_on_connection_ = 0;
+
+  // TLS after STARTTLS (--starttls): ciphertext is read into cipher_in_ and written from
+  // cipher_out_; in_ and out_ then hold plaintext.
+  std::unique_ptr<LoadTls> tls_;
+  std::unique_ptr<char[]> cipher_in_;
+  std::string cipher_out_;
 
   // The transaction in progress.
   bool in_transaction_ = false;

@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 30));
   source->add_flag("--pipelining,!--no-pipelining", src.pipelining,
                    "force PIPELINING on or off (default: when the server offers it)");
+  source->add_flag("--starttls", src.starttls,
+                   "upgrade every connection with STARTTLS (certificate not verified)");
   source->add_option("--from", src.message.from, "envelope and header sender")
       ->capture_default_str();
   source->add_option("--to-domain", src.message.to_domain, "recipient domain")

@@ -123,7 +123,9 @@ bool Sink::record(const MessageVerifier& message) {
     return false;
   }
   ++unique_;
-  int64_t delta = realtimeNs() - message.tag().ts_ns;
+  int64_t now = realtimeNs();
+  last_unique_realtime_ns_ = now;
+  int64_t delta = now - message.tag().ts_ns;
   e2e_.add(delta > 0 ? static_cast<uint64_t>(delta) : 0);
   return unique_ == opts_.expect;
 }
@@ -176,10 +178,11 @@ int Sink::report() {
   std::snprintf(
       line, sizeof line,
       "sink received=%llu unique=%llu duplicates=%llu corrupt=%llu elapsed_s=%.3f "
-      "p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+      "p50_ms=%.3f p99_ms=%.3f max_ms=%.3f last_unix_s=%.6f\n",
       static_cast<unsigned long long>(received_), static_cast<unsigned long long>(unique_),
       static_cast<unsigned long long>(duplicates_), static_cast<unsigned long long>(corrupt_),
-      elapsed, e2e_.percentileMs(0.5), e2e_.percentileMs(0.99), e2e_.maxMs());
+      elapsed, e2e_.percentileMs(0.5), e2e_.percentileMs(0.99), e2e_.maxMs(),
+      static_cast<double>(last_unique_realtime_ns_) / 1e9);
   double rate = elapsed > 0 ? static_cast<double>(unique_) / elapsed : 0;
   std::printf(
       "postern-load sink: %llu of %llu expected messages, %.1f msgs/s, %llu connections%s\n",

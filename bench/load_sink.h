@@ -6,7 +6,9 @@
 // latency from the source's DATA timestamp to arrival. Stops once --expect unique
 // messages have arrived and the 250 to the last one has been written, or at --timeout,
 // or on SIGINT/SIGTERM; then prints the `sink ...` result line on stdout (and to
-// --report). Exit status 0 exactly when unique == expect and nothing was corrupt.
+// --report). Its last_unix_s field is the wall-clock time of the last new message, so a
+// script can measure end to end from when it started the source. Exit status 0 exactly when unique
+// == expect and nothing was corrupt.
 #pragma once
 
 #include <sys/socket.h>
@@ -80,6 +82,7 @@ class Sink {
   uint64_t start_ns_ = 0;
   uint64_t first_accept_ns_ = 0;
   uint64_t last_message_ns_ = 0;
+  int64_t last_unique_realtime_ns_ = 0;  // CLOCK_REALTIME of the last new message
   LatencyRecorder e2e_;
 };
 

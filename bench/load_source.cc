@@ -40,6 +40,14 @@ int Source::run() {
                  opts_.server.c_str());
     return 2;
   }
+  if (opts_.starttls) {
+    std::string err;
+    tls_ = LoadTlsContext::create(err);
+    if (!tls_) {
+      std::fprintf(stderr, "postern-load source: --starttls: %s\n", err.c_str());
+      return 2;
+    }
+  }
   uv_loop_init(&loop_);
   for (uv_timer_t* t : {&tick_, &timeout_, &grace_}) {
     uv_timer_init(&loop_, t);
@@ -192,9 +200,10 @@ void Source::report() {
   auto ull = [](uint64_t v) { return static_cast<unsigned long long>(v); };
   std::printf(
       "postern-load source: %llu messages of ~%zu bytes to %s, %d recipient(s), "
-      "concurrency %d, %d per connection, pipelining %s%s\n",
+      "concurrency %d, %d per connection, pipelining %s%s%s\n",
       ull(opts_.messages), opts_.message.size, opts_.server.c_str(), opts_.message.recipients,
-      opts_.concurrency, opts_.messages_per_connection, mode, timed_out_ ? ", TIMED OUT" : "");
+      opts_.concurrency, opts_.messages_per_connection, mode, opts_.starttls ? ", STARTTLS" : "",
+      timed_out_ ? ", TIMED OUT" : "");
   std::printf("  accepted %llu  tempfail %llu  rejected %llu  unanswered %llu\n", ull(accepted_),
               ull(tempfail_), ull(rejected_),
               ull(opts_.messages - accepted_ - tempfail_ - rejected_));

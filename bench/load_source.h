@@ -12,7 +12,8 @@
 // tempfail / rejected = messages by the class of the reply that decided them; errors =
 // connection failures (a 421 counts here and, if it answered a message, as tempfail);
 // msgs_per_s = accepted / elapsed_s; latencies are from handing the body and final "."
-// to the kernel until the reply, over every message that got that far.
+// to the kernel until the reply, over every message that got that far (p50, p99, p99.9
+// and max, exact nearest-rank). With --starttls every connection upgrades to TLS first.
 #pragma once
 
 #include <sys/socket.h>
@@ -26,6 +27,7 @@
 
 #include "bench/load_message.h"
 #include "bench/load_stats.h"
+#include "bench/load_tls.h"
 
 namespace postern {
 
@@ -36,7 +38,8 @@ struct SourceOptions {
   uint64_t messages = 1000;
   int concurrency = 10;
   int messages_per_connection = 100;
-  int pipelining = 0;  // >0 always, <0 never, 0 when the server offers it
+  int pipelining = 0;     // >0 always, <0 never, 0 when the server offers it
+  bool starttls = false;  // STARTTLS after EHLO on every connection, then EHLO again
   double timeout_s = 120;
   bool quiet = false;
   MessageSpec message;
@@ -59,6 +62,7 @@ class Source {
   MessageBuilder& builder() { return builder_; }
   bool stopping() const { return stopping_; }
   const std::string& heloName() const { return helo_name_; }
+  const LoadTlsContext* tlsContext() const { return tls_.get(); }
 
   // Hands out the next message to send (a retried one first); false when none is left.
   bool claim(uint64_t& seq);
@@ -89,6 +93,7 @@ class Source {
   sockaddr_storage addr_{};
   MessageBuilder builder_;
   std::string helo_name_;
+  std::unique_ptr<LoadTlsContext> tls_;
   std::vector<std::unique_ptr<LoadClient>> clients_;
   uv_timer_t tick_{};
   uv_timer_t timeout_{};

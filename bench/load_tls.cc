@@ -1,0 +1,82 @@
+#include "bench/load_tls.h"
+
+#include <openssl/err.h>
+
+namespace postern {
+namespace {
+
+std::string lastError() {
+  unsigned long e = ERR_get_error();
+  if (e == 0) return "TLS error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<LoadTlsContext> LoadTlsContext::create(std::string& err) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) {
+    err = lastError();
+    return nullptr;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  return std::unique_ptr<LoadTlsContext>(new LoadTlsContext(ctx));
+}
+
+LoadTlsContext::~LoadTlsContext() { SSL_CTX_free(ctx_); }
+
+LoadTls::LoadTls(const LoadTlsContext& ctx)
+    : ssl_(SSL_new(ctx.get())), in_(BIO_new(BIO_s_mem())), out_(BIO_new(BIO_s_mem())) {
+  // An empty memory BIO means "try again later", not end of file.
+  BIO_set_mem_eof_return(in_, -1);
+  BIO_set_mem_eof_return(out_, -1);
+  SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both BIOs now
+  SSL_set_connect_state(ssl_);
+}
+
+LoadTls::~LoadTls() { SSL_free(ssl_); }
+
+void LoadTls::feedCipher(const char* data, size_t len) {
+  BIO_write(in_, data, static_cast<int>(len));
+}
+
+int LoadTls::handshake() {
+  int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    established_ = true;
+    return 1;
+  }
+  int e = SSL_get_error(ssl_, rc);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+  error_ = lastError();
+  return -1;
+}
+
+int LoadTls::readPlain(char* dst, size_t cap) {
+  int n = SSL_read(ssl_, dst, static_cast<int>(cap));
+  if (n > 0) return n;
+  int e = SSL_get_error(ssl_, n);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+  error_ = e == SSL_ERROR_ZERO_RETURN ? "TLS closed by peer" : lastError();
+  return -1;
+}
+
+bool LoadTls::writePlain(std::string_view plain) {
+  if (plain.empty()) return true;
+  int n = SSL_write(ssl_, plain.data(), static_cast<int>(plain.size()));
+  if (n == static_cast<int>(plain.size())) return true;
+  error_ = lastError();
+  return false;
+}
+
+void LoadTls::takeCipher(std::string& out) {
+  char buf[16384];
+  int n;
+  while ((n = BIO_read(out_, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+}
+
+}  // namespace postern
