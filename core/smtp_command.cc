@@ -1,6 +1,7 @@
 #include "core/smtp_command.h"
 
 #include <array>
+#include <cstring>
 #include <utility>
 
 namespace postern {
@@ -21,6 +22,24 @@ constexpr std::array<VerbEntry, 21> kVerbs{{
     {"TURN", Verb::kTurn},         {"VERB", Verb::kVerb}, {"TICK", Verb::kTick},
 }};
 
+// The verb's octets, upper-cased, as one integer (0 bytes pad; a NUL can never match).
+constexpr uint64_t verbKey(std::string_view v, bool fold) {
+  uint64_t key = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    char c = v[i];
+    if (fold && c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+    if (c == '\0') return ~uint64_t{0};
+    key |= uint64_t{static_cast<unsigned char>(c)} << (8 * i);
+  }
+  return key;
+}
+
+constexpr std::array<uint64_t, kVerbs.size()> kVerbKeys = [] {
+  std::array<uint64_t, kVerbs.size()> keys{};
+  for (size_t i = 0; i < kVerbs.size(); ++i) keys[i] = verbKey(kVerbs[i].name, false);
+  return keys;
+}();
+
 char upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c; }
 
 bool isBlank(char c) { return c == ' ' || c == '\t'; }
@@ -39,8 +58,27 @@ bool isEsmtpKeywordChar(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
 }
 
+// Octets that need no further thought in a mailbox: printable ASCII other than quote,
+// backslash and the separators checkMailbox() refuses. Nearly every real address is made
+// only of these, so the careful loop below runs only for the rest.
+constexpr std::array<bool, 256> kPlainMailboxChar = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x21; c < 0x7f; ++c) t[c] = true;
+  for (char c : {'"', '\\', '<', '>', ',', ';'}) t[static_cast<unsigned char>(c)] = false;
+  return t;
+}();
+
 // Validates a mailbox (RFC 5321 §4.1.2, leniently: what Postfix accepts by default).
 std::optional<ReplyError> checkMailbox(std::string_view box, bool& eight_bit) {
+  size_t plain = 0;
+  while (plain < box.size() && kPlainMailboxChar[static_cast<unsigned char>(box[plain])]) ++plain;
+  if (plain == box.size()) {
+    size_t at = box.rfind('@');
+    if (at != std::string_view::npos && (at == 0 || at + 1 == box.size())) {
+      return ReplyError{501, "5.1.7", "Bad address syntax"};
+    }
+    return std::nullopt;
+  }
   bool in_quotes = false;
   for (size_t i = 0; i < box.size(); ++i) {
     auto c = static_cast<unsigned char>(box[i]);
@@ -85,10 +123,15 @@ Command parseCommand(std::string_view line) {
   while (end < line.size() && !isBlank(line[end])) ++end;
   cmd.verb_text = line.substr(0, end);
   cmd.arg = trimRight(trimLeft(line.substr(end)));
-  for (const auto& e : kVerbs) {
-    if (equalsIgnoreCase(cmd.verb_text, e.name)) {
-      cmd.verb = e.verb;
-      break;
+  // Verbs are at most 8 letters: pack the upper-cased verb into one integer and compare
+  // that with each known verb's, instead of comparing strings.
+  if (cmd.verb_text.size() <= 8) {
+    uint64_t key = verbKey(cmd.verb_text, true);
+    for (size_t i = 0; i < kVerbs.size(); ++i) {
+      if (kVerbKeys[i] == key) {
+        cmd.verb = kVerbs[i].verb;
+        break;
+      }
     }
   }
   return cmd;
@@ -106,7 +149,9 @@ std::optional<ReplyError> parsePathArg(std::string_view arg, std::string_view ke
   const bool is_from = keyword == "FROM";
   const ReplyError syntax{501, "5.5.4",
                           is_from ? "Syntax: MAIL FROM:<address>" : "Syntax: RCPT TO:<address>"};
-  out = PathArg{};
+  out.mailbox = {};
+  out.params.clear();
+  out.eight_bit = false;
   if (arg.size() < keyword.size() + 1 ||
       !equalsIgnoreCase(arg.substr(0, keyword.size()), keyword) || arg[keyword.size()] != ':') {
     return syntax;
@@ -114,10 +159,14 @@ std::optional<ReplyError> parsePathArg(std::string_view arg, std::string_view ke
   std::string_view rest = trimLeft(arg.substr(keyword.size() + 1));
   std::string_view path;
   if (!rest.empty() && rest.front() == '<') {
-    // Find the closing bracket outside a quoted local part.
+    // Find the closing bracket outside a quoted local part (the quick way when no quote
+    // comes before the first '>').
+    size_t close = rest.find('>', 1);
     bool in_quotes = false;
-    size_t close = std::string_view::npos;
-    for (size_t i = 1; i < rest.size(); ++i) {
+    if (close != std::string_view::npos && std::memchr(rest.data(), '"', close) != nullptr) {
+      close = std::string_view::npos;
+    }
+    for (size_t i = 1; close == std::string_view::npos && i < rest.size(); ++i) {
       if (rest[i] == '"')
         in_quotes = !in_quotes;
       else if (rest[i] == '\\' && in_quotes)
@@ -167,7 +216,7 @@ std::optional<ReplyError> parsePathArg(std::string_view arg, std::string_view ke
     for (char c : p.keyword) {
       if (!isEsmtpKeywordChar(c)) return ReplyError{501, "5.5.4", "Bad parameter syntax"};
     }
-    out.params.push_back(p);
+    if (!out.params.push_back(p)) return ReplyError{501, "5.5.4", "Too many parameters"};
   }
   return std::nullopt;
 }

@@ -6,6 +6,7 @@
 // an exception.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -63,11 +64,33 @@ struct EsmtpParam {
   bool has_value = false;
 };
 
+// A command's ESMTP parameters, stored inline: MAIL and RCPT carry only a few, and the
+// parser runs for every command, so it allocates nothing.
+class EsmtpParams {
+ public:
+  static constexpr size_t kMax = 8;
+  bool push_back(const EsmtpParam& p) {
+    if (size_ == kMax) return false;
+    items_[size_++] = p;
+    return true;
+  }
+  void clear() { size_ = 0; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  const EsmtpParam& operator[](size_t i) const { return items_[i]; }
+  const EsmtpParam* begin() const { return items_.data(); }
+  const EsmtpParam* end() const { return items_.data() + size_; }
+
+ private:
+  std::array<EsmtpParam, kMax> items_;
+  size_t size_ = 0;
+};
+
 // "FROM:<path> params" or "TO:<path> params". The path is returned without angle brackets
 // and without any RFC 821 source route; the null path "<>" gives an empty mailbox.
 struct PathArg {
   std::string_view mailbox;
-  std::vector<EsmtpParam> params;
+  EsmtpParams params;
   bool eight_bit = false;  // the mailbox holds non-ASCII octets (needs SMTPUTF8)
 };
 

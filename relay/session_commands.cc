@@ -17,7 +17,7 @@ std::string upperKey(std::string_view k) {
   return out;
 }
 
-bool hasDuplicate(const std::vector<EsmtpParam>& params) {
+bool hasDuplicate(const EsmtpParams& params) {
   for (size_t i = 0; i < params.size(); ++i) {
     for (size_t j = i + 1; j < params.size(); ++j) {
       if (equalsIgnoreCase(params[i].keyword, params[j].keyword)) return true;
