@@ -5,9 +5,9 @@
 
 #include "bench/load_source.h"
 #include "bench/load_stats.h"
-#include "bench/load_tls.h"
 #include "core/smtp_command.h"
 #include "core/stream_write.h"
+#include "relay/tls.h"
 
 namespace postern {
 namespace {
@@ -124,7 +124,7 @@ void LoadClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void LoadClient::processLines() {
   Line line;
-  LoadTls* const before = tls_.get();
+  TlsConnection* const before = tls_.get();
   while (phase_ == Phase::kOpen && tls_.get() == before && splitter_.next(in_, line)) {
     if (line.too_long) {
       fail("reply line too long");
@@ -140,7 +140,7 @@ void LoadClient::startTls() {
   splitter_.reset();
   reply_code_ = 0;
   if (!cipher_in_) cipher_in_ = std::make_unique<char[]>(kCipherBuffer);
-  tls_ = std::make_unique<LoadTls>(*src_.tlsContext());
+  tls_ = std::make_unique<TlsConnection>(*src_.tlsContext(), TlsConnection::Side::kClient);
   if (tls_->handshake() < 0) {
     fail("TLS handshake: " + tls_->error());
     return;

@@ -11,7 +11,7 @@
 // clients only after the loop has closed every handle.
 //
 // With --starttls the client sends STARTTLS after the first EHLO (a server that does not
-// offer it is a connection error), runs the TLS handshake over memory BIOs (load_tls.h),
+// offer it is a connection error), runs the TLS handshake over memory BIOs (relay/tls.h),
 // and greets again with EHLO inside TLS before its first transaction.
 #pragma once
 
@@ -28,7 +28,7 @@
 
 namespace postern {
 
-class LoadTls;
+class TlsConnection;
 class Source;
 
 class LoadClient {
@@ -109,7 +109,7 @@ class LoadClient {
 
   // TLS after STARTTLS (--starttls): ciphertext is read into cipher_in_ and written from
   // cipher_out_; in_ and out_ then hold plaintext.
-  std::unique_ptr<LoadTls> tls_;
+  std::unique_ptr<TlsConnection> tls_;
   std::unique_ptr<char[]> cipher_in_;
   std::string cipher_out_;
 

@@ -42,7 +42,7 @@ int Source::run() {
   }
   if (opts_.starttls) {
     std::string err;
-    tls_ = LoadTlsContext::create(err);
+    tls_ = TlsContext::createUnverifiedClient(err);
     if (!tls_) {
       std::fprintf(stderr, "postern-load source: --starttls: %s\n", err.c_str());
       return 2;

@@ -27,7 +27,7 @@
 
 #include "bench/load_message.h"
 #include "bench/load_stats.h"
-#include "bench/load_tls.h"
+#include "relay/tls.h"
 
 namespace postern {
 
@@ -62,7 +62,7 @@ class Source {
   MessageBuilder& builder() { return builder_; }
   bool stopping() const { return stopping_; }
   const std::string& heloName() const { return helo_name_; }
-  const LoadTlsContext* tlsContext() const { return tls_.get(); }
+  const TlsContext* tlsContext() const { return tls_.get(); }
 
   // Hands out the next message to send (a retried one first); false when none is left.
   bool claim(uint64_t& seq);
@@ -93,7 +93,7 @@ class Source {
   sockaddr_storage addr_{};
   MessageBuilder builder_;
   std::string helo_name_;
-  std::unique_ptr<LoadTlsContext> tls_;
+  std::unique_ptr<TlsContext> tls_;
   std::vector<std::unique_ptr<LoadClient>> clients_;
   uv_timer_t tick_{};
   uv_timer_t timeout_{};

@@ -41,15 +41,30 @@ std::unique_ptr<TlsContext> TlsContext::create(const std::string& cert, const st
   return out;
 }
 
+std::unique_ptr<TlsContext> TlsContext::createUnverifiedClient(std::string& err) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) {
+    err = lastError();
+    return nullptr;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  return std::unique_ptr<TlsContext>(new TlsContext(ctx));
+}
+
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 
-TlsConnection::TlsConnection(const TlsContext& ctx)
+TlsConnection::TlsConnection(const TlsContext& ctx, Side side)
     : ssl_(SSL_new(ctx.get())), in_(BIO_new(BIO_s_mem())), out_(BIO_new(BIO_s_mem())) {
   // An empty memory BIO means "try again later", not end of file.
   BIO_set_mem_eof_return(in_, -1);
   BIO_set_mem_eof_return(out_, -1);
   SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both BIOs now
-  SSL_set_accept_state(ssl_);
+  if (side == Side::kServer) {
+    SSL_set_accept_state(ssl_);
+  } else {
+    SSL_set_connect_state(ssl_);
+  }
 }
 
 TlsConnection::~TlsConnection() { SSL_free(ssl_); }

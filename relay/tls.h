@@ -2,8 +2,9 @@
 // plain libuv stream, ciphertext is moved between it and OpenSSL by the session, and no
 // OpenSSL call ever blocks the loop.
 //
-// TlsContext holds the certificate and key (TLS 1.2 or later). TlsConnection is one
-// server-side TLS session: feedCipher() takes bytes read from the socket, handshake() and
+// TlsContext holds the certificate and key (TLS 1.2 or later), or for the client side
+// (postern-load's --starttls) no certificate and no verification. TlsConnection is one
+// TLS session, server or client: feedCipher() takes bytes read from the socket, handshake() and
 // readPlain() consume them, writePlain() encrypts, and takeCipher() returns what must be
 // written to the socket (handshake records included). Errors are reported, never thrown.
 #pragma once
@@ -21,6 +22,9 @@ class TlsContext {
   // Loads a PEM certificate chain and key; nullptr and err set on failure.
   static std::unique_ptr<TlsContext> create(const std::string& cert, const std::string& key,
                                             std::string& err);
+  // A client context that does not verify the peer: only for the load tool, which talks
+  // to relays with self-signed test certificates.
+  static std::unique_ptr<TlsContext> createUnverifiedClient(std::string& err);
   ~TlsContext();
   SSL_CTX* get() const { return ctx_; }
 
@@ -31,7 +35,8 @@ class TlsContext {
 
 class TlsConnection {
  public:
-  explicit TlsConnection(const TlsContext& ctx);
+  enum class Side { kServer, kClient };
+  explicit TlsConnection(const TlsContext& ctx, Side side = Side::kServer);
   ~TlsConnection();
   TlsConnection(const TlsConnection&) = delete;
   TlsConnection& operator=(const TlsConnection&) = delete;
