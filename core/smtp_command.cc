@@ -23,11 +23,11 @@ constexpr std::array<VerbEntry, 21> kVerbs{{
 }};
 
 // The verb's octets, upper-cased, as one integer (0 bytes pad; a NUL can never match).
-constexpr uint64_t verbKey(std::string_view v, bool fold) {
+constexpr uint64_t verbKey(std::string_view v) {
   uint64_t key = 0;
   for (size_t i = 0; i < v.size(); ++i) {
     char c = v[i];
-    if (fold && c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
     if (c == '\0') return ~uint64_t{0};
     key |= uint64_t{static_cast<unsigned char>(c)} << (8 * i);
   }
@@ -36,7 +36,7 @@ constexpr uint64_t verbKey(std::string_view v, bool fold) {
 
 constexpr std::array<uint64_t, kVerbs.size()> kVerbKeys = [] {
   std::array<uint64_t, kVerbs.size()> keys{};
-  for (size_t i = 0; i < kVerbs.size(); ++i) keys[i] = verbKey(kVerbs[i].name, false);
+  for (size_t i = 0; i < kVerbs.size(); ++i) keys[i] = verbKey(kVerbs[i].name);
   return keys;
 }();
 
@@ -126,7 +126,7 @@ Command parseCommand(std::string_view line) {
   // Verbs are at most 8 letters: pack the upper-cased verb into one integer and compare
   // that with each known verb's, instead of comparing strings.
   if (cmd.verb_text.size() <= 8) {
-    uint64_t key = verbKey(cmd.verb_text, true);
+    uint64_t key = verbKey(cmd.verb_text);
     for (size_t i = 0; i < kVerbs.size(); ++i) {
       if (kVerbKeys[i] == key) {
         cmd.verb = kVerbs[i].verb;

@@ -8,13 +8,13 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <climits>
 #include <cstring>
 #include <filesystem>
 #include <unordered_map>
 
 #include "core/assert.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "queue/record.h"
 
@@ -67,10 +67,7 @@ Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_li
   prepare_.data = this;
   uv_timer_init(loop_, &done_timer_);
   done_timer_.data = this;
-  auto now = std::chrono::system_clock::now().time_since_epoch();
-  id_base_ =
-      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count())
-      << 16;
+  id_base_ = static_cast<uint64_t>(unixMillis()) << 16;
 }
 
 Spool::~Spool() {

@@ -1,22 +1,11 @@
 #include "relay/delivery.h"
 
-#include <chrono>
-
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/smtp_reply.h"
 #include "queue/record.h"
 
 namespace postern {
-namespace {
-
-int64_t unixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 Delivery::Delivery(uv_loop_t* loop, Spool& spool, const Config& config)
     : loop_(loop),
       spool_(spool),
@@ -122,7 +111,7 @@ void Delivery::jobFinished(SmtpClient*, std::unique_ptr<DeliveryJob> job,
     spool_.markDone(env.id, r.index);
   }
   if (retry) {
-    int64_t age_ms = unixMs() - env.received_ms;
+    int64_t age_ms = unixMillis() - env.received_ms;
     if (age_ms > static_cast<int64_t>(config_.delivery.queue_lifetime * 1000)) {
       for (uint32_t i : job->pendingRecipients()) {
         logEvent(spdlog::level::warn, "expired", {{"id", qid}, {"rcpt", env.recipients[i]}});
@@ -161,12 +150,10 @@ void Delivery::deferJob(std::unique_ptr<DeliveryJob> job) {
     fresh.dsn_orcpt.push_back(old.orcptOf(i));
     encodeDone(trailer, old.id, i);
   }
-  ++rewriting_;
   auto held = std::make_shared<std::unique_ptr<DeliveryJob>>(std::move(job));
   spool_.append(
       fresh, std::move(body),
       [this, held, fresh, old_ref](bool ok, const StoredRef& ref) {
-        --rewriting_;
         auto job = std::move(*held);
         if (ok) {
           logEvent(spdlog::level::info, "rewritten",

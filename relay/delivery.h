@@ -43,10 +43,6 @@ class Delivery {
   void stop();
   bool done() const { return stopping_ && clients_.empty(); }
 
-  size_t queued() const {
-    return scheduler_.readyCount() + scheduler_.deferredCount() + active_ + rewriting_;
-  }
-
   // SmtpClient callbacks.
   void clientReady(SmtpClient* client, bool first_time);
   void jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
@@ -72,7 +68,6 @@ class Delivery {
   std::set<SmtpClient*> clients_;
   size_t connecting_ = 0;  // clients not yet ready
   size_t active_ = 0;      // jobs currently on a connection
-  size_t rewriting_ = 0;   // jobs waiting for their rewrite-forward commit
   unsigned host_failures_ = 0;
   uint64_t host_down_until_ = 0;
   uv_timer_t timer_;

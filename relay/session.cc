@@ -67,7 +67,7 @@ void Session::start() {
   client_text_ = client_.toString();
   uv_tcp_nodelay(&tcp_, 1);
   progress();
-  uv_timer_start(&timer_, onTimeout, 1000, 0);
+  uv_timer_start(&timer_, onTimeout, timeoutMs(), 0);
 
   if (!listener_.proxy_protocol) return greet();
   bool trusted = false;
@@ -154,14 +154,17 @@ void Session::unref() {
 
 void Session::progress() { last_progress_ = uv_now(worker_.loop()); }
 
+uint64_t Session::timeoutMs() const {
+  double secs = state_ == State::kProxy                 ? limits_.proxy_timeout
+                : (state_ == State::kData || in_chunk_) ? limits_.data_timeout
+                                                        : limits_.command_timeout;
+  return static_cast<uint64_t>(secs * 1000);
+}
+
 void Session::onTimeout(uv_timer_t* t) {
   auto* s = static_cast<Session*>(t->data);
   if (s->closing_) return;
-  const Limits& l = s->limits_;
-  double secs = s->state_ == State::kProxy                    ? l.proxy_timeout
-                : (s->state_ == State::kData || s->in_chunk_) ? l.data_timeout
-                                                              : l.command_timeout;
-  auto limit = static_cast<uint64_t>(secs * 1000);
+  uint64_t limit = s->timeoutMs();
   uint64_t idle = uv_now(s->worker_.loop()) - s->last_progress_;
   if (s->state_ == State::kCommit) {
     // Waiting for the disk is not the client's delay.
@@ -220,7 +223,6 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   }
   s->in_.commit(static_cast<size_t>(nread));
   s->processInput();
-  s->in_.release();  // an idle connection holds no read buffer
   s->flushOutput();
 }
 
@@ -246,7 +248,7 @@ void Session::pumpTls() {
     in_.commit(static_cast<size_t>(n));
     processInput();
   }
-  in_.release();
+  in_.release();  // writable() may have taken a buffer that nothing filled
   flushOutput();
 }
 
@@ -270,6 +272,7 @@ void Session::processInput() {
       handleCommand(line);
     }
   }
+  in_.release();  // an idle connection holds no read buffer
 }
 
 void Session::reply(int code, std::string_view enhanced, std::string_view text) {
@@ -335,7 +338,6 @@ void Session::checkWriteBackpressure() {
     write_blocked_ = false;
     if (state_ == State::kCommit) return;  // the commit's reply resumes reading
     processInput();                        // lines that arrived before the pause
-    in_.release();
     flushOutput();
     resumeReading();
   }

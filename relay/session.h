@@ -78,6 +78,7 @@ class Session {
   void sendCipher();
   void closeAfterFlush();
   void progress();
+  uint64_t timeoutMs() const;  // the deadline that applies in the current state
   void checkWriteBackpressure();
   void pauseReading();
   void resumeReading();

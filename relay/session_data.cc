@@ -1,8 +1,8 @@
 // Session message transfer: DATA (dot-stuffed lines) and BDAT (RFC 3030 chunks), the
 // commit to the spool, and the reply once it is durable.
 #include <charconv>
-#include <chrono>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "relay/delivery.h"
 #include "relay/received.h"
@@ -11,12 +11,6 @@
 
 namespace postern {
 namespace {
-
-int64_t nowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Chunk octets that count as progress against the data deadline.
 constexpr uint64_t kChunkProgress = 4096;
@@ -30,7 +24,7 @@ void Session::beginMessage() {
   body_.clear();
   appendReceived(body_,
                  ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr, qid,
-                              recipients_.size() == 1 ? recipients_[0] : "", nowMs() / 1000});
+                              recipients_.size() == 1 ? recipients_[0] : "", unixMillis() / 1000});
   reader_.reset(body_);
 }
 
@@ -135,7 +129,7 @@ void Session::endMessage() {
   }
   Envelope env;
   env.id = queue_id_;
-  env.received_ms = nowMs();
+  env.received_ms = unixMillis();
   env.sender = sender_;
   env.recipients = recipients_;
   env.smtputf8 = smtputf8_;
@@ -178,7 +172,6 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
       closeAfterFlush();
     }
     processInput();
-    in_.release();
     flushOutput();
     if (state_ != State::kCommit) resumeReading();
   }

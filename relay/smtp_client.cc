@@ -166,7 +166,9 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   mail_code_ = 0;
   if (env.smtputf8 && !smtputf8_) {
     // RFC 6531 §3.2: a message that needs SMTPUTF8 cannot go to a hop without it.
-    return refuseJob(553, "5.6.7 next hop does not support SMTPUTF8");
+    finishAll(553, "5.6.7 next hop does not support SMTPUTF8");
+    if (state_ == State::kIdle) becomeReady();
+    return;
   }
   std::string mail = "MAIL FROM:<" + env.sender + ">";
   if (eight_bit_mime_) mail += " BODY=8BITMIME";
@@ -194,11 +196,10 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   }
 }
 
-void SmtpClient::refuseJob(int code, std::string text) {
+void SmtpClient::finishAll(int code, const std::string& text) {
   std::vector<RecipientResult> results;
   for (uint32_t i : rcpts_) results.push_back({i, code, text});
   delivery_.jobFinished(this, std::move(job_), std::move(results));
-  if (state_ == State::kIdle) becomeReady();
 }
 
 void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
@@ -276,11 +277,7 @@ void SmtpClient::fail(std::string_view why) {
   if (state_ != State::kQuit) {
     logEvent(spdlog::level::info, "next_hop_error", {{"error", why}});
   }
-  if (job_) {
-    std::vector<RecipientResult> results;
-    for (uint32_t i : rcpts_) results.push_back({i, 451, "4.4.2 " + std::string(why)});
-    delivery_.jobFinished(this, std::move(job_), std::move(results));
-  }
+  if (job_) finishAll(451, "4.4.2 " + std::string(why));
   close();
 }
 

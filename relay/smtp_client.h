@@ -62,7 +62,8 @@ class SmtpClient {
   void onEhloLine(std::string_view line);
   void startEnvelopeReply(int code, std::string_view text);
   void finishTransaction(int final_code, std::string_view final_text);
-  void refuseJob(int code, std::string text);
+  // Reports the same result for every recipient of the current job.
+  void finishAll(int code, const std::string& text);
   void becomeReady();
   void send(std::string data);
   void fail(std::string_view why);

@@ -258,8 +258,8 @@ class DisconnectTest(_Base):
 
 
 class ParametersDownstreamTest(unittest.TestCase):
-    def test_smtputf8_and_dsn_passed_to_capable_next_hop(self):
-        wire = WireDownstream(["PIPELINING", "8BITMIME", "SMTPUTF8", "DSN"])
+    def relay_to(self, wire):
+        """A relay forwarding to `wire`, and a greeted client connection to it."""
         self.addCleanup(wire.stop)
         relay = Relay(wire.port)
         self.addCleanup(relay.cleanup)
@@ -269,6 +269,11 @@ class ParametersDownstreamTest(unittest.TestCase):
         self.addCleanup(s.close)
         r = ReplyReader(s)
         r.reply()
+        return relay, s, r
+
+    def test_smtputf8_and_dsn_passed_to_capable_next_hop(self):
+        wire = WireDownstream(["PIPELINING", "8BITMIME", "SMTPUTF8", "DSN"])
+        relay, s, r = self.relay_to(wire)
         s.sendall("EHLO c.test\r\nMAIL FROM:<jörg@origin.test> SMTPUTF8 RET=HDRS ENVID=id+2B1\r\n"
                   "RCPT TO:<b@dest.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@dest.test\r\n"
                   "RCPT TO:<c@dest.test>\r\nDATA\r\n".encode())
@@ -285,15 +290,7 @@ class ParametersDownstreamTest(unittest.TestCase):
 
     def test_utf8_message_to_hop_without_smtputf8_is_not_sent(self):
         wire = WireDownstream(["PIPELINING", "8BITMIME"])
-        self.addCleanup(wire.stop)
-        relay = Relay(wire.port)
-        self.addCleanup(relay.cleanup)
-        self.addCleanup(relay.stop)
-        relay.start()
-        s = socket.create_connection((HOST, relay.port), timeout=10)
-        self.addCleanup(s.close)
-        r = ReplyReader(s)
-        r.reply()
+        relay, s, r = self.relay_to(wire)
         s.sendall("EHLO c.test\r\nMAIL FROM:<jörg@origin.test> SMTPUTF8\r\n"
                   "RCPT TO:<b@dest.test>\r\nDATA\r\n".encode())
         r.replies(4)

@@ -1,10 +1,13 @@
 #include "queue/spool.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 namespace postern {
 namespace {
@@ -134,6 +137,46 @@ TEST_F(SpoolTest, FinishedSegmentsAreDeleted) {
       100);
   withSpool([&](Spool&, auto& rec) { EXPECT_TRUE(rec.empty()); });
   EXPECT_EQ(segments().size(), 1u);
+}
+
+// A write that fails (here: the file size limit, EFBIG) is reported as not committed,
+// leaves nothing behind in the segment, and does not stop later messages.
+TEST_F(SpoolTest, FailedWriteIsRefusedAndTruncatedAway) {
+  std::vector<uint64_t> ids;
+  withSpool([&](Spool& s, auto&) {
+    auto commit = [&](const std::string& body) {
+      std::optional<bool> result;
+      Envelope e = env(s, {"a@y.test"});
+      s.append(e, body, [&](bool ok, const StoredRef&) { result = ok; });
+      while (!result) uv_run(&loop_, UV_RUN_ONCE);
+      if (*result) ids.push_back(e.id);
+      return *result;
+    };
+    ASSERT_TRUE(commit("first\r\n"));
+    auto seg = segments()[0];
+    auto size_before = fs::file_size(seg);
+
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    getrlimit(RLIMIT_FSIZE, &old);
+    rlimit tight = old;
+    tight.rlim_cur = size_before + 100;
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tight), 0);
+    bool big_ok = commit(std::string(4096, 'x') + "\r\n");
+    setrlimit(RLIMIT_FSIZE, &old);
+
+    EXPECT_FALSE(big_ok);
+    EXPECT_EQ(fs::file_size(seg), size_before);  // the partial record was cut off
+    EXPECT_TRUE(commit("after\r\n"));
+  });
+  withSpool([&](Spool& s, auto& rec) {
+    ASSERT_EQ(rec.size(), 2u);
+    EXPECT_EQ(rec[0].envelope.id, ids[0]);
+    EXPECT_EQ(rec[1].envelope.id, ids[1]);
+    std::string body;
+    ASSERT_TRUE(s.readBody(rec[1].ref, body));
+    EXPECT_EQ(body, "after\r\n");
+  });
 }
 
 TEST_F(SpoolTest, UnwritableSpoolDirectoryFailsToOpen) {
