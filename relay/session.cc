@@ -67,7 +67,6 @@ void Session::start() {
   client_text_ = client_.toString();
   uv_tcp_nodelay(&tcp_, 1);
   progress();
-  uv_timer_start(&timer_, onTimeout, timeoutMs(), 0);
 
   if (!listener_.proxy_protocol) return greet();
   bool trusted = false;
@@ -80,6 +79,7 @@ void Session::start() {
     return flushOutput();
   }
   state_ = State::kProxy;  // the greeting waits for the header
+  armDeadline();
   resumeReading();
 }
 
@@ -96,6 +96,7 @@ void Session::greet() {
   relay_client_ = isRelayClient(worker_.config(), client_);
   logEvent(spdlog::level::info, "connect", {{"client", client_text_}});
   out_.append("220 ").append(worker_.config().hostname).append(" ESMTP Postern\r\n");
+  armDeadline();
   flushOutput();
   resumeReading();
 }
@@ -154,6 +155,12 @@ void Session::unref() {
 
 void Session::progress() { last_progress_ = uv_now(worker_.loop()); }
 
+void Session::armDeadline() {
+  armed_limit_ = timeoutMs();
+  uint64_t idle = uv_now(worker_.loop()) - last_progress_;
+  uv_timer_start(&timer_, onTimeout, idle < armed_limit_ ? armed_limit_ - idle : 0, 0);
+}
+
 uint64_t Session::timeoutMs() const {
   double secs = state_ == State::kProxy                 ? limits_.proxy_timeout
                 : (state_ == State::kData || in_chunk_) ? limits_.data_timeout
@@ -171,10 +178,7 @@ void Session::onTimeout(uv_timer_t* t) {
     s->progress();
     idle = 0;
   }
-  if (idle < limit) {
-    uv_timer_start(t, onTimeout, limit - idle, 0);
-    return;
-  }
+  if (idle < limit) return s->armDeadline();
   logEvent(spdlog::level::info, "timeout", {{"client", s->client_text_}});
   if (s->state_ != State::kProxy) {
     s->reply(421, "4.4.2", s->worker_.config().hostname + " Error: timeout exceeded");
@@ -273,6 +277,9 @@ void Session::processInput() {
     }
   }
   in_.release();  // an idle connection holds no read buffer
+  // The session now waits for input under its current state's limit; entering DATA, a
+  // BDAT chunk or the PROXY header may have shortened it.
+  if (!closing_ && timeoutMs() != armed_limit_) armDeadline();
 }
 
 void Session::reply(int code, std::string_view enhanced, std::string_view text) {

@@ -79,6 +79,7 @@ class Session {
   void closeAfterFlush();
   void progress();
   uint64_t timeoutMs() const;  // the deadline that applies in the current state
+  void armDeadline();          // (re)starts the timer for it, counted from the last progress
   void checkWriteBackpressure();
   void pauseReading();
   void resumeReading();
@@ -120,6 +121,7 @@ class Session {
   bool write_blocked_ = false;  // reading paused until queued replies drain
   bool counted_ = false;        // holds a slot in the worker's connection accounting
   uint64_t last_progress_ = 0;
+  uint64_t armed_limit_ = 0;  // the limit the timer was last armed with
 
   IpAddress client_;
   std::string client_text_;
