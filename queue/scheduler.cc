@@ -54,4 +54,10 @@ int64_t Scheduler::promote(uint64_t now_ms) {
   return static_cast<int64_t>(deferred_.begin()->first - now_ms);
 }
 
+int64_t Scheduler::nextDue(uint64_t now_ms) const {
+  if (deferred_.empty()) return -1;
+  uint64_t when = deferred_.begin()->first;
+  return when <= now_ms ? 0 : static_cast<int64_t>(when - now_ms);
+}
+
 }  // namespace postern

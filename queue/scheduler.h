@@ -17,9 +17,13 @@
 
 namespace postern {
 
+// One delivery of some recipients of a spooled message to one next hop. A message whose
+// recipients go to several next hops is split into one job per hop; the recipients a job
+// does not carry are marked done in its copy of the message.
 struct DeliveryJob {
   SpooledMessage message;
   unsigned attempts = 0;
+  std::string last_reply;  // the latest temporary failure, for an expiry notice
 
   // Recipients not yet done, by index into message.envelope.recipients.
   std::vector<uint32_t> pendingRecipients() const;
@@ -40,6 +44,9 @@ class Scheduler {
   // Moves every deferred job that is due to the ready queue. Returns the delay until the
   // next deferred job is due, or -1 if none waits.
   int64_t promote(uint64_t now_ms);
+
+  // The delay until the next deferred job is due (0 if one is overdue), or -1.
+  int64_t nextDue(uint64_t now_ms) const;
 
   uint64_t backoffMs(unsigned attempts);
 

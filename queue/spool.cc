@@ -200,6 +200,12 @@ void Spool::markDone(uint64_t id, uint32_t rcpt) {
   }
 }
 
+void Spool::retain(const StoredRef& ref) {
+  auto it = segments_.find(ref.segment);
+  POSTERN_ASSERT(it != segments_.end() && it->second.live > 0);
+  ++it->second.live;
+}
+
 void Spool::release(const StoredRef& ref) {
   auto it = segments_.find(ref.segment);
   POSTERN_ASSERT(it != segments_.end() && it->second.live > 0);

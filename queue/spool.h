@@ -68,6 +68,9 @@ class Spool {
 
   // Recipient rcpt of message id needs no more delivery attempts.
   void markDone(uint64_t id, uint32_t rcpt);
+  // One more holder of the message at ref (a message split between next hops is held by
+  // each part); every holder calls release() once.
+  void retain(const StoredRef& ref);
   // Every recipient of the message at ref is done: its segment may be freed.
   void release(const StoredRef& ref);
 
