@@ -324,6 +324,10 @@ Config loadConfig(const std::string& path) {
   if (const toml::table* t = top.table("admin")) {
     TableReader r(*t, path, "admin.");
     c.admin_address = r.str("address", c.admin_address);
+    sockaddr_storage ss;
+    if (!c.admin_address.empty() && !parseHostPort(c.admin_address, ss)) {
+      r.fail(r.get("address"), "address", "expected a numeric \"ip:port\", or \"\" for none");
+    }
     r.finish();
   }
   if (const toml::table* t = top.table("limits")) {

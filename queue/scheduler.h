@@ -24,6 +24,7 @@ struct DeliveryJob {
   SpooledMessage message;
   unsigned attempts = 0;
   std::string last_reply;  // the latest temporary failure, for an expiry notice
+  uint64_t started_ms = 0;  // loop time the current attempt began
 
   // Recipients not yet done, by index into message.envelope.recipients.
   std::vector<uint32_t> pendingRecipients() const;
@@ -49,6 +50,15 @@ class Scheduler {
   int64_t nextDue(uint64_t now_ms) const;
 
   uint64_t backoffMs(unsigned attempts);
+
+  // Admin: every deferred job with its due time; jobs of one message (by envelope id)
+  // taken out; deferred jobs made due now (id 0: all). The latter two return a count.
+  template <class F>
+  void forEachDeferred(F f) const {
+    for (const auto& [when, job] : deferred_) f(*job, when);
+  }
+  std::vector<std::unique_ptr<DeliveryJob>> takeDeferred(uint64_t id);
+  size_t flush(uint64_t id);
 
   size_t readyCount() const { return ready_.size(); }
   size_t deferredCount() const { return deferred_.size(); }

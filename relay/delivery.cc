@@ -23,10 +23,11 @@ std::string withStatus(const std::string& status, const std::string& why) {
 
 }  // namespace
 
-Delivery::Delivery(uv_loop_t* loop, Spool& spool, const Config& config)
+Delivery::Delivery(uv_loop_t* loop, Spool& spool, const Config& config, WorkerMetrics& metrics)
     : loop_(loop),
       spool_(spool),
       config_(config),
+      metrics_(metrics),
       router_(config.routes),
       resolver_(loop, config.dns),
       scheduler_(config.delivery.retry_min, config.delivery.retry_max) {
@@ -136,14 +137,31 @@ void Delivery::pump(Destination& d) {
     }
     return;
   }
+  // A connection that has carried its messages_per_connection is not reused; its own
+  // clientReady() ends it, which makes room for a new one.
+  auto reusable = [&d](const SmtpClient* c) {
+    return c->idle() && c->messagesSent() < d.route->messages_per_connection;
+  };
   std::vector<SmtpClient*> clients(d.clients.begin(), d.clients.end());
+  size_t spare = d.connecting;  // connections that could take the next message
+  bool held = false;            // max_rate holds the next message back
   for (SmtpClient* c : clients) {
-    if (d.ready.empty()) break;
-    if (c->idle() && !startJob(d, c)) break;
+    if (!reusable(c)) continue;
+    if (held || d.ready.empty() || !startJob(d, c)) {
+      held = !d.ready.empty();
+      ++spare;
+    }
   }
-  while (d.ready.size() > d.connecting && d.clients.size() < d.route->max_connections) {
+  // With max_rate, a new connection only when the next message may start and no
+  // connection is free for it; else max_connections idle ones would wait for their turn,
+  // time out and be opened again.
+  const bool rated = d.route->max_rate > 0;
+  while (!d.ready.empty() && d.clients.size() < d.route->max_connections &&
+         (rated ? spare == 0 && uv_now(loop_) >= d.next_send : d.ready.size() > d.connecting)) {
     openClient(d);
+    ++spare;
   }
+  if (rated && !d.ready.empty() && uv_now(loop_) < d.next_send) armTimer();
 }
 
 void Delivery::resolve(Destination& d) {
@@ -201,6 +219,7 @@ bool Delivery::startJob(Destination& d, SmtpClient* c) {
   }
   auto job = std::move(d.ready.front());
   d.ready.pop_front();
+  job->started_ms = uv_now(loop_);
   c->deliver(std::move(job));
   return true;
 }
@@ -220,8 +239,10 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
 
 void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                            std::vector<RecipientResult> results) {
+  Destination& d = client->destination();
+  metrics_.delivery[d.key].observe(static_cast<double>(uv_now(loop_) - job->started_ms) / 1000);
   finishJob(std::move(job), results, client->host());
-  pump(client->destination());
+  pump(d);
 }
 
 void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
@@ -236,6 +257,7 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
     const std::string reply = std::to_string(r.code) + " " + r.text;
     if (cls == ReplyClass::kTransient) {
       retry = true;
+      ++metrics_.deferred;
       job->last_reply = reply;
       logEvent(spdlog::level::info, "deferred",
                {{"id", qid},
@@ -251,6 +273,7 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
     logEvent(ok ? spdlog::level::info : spdlog::level::warn, ok ? "delivered" : "bounced",
              {{"id", qid}, {"rcpt", rcpt}, {"relay", relay}, {"code", r.code}, {"reply", r.text}});
     job->message.done[r.index] = true;
+    ++(ok ? metrics_.delivered : metrics_.bounced);
     if (ok) {
       spool_.markDone(env.id, r.index);
     } else {
@@ -264,6 +287,7 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
       logEvent(spdlog::level::warn, "expired",
                {{"id", qid}, {"rcpt", env.recipients[i]}, {"reply", job->last_reply}});
       job->message.done[i] = true;
+      ++metrics_.expired;
       failed.push_back({i, "4.4.7", job->last_reply, relay,
                         "message expired after " + std::to_string(age_ms / 1000) +
                             " s in the queue; last error: " + job->last_reply});
@@ -455,6 +479,112 @@ void Delivery::onTimer(uv_timer_t* t) {
   }
   for (Destination* d : waiting) self->pump(*d);
   self->armTimer();
+}
+
+std::vector<QueueEntry> Delivery::queueEntries() const {
+  std::vector<QueueEntry> out;
+  auto add = [&](const DeliveryJob& job, const std::string& state, const std::string& hop) {
+    QueueEntry e = entryFromSpool(job.message);
+    e.state = state;
+    e.attempts = job.attempts;
+    e.next_hop = hop;
+    e.last_reply = job.last_reply;
+    out.push_back(std::move(e));
+  };
+  for (const auto& [key, d] : destinations_) {
+    for (const auto& job : d->ready) add(*job, "ready", key);
+    for (const SmtpClient* c : d->clients) {
+      if (c->job() != nullptr) add(*c->job(), "active", key);
+    }
+  }
+  const uint64_t now = uv_now(loop_);
+  const int64_t wall = unixMillis();
+  scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t when) {
+    add(job, "deferred", "");
+    out.back().next_attempt_ms = wall + static_cast<int64_t>(when > now ? when - now : 0);
+  });
+  std::sort(out.begin(), out.end(),
+            [](const QueueEntry& a, const QueueEntry& b) { return a.received_ms < b.received_ms; });
+  return out;
+}
+
+void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
+                           int64_t& oldest_ms) const {
+  ready = active = 0;
+  deferred = scheduler_.deferredCount();
+  oldest_ms = 0;
+  auto older = [&](const DeliveryJob& job) {
+    int64_t t = job.message.envelope.received_ms;
+    if (oldest_ms == 0 || t < oldest_ms) oldest_ms = t;
+  };
+  for (const auto& [key, d] : destinations_) {
+    ready += d->ready.size();
+    for (const auto& job : d->ready) older(*job);
+    for (const SmtpClient* c : d->clients) {
+      if (c->job() != nullptr) {
+        ++active;
+        older(*c->job());
+      }
+    }
+  }
+  scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t) { older(job); });
+}
+
+std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id) {
+  std::vector<std::unique_ptr<DeliveryJob>> jobs = scheduler_.takeDeferred(id);
+  for (auto& [key, d] : destinations_) {
+    for (auto it = d->ready.begin(); it != d->ready.end();) {
+      if ((*it)->message.envelope.id == id) {
+        jobs.push_back(std::move(*it));
+        it = d->ready.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return jobs;
+}
+
+size_t Delivery::flush(uint64_t id) {
+  if (stopping_) return 0;
+  size_t n = scheduler_.flush(id);
+  if (id == 0) {
+    for (auto& [key, d] : destinations_) d->down_until = 0;
+  }
+  while (auto job = scheduler_.takeReady()) dispatch(std::move(job));
+  if (id == 0) {
+    std::vector<Destination*> all;
+    for (auto& [key, d] : destinations_) all.push_back(d.get());
+    for (Destination* d : all) pump(*d);
+  }
+  logEvent(spdlog::level::info, "queue_flush",
+           {{"id", id ? queueIdString(id) : "all"}, {"jobs", uint64_t{n}}});
+  return n;
+}
+
+size_t Delivery::remove(uint64_t id) {
+  auto jobs = takeJobs(id);
+  for (auto& job : jobs) {
+    for (uint32_t i : job->pendingRecipients()) {
+      logEvent(spdlog::level::warn, "deleted",
+               {{"id", queueIdString(id)}, {"rcpt", job->message.envelope.recipients[i]}});
+      spool_.markDone(id, i);
+    }
+    spool_.release(job->message.ref);
+  }
+  return jobs.size();
+}
+
+size_t Delivery::bounceNow(uint64_t id) {
+  auto jobs = takeJobs(id);
+  for (auto& job : jobs) {
+    std::vector<RecipientResult> results;
+    for (uint32_t i : job->pendingRecipients()) {
+      results.push_back({i, 554, "5.0.0 returned to the sender by the relay's administrator"});
+    }
+    finishJob(std::move(job), results, "");
+  }
+  return jobs.size();
 }
 
 void Delivery::stop() {

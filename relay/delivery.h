@@ -30,10 +30,12 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/metrics.h"
 #include "queue/bounce.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "relay/destination.h"
+#include "relay/queue_view.h"
 #include "relay/resolver.h"
 #include "relay/router.h"
 #include "relay/smtp_client.h"
@@ -43,7 +45,7 @@ namespace postern {
 
 class Delivery {
  public:
-  Delivery(uv_loop_t* loop, Spool& spool, const Config& config);
+  Delivery(uv_loop_t* loop, Spool& spool, const Config& config, WorkerMetrics& metrics);
   ~Delivery();
 
   // Sets up DNS and TLS; returns "" or the reason it cannot run.
@@ -59,6 +61,15 @@ class Delivery {
   void jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                    std::vector<RecipientResult> results);
   void clientClosed(SmtpClient* client);
+
+  // Admin (queue tools). Entries for every job, wherever it waits; then actions on the
+  // jobs of one message by queue id. A job on a connection right now is left alone.
+  std::vector<QueueEntry> queueEntries() const;
+  size_t flush(uint64_t id);  // 0: everything deferred, and backed-off next hops retried
+  size_t remove(uint64_t id);
+  size_t bounceNow(uint64_t id);
+  // Jobs waiting, being attempted, and the oldest arrival among them (Unix ms; 0: none).
+  void queueCounts(size_t& ready, size_t& deferred, size_t& active, int64_t& oldest_ms) const;
 
   uv_loop_t* loop() const { return loop_; }
   Spool& spool() const { return spool_; }
@@ -77,13 +88,14 @@ class Delivery {
                  const std::string& relay);
   void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
   void deferJob(std::unique_ptr<DeliveryJob> job);
-  void forgetIfIdle(Destination& d);
+  std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
   void armTimer();
   static void onTimer(uv_timer_t* t);
 
   uv_loop_t* loop_;
   Spool& spool_;
   const Config& config_;
+  WorkerMetrics& metrics_;
   Router router_;
   Resolver resolver_;
   Scheduler scheduler_;

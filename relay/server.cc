@@ -24,6 +24,13 @@ int Server::run() {
     if (!err.empty()) err = "worker " + std::to_string(i) + ": " + err;
   }
   if (err.empty() && config_.accept_handoff) err = startAcceptors();
+  if (err.empty() && !config_.admin_address.empty()) {
+    std::vector<Worker*> workers;
+    for (auto& w : workers_) workers.push_back(w.get());
+    admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, workers,
+                                     [this] { return stopping_; });
+    err = admin_->start();
+  }
   if (!err.empty()) {
     logEvent(spdlog::level::err, "startup_failed", {{"error", err}});
     std::fprintf(stderr, "postern: %s\n", err.c_str());
@@ -32,6 +39,7 @@ int Server::run() {
       uv_close(reinterpret_cast<uv_handle_t*>(&a->tcp),
                [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
     }
+    if (admin_) admin_->close();
     uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
@@ -42,7 +50,16 @@ int Server::run() {
               {"accept", config_.accept_handoff ? "handoff" : "reuseport"}});
   }
 
-  for (auto& w : workers_) threads_.emplace_back([worker = w.get()] { worker->run(); });
+  uv_async_init(&loop_, &worker_exit_, onWorkerExit);
+  worker_exit_.data = this;
+  workers_running_ = static_cast<unsigned>(workers_.size());
+  for (auto& w : workers_) {
+    threads_.emplace_back([this, worker = w.get()] {
+      worker->run();
+      // Only the last one wakes the main loop, which then closes the handle.
+      if (workers_running_.fetch_sub(1) == 1) uv_async_send(&worker_exit_);
+    });
+  }
   uv_signal_init(&loop_, &sigterm_);
   sigterm_.data = this;
   uv_signal_start(&sigterm_, onSignal, SIGTERM);
@@ -92,6 +109,14 @@ void Server::onConnection(uv_stream_t* stream, int status) {
   }
   uv_close(reinterpret_cast<uv_handle_t*>(client),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+}
+
+void Server::onWorkerExit(uv_async_t* h) {
+  auto* s = static_cast<Server*>(h->data);
+  if (s->workers_running_.load() != 0) return;
+  // Every worker has drained: nothing is left to report on.
+  if (s->admin_) s->admin_->close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->worker_exit_), nullptr);
 }
 
 void Server::onSignal(uv_signal_t* h, int signum) {

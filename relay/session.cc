@@ -283,7 +283,14 @@ void Session::processInput() {
 }
 
 void Session::reply(int code, std::string_view enhanced, std::string_view text) {
+  if (code >= 400) ++worker_.metrics().rejected[std::string(enhanced)];
   appendReply(out_, code, enhanced, text);
+}
+
+const char* Session::stateName() const {
+  static constexpr const char* kNames[] = {"proxy", "connected", "ready", "mail",
+                                           "rcpt",  "data",      "bdat",  "commit"};
+  return kNames[static_cast<int>(state_)];
 }
 
 void Session::error(int code, std::string_view enhanced, std::string_view text) {

@@ -50,6 +50,9 @@ class Session {
   // Worker is draining: 421 and close, or after the pending commit's reply.
   void shutdown();
 
+  // For metrics: "proxy", "connected", "ready", "mail", "rcpt", "data", "bdat", "commit".
+  const char* stateName() const;
+
  private:
   static constexpr size_t kCipherBuffer = 16 * 1024;
   // Replies queued but not taken by the socket: above the high mark the session stops

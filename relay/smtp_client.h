@@ -59,6 +59,8 @@ class SmtpClient {
 
   Destination& destination() const { return destination_; }
   bool idle() const { return state_ == State::kIdle; }
+  // The job on this connection now, if any (for queue listings).
+  const DeliveryJob* job() const { return job_.get(); }
   bool everReady() const { return ever_ready_; }
   size_t messagesSent() const { return messages_sent_; }
   size_t addressIndex() const { return options_.address_index; }
