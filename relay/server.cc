@@ -117,10 +117,16 @@ void Server::onWorkerExit(uv_async_t* h) {
   // Every worker has drained: nothing is left to report on.
   if (s->admin_) s->admin_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&s->worker_exit_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->sigterm_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->sigint_), nullptr);
 }
 
 void Server::onSignal(uv_signal_t* h, int signum) {
   auto* s = static_cast<Server*>(h->data);
+  if (s->stopping_) {
+    logEvent(spdlog::level::info, "shutdown_in_progress", {{"signal", signum}});
+    return;
+  }
   logEvent(spdlog::level::info, "shutdown", {{"signal", signum}});
   s->stop();
 }
@@ -133,8 +139,8 @@ void Server::stop() {
              [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
   }
   acceptors_.clear();
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  // The signal handlers stay until the workers are done: a second SIGTERM during the
+  // drain must not kill the process with the default action.
   for (auto& w : workers_) w->requestStop();
 }
 

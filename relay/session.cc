@@ -131,8 +131,11 @@ bool Session::handleProxyHeader() {
   return true;
 }
 
-void Session::shutdown() {
+void Session::shutdown(bool force) {
   if (closing_ || close_after_flush_ || state_ == State::kCommit) return;
+  const bool in_transaction = state_ == State::kMail || state_ == State::kRcpt ||
+                              state_ == State::kData || state_ == State::kBdat;
+  if (in_transaction && !force) return;  // handleCommand or onCommitted says 421 later
   reply(421, "4.3.2", worker_.config().hostname + " Service shutting down");
   closeAfterFlush();
   flushOutput();

@@ -152,7 +152,7 @@ void Worker::onDrainTimer(uv_timer_t* t) {
   auto* w = static_cast<Worker*>(t->data);
   bool past = uv_now(&w->loop_) >= w->drain_deadline_;
   if (past) {
-    for (Session* s : std::set<Session*>(w->sessions_)) s->shutdown();
+    for (Session* s : std::set<Session*>(w->sessions_)) s->shutdown(true);
   }
   if ((w->sessions_.empty() && !w->spool_->busy() && w->delivery_->done()) || past) {
     if (w->spool_->busy()) return;  // a commit in flight must finish: it may hold a 250
