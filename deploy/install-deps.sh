@@ -9,7 +9,7 @@ packages=(
   libuv1-dev libmimalloc-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev libc-ares-dev
   libconcurrentqueue-dev
-  python3 python3-aiosmtpd python3-dnslib swaks libnet-ssleay-perl postfix openssl
+  python3 python3-aiosmtpd python3-dnslib python3-prometheus-client swaks libnet-ssleay-perl postfix openssl
   clang libclang-rt-14-dev
 )
 
