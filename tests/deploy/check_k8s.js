@@ -27,10 +27,9 @@ const c = new lib.Checker("check_k8s");
 lib.requireModule("kubernetes-models");
 const ts = lib.requireModule("typescript");
 
-// apiVersion -> module folder in kubernetes-models and in kubernetes-types.
-function modelFolder(apiVersion) {
-  return apiVersion.includes("/") ? apiVersion : apiVersion;  // "v1", "apps/v1"
-}
+// apiVersion -> module in kubernetes-types. kubernetes-models uses the apiVersion itself
+// as its folder ("v1/Service", "apps/v1/StatefulSet"); kubernetes-types puts the core
+// group under "core/v1".
 function typesModule(apiVersion) {
   return "kubernetes-types/" + (apiVersion.includes("/") ? apiVersion : "core/" + apiVersion);
 }
@@ -51,7 +50,7 @@ for (const f of files) {
 
 // ---- 1. OpenAPI schema (kubernetes-models) -----------------------------------------
 for (const o of objects) {
-  const mod = `kubernetes-models/${modelFolder(o.doc.apiVersion)}/${o.doc.kind}`;
+  const mod = `kubernetes-models/${o.doc.apiVersion}/${o.doc.kind}`;
   let Model;
   try {
     Model = require(mod)[o.doc.kind];
