@@ -17,6 +17,15 @@ Server::Server(const Config& config)
 Server::~Server() { uv_loop_close(&loop_); }
 
 int Server::run() {
+  // Handled from the start: listeners accept as soon as a worker binds them, and a
+  // SIGTERM that early must drain like any other, not kill the process. The loop picks
+  // the signal up once it runs.
+  uv_signal_init(&loop_, &sigterm_);
+  sigterm_.data = this;
+  uv_signal_start(&sigterm_, onSignal, SIGTERM);
+  uv_signal_init(&loop_, &sigint_);
+  sigint_.data = this;
+  uv_signal_start(&sigint_, onSignal, SIGINT);
   std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
   for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
     workers_.push_back(std::make_unique<Worker>(config_, i, limiter_));
@@ -40,6 +49,8 @@ int Server::run() {
                [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
     }
     if (admin_) admin_->close();
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
@@ -60,12 +71,6 @@ int Server::run() {
       if (workers_running_.fetch_sub(1) == 1) uv_async_send(&worker_exit_);
     });
   }
-  uv_signal_init(&loop_, &sigterm_);
-  sigterm_.data = this;
-  uv_signal_start(&sigterm_, onSignal, SIGTERM);
-  uv_signal_init(&loop_, &sigint_);
-  sigint_.data = this;
-  uv_signal_start(&sigint_, onSignal, SIGINT);
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& t : threads_) t.join();
   return 0;

@@ -107,9 +107,9 @@ function isLoopback(host) {
 }
 
 // What the relay needs from a config's listeners, admin address and route: the checkers
-// compare these with the ports, probes and addresses around it. The relay refuses a
-// next_hop that is not a numeric ip:port when it starts (relay/delivery.cc), although
-// check-config accepts a host name; so that is checked here.
+// compare these with the ports, probes and addresses around it. The relay also takes a
+// host name or "mx" as next_hop, but the bundled deploy files pin a numeric ip:port so
+// that it can be compared with the sink's or Service's address here.
 function relayFacts(checker, where, cfg) {
   const facts = { listeners: [], admin: null, nextHop: null, spoolDir: null };
   facts.spoolDir = (cfg.server && cfg.server.spool_dir) || "/var/spool/postern";
@@ -119,7 +119,7 @@ function relayFacts(checker, where, cfg) {
   if (checker.expect(star !== undefined, where, 'no [[route]] with domain = "*"')) {
     const hop = splitAddress(star.next_hop);
     if (checker.expect(hop !== null && isNumericIp(hop.host), where,
-        `next_hop "${star.next_hop}" must be a numeric ip:port (the relay refuses host names at start)`)) {
+        `next_hop "${star.next_hop}" must be a numeric ip:port in the bundled deploy files (so it can be checked)`)) {
       facts.nextHop = hop;
     }
   }
