@@ -12,6 +12,8 @@ namespace {
 
 // After an opportunistic STARTTLS handshake fails, a next hop gets plain text this long.
 constexpr uint64_t kPlainAfterTlsFailureMs = 3600'000;
+// A DNS answer is used for at least this long, whatever its TTL (see resolve()).
+constexpr uint64_t kMinAnswerMs = 1000;
 
 uint64_t addSaturating(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
 
@@ -116,7 +118,14 @@ void Delivery::enqueue(SpooledMessage message) {
 
 void Delivery::dispatch(std::unique_ptr<DeliveryJob> job) {
   Destination& d = destinationFor(*job);
-  d.ready.push_back(std::move(job));
+  // Oldest first: a job back from a retry goes before what arrived while it waited (the
+  // walk is from the back, so a new arrival costs nothing).
+  auto pos = d.ready.end();
+  while (pos != d.ready.begin() &&
+         (*std::prev(pos))->message.envelope.received_ms > job->message.envelope.received_ms) {
+    --pos;
+  }
+  d.ready.insert(pos, std::move(job));
   pump(d);
 }
 
@@ -173,8 +182,13 @@ void Delivery::resolve(Destination& d) {
     Destination& d = *it->second;
     const uint64_t now = uv_now(loop_);
     d.dns = Destination::Dns::kDone;
-    // A failed lookup is asked again at the next attempt; an answer lives for its TTL.
-    d.resolved_until = r.status == HopResolution::Status::kOk ? addSaturating(now, r.ttl_ms) : now;
+    // A failed lookup is asked again at the next attempt (after the hop's backoff). An
+    // answer lives for its TTL, but always serves the attempt it was asked for: with
+    // TTL 0, or a permanent failure (no TTL), pump() would otherwise ask again at once,
+    // forever, and never deliver or bounce.
+    d.resolved_until = r.status == HopResolution::Status::kTemporary
+                           ? now
+                           : addSaturating(now, std::max(r.ttl_ms, kMinAnswerMs));
     d.next_address = 0;
     d.resolution = std::move(r);
     if (d.resolution.status == HopResolution::Status::kTemporary) {
@@ -246,7 +260,8 @@ void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
 }
 
 void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
-                         const std::vector<RecipientResult>& results, const std::string& relay) {
+                         const std::vector<RecipientResult>& results, const std::string& relay,
+                         uint64_t retry_at) {
   const Envelope& env = job->message.envelope;
   const std::string qid = queueIdString(env.id);
   bool retry = false;
@@ -299,7 +314,7 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
   } else if (!retry) {
     spool_.release(job->message.ref);
   }
-  if (retry) deferJob(std::move(job));
+  if (retry) deferJob(std::move(job), retry_at);
 }
 
 void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished) {
@@ -357,7 +372,13 @@ void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, boo
       std::move(trailer));
 }
 
-void Delivery::deferJob(std::unique_ptr<DeliveryJob> job) {
+void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
+  if (retry_at != 0) {
+    ++job->attempts;
+    scheduler_.deferUntil(std::move(job), retry_at);
+    armTimer();
+    return;
+  }
   const StoredRef old_ref = job->message.ref;
   std::string body;
   if (stopping_ || old_ref.segment == spool_.activeSegment() || !spool_.readBody(old_ref, body)) {
@@ -440,7 +461,7 @@ void Delivery::destinationFailed(Destination& d, const std::string& why) {
   for (auto& job : jobs) {
     std::vector<RecipientResult> results;
     for (uint32_t i : job->pendingRecipients()) results.push_back({i, 451, reason});
-    finishJob(std::move(job), results, "");
+    finishJob(std::move(job), results, "", d.down_until);
   }
   armTimer();
 }

@@ -84,10 +84,12 @@ class Delivery {
   void openClient(Destination& d);
   bool startJob(Destination& d, SmtpClient* c);
   void destinationFailed(Destination& d, const std::string& why);
+  // retry_at (loop time, 0: the job's own backoff) is for a next hop that is down: its
+  // jobs wait for the hop's retry together, in order, and are not rewritten meanwhile.
   void finishJob(std::unique_ptr<DeliveryJob> job, const std::vector<RecipientResult>& results,
-                 const std::string& relay);
+                 const std::string& relay, uint64_t retry_at = 0);
   void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
-  void deferJob(std::unique_ptr<DeliveryJob> job);
+  void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
   std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
   void armTimer();
   static void onTimer(uv_timer_t* t);

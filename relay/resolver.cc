@@ -187,7 +187,9 @@ void Resolver::onAnswer(void* arg, int status, int, unsigned char* abuf, int ale
   if (a.status == ARES_SUCCESS) ttl_ms = ttl < 0 ? 0 : static_cast<uint64_t>(ttl) * 1000;
   ttl_ms = std::min(ttl_ms, static_cast<uint64_t>(r->config_.max_ttl * 1000));
   a.expires = uv_now(r->loop_) + ttl_ms;
-  if (!isTemporary(a.status) && ttl_ms > 0) r->cache_[{q->name, q->type}] = a;
+  // Answers and name errors are kept for their TTL; failures are asked again.
+  const bool answer = a.status == ARES_SUCCESS || !isTemporary(a.status);
+  if (answer && ttl_ms > 0) r->cache_[{q->name, q->type}] = a;
   q->cb(a);
 }
 
