@@ -1,5 +1,7 @@
 #include "relay/delivery.h"
 
+#include <algorithm>
+
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/smtp_reply.h"
@@ -190,9 +192,18 @@ void Delivery::clientClosed(SmtpClient* client) {
 
 void Delivery::armTimer() {
   if (stopping_) return;
-  // Only ever armed for the next deferred job's due time: a 0 ms timer re-armed while
-  // connections are still being set up would starve the loop of I/O.
-  int64_t next = scheduler_.promote(uv_now(loop_));
+  // Only ever armed for a time still ahead (the next deferred job's due time, or the next
+  // hop's retry while ready jobs wait for it): a 0 ms timer re-armed while connections
+  // are still being set up would starve the loop of I/O.
+  uint64_t now = uv_now(loop_);
+  int64_t next = scheduler_.promote(now);
+  // Jobs parked by one failed connection fall due at that failure's backoff, but failures
+  // of connections opened alongside it push the host's retry further out, and pump()
+  // holds ready jobs until then: wake up then as well, or nothing would send them.
+  if (scheduler_.readyCount() > 0 && now < host_down_until_) {
+    auto host = static_cast<int64_t>(host_down_until_ - now);
+    next = next < 0 ? host : std::min(next, host);
+  }
   if (next >= 0) uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(next), 0);
 }
 
