@@ -23,16 +23,18 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j 2
 	./tests/fuzz/run.sh build-fuzz 60
 
+# The deployment checks (label deploy) do not depend on how postern was compiled: they run
+# once, in `make test`.
 asan: deps
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DPOSTERN_SANITIZE=ON
 	cmake --build $(ASAN) -j $(JOBS)
-	cd $(ASAN) && ctest --output-on-failure -j 2
+	cd $(ASAN) && ctest --output-on-failure -j 2 -LE deploy
 
 # ThreadSanitizer: the unit tests (the cross-thread pieces) and the multi-worker relay.
 tsan: deps
 	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DPOSTERN_TSAN=ON
 	cmake --build $(TSAN) -j $(JOBS) --target unit_tests postern
-	cd $(TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j 2 \
+	cd $(TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j 2 -LE deploy \
 	  -E 'integration\.(relay_basic|pipelining|relay_control|crash_recovery|config|inbound_extensions|limits)|dialogues'
 
 demo: build

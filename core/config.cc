@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <thread>
 
@@ -182,13 +183,83 @@ void readDelivery(TableReader& r, DeliveryConfig& d) {
   d.messages_per_connection =
       static_cast<size_t>(r.integer("messages_per_connection", 100, 1, 1000000));
   d.idle_timeout = r.seconds("idle_timeout", d.idle_timeout);
+  d.smtp_port = static_cast<uint16_t>(r.integer("smtp_port", d.smtp_port, 1, 65535));
   d.connect_timeout = r.seconds("connect_timeout", d.connect_timeout);
+  d.greeting_timeout = r.seconds("greeting_timeout", d.greeting_timeout);
   d.command_timeout = r.seconds("command_timeout", d.command_timeout);
+  d.data_timeout = r.seconds("data_timeout", d.data_timeout);
   d.retry_min = r.seconds("retry_min", d.retry_min);
   d.retry_max = r.seconds("retry_max", d.retry_max);
   d.queue_lifetime = r.seconds("queue_lifetime", d.queue_lifetime);
   if (d.retry_max < d.retry_min) r.fail(r.get("retry_max"), "retry_max", "must be >= retry_min");
+  d.ca_file = r.str("ca_file", "");
+  d.bounce_size_limit =
+      static_cast<size_t>(r.integer("bounce_size_limit", 50000, 0, int64_t{1} << 30));
   r.finish();
+}
+
+void readDns(TableReader& r, DnsConfig& d) {
+  for (const auto& s : r.strings("servers", {})) {
+    sockaddr_storage ss;
+    if (!parseHostPort(s, ss) && !parseHostPort(s + ":53", ss) &&
+        !parseHostPort("[" + s + "]:53", ss)) {
+      r.fail(r.get("servers"), "servers", "\"" + s + "\" is not a numeric \"ip\" or \"ip:port\"");
+    }
+    d.servers.push_back(s);
+  }
+  d.timeout = r.seconds("timeout", d.timeout);
+  d.max_ttl = r.seconds("max_ttl", d.max_ttl);
+  r.finish();
+}
+
+// "example.com", "*.example.com" or "*": letters, digits, hyphens and dots (or UTF-8).
+bool validRouteDomain(const std::string& d) {
+  if (d == "*") return true;
+  std::string_view rest = d;
+  if (rest.starts_with("*.")) rest.remove_prefix(2);
+  if (rest.empty() || rest.front() == '.' || rest.back() == '.') return false;
+  for (unsigned char ch : rest) {
+    if (!(std::isalnum(ch) || ch == '-' || ch == '.' || ch >= 0x80)) return false;
+  }
+  return rest.find("..") == std::string_view::npos;
+}
+
+RouteConfig readRoute(TableReader& r, const toml::table* t) {
+  RouteConfig rc;
+  rc.domain = lower(r.str("domain", ""));
+  rc.next_hop = r.str("next_hop", "");
+  if (rc.domain.empty()) r.fail(t, "domain", "is required");
+  if (!validRouteDomain(rc.domain)) {
+    r.fail(r.get("domain"), "domain", "expected \"example.com\", \"*.example.com\" or \"*\"");
+  }
+  std::string host;
+  uint16_t port = 0;
+  if (rc.next_hop.empty()) r.fail(t, "next_hop", "is required");
+  if (rc.next_hop != "mx" && !splitHostPort(rc.next_hop, host, port) &&
+      rc.next_hop.find_first_of(":[] ") != std::string::npos) {
+    r.fail(r.get("next_hop"), "next_hop", "expected \"host:port\", \"host\" or \"mx\"");
+  }
+  std::string tls = r.str("tls", "opportunistic");
+  if (tls == "none") {
+    rc.tls = TlsPolicy::kNone;
+  } else if (tls == "opportunistic") {
+    rc.tls = TlsPolicy::kOpportunistic;
+  } else if (tls == "required") {
+    rc.tls = TlsPolicy::kRequired;
+  } else {
+    r.fail(r.get("tls"), "tls", "expected \"none\", \"opportunistic\" or \"required\"");
+  }
+  rc.max_connections = static_cast<size_t>(r.integer("max_connections", 0, 1, 10000));
+  rc.messages_per_connection =
+      static_cast<size_t>(r.integer("messages_per_connection", 0, 1, 1000000));
+  if (const toml::node* n = r.get("max_rate")) {
+    double v = n->is_integer() ? static_cast<double>(**n->as_integer())
+                               : n->is_floating_point() ? **n->as_floating_point() : -1;
+    if (!(v > 0 && v <= 1e6)) r.fail(n, "max_rate", "expected messages per second, > 0");
+    rc.max_rate = v;
+  }
+  r.finish();
+  return rc;
 }
 
 }  // namespace
@@ -241,23 +312,22 @@ Config loadConfig(const std::string& path) {
   } else {
     c.relay_networks = {*Network::parse("127.0.0.0/8"), *Network::parse("::1/128")};
   }
+  std::set<std::string> route_domains;
   for (const toml::table* t : top.tables("route")) {
     TableReader r(*t, path, "route.");
-    RouteConfig rc;
-    rc.domain = lower(r.str("domain", ""));
-    rc.next_hop = r.str("next_hop", "");
-    if (rc.domain.empty()) r.fail(t, "domain", "is required");
-    std::string host;
-    uint16_t port = 0;
-    if (rc.next_hop != "mx" && !splitHostPort(rc.next_hop, host, port)) {
-      r.fail(t, "next_hop", "expected \"host:port\" or \"mx\"");
+    RouteConfig rc = readRoute(r, t);
+    if (!route_domains.insert(rc.domain).second) {
+      r.fail(t, "domain", "\"" + rc.domain + "\" has more than one [[route]]");
     }
-    r.finish();
     c.routes.push_back(rc);
   }
   if (const toml::table* t = top.table("admin")) {
     TableReader r(*t, path, "admin.");
     c.admin_address = r.str("address", c.admin_address);
+    sockaddr_storage ss;
+    if (!c.admin_address.empty() && !parseHostPort(c.admin_address, ss)) {
+      r.fail(r.get("address"), "address", "expected a numeric \"ip:port\", or \"\" for none");
+    }
     r.finish();
   }
   if (const toml::table* t = top.table("limits")) {
@@ -283,7 +353,19 @@ Config loadConfig(const std::string& path) {
     TableReader r(*t, path, "delivery.");
     readDelivery(r, c.delivery);
   }
+  if (const toml::table* t = top.table("dns")) {
+    TableReader r(*t, path, "dns.");
+    readDns(r, c.dns);
+  }
   top.finish();
+  // Without a route for "*", every other domain goes by its MX records.
+  if (!route_domains.contains("*")) c.routes.push_back(RouteConfig{.domain = "*", .next_hop = "mx"});
+  for (auto& rc : c.routes) {
+    if (rc.max_connections == 0) rc.max_connections = c.delivery.connections_per_host;
+    if (rc.messages_per_connection == 0) {
+      rc.messages_per_connection = c.delivery.messages_per_connection;
+    }
+  }
   if (c.workers == 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
   return c;
 }

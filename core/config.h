@@ -31,9 +31,21 @@ struct TlsConfig {
   std::string private_key;  // PEM
 };
 
+// Outbound STARTTLS per route: "none" never, "opportunistic" when offered (no
+// verification, a failed handshake retries without TLS), "required" only with a verified
+// certificate for the next hop's name, else the message is deferred.
+enum class TlsPolicy { kNone, kOpportunistic, kRequired };
+
 struct RouteConfig {
-  std::string domain;    // "example.com", "*.example.com" or "*"
-  std::string next_hop;  // "host:port" or "mx"
+  std::string domain;    // "example.com", "*.example.com" (subdomains only) or "*"
+  std::string next_hop;  // "host:port", "host" (port delivery.smtp_port) or "mx"
+  TlsPolicy tls = TlsPolicy::kOpportunistic;
+  // Per next hop; 0 in the file means "the [delivery] default", filled in by loadConfig.
+  size_t max_connections = 0;
+  size_t messages_per_connection = 0;
+  double max_rate = 0;  // messages per second to one next hop; 0: unlimited
+
+  bool isMx() const { return next_hop == "mx"; }
 };
 
 struct Limits {
@@ -55,11 +67,24 @@ struct DeliveryConfig {
   size_t connections_per_host = 20;  // concurrent connections to one next hop
   size_t messages_per_connection = 100;
   double idle_timeout = 5;  // seconds a pooled connection waits for work
+  uint16_t smtp_port = 25;  // for MX hosts and next hops given without a port
   double connect_timeout = 30;
-  double command_timeout = 300;
+  double greeting_timeout = 300;  // 220 after connect
+  double command_timeout = 300;   // EHLO, STARTTLS, MAIL, RCPT, DATA, RSET
+  double data_timeout = 600;      // sending the body and its final reply
   double retry_min = 300;  // first retry delay, seconds, doubling
   double retry_max = 4000;
   double queue_lifetime = 5 * 86400;
+  std::string ca_file;  // PEM CAs for tls = "required"; empty: the system's store
+  // A bounce quotes the whole original up to this size, else only its header.
+  size_t bounce_size_limit = 50000;
+};
+
+struct DnsConfig {
+  // "ip" or "ip:port"; empty: the system's resolv.conf.
+  std::vector<std::string> servers;
+  double timeout = 5;  // seconds per query attempt
+  double max_ttl = 3600;  // cached answers are kept at most this long
 };
 
 struct Config {
@@ -77,6 +102,7 @@ struct Config {
   std::string log_level = "info";
   Limits limits;
   DeliveryConfig delivery;
+  DnsConfig dns;
   TlsConfig tls;
 };
 

@@ -54,4 +54,37 @@ int64_t Scheduler::promote(uint64_t now_ms) {
   return static_cast<int64_t>(deferred_.begin()->first - now_ms);
 }
 
+std::vector<std::unique_ptr<DeliveryJob>> Scheduler::takeDeferred(uint64_t id) {
+  std::vector<std::unique_ptr<DeliveryJob>> out;
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (it->second->message.envelope.id == id) {
+      out.push_back(std::move(it->second));
+      it = deferred_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+size_t Scheduler::flush(uint64_t id) {
+  size_t n = 0;
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (id == 0 || it->second->message.envelope.id == id) {
+      ready_.push_back(std::move(it->second));
+      it = deferred_.erase(it);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  return n;
+}
+
+int64_t Scheduler::nextDue(uint64_t now_ms) const {
+  if (deferred_.empty()) return -1;
+  uint64_t when = deferred_.begin()->first;
+  return when <= now_ms ? 0 : static_cast<int64_t>(when - now_ms);
+}
+
 }  // namespace postern

@@ -17,9 +17,14 @@
 
 namespace postern {
 
+// One delivery of some recipients of a spooled message to one next hop. A message whose
+// recipients go to several next hops is split into one job per hop; the recipients a job
+// does not carry are marked done in its copy of the message.
 struct DeliveryJob {
   SpooledMessage message;
   unsigned attempts = 0;
+  std::string last_reply;  // the latest temporary failure, for an expiry notice
+  uint64_t started_ms = 0;  // loop time the current attempt began
 
   // Recipients not yet done, by index into message.envelope.recipients.
   std::vector<uint32_t> pendingRecipients() const;
@@ -41,7 +46,19 @@ class Scheduler {
   // next deferred job is due, or -1 if none waits.
   int64_t promote(uint64_t now_ms);
 
+  // The delay until the next deferred job is due (0 if one is overdue), or -1.
+  int64_t nextDue(uint64_t now_ms) const;
+
   uint64_t backoffMs(unsigned attempts);
+
+  // Admin: every deferred job with its due time; jobs of one message (by envelope id)
+  // taken out; deferred jobs made due now (id 0: all). The latter two return a count.
+  template <class F>
+  void forEachDeferred(F f) const {
+    for (const auto& [when, job] : deferred_) f(*job, when);
+  }
+  std::vector<std::unique_ptr<DeliveryJob>> takeDeferred(uint64_t id);
+  size_t flush(uint64_t id);
 
   size_t readyCount() const { return ready_.size(); }
   size_t deferredCount() const { return deferred_.size(); }

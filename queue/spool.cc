@@ -59,6 +59,7 @@ struct Spool::Batch {
   std::string done;
   bool ok = false;
   int error = 0;
+  double seconds = 0;  // writev + fdatasync
 };
 
 Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_limit)
@@ -91,6 +92,82 @@ std::string Spool::segmentPath(uint32_t id) const {
 
 uint64_t Spool::nextId() { return id_base_ + (id_counter_++ << 8) + index_; }
 
+namespace {
+
+bool readWhole(int fd, std::string& data) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return false;
+  data.assign(static_cast<size_t>(st.st_size), '\0');
+  return ::pread(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size());
+}
+
+// Segment ids of dir's seg-XXXXXXXX.log files, in order.
+std::vector<uint32_t> segmentIds(const std::string& dir, std::error_code& ec) {
+  std::vector<uint32_t> ids;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    unsigned id = 0;
+    char tail = 0;
+    std::string name = entry.path().filename().string();
+    if (std::sscanf(name.c_str(), "seg-%8x.lo%c", &id, &tail) == 2 && tail == 'g' &&
+        name.size() == 16) {
+      ids.push_back(id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// Replays one segment's records into messages (first appearance kept in order); returns
+// where a torn or corrupt record begins, or data.size().
+size_t replaySegment(std::string_view data, uint32_t id,
+                     std::unordered_map<uint64_t, SpooledMessage>& messages,
+                     std::vector<uint64_t>& order) {
+  size_t pos = 0;
+  while (pos < data.size()) {
+    auto rec = decodeRecord(data.substr(pos));
+    if (!rec) return pos;
+    if (rec->type == RecordType::kMessage) {
+      SpooledMessage m;
+      m.ref = StoredRef{id, pos + rec->body_offset, rec->body_size};
+      m.done.assign(rec->envelope.recipients.size(), false);
+      m.envelope = std::move(rec->envelope);
+      uint64_t mid = m.envelope.id;
+      if (messages.emplace(mid, std::move(m)).second) order.push_back(mid);
+    } else if (auto it = messages.find(rec->done_id);
+               it != messages.end() && rec->done_rcpt < it->second.done.size()) {
+      it->second.done[rec->done_rcpt] = true;
+    }
+    pos += rec->size;
+  }
+  return pos;
+}
+
+}  // namespace
+
+std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>& pending) {
+  std::error_code ec;
+  std::vector<uint32_t> ids = segmentIds(dir, ec);
+  if (ec) return dir + ": " + ec.message();
+  std::unordered_map<uint64_t, SpooledMessage> messages;
+  std::vector<uint64_t> order;
+  for (uint32_t id : ids) {
+    char name[32];
+    std::snprintf(name, sizeof name, "/seg-%08x.log", id);
+    int fd = ::open((dir + name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;  // deleted by a running relay meanwhile
+    std::string data;
+    bool ok = readWhole(fd, data);
+    ::close(fd);
+    if (ok) replaySegment(data, id, messages, order);
+  }
+  for (uint64_t mid : order) {
+    SpooledMessage& m = messages[mid];
+    if (std::all_of(m.done.begin(), m.done.end(), [](bool d) { return d; })) continue;
+    pending.push_back(std::move(m));
+  }
+  return "";
+}
+
 std::string Spool::openSegment(uint32_t id) {
   int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
@@ -107,54 +184,26 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
   dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) return dir_ + ": " + std::strerror(errno);
 
-  std::vector<uint32_t> ids;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
-    unsigned id = 0;
-    char tail = 0;
-    std::string name = entry.path().filename().string();
-    if (std::sscanf(name.c_str(), "seg-%8x.lo%c", &id, &tail) == 2 && tail == 'g' &&
-        name.size() == 16) {
-      ids.push_back(id);
-    }
-  }
+  std::vector<uint32_t> ids = segmentIds(dir_, ec);
   if (ec) return dir_ + ": " + ec.message();
-  std::sort(ids.begin(), ids.end());
 
   std::unordered_map<uint64_t, SpooledMessage> messages;
   std::vector<uint64_t> order;
   for (uint32_t id : ids) {
     int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
-    struct stat st;
-    fstat(fd, &st);
-    std::string data(static_cast<size_t>(st.st_size), '\0');
-    if (::pread(fd, data.data(), data.size(), 0) != static_cast<ssize_t>(data.size())) {
+    std::string data;
+    if (!readWhole(fd, data)) {
       ::close(fd);
       return segmentPath(id) + ": short read during recovery";
     }
     segments_[id] = Segment{fd, data.size(), 0};
-    size_t pos = 0;
-    while (pos < data.size()) {
-      auto rec = decodeRecord(std::string_view(data).substr(pos));
-      if (!rec) {
-        logEvent(spdlog::level::warn, "spool_torn_tail",
-                 {{"segment", segmentPath(id)},
-                  {"offset", uint64_t{pos}},
-                  {"discarded_bytes", uint64_t{data.size() - pos}}});
-        break;
-      }
-      if (rec->type == RecordType::kMessage) {
-        SpooledMessage m;
-        m.ref = StoredRef{id, pos + rec->body_offset, rec->body_size};
-        m.done.assign(rec->envelope.recipients.size(), false);
-        m.envelope = std::move(rec->envelope);
-        uint64_t mid = m.envelope.id;
-        if (messages.emplace(mid, std::move(m)).second) order.push_back(mid);
-      } else if (auto it = messages.find(rec->done_id);
-                 it != messages.end() && rec->done_rcpt < it->second.done.size()) {
-        it->second.done[rec->done_rcpt] = true;
-      }
-      pos += rec->size;
+    size_t end = replaySegment(data, id, messages, order);
+    if (end < data.size()) {
+      logEvent(spdlog::level::warn, "spool_torn_tail",
+               {{"segment", segmentPath(id)},
+                {"offset", uint64_t{end}},
+                {"discarded_bytes", uint64_t{data.size() - end}}});
     }
   }
 
@@ -198,6 +247,18 @@ void Spool::markDone(uint64_t id, uint32_t rcpt) {
   if (!in_flight_ && pending_.empty() && !closed_) {
     uv_timer_start(&done_timer_, onDoneTimer, kDoneFlushMs, 0);
   }
+}
+
+uint64_t Spool::bytes() const {
+  uint64_t total = 0;
+  for (const auto& [id, seg] : segments_) total += seg.size;
+  return total;
+}
+
+void Spool::retain(const StoredRef& ref) {
+  auto it = segments_.find(ref.segment);
+  POSTERN_ASSERT(it != segments_.end() && it->second.live > 0);
+  ++it->second.live;
 }
 
 void Spool::release(const StoredRef& ref) {
@@ -273,6 +334,7 @@ void Spool::work(uv_work_t* req) {
     if (!m.trailer.empty()) iov.push_back({m.trailer.data(), m.trailer.size()});
   }
   if (!b->done.empty()) iov.push_back({b->done.data(), b->done.size()});
+  const uint64_t start = uv_hrtime();
   b->ok =
       writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 && (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
   if (!b->ok) {
@@ -280,6 +342,7 @@ void Spool::work(uv_work_t* req) {
     // Leave no partial record behind that later records would follow.
     if (::ftruncate(b->fd, static_cast<off_t>(b->start)) != 0) b->error = errno;
   }
+  b->seconds = static_cast<double>(uv_hrtime() - start) / 1e9;
 }
 
 void Spool::afterWork(uv_work_t* req, int /*status*/) {
@@ -287,6 +350,8 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
   Spool* self = b->spool;
   self->in_flight_ = false;
   Segment& seg = self->segments_[b->segment];
+  self->fsync_.observe(b->seconds);
+  self->write_failed_ = !b->ok;
   if (b->ok) {
     if (b->dir_fd >= 0) self->dir_dirty_ = false;
     uint64_t offset = b->start;

@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/metrics.h"
 #include "queue/envelope.h"
 
 namespace postern {
@@ -68,6 +69,9 @@ class Spool {
 
   // Recipient rcpt of message id needs no more delivery attempts.
   void markDone(uint64_t id, uint32_t rcpt);
+  // One more holder of the message at ref (a message split between next hops is held by
+  // each part); every holder calls release() once.
+  void retain(const StoredRef& ref);
   // Every recipient of the message at ref is done: its segment may be freed.
   void release(const StoredRef& ref);
 
@@ -77,6 +81,10 @@ class Spool {
   void close();
 
   size_t segmentCount() const { return segments_.size(); }
+  uint64_t bytes() const;  // all segments
+  // Time each batch's writev + fdatasync took; whether the latest batch failed.
+  const Histogram& fsyncSeconds() const { return fsync_; }
+  bool writeFailing() const { return write_failed_; }
   bool busy() const { return in_flight_ || !pending_.empty() || !pending_done_.empty(); }
 
  private:
@@ -117,6 +125,8 @@ class Spool {
   uv_prepare_t prepare_;
   uv_timer_t done_timer_;
   bool closed_ = false;
+  Histogram fsync_;
+  bool write_failed_ = false;
 
   // Queue ids: id_base_ (a multiple of 256, from the clock or past the largest recovered
   // id) + counter * 256 + worker index.
@@ -124,5 +134,10 @@ class Spool {
   uint64_t id_counter_ = 0;
   unsigned index_ = 0;
 };
+
+// Reads a spool directory (one worker's wN) without changing it, for queue tools that run
+// beside or instead of the relay: every message with recipients still to deliver, their
+// done flags set. Segments deleted meanwhile are skipped.
+std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>& pending);
 
 }  // namespace postern

@@ -8,10 +8,28 @@
 #include "queue/record.h"
 
 namespace postern {
-Delivery::Delivery(uv_loop_t* loop, Spool& spool, const Config& config)
+namespace {
+
+// After an opportunistic STARTTLS handshake fails, a next hop gets plain text this long.
+constexpr uint64_t kPlainAfterTlsFailureMs = 3600'000;
+
+uint64_t addSaturating(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
+
+// "4.4.1 why" unless why already starts with an enhanced status code.
+std::string withStatus(const std::string& status, const std::string& why) {
+  if (why.size() > 2 && (why[0] == '4' || why[0] == '5') && why[1] == '.') return why;
+  return status + " " + why;
+}
+
+}  // namespace
+
+Delivery::Delivery(uv_loop_t* loop, Spool& spool, const Config& config, WorkerMetrics& metrics)
     : loop_(loop),
       spool_(spool),
       config_(config),
+      metrics_(metrics),
+      router_(config.routes),
+      resolver_(loop, config.dns),
       scheduler_(config.delivery.retry_min, config.delivery.retry_max) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
@@ -20,82 +38,231 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, const Config& config)
 Delivery::~Delivery() = default;
 
 std::string Delivery::init() {
-  for (const auto& r : config_.routes) {
-    if (r.domain != "*") return "route for \"" + r.domain + "\": only domain \"*\" is supported";
-    if (r.next_hop == "mx") return "next_hop = \"mx\" is not supported yet";
-    if (!parseHostPort(r.next_hop, next_hop_)) {
-      return "next_hop \"" + r.next_hop + "\" must be a numeric ip:port";
-    }
-    next_hop_text_ = r.next_hop;
+  if (std::string err = resolver_.init(); !err.empty()) return "dns: " + err;
+  std::string err;
+  tls_opportunistic_ = TlsContext::createUnverifiedClient(err);
+  if (!tls_opportunistic_) return "outbound tls: " + err;
+  bool verify = std::any_of(config_.routes.begin(), config_.routes.end(),
+                            [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
+  if (verify) {
+    tls_verifying_ = TlsContext::createVerifyingClient(config_.delivery.ca_file, err);
+    if (!tls_verifying_) return "delivery.ca_file: " + err;
   }
-  if (next_hop_text_.empty()) return "a [[route]] with domain = \"*\" is required";
   return "";
 }
 
-void Delivery::enqueue(SpooledMessage message) {
-  auto job = std::make_unique<DeliveryJob>();
-  if (message.done.size() != message.envelope.recipients.size()) {
-    message.done.assign(message.envelope.recipients.size(), false);
+Destination& Delivery::destinationFor(const std::string& recipient) {
+  const std::string domain = recipientDomain(recipient);
+  const RouteConfig* route = router_.route(domain);
+  std::string key = route->isMx() ? "mx:" + domain : "route:" + route->domain;
+  auto& slot = destinations_[key];
+  if (!slot) {
+    slot = std::make_unique<Destination>();
+    slot->key = std::move(key);
+    slot->route = route;
+    slot->port = config_.delivery.smtp_port;
+    if (route->isMx()) {
+      slot->name = domain;
+    } else if (!splitHostPort(route->next_hop, slot->name, slot->port)) {
+      slot->name = route->next_hop;  // a host name without a port
+    }
   }
-  job->message = std::move(message);
-  if (uv_now(loop_) < host_down_until_) {
-    // The next hop is backed off; this message waits with the others.
-    scheduler_.deferUntil(std::move(job), host_down_until_);
-    armTimer();
-    return;
-  }
-  scheduler_.addReady(std::move(job));
-  pump();
+  return *slot;
 }
 
-void Delivery::pump() {
-  if (stopping_) return;
-  uint64_t now = uv_now(loop_);
-  if (now < host_down_until_) return;
-  for (auto* c : clients_) {
-    if (scheduler_.readyCount() == 0) break;
-    if (c->idle()) clientReady(c, false);
+Destination& Delivery::destinationFor(const DeliveryJob& job) {
+  std::vector<uint32_t> pending = job.pendingRecipients();
+  return destinationFor(job.message.envelope.recipients[pending.empty() ? 0 : pending[0]]);
+}
+
+void Delivery::enqueue(SpooledMessage message) {
+  const Envelope& env = message.envelope;
+  if (message.done.size() != env.recipients.size()) {
+    message.done.assign(env.recipients.size(), false);
   }
-  while (scheduler_.readyCount() > connecting_ &&
-         clients_.size() < config_.delivery.connections_per_host) {
-    auto* c = new SmtpClient(*this, next_hop_);
-    clients_.insert(c);
-    ++connecting_;
-    c->start();
+  // Recipients grouped by next hop, in order of first appearance.
+  std::vector<std::pair<Destination*, std::vector<bool>>> groups;
+  for (uint32_t i = 0; i < env.recipients.size(); ++i) {
+    if (message.done[i]) continue;
+    Destination* d = &destinationFor(env.recipients[i]);
+    auto it = std::find_if(groups.begin(), groups.end(), [d](auto& g) { return g.first == d; });
+    if (it == groups.end()) {
+      groups.emplace_back(d, std::vector<bool>(env.recipients.size(), false));
+      it = groups.end() - 1;
+    }
+    it->second[i] = true;
   }
+  if (groups.empty()) {
+    spool_.release(message.ref);
+    return;
+  }
+  for (size_t g = 1; g < groups.size(); ++g) {
+    // A part per further next hop; each part holds the message in the spool.
+    auto job = std::make_unique<DeliveryJob>();
+    job->message = message;
+    for (size_t i = 0; i < env.recipients.size(); ++i) {
+      job->message.done[i] = message.done[i] || !groups[g].second[i];
+    }
+    spool_.retain(message.ref);
+    dispatch(std::move(job));
+  }
+  auto job = std::make_unique<DeliveryJob>();
+  for (size_t i = 0; i < env.recipients.size(); ++i) {
+    message.done[i] = message.done[i] || !groups[0].second[i];
+  }
+  job->message = std::move(message);
+  dispatch(std::move(job));
+}
+
+void Delivery::dispatch(std::unique_ptr<DeliveryJob> job) {
+  Destination& d = destinationFor(*job);
+  d.ready.push_back(std::move(job));
+  pump(d);
+}
+
+void Delivery::pump(Destination& d) {
+  if (stopping_ || d.ready.empty()) return;
+  const uint64_t now = uv_now(loop_);
+  if (now < d.down_until) return armTimer();
+  if (d.dns == Destination::Dns::kResolving) return;
+  if (d.dns == Destination::Dns::kNone || now >= d.resolved_until) return resolve(d);
+  if (d.resolution.status == HopResolution::Status::kPermanent) {
+    // The domain cannot receive mail (no such domain, null MX, no address): bounce.
+    while (!d.ready.empty()) {
+      auto job = std::move(d.ready.front());
+      d.ready.pop_front();
+      std::vector<RecipientResult> results;
+      for (uint32_t i : job->pendingRecipients()) results.push_back({i, 550, d.resolution.error});
+      finishJob(std::move(job), results, "");
+    }
+    return;
+  }
+  // A connection that has carried its messages_per_connection is not reused; its own
+  // clientReady() ends it, which makes room for a new one.
+  auto reusable = [&d](const SmtpClient* c) {
+    return c->idle() && c->messagesSent() < d.route->messages_per_connection;
+  };
+  std::vector<SmtpClient*> clients(d.clients.begin(), d.clients.end());
+  size_t spare = d.connecting;  // connections that could take the next message
+  bool held = false;            // max_rate holds the next message back
+  for (SmtpClient* c : clients) {
+    if (!reusable(c)) continue;
+    if (held || d.ready.empty() || !startJob(d, c)) {
+      held = !d.ready.empty();
+      ++spare;
+    }
+  }
+  // With max_rate, a new connection only when the next message may start and no
+  // connection is free for it; else max_connections idle ones would wait for their turn,
+  // time out and be opened again.
+  const bool rated = d.route->max_rate > 0;
+  while (!d.ready.empty() && d.clients.size() < d.route->max_connections &&
+         (rated ? spare == 0 && uv_now(loop_) >= d.next_send : d.ready.size() > d.connecting)) {
+    openClient(d);
+    ++spare;
+  }
+  if (rated && !d.ready.empty() && uv_now(loop_) < d.next_send) armTimer();
+}
+
+void Delivery::resolve(Destination& d) {
+  d.dns = Destination::Dns::kResolving;
+  auto done = [this, key = d.key](HopResolution r) {
+    if (stopping_) return;
+    auto it = destinations_.find(key);
+    if (it == destinations_.end()) return;
+    Destination& d = *it->second;
+    const uint64_t now = uv_now(loop_);
+    d.dns = Destination::Dns::kDone;
+    // A failed lookup is asked again at the next attempt; an answer lives for its TTL.
+    d.resolved_until = r.status == HopResolution::Status::kOk ? addSaturating(now, r.ttl_ms) : now;
+    d.next_address = 0;
+    d.resolution = std::move(r);
+    if (d.resolution.status == HopResolution::Status::kTemporary) {
+      return destinationFailed(d, d.resolution.error);
+    }
+    pump(d);
+  };
+  if (d.route->isMx()) {
+    resolver_.resolveMx(d.name, d.port, std::move(done));
+  } else {
+    resolver_.resolveHost(d.name, d.port, std::move(done));
+  }
+}
+
+void Delivery::openClient(Destination& d) {
+  const auto& addrs = d.resolution.addresses;
+  ClientOptions o;
+  o.address_index = d.next_address % addrs.size();
+  o.target = addrs[o.address_index];
+  o.tls = d.route->tls;
+  if (o.tls == TlsPolicy::kRequired) {
+    o.tls_context = tls_verifying_.get();
+  } else if (o.tls == TlsPolicy::kOpportunistic && uv_now(loop_) >= d.plain_until) {
+    o.tls_context = tls_opportunistic_.get();
+  }
+  auto* c = new SmtpClient(*this, d, std::move(o));
+  d.clients.insert(c);
+  ++d.connecting;
+  ++clients_;
+  c->start();
+}
+
+bool Delivery::startJob(Destination& d, SmtpClient* c) {
+  if (d.ready.empty()) return false;
+  if (d.route->max_rate > 0) {
+    const uint64_t now = uv_now(loop_);
+    if (now < d.next_send) {
+      armTimer();
+      return false;
+    }
+    d.next_send = std::max(now, d.next_send) + static_cast<uint64_t>(1000 / d.route->max_rate);
+  }
+  auto job = std::move(d.ready.front());
+  d.ready.pop_front();
+  job->started_ms = uv_now(loop_);
+  c->deliver(std::move(job));
+  return true;
 }
 
 void Delivery::clientReady(SmtpClient* client, bool first_time) {
+  Destination& d = client->destination();
   if (first_time) {
-    --connecting_;
-    host_failures_ = 0;
-    host_down_until_ = 0;
+    --d.connecting;
+    d.failures = 0;
   }
-  if (stopping_ || client->messagesSent() >= config_.delivery.messages_per_connection) {
+  if (stopping_ || client->messagesSent() >= d.route->messages_per_connection) {
     client->shutdown();
     return;
   }
-  if (auto job = scheduler_.takeReady()) {
-    ++active_;
-    client->deliver(std::move(job));
-  }
+  startJob(d, client);
 }
 
-void Delivery::jobFinished(SmtpClient*, std::unique_ptr<DeliveryJob> job,
+void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                            std::vector<RecipientResult> results) {
-  --active_;
+  Destination& d = client->destination();
+  metrics_.delivery[d.key].observe(static_cast<double>(uv_now(loop_) - job->started_ms) / 1000);
+  finishJob(std::move(job), results, client->host());
+  pump(d);
+}
+
+void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
+                         const std::vector<RecipientResult>& results, const std::string& relay) {
   const Envelope& env = job->message.envelope;
-  std::string qid = queueIdString(env.id);
+  const std::string qid = queueIdString(env.id);
   bool retry = false;
+  std::vector<FailedRecipient> failed;
   for (const auto& r : results) {
     const std::string& rcpt = env.recipients[r.index];
     const ReplyClass cls = classifyReply(r.code);
+    const std::string reply = std::to_string(r.code) + " " + r.text;
     if (cls == ReplyClass::kTransient) {
       retry = true;
+      ++metrics_.deferred;
+      job->last_reply = reply;
       logEvent(spdlog::level::info, "deferred",
                {{"id", qid},
                 {"rcpt", rcpt},
-                {"relay", next_hop_text_},
+                {"relay", relay},
                 {"code", r.code},
                 {"reply", r.text},
                 {"attempts", uint64_t{job->attempts + 1}}});
@@ -104,29 +271,90 @@ void Delivery::jobFinished(SmtpClient*, std::unique_ptr<DeliveryJob> job,
     // Anything but success or a temporary failure is final (an invalid code included).
     const bool ok = cls == ReplyClass::kSuccess;
     logEvent(ok ? spdlog::level::info : spdlog::level::warn, ok ? "delivered" : "bounced",
-             {{"id", qid},
-              {"rcpt", rcpt},
-              {"relay", next_hop_text_},
-              {"code", r.code},
-              {"reply", r.text}});
+             {{"id", qid}, {"rcpt", rcpt}, {"relay", relay}, {"code", r.code}, {"reply", r.text}});
     job->message.done[r.index] = true;
-    spool_.markDone(env.id, r.index);
-  }
-  if (retry) {
-    int64_t age_ms = unixMillis() - env.received_ms;
-    if (age_ms > static_cast<int64_t>(config_.delivery.queue_lifetime * 1000)) {
-      for (uint32_t i : job->pendingRecipients()) {
-        logEvent(spdlog::level::warn, "expired", {{"id", qid}, {"rcpt", env.recipients[i]}});
-        spool_.markDone(env.id, i);
-      }
-      spool_.release(job->message.ref);
+    ++(ok ? metrics_.delivered : metrics_.bounced);
+    if (ok) {
+      spool_.markDone(env.id, r.index);
     } else {
-      deferJob(std::move(job));
+      failed.push_back({r.index, statusFromReply(r.code, r.text), relay.empty() ? "" : reply,
+                        relay, relay.empty() ? r.text : relay + " said: " + reply});
     }
-  } else {
+  }
+  const int64_t age_ms = unixMillis() - env.received_ms;
+  if (retry && age_ms > static_cast<int64_t>(config_.delivery.queue_lifetime * 1000)) {
+    for (uint32_t i : job->pendingRecipients()) {
+      logEvent(spdlog::level::warn, "expired",
+               {{"id", qid}, {"rcpt", env.recipients[i]}, {"reply", job->last_reply}});
+      job->message.done[i] = true;
+      ++metrics_.expired;
+      failed.push_back({i, "4.4.7", job->last_reply, relay,
+                        "message expired after " + std::to_string(age_ms / 1000) +
+                            " s in the queue; last error: " + job->last_reply});
+    }
+    retry = false;
+  }
+  if (!failed.empty()) {
+    bounce(*job, std::move(failed), !retry);  // releases the message when it finishes it
+  } else if (!retry) {
     spool_.release(job->message.ref);
   }
-  pump();
+  if (retry) deferJob(std::move(job));
+}
+
+void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished) {
+  const Envelope& env = job.message.envelope;
+  const std::string qid = queueIdString(env.id);
+  std::vector<FailedRecipient> reported;
+  for (const auto& f : failed) {
+    if (notifyOnFailure(env.notifyOf(f.index))) reported.push_back(f);
+  }
+  if (!bounceWanted(env) || reported.empty()) {
+    // The null sender gets no notice (a bounce never bounces), nor a NOTIFY without FAILURE.
+    logEvent(spdlog::level::info, "bounce_suppressed",
+             {{"id", qid}, {"why", env.sender.empty() ? "null sender" : "NOTIFY"}});
+    for (const auto& f : failed) spool_.markDone(env.id, f.index);
+    if (job_finished) spool_.release(job.message.ref);
+    return;
+  }
+  std::string original;
+  if (!spool_.readBody(job.message.ref, original)) {
+    // The message stays in the spool without Done records: the next start retries it.
+    logEvent(spdlog::level::err, "bounce_failed", {{"id", qid}, {"error", "cannot read body"}});
+    return;
+  }
+  BounceInput in;
+  in.reporting_mta = config_.hostname;
+  in.original = &env;
+  in.failed = std::move(reported);
+  in.original_message = original;
+  in.size_limit = config_.delivery.bounce_size_limit;
+  in.now_ms = unixMillis();
+  std::string notice = composeBounce(in);
+
+  Envelope dsn;
+  dsn.id = spool_.nextId();
+  dsn.received_ms = in.now_ms;
+  dsn.recipients.push_back(env.sender);  // from <>: a bounce of it is never sent
+  dsn.smtputf8 = env.smtputf8;
+  std::string trailer;
+  for (const auto& f : failed) encodeDone(trailer, env.id, f.index);
+  const StoredRef old = job.message.ref;
+  if (!job_finished) spool_.retain(old);  // the original outlives its bounce's commit
+  spool_.append(
+      dsn, std::move(notice),
+      [this, dsn, old, qid](bool ok, const StoredRef& ref) {
+        if (!ok) {
+          logEvent(spdlog::level::err, "bounce_failed",
+                   {{"id", qid}, {"error", "spool write failed; retried at the next start"}});
+          return;
+        }
+        logEvent(spdlog::level::info, "bounce_queued",
+                 {{"id", qid}, {"bounce_id", queueIdString(dsn.id)}, {"to", dsn.recipients[0]}});
+        spool_.release(old);
+        if (!stopping_) enqueue(SpooledMessage{dsn, ref, {}});
+      },
+      std::move(trailer));
 }
 
 void Delivery::deferJob(std::unique_ptr<DeliveryJob> job) {
@@ -174,49 +402,198 @@ void Delivery::deferJob(std::unique_ptr<DeliveryJob> job) {
 }
 
 void Delivery::clientClosed(SmtpClient* client) {
+  Destination& d = client->destination();
+  d.clients.erase(client);
+  --clients_;
   if (!client->everReady()) {
-    --connecting_;
+    --d.connecting;
     if (!stopping_) {
-      // The destination could not be reached: park everything ready for it.
-      ++host_failures_;
-      uint64_t until = uv_now(loop_) + scheduler_.backoffMs(host_failures_);
-      host_down_until_ = std::max(host_down_until_, until);
-      while (auto job = scheduler_.takeReady()) scheduler_.deferUntil(std::move(job), until);
-      armTimer();
+      if (client->tlsFailed() && d.route->tls == TlsPolicy::kOpportunistic) {
+        // Opportunistic TLS must not keep mail from a hop that cannot do it: go plain.
+        d.plain_until = uv_now(loop_) + kPlainAfterTlsFailureMs;
+        logEvent(spdlog::level::warn, "tls_fallback",
+                 {{"next_hop", d.key}, {"relay", client->host()}, {"error", client->error()}});
+      } else {
+        // This address is unusable for now: the next connection tries the next one, and a
+        // round in which none worked backs the whole next hop off.
+        d.next_address = std::max(d.next_address, client->addressIndex() + 1);
+        if (d.next_address >= d.resolution.addresses.size()) {
+          d.next_address = 0;
+          destinationFailed(d, client->error());
+        }
+      }
     }
   }
-  clients_.erase(client);
   delete client;
-  pump();
+  pump(d);
+}
+
+void Delivery::destinationFailed(Destination& d, const std::string& why) {
+  ++d.failures;
+  const uint64_t backoff = scheduler_.backoffMs(d.failures);
+  d.down_until = uv_now(loop_) + backoff;
+  const std::string reason = withStatus("4.4.1", why);
+  logEvent(spdlog::level::warn, "next_hop_down",
+           {{"next_hop", d.key}, {"error", reason}, {"retry_in_ms", backoff}});
+  auto jobs = std::move(d.ready);
+  d.ready.clear();
+  for (auto& job : jobs) {
+    std::vector<RecipientResult> results;
+    for (uint32_t i : job->pendingRecipients()) results.push_back({i, 451, reason});
+    finishJob(std::move(job), results, "");
+  }
+  armTimer();
 }
 
 void Delivery::armTimer() {
   if (stopping_) return;
-  // Only ever armed for a time still ahead (the next deferred job's due time, or the next
-  // hop's retry while ready jobs wait for it): a 0 ms timer re-armed while connections
-  // are still being set up would starve the loop of I/O.
-  uint64_t now = uv_now(loop_);
-  int64_t next = scheduler_.promote(now);
-  // Jobs parked by one failed connection fall due at that failure's backoff, but failures
-  // of connections opened alongside it push the host's retry further out, and pump()
-  // holds ready jobs until then: wake up then as well, or nothing would send them.
-  if (scheduler_.readyCount() > 0 && now < host_down_until_) {
-    auto host = static_cast<int64_t>(host_down_until_ - now);
-    next = next < 0 ? host : std::min(next, host);
+  // Only ever armed for a future event (a deferred job's due time, a backed-off or
+  // rate-limited next hop): a 0 ms timer re-armed while connections are being set up
+  // would starve the loop of I/O.
+  const uint64_t now = uv_now(loop_);
+  int64_t next = scheduler_.nextDue(now);
+  for (const auto& [key, d] : destinations_) {
+    if (d->ready.empty()) continue;
+    uint64_t wake = std::max(d->down_until, d->next_send);
+    if (wake > now && (next < 0 || static_cast<int64_t>(wake - now) < next)) {
+      next = static_cast<int64_t>(wake - now);
+    }
   }
-  if (next >= 0) uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(next), 0);
+  if (next >= 0) uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(std::max<int64_t>(next, 1)), 0);
 }
 
 void Delivery::onTimer(uv_timer_t* t) {
-  auto* d = static_cast<Delivery*>(t->data);
-  d->armTimer();
-  d->pump();
+  auto* self = static_cast<Delivery*>(t->data);
+  self->scheduler_.promote(uv_now(self->loop_));
+  while (auto job = self->scheduler_.takeReady()) self->dispatch(std::move(job));
+  const uint64_t now = uv_now(self->loop_);
+  std::vector<Destination*> waiting;
+  for (auto it = self->destinations_.begin(); it != self->destinations_.end();) {
+    Destination& d = *it->second;
+    if (d.idle() && now >= d.down_until) {
+      it = self->destinations_.erase(it);  // nothing queued, nothing remembered to honour
+      continue;
+    }
+    if (!d.ready.empty()) waiting.push_back(&d);
+    ++it;
+  }
+  for (Destination* d : waiting) self->pump(*d);
+  self->armTimer();
+}
+
+std::vector<QueueEntry> Delivery::queueEntries() const {
+  std::vector<QueueEntry> out;
+  auto add = [&](const DeliveryJob& job, const std::string& state, const std::string& hop) {
+    QueueEntry e = entryFromSpool(job.message);
+    e.state = state;
+    e.attempts = job.attempts;
+    e.next_hop = hop;
+    e.last_reply = job.last_reply;
+    out.push_back(std::move(e));
+  };
+  for (const auto& [key, d] : destinations_) {
+    for (const auto& job : d->ready) add(*job, "ready", key);
+    for (const SmtpClient* c : d->clients) {
+      if (c->job() != nullptr) add(*c->job(), "active", key);
+    }
+  }
+  const uint64_t now = uv_now(loop_);
+  const int64_t wall = unixMillis();
+  scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t when) {
+    add(job, "deferred", "");
+    out.back().next_attempt_ms = wall + static_cast<int64_t>(when > now ? when - now : 0);
+  });
+  std::sort(out.begin(), out.end(),
+            [](const QueueEntry& a, const QueueEntry& b) { return a.received_ms < b.received_ms; });
+  return out;
+}
+
+void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
+                           int64_t& oldest_ms) const {
+  ready = active = 0;
+  deferred = scheduler_.deferredCount();
+  oldest_ms = 0;
+  auto older = [&](const DeliveryJob& job) {
+    int64_t t = job.message.envelope.received_ms;
+    if (oldest_ms == 0 || t < oldest_ms) oldest_ms = t;
+  };
+  for (const auto& [key, d] : destinations_) {
+    ready += d->ready.size();
+    for (const auto& job : d->ready) older(*job);
+    for (const SmtpClient* c : d->clients) {
+      if (c->job() != nullptr) {
+        ++active;
+        older(*c->job());
+      }
+    }
+  }
+  scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t) { older(job); });
+}
+
+std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id) {
+  std::vector<std::unique_ptr<DeliveryJob>> jobs = scheduler_.takeDeferred(id);
+  for (auto& [key, d] : destinations_) {
+    for (auto it = d->ready.begin(); it != d->ready.end();) {
+      if ((*it)->message.envelope.id == id) {
+        jobs.push_back(std::move(*it));
+        it = d->ready.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return jobs;
+}
+
+size_t Delivery::flush(uint64_t id) {
+  if (stopping_) return 0;
+  size_t n = scheduler_.flush(id);
+  if (id == 0) {
+    for (auto& [key, d] : destinations_) d->down_until = 0;
+  }
+  while (auto job = scheduler_.takeReady()) dispatch(std::move(job));
+  if (id == 0) {
+    std::vector<Destination*> all;
+    for (auto& [key, d] : destinations_) all.push_back(d.get());
+    for (Destination* d : all) pump(*d);
+  }
+  logEvent(spdlog::level::info, "queue_flush",
+           {{"id", id ? queueIdString(id) : "all"}, {"jobs", uint64_t{n}}});
+  return n;
+}
+
+size_t Delivery::remove(uint64_t id) {
+  auto jobs = takeJobs(id);
+  for (auto& job : jobs) {
+    for (uint32_t i : job->pendingRecipients()) {
+      logEvent(spdlog::level::warn, "deleted",
+               {{"id", queueIdString(id)}, {"rcpt", job->message.envelope.recipients[i]}});
+      spool_.markDone(id, i);
+    }
+    spool_.release(job->message.ref);
+  }
+  return jobs.size();
+}
+
+size_t Delivery::bounceNow(uint64_t id) {
+  auto jobs = takeJobs(id);
+  for (auto& job : jobs) {
+    std::vector<RecipientResult> results;
+    for (uint32_t i : job->pendingRecipients()) {
+      results.push_back({i, 554, "5.0.0 returned to the sender by the relay's administrator"});
+    }
+    finishJob(std::move(job), results, "");
+  }
+  return jobs.size();
 }
 
 void Delivery::stop() {
   stopping_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
-  for (auto* c : std::set<SmtpClient*>(clients_)) c->shutdown();
+  resolver_.close();
+  for (auto& [key, d] : destinations_) {
+    for (auto* c : std::set<SmtpClient*>(d->clients)) c->shutdown();
+  }
 }
 
 }  // namespace postern

@@ -1,47 +1,60 @@
-// Delivery: the outbound side of one worker. Takes spooled messages, keeps a pool of
-// SmtpClient connections to the next hop, hands each ready connection the next ready job,
-// and turns per-recipient results into spool records:
+// Delivery: the outbound side of one worker. Takes spooled messages, routes each
+// recipient (Router) to a next hop (Destination: a smarthost, or a domain's MX hosts
+// found with c-ares), keeps a pool of SmtpClient connections per next hop, and turns
+// per-recipient results into spool records:
 //
-//   2xx        -> Done
-//   4xx        -> retry after backoff (Scheduler)
-//   5xx        -> Done, logged as bounced (bounce messages are not generated yet)
-//   too old    -> Done, logged as expired (queue_lifetime)
+//   2xx                     -> Done
+//   4xx, no connection      -> retry after backoff (Scheduler)
+//   5xx, permanent DNS      -> bounce (RFC 3464 notice to the sender), then Done
+//   too old (queue_lifetime)-> bounce with 4.4.7, then Done
+//
+// Recipients of one message that share a next hop go in one transaction; a message with
+// several next hops is split into one job per hop (the spool holds it until every part
+// is done). A bounce's Done records are written in the same write as the notice, after
+// it, so a crash duplicates the notice at worst and never loses it.
 //
 // Rewrite-forward: a message deferred again while it sits in an older segment than the
 // active one is appended anew (pending recipients only, new queue id) so the old segment
-// can be deleted; the old id's Done records are written in the same write, after it, so
-// a crash duplicates at worst and never loses.
+// can be deleted; the old id's Done records go in the same write, after it.
 //
-// A connection that fails before it was ever usable counts against the destination as a
-// whole: everything ready for it waits for the host backoff instead of hammering it.
-// Today there is one next hop: the route for "*".
+// A next hop none of whose addresses could be used (connect, greeting or required TLS
+// failed) is backed off as a whole: what is queued for it is deferred, and new messages
+// wait until the backoff ends instead of hammering it.
 #pragma once
 
 #include <uv.h>
 
 #include <memory>
-#include <set>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/config.h"
+#include "core/metrics.h"
+#include "queue/bounce.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
+#include "relay/destination.h"
+#include "relay/queue_view.h"
+#include "relay/resolver.h"
+#include "relay/router.h"
 #include "relay/smtp_client.h"
+#include "relay/tls.h"
 
 namespace postern {
 
 class Delivery {
  public:
-  Delivery(uv_loop_t* loop, Spool& spool, const Config& config);
+  Delivery(uv_loop_t* loop, Spool& spool, const Config& config, WorkerMetrics& metrics);
   ~Delivery();
 
-  // Rejects configurations it cannot serve; returns "" or the reason.
+  // Sets up DNS and TLS; returns "" or the reason it cannot run.
   std::string init();
 
   void enqueue(SpooledMessage message);
   // Stops new attempts, ends connections; done() turns true once all are closed.
   void stop();
-  bool done() const { return stopping_ && clients_.empty(); }
+  bool done() const { return stopping_ && clients_ == 0; }
 
   // SmtpClient callbacks.
   void clientReady(SmtpClient* client, bool first_time);
@@ -49,27 +62,47 @@ class Delivery {
                    std::vector<RecipientResult> results);
   void clientClosed(SmtpClient* client);
 
+  // Admin (queue tools). Entries for every job, wherever it waits; then actions on the
+  // jobs of one message by queue id. A job on a connection right now is left alone.
+  std::vector<QueueEntry> queueEntries() const;
+  size_t flush(uint64_t id);  // 0: everything deferred, and backed-off next hops retried
+  size_t remove(uint64_t id);
+  size_t bounceNow(uint64_t id);
+  // Jobs waiting, being attempted, and the oldest arrival among them (Unix ms; 0: none).
+  void queueCounts(size_t& ready, size_t& deferred, size_t& active, int64_t& oldest_ms) const;
+
   uv_loop_t* loop() const { return loop_; }
   Spool& spool() const { return spool_; }
   const Config& config() const { return config_; }
 
  private:
-  void pump();
+  Destination& destinationFor(const std::string& recipient);
+  Destination& destinationFor(const DeliveryJob& job);
+  void dispatch(std::unique_ptr<DeliveryJob> job);
+  void pump(Destination& d);
+  void resolve(Destination& d);
+  void openClient(Destination& d);
+  bool startJob(Destination& d, SmtpClient* c);
+  void destinationFailed(Destination& d, const std::string& why);
+  void finishJob(std::unique_ptr<DeliveryJob> job, const std::vector<RecipientResult>& results,
+                 const std::string& relay);
+  void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
   void deferJob(std::unique_ptr<DeliveryJob> job);
+  std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
   void armTimer();
   static void onTimer(uv_timer_t* t);
 
   uv_loop_t* loop_;
   Spool& spool_;
   const Config& config_;
+  WorkerMetrics& metrics_;
+  Router router_;
+  Resolver resolver_;
   Scheduler scheduler_;
-  sockaddr_storage next_hop_{};
-  std::string next_hop_text_;
-  std::set<SmtpClient*> clients_;
-  size_t connecting_ = 0;  // clients not yet ready
-  size_t active_ = 0;      // jobs currently on a connection
-  unsigned host_failures_ = 0;
-  uint64_t host_down_until_ = 0;
+  std::unique_ptr<TlsContext> tls_opportunistic_;
+  std::unique_ptr<TlsContext> tls_verifying_;
+  std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
+  size_t clients_ = 0;  // open SmtpClients over all destinations
   uv_timer_t timer_;
   bool stopping_ = false;
 };

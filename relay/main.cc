@@ -2,6 +2,7 @@
 //
 //   postern --config FILE [--spool-dir DIR]   run in the foreground until SIGTERM
 //   postern check-config FILE                 validate a configuration and exit
+//   postern queue ACTION [ID]                 queue tool (see relay/queue_cli.h)
 //
 // A missing or invalid configuration is refused with a message naming the file, line and
 // key, and exit status 2.
@@ -12,6 +13,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "relay/queue_cli.h"
 #include "relay/server.h"
 
 namespace {
@@ -63,8 +65,31 @@ int main(int argc, char** argv) {
   auto* check = app.add_subcommand("check-config", "validate a configuration file");
   check->add_option("file", check_path, "configuration file")->required();
 
+  postern::QueueCommand qc;
+  std::string admin;
+  auto* queue = app.add_subcommand("queue", "list, inspect and act on the relay's queue");
+  queue->add_option("action", qc.action, "list | summary | show ID | flush [ID] | delete ID | bounce ID")
+      ->required();
+  queue->add_option("id", qc.id, "queue id (16 hex digits)");
+  queue->add_option("--admin", admin, "admin endpoint ip:port (default: from --config, else 127.0.0.1:9025)");
+  queue->add_option("--spool-dir", qc.spool_dir, "read this spool directory offline instead");
+  queue->add_flag("--json", qc.json, "JSON instead of text");
+  queue->fallthrough();
+
   CLI11_PARSE(app, argc, argv);
   if (*check) return checkConfig(check_path);
+  if (*queue) {
+    qc.admin = admin.empty() ? "127.0.0.1:9025" : admin;
+    if (admin.empty() && !config_path.empty()) {
+      try {
+        qc.admin = postern::loadConfig(config_path).admin_address;
+      } catch (const postern::ConfigError& e) {
+        std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
+        return 2;
+      }
+    }
+    return postern::runQueueCommand(qc);
+  }
   if (config_path.empty()) {
     std::fprintf(stderr, "postern: --config FILE is required\n");
     return 2;

@@ -17,6 +17,15 @@ Server::Server(const Config& config)
 Server::~Server() { uv_loop_close(&loop_); }
 
 int Server::run() {
+  // Handled from the start: listeners accept as soon as a worker binds them, and a
+  // SIGTERM that early must drain like any other, not kill the process. The loop picks
+  // the signal up once it runs.
+  uv_signal_init(&loop_, &sigterm_);
+  sigterm_.data = this;
+  uv_signal_start(&sigterm_, onSignal, SIGTERM);
+  uv_signal_init(&loop_, &sigint_);
+  sigint_.data = this;
+  uv_signal_start(&sigint_, onSignal, SIGINT);
   std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
   for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
     workers_.push_back(std::make_unique<Worker>(config_, i, limiter_));
@@ -24,6 +33,13 @@ int Server::run() {
     if (!err.empty()) err = "worker " + std::to_string(i) + ": " + err;
   }
   if (err.empty() && config_.accept_handoff) err = startAcceptors();
+  if (err.empty() && !config_.admin_address.empty()) {
+    std::vector<Worker*> workers;
+    for (auto& w : workers_) workers.push_back(w.get());
+    admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, workers,
+                                     [this] { return stopping_; });
+    err = admin_->start();
+  }
   if (!err.empty()) {
     logEvent(spdlog::level::err, "startup_failed", {{"error", err}});
     std::fprintf(stderr, "postern: %s\n", err.c_str());
@@ -32,6 +48,9 @@ int Server::run() {
       uv_close(reinterpret_cast<uv_handle_t*>(&a->tcp),
                [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
     }
+    if (admin_) admin_->close();
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
@@ -42,13 +61,16 @@ int Server::run() {
               {"accept", config_.accept_handoff ? "handoff" : "reuseport"}});
   }
 
-  for (auto& w : workers_) threads_.emplace_back([worker = w.get()] { worker->run(); });
-  uv_signal_init(&loop_, &sigterm_);
-  sigterm_.data = this;
-  uv_signal_start(&sigterm_, onSignal, SIGTERM);
-  uv_signal_init(&loop_, &sigint_);
-  sigint_.data = this;
-  uv_signal_start(&sigint_, onSignal, SIGINT);
+  uv_async_init(&loop_, &worker_exit_, onWorkerExit);
+  worker_exit_.data = this;
+  workers_running_ = static_cast<unsigned>(workers_.size());
+  for (auto& w : workers_) {
+    threads_.emplace_back([this, worker = w.get()] {
+      worker->run();
+      // Only the last one wakes the main loop, which then closes the handle.
+      if (workers_running_.fetch_sub(1) == 1) uv_async_send(&worker_exit_);
+    });
+  }
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& t : threads_) t.join();
   return 0;
@@ -94,8 +116,22 @@ void Server::onConnection(uv_stream_t* stream, int status) {
            [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
 }
 
+void Server::onWorkerExit(uv_async_t* h) {
+  auto* s = static_cast<Server*>(h->data);
+  if (s->workers_running_.load() != 0) return;
+  // Every worker has drained: nothing is left to report on.
+  if (s->admin_) s->admin_->close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->worker_exit_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->sigterm_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->sigint_), nullptr);
+}
+
 void Server::onSignal(uv_signal_t* h, int signum) {
   auto* s = static_cast<Server*>(h->data);
+  if (s->stopping_) {
+    logEvent(spdlog::level::info, "shutdown_in_progress", {{"signal", signum}});
+    return;
+  }
   logEvent(spdlog::level::info, "shutdown", {{"signal", signum}});
   s->stop();
 }
@@ -108,8 +144,8 @@ void Server::stop() {
              [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
   }
   acceptors_.clear();
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  // The signal handlers stay until the workers are done: a second SIGTERM during the
+  // drain must not kill the process with the default action.
   for (auto& w : workers_) w->requestStop();
 }
 

@@ -13,12 +13,14 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/config.h"
+#include "relay/admin.h"
 #include "relay/connection_limiter.h"
 #include "relay/worker.h"
 
@@ -36,6 +38,7 @@ class Server {
   void stop();
   static void onSignal(uv_signal_t* h, int signum);
   static void onConnection(uv_stream_t* server, int status);
+  static void onWorkerExit(uv_async_t* h);
 
   struct Acceptor {
     uv_tcp_t tcp;
@@ -53,6 +56,11 @@ class Server {
   std::vector<Acceptor*> acceptors_;
   size_t next_worker_ = 0;
   bool stopping_ = false;
+  // The admin endpoint stays up while workers drain (so /readyz can say so) and closes
+  // once every worker thread has finished.
+  std::unique_ptr<Admin> admin_;
+  uv_async_t worker_exit_;
+  std::atomic<unsigned> workers_running_{0};
 };
 
 }  // namespace postern

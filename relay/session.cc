@@ -131,8 +131,11 @@ bool Session::handleProxyHeader() {
   return true;
 }
 
-void Session::shutdown() {
+void Session::shutdown(bool force) {
   if (closing_ || close_after_flush_ || state_ == State::kCommit) return;
+  const bool in_transaction = state_ == State::kMail || state_ == State::kRcpt ||
+                              state_ == State::kData || state_ == State::kBdat;
+  if (in_transaction && !force) return;  // handleCommand or onCommitted says 421 later
   reply(421, "4.3.2", worker_.config().hostname + " Service shutting down");
   closeAfterFlush();
   flushOutput();
@@ -283,7 +286,14 @@ void Session::processInput() {
 }
 
 void Session::reply(int code, std::string_view enhanced, std::string_view text) {
+  if (code >= 400) ++worker_.metrics().rejected[std::string(enhanced)];
   appendReply(out_, code, enhanced, text);
+}
+
+const char* Session::stateName() const {
+  static constexpr const char* kNames[] = {"proxy", "connected", "ready", "mail",
+                                           "rcpt",  "data",      "bdat",  "commit"};
+  return kNames[static_cast<int>(state_)];
 }
 
 void Session::error(int code, std::string_view enhanced, std::string_view text) {

@@ -47,8 +47,13 @@ class Session {
   // The read buffer size for these limits (the worker's BufferPool hands these out).
   static size_t bufferSize(const Limits& limits);
 
-  // Worker is draining: 421 and close, or after the pending commit's reply.
-  void shutdown();
+  // Worker is draining: 421 and close. A session in a transaction (MAIL to the end of
+  // DATA/BDAT) may finish it first and gets its 250 before the 421, unless force (the
+  // drain deadline has passed).
+  void shutdown(bool force = false);
+
+  // For metrics: "proxy", "connected", "ready", "mail", "rcpt", "data", "bdat", "commit".
+  const char* stateName() const;
 
  private:
   static constexpr size_t kCipherBuffer = 16 * 1024;

@@ -30,6 +30,11 @@ bool hasDuplicate(const EsmtpParams& params) {
 
 void Session::handleCommand(const Line& line) {
   if (line.too_long) return error(500, "5.5.2", "Error: line too long");
+  if (worker_.stopping() && (state_ == State::kReady || state_ == State::kConnected)) {
+    // Draining: a session that was let finish its transaction gets no new one.
+    reply(421, "4.3.2", worker_.config().hostname + " Service shutting down");
+    return closeAfterFlush();
+  }
   Command cmd = parseCommand(line.text);
   switch (cmd.verb) {
     case Verb::kHelo:

@@ -141,7 +141,11 @@ void Session::endMessage() {
   pauseReading();
   ++refs_;  // the spool's callback refers to this session
   worker_.spool().append(env, std::move(body_), [this, env](bool ok, const StoredRef& ref) mutable {
-    if (ok) worker_.delivery().enqueue(SpooledMessage{std::move(env), ref, {}});
+    if (ok) {
+      ++worker_.metrics().messages_accepted;
+      worker_.metrics().bytes_accepted += ref.body_size;
+      worker_.delivery().enqueue(SpooledMessage{std::move(env), ref, {}});
+    }
     onCommitted(ok, ref);
   });
   body_.clear();  // moved from: make it a valid empty string again

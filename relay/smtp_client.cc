@@ -31,10 +31,23 @@ std::string stuffBody(std::string_view body) {
   return out;
 }
 
+bool hasEightBit(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c >= 0x80) return true;
+  }
+  return false;
+}
+
+constexpr size_t kCipherBuffer = 16 * 1024;
+
 }  // namespace
 
-SmtpClient::SmtpClient(Delivery& delivery, const sockaddr_storage& addr)
-    : delivery_(delivery), addr_(addr), in_(2 * kReplyLineMax), splitter_(kReplyLineMax) {}
+SmtpClient::SmtpClient(Delivery& delivery, Destination& destination, ClientOptions options)
+    : delivery_(delivery),
+      destination_(destination),
+      options_(std::move(options)),
+      in_(2 * kReplyLineMax),
+      splitter_(kReplyLineMax) {}
 
 void SmtpClient::start() {
   uv_tcp_init(delivery_.loop(), &tcp_);
@@ -44,9 +57,9 @@ void SmtpClient::start() {
   open_handles_ = 2;
   connect_req_.data = this;
   armTimer(delivery_.config().delivery.connect_timeout);
-  int rc =
-      uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr_), onConnect);
-  if (rc != 0) fail(uv_strerror(rc));
+  int rc = uv_tcp_connect(&connect_req_, &tcp_,
+                          reinterpret_cast<const sockaddr*>(&options_.target.addr), onConnect);
+  if (rc != 0) fail(std::string("connect: ") + uv_strerror(rc));
 }
 
 void SmtpClient::armTimer(double seconds) {
@@ -59,25 +72,64 @@ void SmtpClient::onConnect(uv_connect_t* req, int status) {
   if (status < 0) return c->fail(std::string("connect: ") + uv_strerror(status));
   uv_tcp_nodelay(&c->tcp_, 1);
   c->state_ = State::kGreeting;
-  c->armTimer(c->delivery_.config().delivery.command_timeout);
+  c->armTimer(c->delivery_.config().delivery.greeting_timeout);
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), onAlloc, onRead);
 }
 
 void SmtpClient::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* c = static_cast<SmtpClient*>(h->data);
+  if (c->tls_) {
+    *buf = uv_buf_init(c->cipher_in_.get(), kCipherBuffer);
+    return;
+  }
   std::span<char> w = c->in_.writable();
   *buf = uv_buf_init(w.data(), static_cast<unsigned>(w.size()));
 }
 
-void SmtpClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+void SmtpClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* c = static_cast<SmtpClient*>(s->data);
   if (c->state_ == State::kClosed) return;
   if (nread < 0) {
     return c->fail(nread == UV_EOF ? "connection closed by peer"
                                    : uv_strerror(static_cast<int>(nread)));
   }
+  if (c->tls_) {
+    c->tls_->feedCipher(buf->base, static_cast<size_t>(nread));
+    return c->pumpTls();
+  }
   c->in_.commit(static_cast<size_t>(nread));
   c->processInput();
+}
+
+void SmtpClient::pumpTls() {
+  if (!tls_->established()) {
+    int rc = tls_->handshake();
+    std::string cipher;
+    tls_->takeCipher(cipher);
+    sendRaw(cipher);
+    if (state_ == State::kClosed) return;
+    if (rc < 0) {
+      tls_failed_ = true;
+      return fail("4.7.5 TLS handshake with " + host() + " failed: " + tls_->error());
+    }
+    if (rc == 0) return;
+    logEvent(spdlog::level::info, "tls_out", {{"relay", host()}, {"tls", tls_->describe()}});
+    // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
+    pipelining_ = eight_bit_mime_ = smtputf8_ = dsn_ = starttls_ = size_ext_ = false;
+    size_limit_ = 0;
+    state_ = State::kEhlo;
+    armTimer(delivery_.config().delivery.command_timeout);
+    send("EHLO " + delivery_.config().hostname + "\r\n");
+  }
+  while (state_ != State::kClosed) {
+    std::span<char> w = in_.writable();
+    if (w.empty()) return fail("reply line too long");
+    int n = tls_->readPlain(w.data(), w.size());
+    if (n < 0) return fail("TLS: " + tls_->error());
+    if (n == 0) break;
+    in_.commit(static_cast<size_t>(n));
+    processInput();
+  }
 }
 
 void SmtpClient::processInput() {
@@ -99,6 +151,11 @@ void SmtpClient::processInput() {
     std::string text = std::move(reply_text_);
     reply_text_.clear();
     onReply(code, text);
+    if (state_ == State::kTlsHandshake) {
+      // Anything after the 220 was sent in plain text before TLS: never trust it.
+      in_.clear();
+      return;
+    }
   }
 }
 
@@ -107,9 +164,25 @@ void SmtpClient::onEhloLine(std::string_view line) {
   if (equalsIgnoreCase(line, "8BITMIME")) eight_bit_mime_ = true;
   if (equalsIgnoreCase(line, "SMTPUTF8")) smtputf8_ = true;
   if (equalsIgnoreCase(line, "DSN")) dsn_ = true;
+  if (equalsIgnoreCase(line, "STARTTLS")) starttls_ = true;
+  if (equalsIgnoreCase(line, "SIZE")) size_ext_ = true;
+  if (line.size() > 5 && equalsIgnoreCase(line.substr(0, 5), "SIZE ")) {
+    size_ext_ = true;
+    size_limit_ = std::strtoull(std::string(line.substr(5)).c_str(), nullptr, 10);
+  }
 }
 
 void SmtpClient::send(std::string data) {
+  if (tls_ && tls_->established()) {
+    if (!tls_->writePlain(data)) return fail("TLS: " + tls_->error());
+    data.clear();
+    tls_->takeCipher(data);
+  }
+  sendRaw(data);
+}
+
+void SmtpClient::sendRaw(std::string& data) {
+  if (data.empty()) return;
   // A failed queued write shows up as a read error too; the read side handles it.
   int rc = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), data, nullptr, nullptr);
   if (rc < 0) fail(uv_strerror(rc));
@@ -117,34 +190,66 @@ void SmtpClient::send(std::string data) {
 
 void SmtpClient::onReply(int code, std::string_view text) {
   const auto& dc = delivery_.config();
+  const std::string reply = std::to_string(code) + " " + std::string(text);
   switch (state_) {
     case State::kGreeting:
-      if (code != 220) return fail("greeting: " + std::to_string(code) + " " + std::string(text));
+      if (code != 220) return fail("greeting from " + host() + ": " + reply);
       state_ = State::kEhlo;
+      armTimer(dc.delivery.command_timeout);
       send("EHLO " + dc.hostname + "\r\n");
       return;
     case State::kEhlo:
-      if (code == 250) return becomeReady();
+      if (code == 250) return afterEhlo();
+      if (tls_) return fail("EHLO after STARTTLS: " + reply);
       state_ = State::kHelo;
       send("HELO " + dc.hostname + "\r\n");
       return;
     case State::kHelo:
-      if (code != 250) return fail("HELO: " + std::to_string(code) + " " + std::string(text));
+      if (code != 250) return fail("HELO: " + reply);
+      return afterEhlo();
+    case State::kStartTls:
+      if (code == 220) return startTls();
+      if (options_.tls == TlsPolicy::kRequired) {
+        return fail("4.7.4 TLS is required, but " + host() + " refused STARTTLS: " + reply);
+      }
       return becomeReady();
     case State::kEnvelope:
       return startEnvelopeReply(code, text);
     case State::kBody:
       return finishTransaction(code, text);
     case State::kRset:
-      if (code != 250) return fail("RSET: " + std::to_string(code));
+      if (code != 250) return fail("RSET: " + reply);
       return becomeReady();
     case State::kQuit:
       return close();
     case State::kConnecting:
+    case State::kTlsHandshake:
     case State::kIdle:
     case State::kClosed:
       return fail("unexpected reply from next hop");
   }
+}
+
+void SmtpClient::afterEhlo() {
+  if (tls_ || options_.tls_context == nullptr || options_.tls == TlsPolicy::kNone) {
+    return becomeReady();
+  }
+  if (!starttls_) {
+    if (options_.tls == TlsPolicy::kRequired) {
+      return fail("4.7.4 TLS is required, but was not offered by " + host());
+    }
+    return becomeReady();
+  }
+  state_ = State::kStartTls;
+  send("STARTTLS\r\n");
+}
+
+void SmtpClient::startTls() {
+  state_ = State::kTlsHandshake;
+  tls_ = std::make_unique<TlsConnection>(*options_.tls_context, TlsConnection::Side::kClient);
+  tls_->expectPeer(host(), options_.tls == TlsPolicy::kRequired);
+  cipher_in_ = std::make_unique<char[]>(kCipherBuffer);
+  pumpTls();
 }
 
 void SmtpClient::becomeReady() {
@@ -160,17 +265,36 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   job_ = std::move(job);
   rcpts_ = job_->pendingRecipients();
   const Envelope& env = job_->message.envelope;
+  const StoredRef& ref = job_->message.ref;
   commands_.clear();
   rcpt_replies_.clear();
   replies_ = 0;
   mail_code_ = 0;
+  auto refuse = [this](int code, const std::string& text) {
+    finishAll(code, text);
+    if (state_ == State::kIdle) becomeReady();
+  };
   if (env.smtputf8 && !smtputf8_) {
     // RFC 6531 §3.2: a message that needs SMTPUTF8 cannot go to a hop without it.
-    finishAll(553, "5.6.7 next hop does not support SMTPUTF8");
-    if (state_ == State::kIdle) becomeReady();
-    return;
+    return refuse(553, "5.6.7 " + host() + " does not support SMTPUTF8");
+  }
+  if (size_limit_ != 0 && ref.body_size > size_limit_) {
+    return refuse(552, "5.3.4 message size " + std::to_string(ref.body_size) +
+                           " exceeds the limit of " + host() + " (" +
+                           std::to_string(size_limit_) + ")");
+  }
+  if (!eight_bit_mime_) {
+    // RFC 6152: 8-bit content only to a hop that announced 8BITMIME (we do not convert).
+    std::string body;
+    if (!delivery_.spool().readBody(ref, body)) {
+      return refuse(451, "4.3.0 cannot read message body from the spool");
+    }
+    if (hasEightBit(body)) {
+      return refuse(554, "5.6.3 " + host() + " does not support 8BITMIME and the message has 8-bit content");
+    }
   }
   std::string mail = "MAIL FROM:<" + env.sender + ">";
+  if (size_ext_) mail += " SIZE=" + std::to_string(ref.body_size);
   if (eight_bit_mime_) mail += " BODY=8BITMIME";
   if (env.smtputf8) mail += " SMTPUTF8";
   if (dsn_ && !env.dsn_ret.empty()) mail += " RET=" + env.dsn_ret;
@@ -229,6 +353,7 @@ void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
     if (!delivery_.spool().readBody(job_->message.ref, body)) {
       return fail("cannot read message body from the spool");
     }
+    armTimer(delivery_.config().delivery.data_timeout);
     send(stuffBody(body));
     return;
   }
@@ -275,8 +400,9 @@ void SmtpClient::shutdown() {
 void SmtpClient::fail(std::string_view why) {
   if (state_ == State::kClosed) return;
   if (state_ != State::kQuit) {
-    logEvent(spdlog::level::info, "next_hop_error", {{"error", why}});
+    logEvent(spdlog::level::info, "next_hop_error", {{"relay", host()}, {"error", why}});
   }
+  error_.assign(why);
   if (job_) finishAll(451, "4.4.2 " + std::string(why));
   close();
 }

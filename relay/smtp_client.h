@@ -1,12 +1,18 @@
-// SmtpClient: one outbound SMTP connection to a next hop, owned by Delivery.
+// SmtpClient: one outbound SMTP connection to one address of a next hop, owned by
+// Delivery.
 //
-// Connects, reads the greeting, says EHLO (HELO if refused), then delivers jobs handed to
-// it one at a time, reusing the connection. With PIPELINING the envelope (MAIL, RCPTs,
-// DATA) goes out in one write and the replies are matched in order (RFC 2920); without
-// it, one command per reply. Results are per recipient: a failed MAIL applies to every
-// recipient, a failed RCPT to that one, and the DATA/end-of-data reply to the accepted
-// ones. A connection that breaks or times out mid-transaction reports 4xx for every
-// recipient it carried, so nothing is lost, only retried.
+// Connects, reads the greeting, says EHLO (HELO if refused), upgrades with STARTTLS when
+// the route's policy asks for it (opportunistic: when offered, unverified; required: only
+// with a certificate valid for the host's name, else the connection fails), says EHLO
+// again, then delivers jobs handed to it one at a time, reusing the connection. With
+// PIPELINING the envelope (MAIL, RCPTs, DATA) goes out in one write and the replies are
+// matched in order (RFC 2920); without it, one command per reply. Results are per
+// recipient: a failed MAIL applies to every recipient, a failed RCPT to that one, and the
+// DATA/end-of-data reply to the accepted ones. A message the peer cannot take (SMTPUTF8
+// without the extension, a SIZE over its limit) fails with a clear reply of our own. A
+// connection that breaks or times out mid-transaction reports 4xx for every recipient it
+// carried, so nothing is lost, only retried. Timeouts follow Postfix's split: connect,
+// greeting, each command, and the body with its final reply.
 #pragma once
 
 #include <uv.h>
@@ -15,13 +21,17 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
 #include "queue/scheduler.h"
+#include "relay/resolver.h"
+#include "relay/tls.h"
 
 namespace postern {
 
 class Delivery;
+struct Destination;
 
 struct RecipientResult {
   uint32_t index;  // into the envelope's recipients
@@ -29,9 +39,16 @@ struct RecipientResult {
   std::string text;
 };
 
+struct ClientOptions {
+  HopAddress target;
+  size_t address_index = 0;                // which of the destination's addresses
+  TlsPolicy tls = TlsPolicy::kOpportunistic;
+  const TlsContext* tls_context = nullptr;  // nullptr: no STARTTLS
+};
+
 class SmtpClient {
  public:
-  SmtpClient(Delivery& delivery, const sockaddr_storage& addr);
+  SmtpClient(Delivery& delivery, Destination& destination, ClientOptions options);
 
   void start();
   // Sends one message over this ready, idle connection.
@@ -40,9 +57,18 @@ class SmtpClient {
   // once its handles are closed, after telling Delivery.
   void shutdown();
 
+  Destination& destination() const { return destination_; }
   bool idle() const { return state_ == State::kIdle; }
+  // The job on this connection now, if any (for queue listings).
+  const DeliveryJob* job() const { return job_.get(); }
   bool everReady() const { return ever_ready_; }
   size_t messagesSent() const { return messages_sent_; }
+  size_t addressIndex() const { return options_.address_index; }
+  const std::string& host() const { return options_.target.host; }
+  // Why the connection ended before it became ready ("" if it did not).
+  const std::string& error() const { return error_; }
+  // The STARTTLS handshake failed (an opportunistic route then goes plain for a while).
+  bool tlsFailed() const { return tls_failed_; }
 
  private:
   enum class State {
@@ -50,6 +76,8 @@ class SmtpClient {
     kGreeting,
     kEhlo,
     kHelo,
+    kStartTls,
+    kTlsHandshake,
     kIdle,
     kEnvelope,
     kBody,
@@ -60,12 +88,16 @@ class SmtpClient {
 
   void onReply(int code, std::string_view text);
   void onEhloLine(std::string_view line);
+  void afterEhlo();
+  void startTls();
+  void pumpTls();
   void startEnvelopeReply(int code, std::string_view text);
   void finishTransaction(int final_code, std::string_view final_text);
   // Reports the same result for every recipient of the current job.
   void finishAll(int code, const std::string& text);
   void becomeReady();
   void send(std::string data);
+  void sendRaw(std::string& data);
   void fail(std::string_view why);
   void close();
   void armTimer(double seconds);
@@ -78,7 +110,8 @@ class SmtpClient {
   static void onClose(uv_handle_t* h);
 
   Delivery& delivery_;
-  sockaddr_storage addr_;
+  Destination& destination_;
+  ClientOptions options_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   uv_connect_t connect_req_;
@@ -86,15 +119,23 @@ class SmtpClient {
   State state_ = State::kConnecting;
   bool ever_ready_ = false;
   size_t messages_sent_ = 0;
+  std::string error_;
 
   InputBuffer in_;
   LineSplitter splitter_;
   std::string reply_text_;  // multi-line reply accumulated so far
 
+  std::unique_ptr<TlsConnection> tls_;
+  std::unique_ptr<char[]> cipher_in_;
+  bool tls_failed_ = false;
+
   bool pipelining_ = false;
   bool eight_bit_mime_ = false;
   bool smtputf8_ = false;
   bool dsn_ = false;
+  bool starttls_ = false;
+  bool size_ext_ = false;
+  uint64_t size_limit_ = 0;  // SIZE the peer announced; 0: none
 
   std::unique_ptr<DeliveryJob> job_;
   std::vector<uint32_t> rcpts_;        // indices attempted in this transaction

@@ -1,6 +1,8 @@
 #include "relay/tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 namespace postern {
 namespace {
@@ -52,6 +54,25 @@ std::unique_ptr<TlsContext> TlsContext::createUnverifiedClient(std::string& err)
   return std::unique_ptr<TlsContext>(new TlsContext(ctx));
 }
 
+std::unique_ptr<TlsContext> TlsContext::createVerifyingClient(const std::string& ca_file,
+                                                              std::string& err) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) {
+    err = lastError();
+    return nullptr;
+  }
+  std::unique_ptr<TlsContext> out(new TlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  int ok = ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx)
+                           : SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);
+  if (ok != 1) {
+    err = (ca_file.empty() ? std::string("system CA store") : ca_file) + ": " + lastError();
+    return nullptr;
+  }
+  return out;
+}
+
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 
 TlsConnection::TlsConnection(const TlsContext& ctx, Side side)
@@ -69,6 +90,22 @@ TlsConnection::TlsConnection(const TlsContext& ctx, Side side)
 
 TlsConnection::~TlsConnection() { SSL_free(ssl_); }
 
+void TlsConnection::expectPeer(const std::string& host, bool verify) {
+  in6_addr ip6;
+  in_addr ip4;
+  const bool is_ip = inet_pton(AF_INET, host.c_str(), &ip4) == 1 ||
+                     inet_pton(AF_INET6, host.c_str(), &ip6) == 1;
+  if (!is_ip) SSL_set_tlsext_host_name(ssl_, host.c_str());
+  if (!verify) return;
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+  if (is_ip) {
+    X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+  } else {
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
+  }
+}
+
 void TlsConnection::feedCipher(const char* data, size_t len) {
   BIO_write(in_, data, static_cast<int>(len));
 }
@@ -82,6 +119,8 @@ int TlsConnection::handshake() {
   int e = SSL_get_error(ssl_, rc);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
   error_ = lastError();
+  long verify = SSL_get_verify_result(ssl_);
+  if (verify != X509_V_OK) error_ += std::string(": ") + X509_verify_cert_error_string(verify);
   return -1;
 }
 

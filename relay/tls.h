@@ -3,7 +3,7 @@
 // OpenSSL call ever blocks the loop.
 //
 // TlsContext holds the certificate and key (TLS 1.2 or later), or for the client side
-// (postern-load's --starttls) no certificate and no verification. TlsConnection is one
+// (outbound delivery, postern-load's --starttls) what the peer is checked against. TlsConnection is one
 // TLS session, server or client: feedCipher() takes bytes read from the socket, handshake() and
 // readPlain() consume them, writePlain() encrypts, and takeCipher() returns what must be
 // written to the socket (handshake records included). Errors are reported, never thrown.
@@ -25,6 +25,11 @@ class TlsContext {
   // A client context that does not verify the peer: only for the load tool, which talks
   // to relays with self-signed test certificates.
   static std::unique_ptr<TlsContext> createUnverifiedClient(std::string& err);
+  // A client context for outbound STARTTLS that verifies the peer's chain against ca_file
+  // (PEM), or the system's store when ca_file is empty. The name is checked per connection
+  // (TlsConnection::expectPeer).
+  static std::unique_ptr<TlsContext> createVerifyingClient(const std::string& ca_file,
+                                                           std::string& err);
   ~TlsContext();
   SSL_CTX* get() const { return ctx_; }
 
@@ -40,6 +45,10 @@ class TlsConnection {
   ~TlsConnection();
   TlsConnection(const TlsConnection&) = delete;
   TlsConnection& operator=(const TlsConnection&) = delete;
+
+  // Client side: sends host as SNI (unless it is an IP address) and, if verify, makes the
+  // handshake fail unless the certificate is valid for host.
+  void expectPeer(const std::string& host, bool verify);
 
   void feedCipher(const char* data, size_t len);
   // 1: handshake complete; 0: needs more input; -1: failed (see error()).

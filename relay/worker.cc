@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "relay/listen_socket.h"
 #include "relay/session.h"
@@ -28,6 +29,8 @@ Worker::Worker(const Config& config, unsigned index, ConnectionLimiter& limiter)
   handoff_async_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
+  uv_async_init(&loop_, &task_async_, onTaskAsync);
+  task_async_.data = this;
 }
 
 Worker::~Worker() {
@@ -38,7 +41,7 @@ Worker::~Worker() {
 std::string Worker::start(bool own_listeners) {
   spool_ = std::make_unique<Spool>(&loop_, config_.spool_dir + "/w" + std::to_string(index_),
                                    index_, config_.segment_size);
-  delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_);
+  delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_, metrics_);
   if (std::string err = delivery_->init(); !err.empty()) return err;
 
   std::vector<SpooledMessage> recovered;
@@ -149,13 +152,94 @@ void Worker::onDrainTimer(uv_timer_t* t) {
   auto* w = static_cast<Worker*>(t->data);
   bool past = uv_now(&w->loop_) >= w->drain_deadline_;
   if (past) {
-    for (Session* s : std::set<Session*>(w->sessions_)) s->shutdown();
+    for (Session* s : std::set<Session*>(w->sessions_)) s->shutdown(true);
   }
   if ((w->sessions_.empty() && !w->spool_->busy() && w->delivery_->done()) || past) {
     if (w->spool_->busy()) return;  // a commit in flight must finish: it may hold a 250
     uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
     w->spool_->close();
+    {
+      std::lock_guard<std::mutex> lock(w->tasks_mutex_);
+      w->tasks_closed_ = true;
+    }
+    w->runTasks();  // whoever posted them is waiting for an answer
+    uv_close(reinterpret_cast<uv_handle_t*>(&w->task_async_), nullptr);
   }
+}
+
+bool Worker::post(std::function<void()> task) {
+  std::lock_guard<std::mutex> lock(tasks_mutex_);
+  if (tasks_closed_) return false;
+  tasks_.push_back(std::move(task));
+  uv_async_send(&task_async_);
+  return true;
+}
+
+void Worker::onTaskAsync(uv_async_t* h) { static_cast<Worker*>(h->data)->runTasks(); }
+
+void Worker::runTasks() {
+  std::vector<std::function<void()>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(tasks_mutex_);
+    tasks.swap(tasks_);
+  }
+  for (auto& t : tasks) t();
+}
+
+std::string Worker::metricsText() const {
+  const std::string w = "worker=\"" + std::to_string(index_) + "\"";
+  std::string out;
+  auto sample = [&](const char* family, const std::string& name, const std::string& labels,
+                    double v) { out += std::string(family) + "\t" + promSample(name, labels, v); };
+  auto histogram = [&](const char* family, const std::string& labels, const Histogram& h) {
+    std::string text = promHistogram(family, labels, h);
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t nl = text.find('\n', pos);
+      out += std::string(family) + "\t" + text.substr(pos, nl + 1 - pos);
+      pos = nl + 1;
+    }
+  };
+  const WorkerMetrics& m = metrics_;
+  sample("postern_connections_total", "postern_connections_total", w, double(m.connections));
+  std::map<std::string, size_t> states;
+  for (const Session* s : sessions_) ++states[s->stateName()];
+  for (const char* st : {"proxy", "connected", "ready", "mail", "rcpt", "data", "bdat", "commit"}) {
+    sample("postern_sessions", "postern_sessions", w + ",state=\"" + st + "\"", double(states[st]));
+  }
+  sample("postern_messages_accepted_total", "postern_messages_accepted_total", w,
+         double(m.messages_accepted));
+  sample("postern_message_bytes_accepted_total", "postern_message_bytes_accepted_total", w,
+         double(m.bytes_accepted));
+  for (const auto& [status, n] : m.rejected) {
+    sample("postern_replies_rejected_total", "postern_replies_rejected_total",
+           w + ",status=\"" + promEscape(status) + "\"", double(n));
+  }
+  for (auto [result, n] : {std::pair{"delivered", m.delivered}, std::pair{"deferred", m.deferred},
+                           std::pair{"bounced", m.bounced}, std::pair{"expired", m.expired}}) {
+    sample("postern_recipients_total", "postern_recipients_total",
+           w + ",result=\"" + result + "\"", double(n));
+  }
+  size_t ready = 0, deferred = 0, active = 0;
+  int64_t oldest = 0;
+  if (delivery_) delivery_->queueCounts(ready, deferred, active, oldest);
+  for (auto [state, n] : {std::pair{"ready", ready}, std::pair{"deferred", deferred},
+                          std::pair{"active", active}}) {
+    sample("postern_queue_jobs", "postern_queue_jobs", w + ",state=\"" + state + "\"", double(n));
+  }
+  double age = oldest == 0 ? 0 : double(std::max<int64_t>(unixMillis() - oldest, 0)) / 1000;
+  sample("postern_queue_oldest_age_seconds", "postern_queue_oldest_age_seconds", w, age);
+  if (spool_) {
+    sample("postern_spool_bytes", "postern_spool_bytes", w, double(spool_->bytes()));
+    sample("postern_spool_segments", "postern_spool_segments", w, double(spool_->segmentCount()));
+    sample("postern_spool_write_failing", "postern_spool_write_failing", w,
+           spool_->writeFailing() ? 1 : 0);
+    histogram("postern_spool_fsync_seconds", w, spool_->fsyncSeconds());
+  }
+  for (const auto& [hop, h] : m.delivery) {
+    histogram("postern_delivery_seconds", w + ",next_hop=\"" + promEscape(hop) + "\"", h);
+  }
+  return out;
 }
 
 }  // namespace postern

@@ -12,13 +12,16 @@
 #include <concurrentqueue/concurrentqueue.h>
 #include <uv.h>
 
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/buffer_pool.h"
 #include "core/config.h"
+#include "core/metrics.h"
 #include "core/network.h"
 #include "queue/spool.h"
 #include "relay/connection_limiter.h"
@@ -58,10 +61,21 @@ class Worker {
   // The STARTTLS context, or nullptr when no certificate is configured.
   const TlsContext* tls() const { return tls_.get(); }
 
+  WorkerMetrics& metrics() { return metrics_; }
+  // Thread-safe: runs task on this worker's loop (admin requests; not the hot path, so a
+  // mutex is fine). False once the worker has stopped taking tasks.
+  bool post(std::function<void()> task);
+  // On this worker's loop: its Prometheus samples, each line prefixed with its metric
+  // family's name and a tab so the admin endpoint can group families across workers.
+  std::string metricsText() const;
+
   bool admitConnection(const IpAddress& ip) { return limiter_.admit(ip); }
   void releaseConnection(const IpAddress& ip) { limiter_.release(ip); }
 
-  void addSession(Session* s) { sessions_.insert(s); }
+  void addSession(Session* s) {
+    sessions_.insert(s);
+    ++metrics_.connections;
+  }
   void removeSession(Session* s) { sessions_.erase(s); }
 
  private:
@@ -82,6 +96,8 @@ class Worker {
   static void onStopAsync(uv_async_t* h);
   static void onHandoffAsync(uv_async_t* h);
   static void onDrainTimer(uv_timer_t* t);
+  static void onTaskAsync(uv_async_t* h);
+  void runTasks();
 
   const Config& config_;
   unsigned index_;
@@ -99,6 +115,11 @@ class Worker {
   uint64_t drain_deadline_ = 0;
   bool stopping_ = false;
   std::set<Session*> sessions_;
+  WorkerMetrics metrics_;
+  uv_async_t task_async_;
+  std::mutex tasks_mutex_;
+  std::vector<std::function<void()>> tasks_;  // guarded by tasks_mutex_
+  bool tasks_closed_ = false;                 // guarded by tasks_mutex_
 };
 
 }  // namespace postern

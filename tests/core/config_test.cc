@@ -68,5 +68,50 @@ TEST_F(ConfigTest, MissingFileIsNamed) {
             std::string::npos);
 }
 
+constexpr const char* kListener = "[[listener]]\naddress = \"127.0.0.1:2525\"\n";
+
+TEST_F(ConfigTest, RoutesTakeDefaultsAndAMxFallback) {
+  Config c = loadConfig(write(std::string(kListener) +
+                              "[delivery]\nconnections_per_host = 7\nmessages_per_connection = 9\n"
+                              "[[route]]\ndomain = \"*.Example.com\"\nnext_hop = \"smart.example:587\"\n"
+                              "tls = \"required\"\nmax_connections = 2\nmax_rate = 0.5\n"));
+  ASSERT_EQ(c.routes.size(), 2u);
+  EXPECT_EQ(c.routes[0].domain, "*.example.com");
+  EXPECT_EQ(c.routes[0].tls, TlsPolicy::kRequired);
+  EXPECT_EQ(c.routes[0].max_connections, 2u);
+  EXPECT_EQ(c.routes[0].messages_per_connection, 9u);  // from [delivery]
+  EXPECT_DOUBLE_EQ(c.routes[0].max_rate, 0.5);
+  // No route for "*": every other domain goes by MX.
+  EXPECT_EQ(c.routes[1].domain, "*");
+  EXPECT_TRUE(c.routes[1].isMx());
+  EXPECT_EQ(c.routes[1].max_connections, 7u);
+}
+
+TEST_F(ConfigTest, BadRoutesAreNamed) {
+  auto route = [&](const std::string& body) {
+    return errorOf(write(std::string(kListener) + "[[route]]\n" + body));
+  };
+  EXPECT_NE(route("domain = \"a..b\"\nnext_hop = \"mx\"\n").find("route.domain"), std::string::npos);
+  EXPECT_NE(route("domain = \"*x.com\"\nnext_hop = \"mx\"\n").find("route.domain"), std::string::npos);
+  EXPECT_NE(route("domain = \"a.com\"\n").find("route.next_hop: is required"), std::string::npos);
+  EXPECT_NE(route("domain = \"a.com\"\nnext_hop = \"h:99999\"\n").find("route.next_hop"),
+            std::string::npos);
+  EXPECT_NE(route("domain = \"a.com\"\nnext_hop = \"mx\"\ntls = \"maybe\"\n").find("route.tls"),
+            std::string::npos);
+  EXPECT_NE(route("domain = \"a.com\"\nnext_hop = \"mx\"\nmax_rate = 0\n").find("route.max_rate"),
+            std::string::npos);
+  EXPECT_NE(errorOf(write(std::string(kListener) +
+                          "[[route]]\ndomain = \"a.com\"\nnext_hop = \"mx\"\n"
+                          "[[route]]\ndomain = \"A.com\"\nnext_hop = \"mx\"\n"))
+                .find("more than one"),
+            std::string::npos);
+  EXPECT_NE(errorOf(write(std::string(kListener) + "[dns]\nservers = [\"resolver.example\"]\n"))
+                .find("dns.servers"),
+            std::string::npos);
+  Config ok = loadConfig(write(std::string(kListener) +
+                               "[dns]\nservers = [\"127.0.0.1:5353\", \"::1\", \"10.0.0.1\"]\n"));
+  EXPECT_EQ(ok.dns.servers.size(), 3u);
+}
+
 }  // namespace
 }  // namespace postern

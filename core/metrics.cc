@@ -1,0 +1,51 @@
+#include "core/metrics.h"
+
+#include <cstdio>
+
+namespace postern {
+
+std::string promEscape(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string promSample(const std::string& name, const std::string& labels, double value) {
+  char num[64];
+  // Counts print as integers; measured values with enough digits for the text format.
+  if (value == static_cast<double>(static_cast<int64_t>(value)) && value < 9e15 && value > -9e15) {
+    std::snprintf(num, sizeof num, "%lld", static_cast<long long>(value));
+  } else {
+    std::snprintf(num, sizeof num, "%.9g", value);
+  }
+  return name + "{" + labels + "} " + num + "\n";
+}
+
+std::string promHistogram(const std::string& name, const std::string& labels,
+                          const Histogram& h) {
+  std::string out;
+  uint64_t cumulative = 0;
+  const std::string sep = labels.empty() ? "" : ",";
+  for (size_t i = 0; i < Histogram::kBounds.size(); ++i) {
+    cumulative += h.buckets[i];
+    char le[32];
+    std::snprintf(le, sizeof le, "%g", Histogram::kBounds[i]);
+    out += promSample(name + "_bucket", labels + sep + "le=\"" + le + "\"",
+                      static_cast<double>(cumulative));
+  }
+  out += promSample(name + "_bucket", labels + sep + "le=\"+Inf\"", static_cast<double>(h.count));
+  out += promSample(name + "_sum", labels, h.sum);
+  out += promSample(name + "_count", labels, static_cast<double>(h.count));
+  return out;
+}
+
+}  // namespace postern

@@ -1,0 +1,53 @@
+// Metrics: plain counters and histograms owned by one worker thread (no atomics, no
+// locks on the hot path). The admin endpoint asks each worker for a snapshot on the
+// worker's own loop and renders the Prometheus text format with a worker="N" label, so
+// sums across workers are left to PromQL, as Seastar does per shard.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace postern {
+
+struct Histogram {
+  // Upper bounds in seconds: fsyncs and SMTP transactions both live in this range.
+  static constexpr std::array<double, 14> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                     0.025,  0.05,  0.1,    0.25,  0.5,
+                                                     1,      2.5,   5,      10};
+  std::array<uint64_t, kBounds.size()> buckets{};  // per bound, not cumulative
+  double sum = 0;
+  uint64_t count = 0;
+
+  void observe(double seconds) {
+    for (size_t i = 0; i < kBounds.size(); ++i) {
+      if (seconds <= kBounds[i]) {
+        ++buckets[i];
+        break;
+      }
+    }
+    sum += seconds;
+    ++count;
+  }
+};
+
+struct WorkerMetrics {
+  uint64_t connections = 0;
+  uint64_t messages_accepted = 0;
+  uint64_t bytes_accepted = 0;
+  std::map<std::string, uint64_t> rejected;  // 4xx/5xx replies by enhanced status code
+  uint64_t delivered = 0;  // recipients
+  uint64_t deferred = 0;
+  uint64_t bounced = 0;
+  uint64_t expired = 0;
+  std::map<std::string, Histogram> delivery;  // transaction time by next hop
+};
+
+// Prometheus text format helpers: one sample line, and a histogram's lines.
+std::string promSample(const std::string& name, const std::string& labels, double value);
+std::string promHistogram(const std::string& name, const std::string& labels, const Histogram& h);
+// A label value escaped for the text format.
+std::string promEscape(const std::string& v);
+
+}  // namespace postern

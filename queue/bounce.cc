@@ -1,0 +1,161 @@
+#include "queue/bounce.h"
+
+#include <ctime>
+
+namespace postern {
+namespace {
+
+// Longest diagnostic quoted, so a notice line stays well under 998 octets.
+constexpr size_t kMaxDiagnostic = 900;
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  }
+  return out;
+}
+
+// RFC 3461 §4: xtext, "+" followed by two upper-case hex digits for an octet.
+std::string decodeXtext(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    };
+    if (s[i] == '+' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      char c = static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      // Control characters would break the header line they end up in.
+      out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c);
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::string rfc5322Date(int64_t ms) {
+  time_t t = static_cast<time_t>(ms / 1000);
+  tm utc{};
+  gmtime_r(&t, &utc);
+  char buf[64];
+  strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &utc);
+  return buf;
+}
+
+std::string oneLine(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, kMaxDiagnostic)) out.push_back(c == '\r' || c == '\n' ? ' ' : c);
+  return out;
+}
+
+bool hasEightBit(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c >= 0x80) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool notifyOnFailure(std::string_view notify) {
+  if (notify.empty()) return true;
+  std::string n = upper(notify);
+  return n.find("FAILURE") != std::string::npos;
+}
+
+bool bounceWanted(const Envelope& env) { return !env.sender.empty(); }
+
+std::string statusFromReply(int code, std::string_view text) {
+  // "x.y.z" where x matches the reply's class.
+  size_t i = 0;
+  auto digits = [&](size_t max) {
+    size_t start = i;
+    while (i < text.size() && i - start < max && text[i] >= '0' && text[i] <= '9') ++i;
+    return i > start;
+  };
+  if (!text.empty() && text[0] == static_cast<char>('0' + code / 100)) {
+    i = 1;
+    if (i < text.size() && text[i] == '.' && (++i, digits(3)) && i < text.size() &&
+        text[i] == '.' && (++i, digits(3)) && (i == text.size() || text[i] == ' ')) {
+      return std::string(text.substr(0, i));
+    }
+  }
+  return std::to_string(code / 100) + ".0.0";
+}
+
+std::string composeBounce(const BounceInput& in) {
+  const Envelope& env = *in.original;
+  const std::string qid = queueIdString(env.id);
+  const std::string boundary =
+      qid + "." + std::to_string(in.now_ms) + "/" + in.reporting_mta;
+  std::string_view original = in.original_message;
+  std::string_view headers = original;
+  if (size_t end = original.find("\r\n\r\n"); end != std::string_view::npos) {
+    headers = original.substr(0, end + 2);
+  }
+  const bool full = upper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
+  const std::string_view quoted = full ? original : headers;
+
+  std::string m;
+  m += "From: Mail Delivery System <MAILER-DAEMON@" + in.reporting_mta + ">\r\n";
+  m += "To: <" + env.sender + ">\r\n";
+  m += "Subject: Undelivered Mail Returned to Sender\r\n";
+  m += "Date: " + rfc5322Date(in.now_ms) + "\r\n";
+  m += "Message-ID: <" + qid + "." + std::to_string(in.now_ms) + ".bounce@" + in.reporting_mta +
+       ">\r\n";
+  m += "Auto-Submitted: auto-replied\r\n";
+  m += "MIME-Version: 1.0\r\n";
+  m += "Content-Type: multipart/report; report-type=delivery-status;\r\n";
+  m += "\tboundary=\"" + boundary + "\"\r\n";
+  m += "\r\nThis is a MIME-encapsulated message.\r\n\r\n";
+
+  m += "--" + boundary + "\r\n";
+  m += "Content-Type: text/plain; charset=utf-8\r\n";
+  m += "Content-Description: Notification\r\n\r\n";
+  m += "This is the mail system at host " + in.reporting_mta + ".\r\n\r\n";
+  m += "Your message could not be delivered to one or more recipients.\r\n";
+  m += "The report below says why; the message itself is attached.\r\n\r\n";
+  for (const auto& f : in.failed) {
+    m += "<" + env.recipients[f.index] + ">: " + oneLine(f.reason) + "\r\n";
+  }
+  m += "\r\n";
+
+  m += "--" + boundary + "\r\n";
+  m += "Content-Type: message/delivery-status\r\n";
+  m += "Content-Description: Delivery report\r\n\r\n";
+  m += "Reporting-MTA: dns; " + in.reporting_mta + "\r\n";
+  if (!env.dsn_envid.empty()) {
+    m += "Original-Envelope-Id: " + oneLine(decodeXtext(env.dsn_envid)) + "\r\n";
+  }
+  m += "X-Postern-Queue-ID: " + qid + "\r\n";
+  m += "Arrival-Date: " + rfc5322Date(env.received_ms) + "\r\n";
+  for (const auto& f : in.failed) {
+    m += "\r\n";
+    m += "Final-Recipient: rfc822; " + env.recipients[f.index] + "\r\n";
+    const std::string& orcpt = env.orcptOf(f.index);
+    if (size_t semi = orcpt.find(';'); semi != std::string::npos) {
+      m += "Original-Recipient: " + orcpt.substr(0, semi) + "; " +
+           oneLine(decodeXtext(std::string_view(orcpt).substr(semi + 1))) + "\r\n";
+    }
+    m += "Action: failed\r\n";
+    m += "Status: " + f.status + "\r\n";
+    if (!f.remote_mta.empty()) m += "Remote-MTA: dns; " + f.remote_mta + "\r\n";
+    if (!f.diagnostic.empty()) m += "Diagnostic-Code: smtp; " + oneLine(f.diagnostic) + "\r\n";
+  }
+  m += "\r\n";
+
+  m += "--" + boundary + "\r\n";
+  m += full ? "Content-Type: message/rfc822\r\n" : "Content-Type: text/rfc822-headers\r\n";
+  m += full ? "Content-Description: Undelivered Message\r\n"
+            : "Content-Description: Undelivered Message Headers\r\n";
+  if (hasEightBit(quoted)) m += "Content-Transfer-Encoding: 8bit\r\n";
+  m += "\r\n";
+  m.append(quoted);
+  if (!quoted.empty() && !quoted.ends_with("\r\n")) m += "\r\n";
+  m += "\r\n--" + boundary + "--\r\n";
+  return m;
+}
+
+}  // namespace postern

@@ -1,0 +1,51 @@
+// Bounces: RFC 3464 delivery status notifications for recipients that failed for good
+// (a 5xx reply, a permanent routing error, or the queue lifetime running out).
+//
+// The notice is a multipart/report (RFC 6522) with a human-readable part, a
+// message/delivery-status part (per-message and per-recipient fields) and the original:
+// the whole message (message/rfc822) when RET=FULL or no RET was given and it fits
+// bounce_size_limit, else only its header (text/rfc822-headers). It goes from the null
+// sender <> to the original envelope sender, so a bounce that bounces is dropped instead
+// of looping. RFC 3461 NOTIFY decides whether a recipient's failure is reported at all.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "queue/envelope.h"
+
+namespace postern {
+
+struct FailedRecipient {
+  uint32_t index = 0;       // into the original envelope's recipients
+  std::string status;       // enhanced status code, "5.1.1"
+  std::string diagnostic;   // the next hop's reply ("550 5.1.1 no such user") or ""
+  std::string remote_mta;   // the host that gave it, or ""
+  std::string reason;       // one line for the human-readable part
+};
+
+struct BounceInput {
+  std::string reporting_mta;  // our host name
+  const Envelope* original = nullptr;
+  std::vector<FailedRecipient> failed;
+  std::string_view original_message;  // as spooled
+  size_t size_limit = 50000;           // quote the whole message only up to this size
+  int64_t now_ms = 0;
+};
+
+// Whether a failure of a recipient with this NOTIFY value is reported (empty: default,
+// which reports failures).
+bool notifyOnFailure(std::string_view notify);
+// Whether a bounce is sent at all for this envelope (never to the null sender).
+bool bounceWanted(const Envelope& env);
+
+// The enhanced status code of a reply ("5.1.1" from "5.1.1 no such user"), or one derived
+// from the basic code ("5.0.0") when the reply has none.
+std::string statusFromReply(int code, std::string_view text);
+
+// The complete notice, header included, CRLF line ends, ready to spool.
+std::string composeBounce(const BounceInput& in);
+
+}  // namespace postern

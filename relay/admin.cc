@@ -1,0 +1,379 @@
+#include "relay/admin.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/network.h"
+#include "relay/worker.h"
+
+namespace postern {
+namespace {
+
+constexpr size_t kMaxRequest = 8192;
+constexpr uint64_t kReadTimeoutMs = 5000;
+constexpr uint64_t kWorkerTimeoutMs = 2000;
+
+struct Family {
+  const char* name;
+  const char* type;
+  const char* help;
+};
+
+constexpr Family kFamilies[] = {
+    {"postern_connections_total", "counter", "SMTP connections accepted."},
+    {"postern_sessions", "gauge", "Open SMTP sessions by state."},
+    {"postern_messages_accepted_total", "counter", "Messages acknowledged with 250 (spooled)."},
+    {"postern_message_bytes_accepted_total", "counter", "Bytes of messages acknowledged."},
+    {"postern_replies_rejected_total", "counter",
+     "4xx and 5xx replies to clients by enhanced status code."},
+    {"postern_recipients_total", "counter",
+     "Delivery results per recipient: delivered, deferred, bounced, expired."},
+    {"postern_queue_jobs", "gauge", "Queued delivery jobs by state."},
+    {"postern_queue_oldest_age_seconds", "gauge", "Age of the oldest queued message."},
+    {"postern_spool_bytes", "gauge", "Bytes in spool segment files."},
+    {"postern_spool_segments", "gauge", "Spool segment files."},
+    {"postern_spool_write_failing", "gauge", "1 when the latest spool write failed."},
+    {"postern_spool_fsync_seconds", "histogram", "Time of one group commit (writev+fdatasync)."},
+    {"postern_delivery_seconds", "histogram", "Outbound SMTP transaction time by next hop."},
+};
+
+bool parseQueueId(const std::string& s, uint64_t& id) {
+  if (s.size() != 16) return false;
+  id = 0;
+  for (char c : s) {
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return false;
+    id = id << 4 | static_cast<uint64_t>(v);
+  }
+  return true;
+}
+
+const char* reason(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    default: return "Service Unavailable";
+  }
+}
+
+}  // namespace
+
+std::string renderMetrics(const std::vector<std::string>& per_worker) {
+  std::map<std::string, std::string> lines;
+  for (const std::string& text : per_worker) {
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t tab = text.find('\t', pos);
+      size_t nl = text.find('\n', pos);
+      if (tab == std::string::npos || nl == std::string::npos || tab > nl) break;
+      lines[text.substr(pos, tab - pos)] += text.substr(tab + 1, nl - tab);
+      pos = nl + 1;
+    }
+  }
+  std::string out;
+  for (const Family& f : kFamilies) {
+    out += std::string("# HELP ") + f.name + " " + f.help + "\n";
+    out += std::string("# TYPE ") + f.name + " " + f.type + "\n";
+    out += lines[f.name];
+  }
+  return out;
+}
+
+struct Admin::Gather {
+  std::vector<WorkerAnswer> answers;  // guarded by Shared::m until complete
+  size_t remaining = 0;
+  Finish finish;
+  Conn* conn = nullptr;
+  bool done = false;  // admin loop only: answered, or timed out
+};
+
+struct Admin::Shared {
+  std::mutex m;
+  bool open = true;
+  uv_async_t async;
+  std::vector<std::shared_ptr<Gather>> completed;
+};
+
+struct Admin::Conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  Admin* admin;
+  std::string in;
+  std::string out;
+  uv_write_t write;
+  std::shared_ptr<Gather> gather;
+  bool responded = false;
+  int handles = 2;
+
+  void respond(int status, const std::string& type, const std::string& body) {
+    if (responded) return;
+    responded = true;
+    uv_timer_stop(&timer);
+    if (gather) gather->done = true;
+    out = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) +
+          "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
+          "\r\nConnection: close\r\n\r\n" + body;
+    uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+    write.data = this;
+    if (uv_write(&write, reinterpret_cast<uv_stream_t*>(&tcp), &buf, 1,
+                 [](uv_write_t* w, int) { static_cast<Conn*>(w->data)->close(); }) != 0) {
+      close();
+    }
+  }
+  void text(int status, const std::string& body) {
+    respond(status, "text/plain; charset=utf-8", body);
+  }
+  void close() {
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp))) return;
+    if (gather) gather->done = true;
+    auto done = [](uv_handle_t* h) {
+      auto* c = static_cast<Conn*>(h->data);
+      if (--c->handles == 0) delete c;
+    };
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), done);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), done);
+  }
+};
+
+Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Worker*> workers,
+             std::function<bool()> draining)
+    : loop_(loop),
+      address_(std::move(address)),
+      workers_(std::move(workers)),
+      draining_(std::move(draining)),
+      shared_(std::make_shared<Shared>()) {}
+
+Admin::~Admin() = default;
+
+std::string Admin::start() {
+  sockaddr_storage addr;
+  if (!parseHostPort(address_, addr)) return "admin.address \"" + address_ + "\" is not ip:port";
+  uv_async_init(loop_, &shared_->async, onAsync);
+  shared_->async.data = this;
+  uv_tcp_init(loop_, &listener_);
+  listener_.data = this;
+  listening_ = true;
+  int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 64, onConnection);
+  if (rc != 0) return "admin " + address_ + ": " + uv_strerror(rc);
+  logEvent(spdlog::level::info, "admin_listening", {{"address", address_}});
+  return "";
+}
+
+void Admin::close() {
+  if (!listening_) return;
+  listening_ = false;
+  {
+    std::lock_guard<std::mutex> lock(shared_->m);
+    shared_->open = false;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+  // The async lives in Shared, which late worker tasks may still hold: keep it alive
+  // until libuv is done with the handle.
+  shared_->async.data = new std::shared_ptr<Shared>(shared_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&shared_->async), [](uv_handle_t* h) {
+    delete static_cast<std::shared_ptr<Shared>*>(h->data);
+  });
+}
+
+void Admin::onConnection(uv_stream_t* server, int status) {
+  auto* self = static_cast<Admin*>(server->data);
+  if (status < 0 || !self->listening_) return;
+  auto* c = new Conn;
+  c->admin = self;
+  uv_tcp_init(self->loop_, &c->tcp);
+  uv_timer_init(self->loop_, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) return c->close();
+  uv_timer_start(
+      &c->timer, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->text(503, "timeout\n"); },
+      kReadTimeoutMs, 0);
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&c->tcp),
+      [](uv_handle_t*, size_t, uv_buf_t* buf) {
+        static thread_local char scratch[4096];
+        *buf = uv_buf_init(scratch, sizeof scratch);
+      },
+      [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+        auto* c = static_cast<Conn*>(s->data);
+        if (n < 0) return c->close();
+        if (c->responded) return;
+        c->in.append(buf->base, static_cast<size_t>(n));
+        size_t end = c->in.find("\r\n\r\n");
+        if (end == std::string::npos) {
+          if (c->in.size() > kMaxRequest) c->text(413, "request too large\n");
+          return;
+        }
+        uv_read_stop(s);
+        // "METHOD SP target SP HTTP/x.y"
+        std::string line = c->in.substr(0, c->in.find("\r\n"));
+        size_t sp1 = line.find(' ');
+        size_t sp2 = line.rfind(' ');
+        if (sp1 == std::string::npos || sp2 == sp1) return c->text(400, "bad request\n");
+        c->admin->handle(c, line.substr(0, sp1), line.substr(sp1 + 1, sp2 - sp1 - 1));
+      });
+}
+
+void Admin::handle(Conn* c, const std::string& method, const std::string& full_target) {
+  std::string target = full_target;
+  std::string query;
+  if (size_t q = target.find('?'); q != std::string::npos) {
+    query = target.substr(q + 1);
+    target.resize(q);
+  }
+  const bool as_text = query == "format=text";
+  const bool get = method == "GET";
+  const bool post = method == "POST";
+
+  if (target == "/healthz") {
+    if (!get) return c->text(405, "GET only\n");
+    return c->text(200, "ok\n");
+  }
+  if (target == "/readyz") {
+    if (!get) return c->text(405, "GET only\n");
+    if (draining_()) return c->text(503, "draining\n");
+    return askWorkers(
+        c, [](Worker& w, WorkerAnswer& a) { a.spool_ok = !w.spool().writeFailing(); },
+        [c](std::vector<WorkerAnswer>& all) {
+          bool ok = std::all_of(all.begin(), all.end(), [](auto& a) { return a.spool_ok; });
+          c->text(ok ? 200 : 503, ok ? "ready\n" : "spool unwritable\n");
+        });
+  }
+  if (target == "/metrics") {
+    if (!get) return c->text(405, "GET only\n");
+    return askWorkers(
+        c, [](Worker& w, WorkerAnswer& a) { a.text = w.metricsText(); },
+        [c](std::vector<WorkerAnswer>& all) {
+          std::vector<std::string> texts;
+          for (auto& a : all) texts.push_back(std::move(a.text));
+          c->respond(200, "text/plain; version=0.0.4; charset=utf-8", renderMetrics(texts));
+        });
+  }
+  if (target == "/queue" || target == "/queue/summary") {
+    if (!get) return c->text(405, "GET only\n");
+    const bool summary = target == "/queue/summary";
+    return askWorkers(
+        c, [](Worker& w, WorkerAnswer& a) { a.entries = w.delivery().queueEntries(); },
+        [c, summary, as_text](std::vector<WorkerAnswer>& all) {
+          std::vector<QueueEntry> entries;
+          for (auto& a : all) {
+            for (auto& e : a.entries) entries.push_back(std::move(e));
+          }
+          std::sort(entries.begin(), entries.end(),
+                    [](auto& a, auto& b) { return a.received_ms < b.received_ms; });
+          if (summary) return c->text(200, queueSummary(entries, unixMillis()));
+          if (as_text) return c->text(200, queueText(entries, unixMillis()));
+          c->respond(200, "application/json", queueJson(entries));
+        });
+  }
+  if (target == "/queue/flush") {
+    if (!post) return c->text(405, "POST only\n");
+    return askWorkers(
+        c, [](Worker& w, WorkerAnswer& a) { a.count = w.delivery().flush(0); },
+        [c](std::vector<WorkerAnswer>& all) {
+          size_t n = 0;
+          for (auto& a : all) n += a.count;
+          c->respond(200, "application/json", "{\"jobs\":" + std::to_string(n) + "}\n");
+        });
+  }
+  if (target.starts_with("/queue/")) {
+    std::string rest = target.substr(7);
+    std::string action;
+    if (size_t slash = rest.find('/'); slash != std::string::npos) {
+      action = rest.substr(slash + 1);
+      rest.resize(slash);
+    }
+    uint64_t id = 0;
+    if (!parseQueueId(rest, id)) return c->text(404, "no such queue id\n");
+    if (action.empty()) {
+      if (!get) return c->text(405, "GET only\n");
+      const std::string want = queueIdString(id);
+      return askWorkers(
+          c, [](Worker& w, WorkerAnswer& a) { a.entries = w.delivery().queueEntries(); },
+          [c, want, as_text](std::vector<WorkerAnswer>& all) {
+            std::vector<QueueEntry> found;
+            for (auto& a : all) {
+              for (auto& e : a.entries) {
+                if (e.id == want) found.push_back(std::move(e));
+              }
+            }
+            if (found.empty()) return c->text(404, "no such queue id\n");
+            if (as_text) {
+              std::string out;
+              for (auto& e : found) out += queueEntryText(e, unixMillis());
+              return c->text(200, out);
+            }
+            c->respond(200, "application/json", queueJson(found));
+          });
+    }
+    if (!post) return c->text(405, "POST only\n");
+    Ask ask;
+    if (action == "flush") {
+      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().flush(id); };
+    } else if (action == "delete") {
+      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().remove(id); };
+    } else if (action == "bounce") {
+      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().bounceNow(id); };
+    } else {
+      return c->text(404, "unknown action\n");
+    }
+    return askWorkers(c, ask, [c](std::vector<WorkerAnswer>& all) {
+      size_t n = 0;
+      for (auto& a : all) n += a.count;
+      // Nothing matched: unknown, already gone, or on a connection right now.
+      c->respond(n ? 200 : 404, "application/json", "{\"jobs\":" + std::to_string(n) + "}\n");
+    });
+  }
+  c->text(404, "not found\n");
+}
+
+void Admin::askWorkers(Conn* c, Ask ask, Finish finish) {
+  auto g = std::make_shared<Gather>();
+  g->answers.resize(workers_.size());
+  g->remaining = workers_.size();
+  g->finish = std::move(finish);
+  g->conn = c;
+  c->gather = g;
+  uv_timer_start(
+      &c->timer, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->text(503, "workers busy\n"); },
+      kWorkerTimeoutMs, 0);
+  std::shared_ptr<Shared> shared = shared_;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i];
+    bool posted = w->post([shared, g, i, ask, w] {
+      WorkerAnswer a;
+      ask(*w, a);
+      std::lock_guard<std::mutex> lock(shared->m);
+      g->answers[i] = std::move(a);
+      if (--g->remaining == 0 && shared->open) {
+        shared->completed.push_back(g);
+        uv_async_send(&shared->async);
+      }
+    });
+    if (!posted) return c->text(503, "draining\n");
+  }
+}
+
+void Admin::onAsync(uv_async_t* h) {
+  auto* self = static_cast<Admin*>(h->data);
+  std::vector<std::shared_ptr<Gather>> done;
+  {
+    std::lock_guard<std::mutex> lock(self->shared_->m);
+    done.swap(self->shared_->completed);
+  }
+  for (auto& g : done) {
+    if (g->done) continue;
+    g->done = true;
+    g->finish(g->answers);
+  }
+}
+
+}  // namespace postern

@@ -1,0 +1,74 @@
+// Admin: the operator's HTTP endpoint (default 127.0.0.1:9025) on the main thread's loop.
+//
+//   GET  /healthz                  200 while the process serves requests
+//   GET  /readyz                   200, or 503 while draining or when a spool cannot write
+//   GET  /metrics                  Prometheus text format, worker="N" on every sample
+//   GET  /queue[?format=text]      every queued message (JSON, or a table)
+//   GET  /queue/summary            messages by recipient domain and age (like qshape)
+//   GET  /queue/ID[?format=text]   one message
+//   POST /queue/flush              retry everything deferred now (and backed-off hops)
+//   POST /queue/ID/flush|delete|bounce
+//
+// Answers that need a worker's state are computed on each worker's own loop (Worker::post)
+// and gathered back here through a uv_async; a worker that does not answer within 2 s
+// makes the request fail with 503 rather than hang. One request per connection, bounded
+// in size and time; nothing here is on the mail path.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "relay/queue_view.h"
+
+namespace postern {
+
+class Worker;
+
+class Admin {
+ public:
+  Admin(uv_loop_t* loop, std::string address, std::vector<Worker*> workers,
+        std::function<bool()> draining);
+  ~Admin();
+  // Binds the address; "" or why not.
+  std::string start();
+  void close();
+
+  // What one worker contributes to an answer.
+  struct WorkerAnswer {
+    std::string text;
+    std::vector<QueueEntry> entries;
+    size_t count = 0;
+    bool spool_ok = true;
+  };
+
+ private:
+  struct Conn;
+  struct Gather;
+  struct Shared;
+  using Ask = std::function<void(Worker&, WorkerAnswer&)>;
+  using Finish = std::function<void(std::vector<WorkerAnswer>&)>;
+
+  static void onConnection(uv_stream_t* server, int status);
+  static void onAsync(uv_async_t* h);
+  void handle(Conn* c, const std::string& method, const std::string& target);
+  void askWorkers(Conn* c, Ask ask, Finish finish);
+
+  uv_loop_t* loop_;
+  std::string address_;
+  std::vector<Worker*> workers_;
+  std::function<bool()> draining_;
+  uv_tcp_t listener_;
+  bool listening_ = false;
+  std::shared_ptr<Shared> shared_;
+};
+
+// Groups per-worker sample lines ("family\tsample") into one Prometheus text document
+// with a HELP and TYPE line per family.
+std::string renderMetrics(const std::vector<std::string>& per_worker);
+
+}  // namespace postern

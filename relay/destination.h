@@ -1,0 +1,45 @@
+// Destination: one next hop's pool, owned by Delivery. A route to a smarthost is one
+// destination; a route by MX is one destination per recipient domain. Each has its own
+// ready queue, connections (at most route->max_connections), DNS answer, backoff when it
+// cannot be reached at all, and message rate limit.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "core/config.h"
+#include "queue/scheduler.h"
+#include "relay/resolver.h"
+
+namespace postern {
+
+class SmtpClient;
+
+struct Destination {
+  enum class Dns { kNone, kResolving, kDone };
+
+  std::string key;                    // "mx:example.com" or "route:<route domain>"
+  const RouteConfig* route = nullptr;
+  std::string name;                   // the MX domain, or the smarthost's host
+  uint16_t port = 25;
+
+  Dns dns = Dns::kNone;
+  HopResolution resolution;
+  uint64_t resolved_until = 0;  // loop time the answer expires
+  size_t next_address = 0;      // first address of resolution.addresses not yet failed
+
+  std::deque<std::unique_ptr<DeliveryJob>> ready;
+  std::set<SmtpClient*> clients;
+  size_t connecting = 0;     // clients not yet ready
+  unsigned failures = 0;     // consecutive rounds in which no address could be used
+  uint64_t down_until = 0;   // backed off as a whole until then
+  uint64_t next_send = 0;    // max_rate: the earliest start of the next message
+  uint64_t plain_until = 0;  // opportunistic STARTTLS failed: plain text until then
+
+  bool idle() const { return ready.empty() && clients.empty() && dns != Dns::kResolving; }
+};
+
+}  // namespace postern

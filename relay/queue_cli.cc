@@ -1,0 +1,158 @@
+#include "relay/queue_cli.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/network.h"
+#include "relay/queue_view.h"
+
+namespace postern {
+namespace {
+
+// One HTTP/1.1 request with Connection: close; the status code, or -1 with why in body.
+int httpRequest(const std::string& address, const std::string& method, const std::string& target,
+                std::string& body) {
+  sockaddr_storage addr;
+  if (!parseHostPort(address, addr)) {
+    body = "admin address \"" + address + "\" is not ip:port";
+    return -1;
+  }
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    body = "socket failed";
+    return -1;
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  socklen_t len = addr.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    ::close(fd);
+    body = "cannot connect to the admin endpoint at " + address + " (is the relay running?)";
+    return -1;
+  }
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + address +
+                    "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    body = "send failed";
+    return -1;
+  }
+  std::string resp;
+  char buf[16384];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  size_t head_end = resp.find("\r\n\r\n");
+  if (resp.compare(0, 9, "HTTP/1.1 ") != 0 || head_end == std::string::npos) {
+    body = "malformed answer from the admin endpoint";
+    return -1;
+  }
+  body = resp.substr(head_end + 4);
+  return std::atoi(resp.c_str() + 9);
+}
+
+int offline(const QueueCommand& cmd) {
+  if (cmd.action != "list" && cmd.action != "summary" && cmd.action != "show") {
+    std::fprintf(stderr, "postern: queue %s needs the running relay (not --spool-dir)\n",
+                 cmd.action.c_str());
+    return 2;
+  }
+  // The spool directory holds one wN directory per worker.
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(cmd.spool_dir, ec)) {
+    if (e.is_directory() && e.path().filename().string().starts_with("w")) {
+      dirs.push_back(e.path().string());
+    }
+  }
+  if (ec) {
+    std::fprintf(stderr, "postern: %s: %s\n", cmd.spool_dir.c_str(), ec.message().c_str());
+    return 1;
+  }
+  std::sort(dirs.begin(), dirs.end());
+  std::vector<QueueEntry> entries;
+  for (const auto& d : dirs) {
+    std::vector<SpooledMessage> pending;
+    if (std::string err = readSpoolOffline(d, pending); !err.empty()) {
+      std::fprintf(stderr, "postern: %s\n", err.c_str());
+      return 1;
+    }
+    for (const auto& m : pending) entries.push_back(entryFromSpool(m));
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](auto& a, auto& b) { return a.received_ms < b.received_ms; });
+  const int64_t now = unixMillis();
+  if (cmd.action == "summary") {
+    std::fputs(queueSummary(entries, now).c_str(), stdout);
+    return 0;
+  }
+  if (cmd.action == "show") {
+    std::vector<QueueEntry> found;
+    for (auto& e : entries) {
+      if (e.id == cmd.id) found.push_back(e);
+    }
+    if (found.empty()) {
+      std::fprintf(stderr, "postern: no such queue id: %s\n", cmd.id.c_str());
+      return 1;
+    }
+    entries = found;
+    if (!cmd.json) {
+      std::fputs(queueEntryText(entries[0], now).c_str(), stdout);
+      return 0;
+    }
+  }
+  std::fputs((cmd.json ? queueJson(entries) : queueText(entries, now)).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+
+int runQueueCommand(const QueueCommand& cmd) {
+  const bool needs_id = cmd.action == "show" || cmd.action == "delete" || cmd.action == "bounce";
+  if (needs_id && cmd.id.empty()) {
+    std::fprintf(stderr, "postern: queue %s needs a queue id\n", cmd.action.c_str());
+    return 2;
+  }
+  if (!cmd.spool_dir.empty()) return offline(cmd);
+  std::string method = "GET";
+  std::string target;
+  const std::string format = cmd.json ? "" : "?format=text";
+  if (cmd.action == "list") {
+    target = "/queue" + format;
+  } else if (cmd.action == "summary") {
+    target = "/queue/summary";
+  } else if (cmd.action == "show") {
+    target = "/queue/" + cmd.id + format;
+  } else if (cmd.action == "flush") {
+    method = "POST";
+    target = cmd.id.empty() ? "/queue/flush" : "/queue/" + cmd.id + "/flush";
+  } else if (cmd.action == "delete" || cmd.action == "bounce") {
+    method = "POST";
+    target = "/queue/" + cmd.id + "/" + cmd.action;
+  } else {
+    std::fprintf(stderr, "postern: unknown queue action \"%s\"\n", cmd.action.c_str());
+    return 2;
+  }
+  std::string body;
+  int status = httpRequest(cmd.admin, method, target, body);
+  if (status < 0) {
+    std::fprintf(stderr, "postern: %s\n", body.c_str());
+    return 1;
+  }
+  if (status == 404 && method == "POST") {
+    std::fprintf(stderr, "postern: nothing to %s for %s (unknown id, or being delivered now)\n",
+                 cmd.action.c_str(), cmd.id.empty() ? "the queue" : cmd.id.c_str());
+    return 1;
+  }
+  std::fputs(body.c_str(), status == 200 ? stdout : stderr);
+  return status == 200 ? 0 : 1;
+}
+
+}  // namespace postern

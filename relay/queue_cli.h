@@ -1,0 +1,26 @@
+// `postern queue`: the operator's queue tool.
+//
+//   postern queue list | summary | show ID | flush [ID] | delete ID | bounce ID
+//
+// It talks to the running relay's admin endpoint (--admin ip:port, else the [admin]
+// address of --config, else 127.0.0.1:9025). With --spool-dir it reads a spool directory
+// instead, without changing it (list, summary and show only): for a relay that is not
+// running, or a volume copied off a dead machine.
+#pragma once
+
+#include <string>
+
+namespace postern {
+
+struct QueueCommand {
+  std::string action;  // list, summary, show, flush, delete, bounce
+  std::string id;      // queue id, or "" (flush: all)
+  std::string admin;   // ip:port
+  std::string spool_dir;
+  bool json = false;
+};
+
+// Prints the answer on stdout (errors on stderr); returns the exit status.
+int runQueueCommand(const QueueCommand& cmd);
+
+}  // namespace postern

@@ -1,0 +1,159 @@
+#include "relay/queue_view.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "relay/router.h"
+
+namespace postern {
+namespace {
+
+std::string age(int64_t ms) {
+  int64_t s = std::max<int64_t>(ms, 0) / 1000;
+  char buf[32];
+  if (s < 120) {
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+  } else if (s < 7200) {
+    std::snprintf(buf, sizeof buf, "%lldm", static_cast<long long>(s / 60));
+  } else if (s < 172800) {
+    std::snprintf(buf, sizeof buf, "%lldh", static_cast<long long>(s / 3600));
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldd", static_cast<long long>(s / 86400));
+  }
+  return buf;
+}
+
+}  // namespace
+
+std::string jsonEscape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+QueueEntry entryFromSpool(const SpooledMessage& m) {
+  QueueEntry e;
+  e.id = queueIdString(m.envelope.id);
+  e.sender = m.envelope.sender;
+  for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+    if (i >= m.done.size() || !m.done[i]) e.recipients.push_back(m.envelope.recipients[i]);
+  }
+  e.received_ms = m.envelope.received_ms;
+  e.size = m.ref.body_size;
+  e.state = "spooled";
+  return e;
+}
+
+std::string queueJson(const std::vector<QueueEntry>& entries) {
+  std::string out = "[";
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const QueueEntry& e = entries[i];
+    out += i ? ",\n " : "\n ";
+    out += "{\"id\":\"" + e.id + "\",\"sender\":\"" + jsonEscape(e.sender) + "\",\"recipients\":[";
+    for (size_t r = 0; r < e.recipients.size(); ++r) {
+      out += (r ? ",\"" : "\"") + jsonEscape(e.recipients[r]) + "\"";
+    }
+    out += "],\"received_ms\":" + std::to_string(e.received_ms) +
+           ",\"size\":" + std::to_string(e.size) + ",\"state\":\"" + e.state + "\"" +
+           ",\"attempts\":" + std::to_string(e.attempts);
+    if (e.next_attempt_ms) out += ",\"next_attempt_ms\":" + std::to_string(e.next_attempt_ms);
+    if (!e.next_hop.empty()) out += ",\"next_hop\":\"" + jsonEscape(e.next_hop) + "\"";
+    if (!e.last_reply.empty()) out += ",\"last_reply\":\"" + jsonEscape(e.last_reply) + "\"";
+    out += "}";
+  }
+  out += entries.empty() ? "]\n" : "\n]\n";
+  return out;
+}
+
+std::string queueEntryText(const QueueEntry& e, int64_t now_ms) {
+  std::string out;
+  out += "id:         " + e.id + "\n";
+  out += "sender:     <" + e.sender + ">\n";
+  for (const auto& r : e.recipients) out += "recipient:  <" + r + ">\n";
+  out += "age:        " + age(now_ms - e.received_ms) + "\n";
+  out += "size:       " + std::to_string(e.size) + "\n";
+  out += "state:      " + e.state + "\n";
+  out += "attempts:   " + std::to_string(e.attempts) + "\n";
+  if (e.next_attempt_ms) out += "next try:   in " + age(e.next_attempt_ms - now_ms) + "\n";
+  if (!e.next_hop.empty()) out += "next hop:   " + e.next_hop + "\n";
+  if (!e.last_reply.empty()) out += "last reply: " + e.last_reply + "\n";
+  return out;
+}
+
+std::string queueText(const std::vector<QueueEntry>& entries, int64_t now_ms) {
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-16s %6s %9s %-8s %s\n", "ID", "AGE", "SIZE", "STATE",
+                "SENDER -> RECIPIENTS");
+  out += line;
+  for (const auto& e : entries) {
+    std::snprintf(line, sizeof line, "%-16s %6s %9llu %-8s ", e.id.c_str(),
+                  age(now_ms - e.received_ms).c_str(), static_cast<unsigned long long>(e.size),
+                  e.state.c_str());
+    out += line;
+    out += "<" + e.sender + "> ->";
+    for (const auto& r : e.recipients) out += " <" + r + ">";
+    out += "\n";
+    if (!e.last_reply.empty()) out += "    (" + e.last_reply + ")\n";
+  }
+  out += std::to_string(entries.size()) + " message(s)\n";
+  return out;
+}
+
+std::string queueSummary(const std::vector<QueueEntry>& entries, int64_t now_ms) {
+  static constexpr int kBuckets[] = {5, 10, 20, 40, 80, 160, 320, 640, 1280};
+  constexpr size_t kColumns = std::size(kBuckets) + 1;
+  std::map<std::string, std::array<uint64_t, kColumns + 1>> rows;  // [0] is the total
+  std::array<uint64_t, kColumns + 1> total{};
+  for (const auto& e : entries) {
+    int64_t minutes = std::max<int64_t>(now_ms - e.received_ms, 0) / 60000;
+    size_t col = 0;
+    while (col < std::size(kBuckets) && minutes >= kBuckets[col]) ++col;
+    std::set<std::string> domains;
+    for (const auto& r : e.recipients) domains.insert(recipientDomain(r));
+    for (const auto& d : domains) {
+      auto& row = rows[d.empty() ? "(none)" : d];
+      ++row[0];
+      ++row[col + 1];
+      ++total[0];
+      ++total[col + 1];
+    }
+  }
+  std::string out;
+  char cell[64];
+  std::snprintf(cell, sizeof cell, "%-30s %6s", "", "T");
+  out += cell;
+  for (int b : kBuckets) {
+    std::snprintf(cell, sizeof cell, " %6s", (std::to_string(b) + "m").c_str());
+    out += cell;
+  }
+  out += "  1280m+\n";
+  auto row = [&](const std::string& name, const std::array<uint64_t, kColumns + 1>& v) {
+    std::snprintf(cell, sizeof cell, "%-30s", name.c_str());
+    out += cell;
+    for (uint64_t n : v) {
+      std::snprintf(cell, sizeof cell, " %6llu", static_cast<unsigned long long>(n));
+      out += cell;
+    }
+    out += "\n";
+  };
+  row("TOTAL", total);
+  for (const auto& [d, v] : rows) row(d, v);
+  return out;
+}
+
+}  // namespace postern

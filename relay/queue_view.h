@@ -1,0 +1,40 @@
+// Queue views: what `postern queue` and the admin endpoint show of the queue, rendered
+// the same way whether the entries come from the running relay or from reading a spool
+// offline. JSON for programs, aligned text for people, and a summary by destination
+// domain and age like Postfix's qshape.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "queue/spool.h"
+
+namespace postern {
+
+struct QueueEntry {
+  std::string id;  // queueIdString
+  std::string sender;
+  std::vector<std::string> recipients;  // those still to deliver
+  int64_t received_ms = 0;
+  uint64_t size = 0;
+  std::string state;       // "ready", "deferred", "active" or "spooled" (offline)
+  int64_t next_attempt_ms = 0;  // Unix ms, deferred only
+  unsigned attempts = 0;
+  std::string next_hop;    // destination key, "" offline
+  std::string last_reply;  // latest temporary failure, if any
+};
+
+// An entry for a message read from a spool (offline or just recovered).
+QueueEntry entryFromSpool(const SpooledMessage& m);
+
+std::string queueJson(const std::vector<QueueEntry>& entries);
+std::string queueText(const std::vector<QueueEntry>& entries, int64_t now_ms);
+std::string queueEntryText(const QueueEntry& e, int64_t now_ms);
+// Messages per recipient domain (pending recipients counted once per domain) and age
+// bucket: total, then 5m, 10m, 20m, 40m, 80m, 160m, 320m, 640m, 1280m and older.
+std::string queueSummary(const std::vector<QueueEntry>& entries, int64_t now_ms);
+
+std::string jsonEscape(std::string_view s);
+
+}  // namespace postern

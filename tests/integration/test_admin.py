@@ -1,0 +1,185 @@
+"""The admin endpoint and `postern queue`: /healthz, /readyz (also while draining),
+/metrics parsed by the Prometheus client library's own parser, the queue API through the
+real `postern queue` command (list, show, summary, flush, delete, bounce), and reading a
+spool offline with --spool-dir once the relay has stopped.
+
+Config: retry_min = 30 s, so a deferred message stays deferred until flushed."""
+
+import json
+import socket
+import subprocess
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import HOST, RelayTestCase, smtp_client
+
+FROM = "sender@origin.test"
+BODY = b"Subject: admin test\r\n\r\nhello\r\n"
+
+
+def http(port, path, method="GET"):
+    req = urllib.request.Request(f"http://{HOST}:{port}{path}", method=method,
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class AdminTest(RelayTestCase):
+    start_downstream = False  # nothing listens: mail stays queued
+    relay_kwargs = {"retry_min": 30, "retry_max": 60, "workers": 2}
+
+    def queue(self, *args, spool_dir=None):
+        argv = [self.relay.bin, "queue", *args]
+        argv += ["--spool-dir", spool_dir] if spool_dir else ["--config", self.relay.config_path]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+    def queue_ids(self):
+        out = json.loads(self.queue("list", "--json").stdout)
+        return out
+
+    def wait_queued(self, n, state=None, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entries = self.queue_ids()
+            if len([e for e in entries if state is None or e["state"] == state]) >= n:
+                return entries
+            time.sleep(0.1)
+        self.fail(f"queue never held {n} {state or ''} messages: {self.queue_ids()}")
+
+    def send(self, rcpts, mail_from=FROM):
+        with smtp_client(HOST, self.relay.port) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.sendmail(mail_from, rcpts, BODY), {})
+
+    def test_health_and_readiness(self):
+        self.assertEqual(http(self.relay.admin_port, "/healthz"), (200, "ok\n"))
+        self.assertEqual(http(self.relay.admin_port, "/readyz"), (200, "ready\n"))
+        self.assertEqual(http(self.relay.admin_port, "/nope")[0], 404)
+        self.assertEqual(http(self.relay.admin_port, "/healthz", "POST")[0], 405)
+
+    def test_readyz_fails_while_draining(self):
+        # A client in the middle of DATA keeps the drain going for a moment.
+        s = socket.create_connection((HOST, self.relay.port), timeout=10)
+        self.addCleanup(s.close)
+        s.recv(512)
+        s.sendall(b"EHLO c.test\r\nMAIL FROM:<a@origin.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n")
+        got = b""
+        while b"354" not in got:
+            got += s.recv(4096)
+        self.relay.proc.send_signal(15)
+        deadline = time.monotonic() + 5
+        status = None
+        while time.monotonic() < deadline:
+            status, text = http(self.relay.admin_port, "/readyz")
+            if status == 503:
+                break
+            time.sleep(0.05)
+        self.assertEqual((status, text), (503, "draining\n"))
+        s.sendall(b"Subject: x\r\n\r\nlast words\r\n.\r\n")
+        self.assertTrue(s.recv(4096).startswith(b"250"), "in-flight message not finished")
+
+    def test_metrics_parse_and_count(self):
+        self.send(["a@dest.test", "b@dest.test"])
+        self.send(["c@dest.test"])
+        with smtp_client(HOST, self.relay.port, source_ip="127.0.0.9") as s:
+            s.ehlo("outsider.test")
+            s.mail("x@outside.test")
+            code, _ = s.rcpt("victim@elsewhere.test")  # not a relay network: 554 5.7.1
+            self.assertEqual(code, 554)
+        entries = self.wait_queued(2)
+        status, text = http(self.relay.admin_port, "/metrics")
+        self.assertEqual(status, 200)
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+
+        def total(name, **labels):
+            # Counter families are named without _total by the parser; match samples.
+            return sum(s.value for f in families.values() for s in f.samples
+                       if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+        self.assertEqual(families["postern_connections"].type, "counter")
+        self.assertEqual(total("postern_messages_accepted_total"), 2)
+        self.assertEqual(total("postern_replies_rejected_total", status="5.7.1"), 1)
+        # A message either failed once (deferred) or waits for the backed-off next hop.
+        tried = [e for e in entries if e["attempts"] > 0]
+        self.assertGreaterEqual(len(tried), 1)
+        self.assertEqual(total("postern_recipients_total", result="deferred"),
+                         sum(len(e["recipients"]) for e in tried))
+        self.assertEqual(total("postern_queue_jobs", state="deferred"), len(tried))
+        self.assertEqual(total("postern_queue_jobs"), 2)
+        self.assertGreater(total("postern_queue_oldest_age_seconds"), 0)
+        self.assertGreater(total("postern_spool_bytes"), len(BODY))
+        fsync = families["postern_spool_fsync_seconds"]
+        self.assertEqual(fsync.type, "histogram")
+        self.assertGreaterEqual(sum(s.value for s in fsync.samples
+                                    if s.name.endswith("_count")), 1)
+        self.assertEqual({s.labels["worker"] for s in families["postern_spool_bytes"].samples},
+                         {"0", "1"})
+
+    def test_queue_list_show_flush_delete_bounce(self):
+        self.send(["keep@dest.test"])
+        self.send(["gone@dest.test"])
+        self.send(["back@dest.test"])
+        # The first failure backs the next hop off: later messages wait "ready" for it.
+        entries = self.wait_queued(3)
+        by_rcpt = {e["recipients"][0]: e for e in entries}
+        listing = self.queue("list")
+        self.assertEqual(listing.returncode, 0, listing.stderr)
+        self.assertIn("3 message(s)", listing.stdout)
+        for e in entries:
+            self.assertIn(e["id"], listing.stdout)
+        show = self.queue("show", by_rcpt["keep@dest.test"]["id"])
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertIn("recipient:  <keep@dest.test>", show.stdout)
+        self.assertIn("state:      deferred", show.stdout)
+        self.assertIn("last reply: 451 4.4.1", show.stdout)
+        summary = self.queue("summary")
+        self.assertRegex(summary.stdout, r"dest\.test\s+3\s+3")
+
+        self.assertEqual(self.queue("delete", by_rcpt["gone@dest.test"]["id"]).returncode, 0)
+        self.assertEqual(self.queue("bounce", by_rcpt["back@dest.test"]["id"]).returncode, 0)
+        self.assertTrue(self.relay.wait_log(
+            r"event=bounce_queued id=" + by_rcpt["back@dest.test"]["id"], 10))
+        missing = self.queue("delete", "0123456789ABCDEF")
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn("nothing to delete", missing.stderr)
+        self.assertEqual(self.queue("show", "nothex").returncode, 1)
+
+        # Flush: the deferred message is tried again now, not after retry_min (30 s).
+        self.downstream.start()
+        self.assertEqual(self.queue("flush").returncode, 0)
+        self.assertGreaterEqual(self.downstream.wait_for(2, 10), 2)
+        got = {tuple(m.rcpt_tos) for m in self.downstream.snapshot()}
+        self.assertIn(("keep@dest.test",), got)
+        self.assertIn((FROM,), got, "the bounce notice went to the sender")
+        self.assertNotIn(("gone@dest.test",), got)
+        bounce = [m for m in self.downstream.snapshot() if m.rcpt_tos == [FROM]][0]
+        self.assertEqual(bounce.mail_from, "")
+        self.assertIn(b"Final-Recipient: rfc822; back@dest.test", bounce.data)
+        deadline = time.monotonic() + 5
+        while self.queue_ids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.queue_ids(), [])
+
+    def test_offline_spool_listing(self):
+        self.send(["later@dest.test", "also@dest.test"])
+        entries = self.wait_queued(1)
+        self.assertEqual(self.relay.stop(), 0)
+        out = self.queue("list", spool_dir=self.relay.spool_dir)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(entries[0]["id"], out.stdout)
+        self.assertIn("<later@dest.test> <also@dest.test>", out.stdout)
+        self.assertIn("spooled", out.stdout)
+        refused = self.queue("flush", spool_dir=self.relay.spool_dir)
+        self.assertEqual(refused.returncode, 2)
+        self.relay.start()  # for the cleanup's own stop
+
+
+if __name__ == "__main__":
+    unittest.main()

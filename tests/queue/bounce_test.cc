@@ -1,0 +1,100 @@
+#include "queue/bounce.h"
+
+#include <gtest/gtest.h>
+
+namespace postern {
+namespace {
+
+Envelope original() {
+  Envelope e;
+  e.id = 0x0123456789ABCDEFull;
+  e.received_ms = 1'700'000'000'000;
+  e.sender = "alice@origin.test";
+  e.recipients = {"bob@dest.test", "carol@dest.test"};
+  e.dsn_orcpt = {"rfc822;bob+2Bx@dest.test", ""};
+  e.dsn_envid = "ENV+2B1";
+  return e;
+}
+
+const std::string kMessage =
+    "Subject: hello\r\nMessage-ID: <m1@origin.test>\r\n\r\nline one\r\nline two\r\n";
+
+BounceInput input(const Envelope& env) {
+  BounceInput in;
+  in.reporting_mta = "relay.test";
+  in.original = &env;
+  in.failed = {{0, "5.1.1", "550 5.1.1 no such user", "mx.dest.test", "mx.dest.test said: 550"}};
+  in.original_message = kMessage;
+  in.now_ms = 1'700'000'100'000;
+  return in;
+}
+
+TEST(BounceTest, MultipartReportWithStatusAndOriginal) {
+  Envelope env = original();
+  std::string m = composeBounce(input(env));
+  EXPECT_NE(m.find("To: <alice@origin.test>\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Auto-Submitted: auto-replied\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Content-Type: multipart/report; report-type=delivery-status;"),
+            std::string::npos);
+  EXPECT_NE(m.find("Reporting-MTA: dns; relay.test\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Original-Envelope-Id: ENV+1\r\n"), std::string::npos);  // xtext decoded
+  EXPECT_NE(m.find("Final-Recipient: rfc822; bob@dest.test\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Original-Recipient: rfc822; bob+x@dest.test\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Action: failed\r\nStatus: 5.1.1\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Remote-MTA: dns; mx.dest.test\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"), std::string::npos);
+  EXPECT_EQ(m.find("carol"), std::string::npos);  // only the failed recipient
+  EXPECT_NE(m.find("Content-Type: message/rfc822\r\n"), std::string::npos);
+  EXPECT_NE(m.find(kMessage), std::string::npos);
+  EXPECT_TRUE(m.ends_with("--\r\n"));
+  // Every line ends in CRLF and none is longer than 998 octets.
+  size_t pos = 0;
+  while (pos < m.size()) {
+    size_t lf = m.find('\n', pos);
+    ASSERT_NE(lf, std::string::npos);
+    ASSERT_GT(lf, pos);
+    EXPECT_EQ(m[lf - 1], '\r');
+    EXPECT_LE(lf - pos + 1, 1000u);
+    pos = lf + 1;
+  }
+}
+
+TEST(BounceTest, HeadersOnlyForRetHdrsOrOversizedOriginals) {
+  Envelope env = original();
+  env.dsn_ret = "HDRS";
+  std::string m = composeBounce(input(env));
+  EXPECT_NE(m.find("Content-Type: text/rfc822-headers\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Message-ID: <m1@origin.test>"), std::string::npos);
+  EXPECT_EQ(m.find("line one"), std::string::npos);
+
+  env.dsn_ret = "FULL";
+  BounceInput in = input(env);
+  in.size_limit = 10;
+  m = composeBounce(in);
+  EXPECT_NE(m.find("text/rfc822-headers"), std::string::npos);
+  EXPECT_EQ(m.find("line one"), std::string::npos);
+}
+
+TEST(BounceTest, NotifyAndNullSender) {
+  EXPECT_TRUE(notifyOnFailure(""));
+  EXPECT_TRUE(notifyOnFailure("FAILURE"));
+  EXPECT_TRUE(notifyOnFailure("success,failure"));
+  EXPECT_FALSE(notifyOnFailure("NEVER"));
+  EXPECT_FALSE(notifyOnFailure("SUCCESS,DELAY"));
+  Envelope env = original();
+  EXPECT_TRUE(bounceWanted(env));
+  env.sender.clear();
+  EXPECT_FALSE(bounceWanted(env));
+}
+
+TEST(BounceTest, StatusFromReply) {
+  EXPECT_EQ(statusFromReply(550, "5.1.1 no such user"), "5.1.1");
+  EXPECT_EQ(statusFromReply(554, "5.7.1"), "5.7.1");
+  EXPECT_EQ(statusFromReply(550, "no such user"), "5.0.0");
+  EXPECT_EQ(statusFromReply(550, "4.1.1 mismatched class"), "5.0.0");
+  EXPECT_EQ(statusFromReply(552, "5.3.4x"), "5.0.0");
+  EXPECT_EQ(statusFromReply(451, "4.4.7 expired"), "4.4.7");
+}
+
+}  // namespace
+}  // namespace postern
