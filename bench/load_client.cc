@@ -229,7 +229,7 @@ void LoadClient::onReply(int code) {
     src_.connectionError("421 from server");
     if (in_transaction_) {
       in_transaction_ = false;
-      src_.outcome(code, 0);
+      src_.outcome(seq_, code, 0);
     }
     closeConnection(true);
     return;
@@ -418,7 +418,7 @@ void LoadClient::transactionDone(int code, uint64_t latency_ns, bool body_sent) 
   bool reset = mail_code_ / 100 == 2 && !body_sent;
   in_transaction_ = false;
   ++done_on_connection_;
-  src_.outcome(code, latency_ns);
+  src_.outcome(seq_, code, latency_ns);
   if (reset) {
     out_ += "RSET\r\n";
     expect_.push_back(Expect::kRset);

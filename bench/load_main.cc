@@ -51,6 +51,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   source->add_flag("--quiet", src.quiet, "no progress lines on stderr");
+  source->add_option("--ack-log", src.ack_log,
+                     "write the seq of every message answered 2xx to this file, one per line");
 
   SinkOptions snk;
   CLI::App* sink = app.add_subcommand("sink", "receive and verify test messages");

@@ -14,12 +14,17 @@
 // msgs_per_s = accepted / elapsed_s; latencies are from handing the body and final "."
 // to the kernel until the reply, over every message that got that far (p50, p99, p99.9
 // and max, exact nearest-rank). With --starttls every connection upgrades to TLS first.
+//
+// --ack-log FILE writes the seq of every message answered 2xx, one decimal number per
+// line, flushed as it is written, so a test can tell exactly which messages the server
+// acknowledged (and follow progress while the run goes on). A seq appears at most once.
 #pragma once
 
 #include <sys/socket.h>
 #include <uv.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +47,7 @@ struct SourceOptions {
   bool starttls = false;  // STARTTLS after EHLO on every connection, then EHLO again
   double timeout_s = 120;
   bool quiet = false;
+  std::string ack_log;  // file for the seq of each message answered 2xx; empty: none
   MessageSpec message;
 };
 
@@ -70,8 +76,8 @@ class Source {
   void began(uint64_t seq);
   // The message's connection failed before its final reply: send it again.
   void requeue(uint64_t seq);
-  // code is the reply that decided the message; latency_ns 0 when no body was sent.
-  void outcome(int code, uint64_t latency_ns);
+  // code is the reply that decided message seq; latency_ns 0 when no body was sent.
+  void outcome(uint64_t seq, int code, uint64_t latency_ns);
   void connectionError(std::string_view what);
   void connected() { ++connections_; }
   // The client closed its connection and is not reconnecting (nothing left to claim).
@@ -112,6 +118,7 @@ class Source {
   uint64_t connections_ = 0;
   uint64_t last_accepted_ = 0;
   LatencyRecorder latency_;
+  std::FILE* ack_log_ = nullptr;
   uint64_t start_ns_ = 0;
   uint64_t end_ns_ = 0;
   bool finishing_ = false;

@@ -30,6 +30,9 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
   postern::initLogging(config.log_format, config.log_level);
   // A peer closing mid-write must not kill the process.
   signal(SIGPIPE, SIG_IGN);
+  // Nor a file-size limit (RLIMIT_FSIZE): the write fails with EFBIG, which the spool
+  // turns into 452 4.3.1 like any other write error.
+  signal(SIGXFSZ, SIG_IGN);
 
   postern::Server server(config);
   int rc = server.run();

@@ -132,6 +132,8 @@ class Relay:
         self.log_path = os.path.join(self.tmp, "postern.log")
         self.proc = None
         self.returncodes = []
+        # Runs in the child before exec (e.g. resource.setrlimit); None: nothing.
+        self.preexec_fn = None
         nets = ", ".join(f'"{n}"' for n in relay_networks)
         doms = ", ".join(f'"{d}"' for d in accept_domains)
         self.config_text = (
@@ -178,7 +180,7 @@ class Relay:
             log.flush()
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=self.tmp)
+                                         cwd=self.tmp, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rc = self.proc.poll()
