@@ -6,8 +6,10 @@ peers on the loopback interface:
 * free_port()           -- a TCP port nobody listens on right now (bind to port 0).
 * Relay                 -- writes a config into its own temp dir, starts/stops/kill -9s
                            the binary, waits until the listener accepts, exposes the log.
-* Downstream            -- a capturing SMTP server (aiosmtpd) on a fixed port that can
-                           be stopped and started again, with scripted replies.
+* Downstream            -- a capturing SMTP server (aiosmtpd) on a fixed host:port that
+                           can be stopped and started again, with scripted replies,
+                           optional STARTTLS, and a record of its connections
+                           (Connection: concurrency, messages per connection, TLS).
 * smtp_client()         -- smtplib.SMTP from a given source address (127.0.0.2 ...).
 * split_received()      -- separates the Received: header the relay prepends from the
                            original message bytes.
@@ -15,8 +17,12 @@ peers on the loopback interface:
                            whether the relay's client pipelined each command.
 * ReplyReader           -- reads (possibly pipelined, multi-line) SMTP replies from a
                            raw socket.
+* Dsn, check_dsn_shape  -- a delivery status notification (RFC 3464) parsed with the
+                           email package, and the checks every notice must pass.
 * RelayTestCase         -- per-test Downstream + Relay; on failure the relay log is
                            printed and its temp dir kept ($POSTERN_KEEP_TMP keeps all).
+
+dns_server.DnsServer (dnslib) is the DNS server for MX tests.
 
 Only the standard library and aiosmtpd are used. Run with Debian's /usr/bin/python3.
 
@@ -29,6 +35,8 @@ client, plus the prepended Received: header. aiosmtpd reports the null reverse-p
 aiosmtpd accepts data lines up to 1001 octets with CRLF (998 + CRLF + transparency dot).
 """
 
+import asyncio
+import email
 import os
 import re
 import shutil
@@ -43,6 +51,7 @@ import time
 import unittest
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 HOST = "127.0.0.1"
 
@@ -94,6 +103,17 @@ def port_accepts(host, port):
         return False
 
 
+def toml_value(v):
+    """A Python value as a TOML literal (str, bool, int, float, or a list of them)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def has_enhanced_code(code, text):
     """The reply text starts with an enhanced status code whose class matches `code`."""
     if isinstance(text, str):
@@ -112,6 +132,13 @@ class Relay:
     Parameters are the config values the tests vary; `extra` is appended verbatim to the
     TOML. The listener and admin ports are picked free at construction and stay the same
     across restart(), as does the spool.
+
+    * next_hop_port: the "*" route goes to HOST:next_hop_port; None writes no "*" route,
+      so the relay's default ("*" -> "mx") applies.
+    * routes: further [[route]] tables, each a dict of keys ({"domain": "b.test",
+      "next_hop": "127.0.0.1:2526", "max_connections": 1}), written before the "*" one.
+    * delivery: further [delivery] keys ({"smtp_port": 2525, "greeting_timeout": 1});
+      they override retry_min, retry_max and idle_timeout when given there too.
     """
 
     START_TIMEOUT = 10.0
@@ -119,7 +146,7 @@ class Relay:
     def __init__(self, next_hop_port, *, hostname="relay.test",
                  relay_networks=("127.0.0.1/32",), accept_domains=("accepted.test",),
                  retry_min=1, retry_max=2, idle_timeout=1, workers=1, extra="",
-                 tmpdir=None, spool_override=None):
+                 routes=(), delivery=None, tmpdir=None, spool_override=None):
         self.bin = require_binary()
         self.tmp = tmpdir or tempfile.mkdtemp(prefix="postern-it-")
         self.hostname = hostname
@@ -136,6 +163,18 @@ class Relay:
         self.preexec_fn = None
         nets = ", ".join(f'"{n}"' for n in relay_networks)
         doms = ", ".join(f'"{d}"' for d in accept_domains)
+        # [[route]] tables: the given ones, then "*" to the downstream unless
+        # next_hop_port is None (the relay's own default then applies: "*" -> "mx").
+        all_routes = list(routes)
+        if next_hop_port is not None:
+            all_routes.append({"domain": "*", "next_hop": f"{HOST}:{next_hop_port}"})
+        route_text = "".join(
+            "[[route]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in r.items()) + "\n"
+            for r in all_routes)
+        delivery_keys = {"retry_min": retry_min, "retry_max": retry_max,
+                         "idle_timeout": idle_timeout}
+        delivery_keys.update(delivery or {})
+        delivery_text = "".join(f"{k} = {toml_value(v)}\n" for k, v in delivery_keys.items())
         self.config_text = (
             "[server]\n"
             f'hostname = "{hostname}"\n'
@@ -149,14 +188,9 @@ class Relay:
             f"relay_networks = [{nets}]\n"
             f"accept_domains = [{doms}]\n"
             "\n"
-            "[[route]]\n"
-            'domain = "*"\n'
-            f'next_hop = "{HOST}:{next_hop_port}"\n'
-            "\n"
+            + route_text +
             "[delivery]\n"
-            f"retry_min = {retry_min}\n"
-            f"retry_max = {retry_max}\n"
-            f"idle_timeout = {idle_timeout}\n"
+            + delivery_text +
             "\n"
             "[admin]\n"
             f'address = "{HOST}:{self.admin_port}"\n'
@@ -282,7 +316,8 @@ def smtp_client(host, port, source_ip=None, timeout=15):
 class Received:
     """One message as the downstream saw it."""
 
-    def __init__(self, peer, helo, mail_from, mail_options, rcpt_tos, rcpt_options, data):
+    def __init__(self, peer, helo, mail_from, mail_options, rcpt_tos, rcpt_options, data,
+                 tls=False, connection=None):
         self.peer = peer
         self.helo = helo
         self.mail_from = mail_from
@@ -290,6 +325,8 @@ class Received:
         self.rcpt_tos = rcpt_tos
         self.rcpt_options = rcpt_options
         self.data = data          # bytes, dot-unstuffed, CRLF kept, without ".\r\n"
+        self.tls = tls            # the session had been upgraded with STARTTLS
+        self.connection = connection  # the Connection it came over
         self.time = time.monotonic()
 
     def __repr__(self):
@@ -319,51 +356,152 @@ class _Handler:
         data = bytes(envelope.original_content)
         assert data == bytes(envelope.content)
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
+        conn = getattr(server, "_postern_conn", None)
         msg = Received(session.peer, session.host_name, mail_from,
                        list(envelope.mail_options), list(envelope.rcpt_tos),
-                       list(envelope.rcpt_options), data)
+                       list(envelope.rcpt_options), data, tls=session.ssl is not None,
+                       connection=conn)
+        if self.owner.data_delay:
+            await asyncio.sleep(self.owner.data_delay)
         return self.owner._data_done(msg)
 
 
+class Connection:
+    """One TCP connection a Downstream accepted."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.opened = time.monotonic()
+        self.closed = None        # time.monotonic() once closed
+        self.tls = False          # upgraded with STARTTLS
+        self.messages = 0         # messages accepted over it
+
+    def __repr__(self):
+        return (f"Connection(peer={self.peer!r}, tls={self.tls}, messages={self.messages}, "
+                f"open={self.closed is None})")
+
+
+class _TrackingSMTP(SMTP):
+    """aiosmtpd's SMTP protocol, reporting connections to its Downstream.
+
+    A connection counts from the first byte the client sends: the Controller's own
+    readiness probe connects, reads the banner and closes without sending anything.
+    connection_made runs a second time on the same object after STARTTLS (with
+    _original_transport set)."""
+
+    def __init__(self, owner, handler, **kwargs):
+        super().__init__(handler, **kwargs)
+        self._postern_owner = owner
+        self._postern_conn = None
+
+    def data_received(self, data):
+        if self._postern_conn is None:
+            self._postern_conn = self._postern_owner._opened(self.session.peer)
+        super().data_received(data)
+
+    def connection_made(self, transport):
+        upgraded = self._original_transport is not None
+        super().connection_made(transport)
+        if upgraded and self._postern_conn is not None:
+            self._postern_conn.tls = True
+
+    def connection_lost(self, error):
+        super().connection_lost(error)
+        if self._postern_conn is not None:
+            self._postern_owner._closed(self._postern_conn)
+
+
+class _TrackingController(Controller):
+    def __init__(self, owner, handler, **kwargs):
+        super().__init__(handler, **kwargs)
+        self._postern_owner = owner
+
+    def factory(self):
+        return _TrackingSMTP(self._postern_owner, self.handler, **self.SMTP_kwargs)
+
+
 class Downstream:
-    """Capturing SMTP server on HOST:port built on aiosmtpd.
+    """Capturing SMTP server on host:port built on aiosmtpd.
 
     * messages: the accepted messages (Received objects), in arrival order.
     * attempts: every completed DATA, accepted or not, as (Received, reply).
     * data_replies: list of replies for the first DATA transactions, consumed in order
       (e.g. ["451 4.3.0 Try again later"] answers 451 once, then 250).
-    * rcpt_replies: {address: reply} for RCPT TO (e.g. 550 for one recipient).
+    * rcpt_replies: {address: reply} for RCPT TO (e.g. 550 for one recipient); a list
+      instead of one reply is consumed in order, then the address is accepted
+      (["451 4.2.0 Busy"]: 451 once, then 250).
+    * connections: every connection from a client (Connection objects); max_concurrent
+      is the most that were open at once. The connection aiosmtpd's Controller makes to
+      itself while starting (it sends nothing) is not counted.
+    * host: the address to listen on (127.0.0.2 ... for MX hosts that share a port).
+    * tls_context: an ssl.SSLContext to offer STARTTLS with; require_starttls refuses
+      MAIL before it.
+    * data_delay: seconds to wait before answering end-of-data (a slow downstream).
     """
 
-    def __init__(self, port=None):
-        self.port = port or free_port()
+    def __init__(self, port=None, host=HOST, tls_context=None, require_starttls=False,
+                 data_delay=0):
+        self.host = host
+        self.port = port or free_port(host)
+        self.tls_context = tls_context
+        self.require_starttls = require_starttls
+        self.data_delay = data_delay
         self.controller = None
         self.cond = threading.Condition()
         self.messages = []
         self.attempts = []
         self.data_replies = []
         self.rcpt_replies = {}
+        self.connections = []
+        self.open_connections = 0
+        self.max_concurrent = 0
 
     # scripted replies
     def _rcpt_reply(self, address):
         with self.cond:
-            return self.rcpt_replies.get(address)
+            reply = self.rcpt_replies.get(address)
+            if isinstance(reply, list):
+                return reply.pop(0) if reply else None
+            return reply
 
     def _data_done(self, msg):
         with self.cond:
             reply = self.data_replies.pop(0) if self.data_replies else None
             if reply is None or reply.startswith("2"):
                 self.messages.append(msg)
+                if msg.connection is not None:
+                    msg.connection.messages += 1
                 reply = reply or "250 2.0.0 OK queued"
             self.attempts.append((msg, reply))
             self.cond.notify_all()
             return reply
 
+    # connection tracking (called on the controller's thread)
+    def _opened(self, peer):
+        conn = Connection(peer)
+        with self.cond:
+            self.connections.append(conn)
+            self.open_connections += 1
+            self.max_concurrent = max(self.max_concurrent, self.open_connections)
+            self.cond.notify_all()
+        return conn
+
+    def _closed(self, conn):
+        with self.cond:
+            if conn.closed is None:
+                conn.closed = time.monotonic()
+                self.open_connections -= 1
+            self.cond.notify_all()
+
     def start(self):
         assert self.controller is None, "downstream already running"
-        self.controller = Controller(_Handler(self), hostname=HOST, port=self.port,
-                                     decode_data=False, server_hostname="downstream.test",
-                                     ready_timeout=10)
+        kwargs = {}
+        if self.tls_context is not None:
+            kwargs = {"tls_context": self.tls_context,
+                      "require_starttls": self.require_starttls}
+        self.controller = _TrackingController(
+            self, _Handler(self), hostname=self.host, port=self.port, decode_data=False,
+            server_hostname="downstream.test", ready_timeout=10, **kwargs)
         self.controller.start()
         return self
 
@@ -399,6 +537,17 @@ class Downstream:
     def snapshot(self):
         with self.cond:
             return list(self.messages)
+
+    def wait_connections(self, n, timeout):
+        """Wait until at least n client connections were accepted; returns the count."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.connections) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            return len(self.connections)
 
 
 class WireDownstream:
@@ -539,6 +688,56 @@ def assert_relayed(tc, got, original, mail_from, rcpts, hostname="relay.test"):
                 f"  sent: {original[max(0, i - 40):i + 40]!r}")
 
 
+class Dsn:
+    """A delivery status notification (RFC 3464) as a downstream received it, parsed with
+    the email package: `message` (the whole multipart/report), `parts` (its three parts),
+    `per_message` (the first field block of the message/delivery-status part, a Message),
+    `recipients` (one Message per recipient block) and `returned` (the third part)."""
+
+    def __init__(self, received):
+        raw = received.data
+        if raw.startswith(b"Received:"):
+            raw = split_received(raw)[1]
+        self.raw = raw
+        self.message = email.message_from_bytes(raw)
+        self.parts = self.message.get_payload() if self.message.is_multipart() else []
+        self.per_message = None
+        self.recipients = []
+        self.returned = None
+        for part in self.parts:
+            if part.get_content_type() == "message/delivery-status":
+                blocks = part.get_payload()
+                self.per_message = blocks[0] if blocks else None
+                self.recipients = blocks[1:]
+        if len(self.parts) >= 3:
+            self.returned = self.parts[2]
+
+    def recipient(self, address):
+        """The per-recipient block whose Final-Recipient is address, or None."""
+        for block in self.recipients:
+            final = block.get("Final-Recipient", "")
+            if final.split(";", 1)[-1].strip().lower() == address.lower():
+                return block
+        return None
+
+
+def check_dsn_shape(tc, dsn):
+    """multipart/report; report-type=delivery-status with text, status and original."""
+    m = dsn.message
+    tc.assertEqual(m.get_content_type(), "multipart/report", dsn.raw[:600])
+    tc.assertEqual((m.get_param("report-type") or "").lower(), "delivery-status")
+    tc.assertGreaterEqual(len(dsn.parts), 2, dsn.raw[:2000])
+    tc.assertEqual(dsn.parts[0].get_content_type(), "text/plain")
+    tc.assertEqual(dsn.parts[1].get_content_type(), "message/delivery-status")
+    tc.assertIsNotNone(dsn.per_message)
+    tc.assertTrue(dsn.per_message.get("Reporting-MTA", "").startswith("dns;"),
+                  dsn.per_message.items())
+    tc.assertTrue(dsn.recipients, "no per-recipient block")
+    for block in dsn.recipients:
+        tc.assertEqual(block.get("Action", "").strip().lower(), "failed", block.items())
+        tc.assertRegex(block.get("Status", ""), r"^[45]\.\d{1,3}\.\d{1,3}$")
+
+
 # --------------------------------------------------------------------------------------
 # Raw-socket SMTP
 
@@ -592,19 +791,38 @@ class ReplyReader:
 
 
 class RelayTestCase(unittest.TestCase):
-    """Starts a Downstream and a Relay per test; dumps the relay log when a test fails."""
+    """Starts a Downstream and a Relay per test; dumps the relay log when a test fails.
+
+    With auto_relay = False, setUp starts only the downstream and the test calls
+    start_relay() with the config it needs (other downstreams, routes, DNS servers)."""
 
     start_downstream = True
+    auto_relay = True
     relay_kwargs = {}
+    relay = None
 
     def setUp(self):
         self.downstream = Downstream()
         if self.start_downstream:
             self.downstream.start()
         self.addCleanup(self.downstream.stop)
-        self.relay = Relay(self.downstream.port, **self.relay_kwargs)
+        if self.auto_relay:
+            self.start_relay(self.downstream.port, **self.relay_kwargs)
+
+    def start_relay(self, next_hop_port, **kwargs):
+        """Creates and starts self.relay (stopped and checked at cleanup)."""
+        assert self.relay is None, "this test already has a relay"
+        self.relay = Relay(next_hop_port, **kwargs)
         self.addCleanup(self._cleanup_relay)
         self.relay.start()
+        return self.relay
+
+    def add_downstream(self, **kwargs):
+        """Starts another Downstream, stopped at cleanup."""
+        ds = Downstream(**kwargs)
+        ds.start()
+        self.addCleanup(ds.stop)
+        return ds
 
     _failed = False
 

@@ -1,0 +1,214 @@
+"""Bounces and retries (issue 5, crash-safety item (c)): a 4xx is retried and delivered
+once; a 5xx for a recipient is reported to the envelope sender in an RFC 3464 delivery
+status notification (from <>), unless NOTIFY says otherwise; RET=HDRS returns only the
+header; a message from <> is never bounced (no loops); a message that stays deferred past
+queue_lifetime is bounced with 4.4.7.
+
+Every domain goes to self.downstream ("*"), except the senders' domain sender.test,
+whose exact route leads to self.bounces, the capturing downstream for notices.
+
+Config: retry_min = 1, retry_max = 2, idle_timeout = 1 (seconds)."""
+
+import re
+import time
+import unittest
+
+from harness import HOST, Dsn, RelayTestCase, assert_relayed, check_dsn_shape
+
+FROM = "sender@sender.test"
+
+
+def body(tag):
+    return (f"Subject: bounce test {tag}\r\nMessage-ID: <{tag}@sender.test>\r\n"
+            f"From: <{FROM}>\r\n\r\n"
+            f"BODY-MARKER-{tag} first line\r\n..stuffed line\r\nlast line\r\n").encode()
+
+
+class BounceTest(RelayTestCase):
+
+    auto_relay = False
+    delivery = {}
+
+    def setUp(self):
+        super().setUp()
+        self.bounces = self.add_downstream()
+        self.start_relay(self.downstream.port, delivery=self.delivery, routes=[
+            {"domain": "sender.test", "next_hop": f"{HOST}:{self.bounces.port}"}])
+
+    def send_with(self, original, mail_from, rcpts, mail_options=(), rcpt_options=None):
+        """rcpt_options: {address: [options]} for RCPT TO (NOTIFY=...)."""
+        rcpt_options = rcpt_options or {}
+        with self.relay.client() as s:
+            code, resp = s.ehlo("client.test")
+            self.assertEqual(code, 250, resp)
+            self.assertTrue(s.has_extn("dsn"), "the relay does not offer DSN")
+            code, resp = s.mail(mail_from, list(mail_options))
+            self.assertEqual(code, 250, resp)
+            for r in rcpts:
+                code, resp = s.rcpt(r, rcpt_options.get(r, []))
+                self.assertEqual(code, 250, resp)
+            code, resp = s.data(original)
+            self.assertEqual(code, 250, resp)
+
+    def one_dsn(self, timeout=15):
+        """Waits for the notice, checks there is exactly one, from <> to FROM."""
+        self.assertEqual(self.bounces.wait_for(1, timeout), 1, "no delivery status notification")
+        time.sleep(1)
+        got = self.bounces.snapshot()
+        self.assertEqual(len(got), 1, f"more than one notice: {got}")
+        self.assertEqual(got[0].mail_from, "", "a notice must come from the null sender <>")
+        self.assertEqual(got[0].rcpt_tos, [FROM])
+        dsn = Dsn(got[0])
+        check_dsn_shape(self, dsn)
+        return dsn
+
+    def assert_no_dsn(self, settle=2.5):
+        time.sleep(settle)
+        self.assertEqual(self.bounces.snapshot(), [], "a notice was sent")
+        self.assertNotRegex(self.relay.log_text(), r"event=bounce_queued")
+
+
+class RetryAndBounceTest(BounceTest):
+
+    def test_4xx_then_250_delivered_once_without_notice(self):
+        self.downstream.rcpt_replies = {"later@dest.test": ["451 4.2.1 Mailbox busy"]}
+        original = body("retry")
+        self.send_with(original, FROM, ["later@dest.test"])
+        self.assertEqual(self.downstream.wait_for(1, 15), 1, "not delivered after the 451")
+        self.assertTrue(self.relay.wait_log(r"event=deferred .*rcpt=later@dest\.test", 1))
+        self.assert_no_dsn()
+        msgs = self.downstream.snapshot()
+        self.assertEqual(len(msgs), 1, f"delivered more than once: {msgs}")
+        assert_relayed(self, msgs[0], original, FROM, ["later@dest.test"])
+
+    def test_550_for_one_recipient(self):
+        """One of two recipients is refused: the other is delivered, the refused one is
+        reported in an RFC 3464 notice with the next hop's reply and the original."""
+        self.downstream.rcpt_replies = {"nobody@dest.test": "550 5.1.1 No such user here"}
+        original = body("partial")
+        self.send_with(original, FROM, ["good@dest.test", "nobody@dest.test"])
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+        dsn = self.one_dsn()
+        msgs = self.downstream.snapshot()
+        self.assertEqual(len(msgs), 1, msgs)
+        assert_relayed(self, msgs[0], original, FROM, ["good@dest.test"])
+
+        m = dsn.message
+        self.assertIn("MAILER-DAEMON", m["From"])
+        self.assertIn(FROM, m["To"])
+        self.assertEqual(len(dsn.recipients), 1, "the delivered recipient is reported too")
+        block = dsn.recipient("nobody@dest.test")
+        self.assertIsNotNone(block, dsn.raw[:3000])
+        self.assertEqual(block["Final-Recipient"].split(";")[0].strip().lower(), "rfc822")
+        self.assertEqual(block["Action"].strip(), "failed")
+        self.assertEqual(block["Status"].strip(), "5.1.1")
+        diag = block["Diagnostic-Code"]
+        self.assertIsNotNone(diag, block.items())
+        self.assertTrue(diag.lower().startswith("smtp;"), diag)
+        self.assertIn("550 5.1.1 No such user here", diag)
+        self.assertIn("dns; 127.0.0.1", block.get("Remote-MTA", ""))
+        self.assertIn("relay.test", dsn.per_message["Reporting-MTA"])
+        # The whole original, as a message/rfc822 part.
+        ret = dsn.returned
+        self.assertIsNotNone(ret, "the original is not attached")
+        self.assertEqual(ret.get_content_type(), "message/rfc822")
+        inner = ret.get_payload()[0]
+        self.assertEqual(inner["Subject"], "bounce test partial")
+        self.assertEqual(inner["Message-ID"], "<partial@sender.test>")
+        self.assertIn(original, dsn.raw, "the returned message differs from the original")
+
+    def test_notify_never_and_failure(self):
+        """NOTIFY=NEVER: no notice for that recipient; NOTIFY=FAILURE (the control in the
+        same test) is reported, alone."""
+        self.downstream.rcpt_replies = {"quiet@dest.test": "550 5.1.1 No such user",
+                                        "loud@dest.test": "550 5.1.1 No such user"}
+        self.send_with(body("never"), FROM, ["quiet@dest.test"],
+                       rcpt_options={"quiet@dest.test": ["NOTIFY=NEVER"]})
+        self.assertTrue(self.relay.wait_log(r"event=bounce_suppressed", 15),
+                        "no bounce_suppressed event for NOTIFY=NEVER")
+        self.assert_no_dsn()
+
+        self.send_with(body("mixed"), FROM, ["quiet@dest.test", "loud@dest.test"],
+                       rcpt_options={"quiet@dest.test": ["NOTIFY=NEVER"],
+                                     "loud@dest.test": ["NOTIFY=FAILURE"]})
+        dsn = self.one_dsn()
+        self.assertEqual([b["Final-Recipient"].split(";")[1].strip() for b in dsn.recipients],
+                         ["loud@dest.test"])
+
+    def test_ret_hdrs_returns_only_the_header(self):
+        self.downstream.data_replies = ["554 5.6.0 Content rejected"]
+        original = body("hdrs")
+        self.send_with(original, FROM, ["picky@dest.test"], mail_options=["RET=HDRS"])
+        dsn = self.one_dsn()
+        self.assertEqual(dsn.recipient("picky@dest.test")["Status"].strip(), "5.6.0")
+        ret = dsn.returned
+        self.assertIsNotNone(ret)
+        self.assertEqual(ret.get_content_type(), "text/rfc822-headers")
+        self.assertIn(b"Subject: bounce test hdrs", dsn.raw)
+        self.assertNotIn(b"BODY-MARKER-hdrs", dsn.raw, "RET=HDRS returned the body")
+
+    def test_ret_full_returns_the_whole_message(self):
+        self.downstream.data_replies = ["554 5.6.0 Content rejected"]
+        original = body("full")
+        self.send_with(original, FROM, ["picky@dest.test"], mail_options=["RET=FULL"])
+        dsn = self.one_dsn()
+        self.assertEqual(dsn.returned.get_content_type(), "message/rfc822")
+        self.assertIn(original, dsn.raw)
+
+    def test_null_sender_is_never_bounced(self):
+        """A notice that cannot be delivered produces no notice of its own."""
+        self.downstream.data_replies = ["550 5.7.1 Rejected"]
+        self.send_with(body("null"), "", ["reject@dest.test"])
+        self.assertEqual(self.downstream.wait_attempts(1, 15), 1)
+        self.assertTrue(self.relay.wait_log(r"event=bounce_suppressed .*null sender", 5),
+                        "no bounce_suppressed event for the null sender")
+        self.assert_no_dsn()
+        # Nothing more went anywhere: no notice to "<>" by the "*" route either.
+        self.assertEqual(len(self.downstream.attempts), 1, self.downstream.attempts)
+        self.assertTrue(self.relay.running())
+
+    def test_undeliverable_notice_is_not_bounced(self):
+        """The notice itself is refused by the sender's MTA: it is dropped, not bounced
+        again (it comes from <>), and not retried."""
+        self.downstream.data_replies = ["550 5.7.1 Rejected"]
+        self.bounces.data_replies = ["550 5.1.1 No notices here"] * 10
+        self.send_with(body("loop"), FROM, ["reject@dest.test"])
+        self.assertEqual(self.bounces.wait_attempts(1, 15), 1, "no notice was attempted")
+        notice = self.bounces.attempts[0][0]
+        self.assertEqual(notice.mail_from, "")
+        self.assertTrue(self.relay.wait_log(r"event=bounce_suppressed .*null sender", 5),
+                        "the refused notice was not dropped")
+        time.sleep(3)
+        self.assertEqual(len(self.bounces.attempts), 1, self.bounces.attempts)
+        self.assertEqual(len(self.downstream.attempts), 1, self.downstream.attempts)
+        self.assertEqual(len(re.findall(r"event=bounce_queued", self.relay.log_text())), 1)
+
+
+class ExpiryTest(BounceTest):
+
+    delivery = {"queue_lifetime": 3}
+
+    def test_expired_after_queue_lifetime(self):
+        self.downstream.data_replies = ["451 4.3.2 Try again later"] * 1000
+        start = time.monotonic()
+        original = body("expiry")
+        self.send_with(original, FROM, ["slow@dest.test"])
+        dsn = self.one_dsn(timeout=20)
+        waited = self.bounces.messages[0].time - start
+        self.assertGreaterEqual(waited, 2.5, f"expired after {waited:.1f} s, the lifetime is 3 s")
+        block = dsn.recipient("slow@dest.test")
+        self.assertIsNotNone(block)
+        self.assertEqual(block["Action"].strip(), "failed")
+        self.assertEqual(block["Status"].strip(), "4.4.7")
+        self.assertIn("451 4.3.2 Try again later", block.get("Diagnostic-Code", ""))
+        self.assertIn(original, dsn.raw)
+        self.assertEqual(self.downstream.snapshot(), [])
+        self.assertGreaterEqual(len(self.downstream.attempts), 2, "expired without a retry")
+        # Expired means done: no more attempts.
+        attempts = len(self.downstream.attempts)
+        time.sleep(3)
+        self.assertEqual(len(self.downstream.attempts), attempts, "retried after expiry")
+
+
+if __name__ == "__main__":
+    unittest.main()
