@@ -266,6 +266,8 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
   const std::string qid = queueIdString(env.id);
   bool retry = false;
   std::vector<FailedRecipient> failed;
+  // Seconds since the message arrived, as Postfix's delay= (queue time plus this attempt).
+  const double delay = static_cast<double>(unixMillis() - env.received_ms) / 1000;
   for (const auto& r : results) {
     const std::string& rcpt = env.recipients[r.index];
     const ReplyClass cls = classifyReply(r.code);
@@ -280,13 +282,19 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
                 {"relay", relay},
                 {"code", r.code},
                 {"reply", r.text},
+                {"delay", delay},
                 {"attempts", uint64_t{job->attempts + 1}}});
       continue;
     }
     // Anything but success or a temporary failure is final (an invalid code included).
     const bool ok = cls == ReplyClass::kSuccess;
     logEvent(ok ? spdlog::level::info : spdlog::level::warn, ok ? "delivered" : "bounced",
-             {{"id", qid}, {"rcpt", rcpt}, {"relay", relay}, {"code", r.code}, {"reply", r.text}});
+             {{"id", qid},
+              {"rcpt", rcpt},
+              {"relay", relay},
+              {"code", r.code},
+              {"reply", r.text},
+              {"delay", delay}});
     job->message.done[r.index] = true;
     ++(ok ? metrics_.delivered : metrics_.bounced);
     if (ok) {
