@@ -155,10 +155,10 @@ class MxTest(RelayTestCase):
 
     def test_answers_cached_for_their_ttl(self):
         """Two domains with the same MX host: its address is looked up once while the
-        answer's TTL (2 s) lasts, and again after it."""
+        answer's TTL (3 s) lasts, and again after it."""
         for dom in ("one.test", "two.test", "three.test"):
             self.dns.mx(dom, [(10, "mx.shared.test")])
-        self.dns.a("mx.shared.test", "127.0.0.2", ttl=2)
+        self.dns.a("mx.shared.test", "127.0.0.2", ttl=3)
         host = self.mx_host("127.0.0.2")
         for n, dom in enumerate(("one.test", "two.test"), start=1):
             code, resp = self.send(body(dom), FROM, [f"u@{dom}"])
@@ -166,7 +166,7 @@ class MxTest(RelayTestCase):
             self.assertEqual(host.wait_for(n, 10), n, f"not delivered to {dom}")
         self.assertEqual(self.dns.queried("mx.shared.test", "A"), 1,
                          "the host's address was not taken from the cache")
-        time.sleep(2.5)
+        time.sleep(3.5)
         code, resp = self.send(body("three"), FROM, ["u@three.test"])
         self.assertEqual(code, 250, resp)
         self.assertEqual(host.wait_for(3, 10), 3)
