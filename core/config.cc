@@ -1,5 +1,7 @@
 #include "core/config.h"
 
+#include "core/ascii.h"
+
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -9,12 +11,6 @@
 
 namespace postern {
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
 
 // Reads one TOML table, remembering which keys were used so that leftovers can be
 // reported as unknown (a misspelt key must not be silently ignored).
@@ -226,7 +222,7 @@ bool validRouteDomain(const std::string& d) {
 
 RouteConfig readRoute(TableReader& r, const toml::table* t) {
   RouteConfig rc;
-  rc.domain = lower(r.str("domain", ""));
+  rc.domain = asciiLower(r.str("domain", ""));
   rc.next_hop = r.str("next_hop", "");
   if (rc.domain.empty()) r.fail(t, "domain", "is required");
   if (!validRouteDomain(rc.domain)) {
@@ -307,7 +303,7 @@ Config loadConfig(const std::string& path) {
       if (!net) r.fail(r.get("relay_networks"), "relay_networks", "bad network \"" + n + "\"");
       c.relay_networks.push_back(*net);
     }
-    for (const auto& d : r.strings("accept_domains", {})) c.accept_domains.push_back(lower(d));
+    for (const auto& d : r.strings("accept_domains", {})) c.accept_domains.push_back(asciiLower(d));
     r.finish();
   } else {
     c.relay_networks = {*Network::parse("127.0.0.0/8"), *Network::parse("::1/128")};

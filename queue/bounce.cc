@@ -2,19 +2,13 @@
 
 #include <ctime>
 
+#include "core/ascii.h"
+
 namespace postern {
 namespace {
 
 // Longest diagnostic quoted, so a notice line stays well under 998 octets.
 constexpr size_t kMaxDiagnostic = 900;
-
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  }
-  return out;
-}
 
 // RFC 3461 §4: xtext, "+" followed by two upper-case hex digits for an octet.
 std::string decodeXtext(std::string_view s) {
@@ -50,18 +44,11 @@ std::string oneLine(std::string_view s) {
   return out;
 }
 
-bool hasEightBit(std::string_view s) {
-  for (unsigned char c : s) {
-    if (c >= 0x80) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 bool notifyOnFailure(std::string_view notify) {
   if (notify.empty()) return true;
-  std::string n = upper(notify);
+  std::string n = asciiUpper(notify);
   return n.find("FAILURE") != std::string::npos;
 }
 
@@ -95,7 +82,7 @@ std::string composeBounce(const BounceInput& in) {
   if (size_t end = original.find("\r\n\r\n"); end != std::string_view::npos) {
     headers = original.substr(0, end + 2);
   }
-  const bool full = upper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
+  const bool full = asciiUpper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
   const std::string_view quoted = full ? original : headers;
 
   std::string m;

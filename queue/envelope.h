@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace postern {
@@ -27,5 +28,7 @@ struct Envelope {
 
 // Queue ids as shown in logs and replies: 16 upper-case hex digits.
 std::string queueIdString(uint64_t id);
+// The inverse (either case); false unless text is exactly 16 hex digits.
+bool parseQueueId(std::string_view text, uint64_t& id);
 
 }  // namespace postern

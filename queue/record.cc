@@ -98,6 +98,20 @@ std::string queueIdString(uint64_t id) {
   return buf;
 }
 
+bool parseQueueId(std::string_view text, uint64_t& id) {
+  if (text.size() != 16) return false;
+  id = 0;
+  for (char c : text) {
+    int v = c >= '0' && c <= '9'   ? c - '0'
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                   : -1;
+    if (v < 0) return false;
+    id = id << 4 | static_cast<uint64_t>(v);
+  }
+  return true;
+}
+
 void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body) {
   size_t start = beginRecord(out, RecordType::kMessage);
   putU64(out, env.id);

@@ -44,55 +44,12 @@ bool writeAll(int fd, std::vector<iovec>& iov) {
   return true;
 }
 
-}  // namespace
-
-// One group commit: everything the thread pool needs, owned here so the loop thread and
-// the pool never share Spool state while the write runs.
-struct Spool::Batch {
-  uv_work_t req;
-  Spool* spool;
-  int fd;
-  int dir_fd;  // >= 0: fsync the directory too (a segment was created)
-  uint32_t segment;
-  uint64_t start;  // segment size before the batch
-  std::vector<PendingMessage> messages;
-  std::string done;
-  bool ok = false;
-  int error = 0;
-  double seconds = 0;  // writev + fdatasync
-};
-
-Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_limit)
-    : loop_(loop), dir_(std::move(dir)), segment_limit_(segment_limit), index_(index & 0xff) {
-  uv_prepare_init(loop_, &prepare_);
-  prepare_.data = this;
-  uv_timer_init(loop_, &done_timer_);
-  done_timer_.data = this;
-  id_base_ = static_cast<uint64_t>(unixMillis()) << 16;
-}
-
-Spool::~Spool() {
-  POSTERN_ASSERT(!in_flight_);
-  for (auto& [id, seg] : segments_) ::close(seg.fd);
-  if (dir_fd_ >= 0) ::close(dir_fd_);
-}
-
-void Spool::close() {
-  if (closed_) return;
-  closed_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&done_timer_), nullptr);
-}
-
-std::string Spool::segmentPath(uint32_t id) const {
+// "/seg-XXXXXXXX.log", to append to a spool directory's path.
+std::string segmentName(uint32_t id) {
   char name[32];
   std::snprintf(name, sizeof name, "/seg-%08x.log", id);
-  return dir_ + name;
+  return name;
 }
-
-uint64_t Spool::nextId() { return id_base_ + (id_counter_++ << 8) + index_; }
-
-namespace {
 
 bool readWhole(int fd, std::string& data) {
   struct stat st;
@@ -144,6 +101,50 @@ size_t replaySegment(std::string_view data, uint32_t id,
 
 }  // namespace
 
+// One group commit: everything the thread pool needs, owned here so the loop thread and
+// the pool never share Spool state while the write runs.
+struct Spool::Batch {
+  uv_work_t req;
+  Spool* spool;
+  int fd;
+  int dir_fd;  // >= 0: fsync the directory too (a segment was created)
+  uint32_t segment;
+  uint64_t start;  // segment size before the batch
+  std::vector<PendingMessage> messages;
+  std::string done;
+  bool ok = false;
+  int error = 0;
+  double seconds = 0;  // writev + fdatasync
+};
+
+Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_limit)
+    : loop_(loop), dir_(std::move(dir)), segment_limit_(segment_limit), index_(index & 0xff) {
+  uv_prepare_init(loop_, &prepare_);
+  prepare_.data = this;
+  uv_timer_init(loop_, &done_timer_);
+  done_timer_.data = this;
+  id_base_ = static_cast<uint64_t>(unixMillis()) << 16;
+}
+
+Spool::~Spool() {
+  POSTERN_ASSERT(!in_flight_);
+  for (auto& [id, seg] : segments_) ::close(seg.fd);
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+void Spool::close() {
+  if (closed_) return;
+  closed_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&done_timer_), nullptr);
+}
+
+std::string Spool::segmentPath(uint32_t id) const {
+  return dir_ + segmentName(id);
+}
+
+uint64_t Spool::nextId() { return id_base_ + (id_counter_++ << 8) + index_; }
+
 std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>& pending) {
   std::error_code ec;
   std::vector<uint32_t> ids = segmentIds(dir, ec);
@@ -151,9 +152,7 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
   std::unordered_map<uint64_t, SpooledMessage> messages;
   std::vector<uint64_t> order;
   for (uint32_t id : ids) {
-    char name[32];
-    std::snprintf(name, sizeof name, "/seg-%08x.log", id);
-    int fd = ::open((dir + name).c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = ::open((dir + segmentName(id)).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;  // deleted by a running relay meanwhile
     std::string data;
     bool ok = readWhole(fd, data);

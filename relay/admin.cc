@@ -40,18 +40,6 @@ constexpr Family kFamilies[] = {
     {"postern_delivery_seconds", "histogram", "Outbound SMTP transaction time by next hop."},
 };
 
-bool parseQueueId(const std::string& s, uint64_t& id) {
-  if (s.size() != 16) return false;
-  id = 0;
-  for (char c : s) {
-    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                           : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (v < 0) return false;
-    id = id << 4 | static_cast<uint64_t>(v);
-  }
-  return true;
-}
-
 const char* reason(int status) {
   switch (status) {
     case 200: return "OK";

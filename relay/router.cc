@@ -1,20 +1,9 @@
 #include "relay/router.h"
 
+#include "core/ascii.h"
 #include "core/assert.h"
 
 namespace postern {
-namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-}  // namespace
-
 Router::Router(const std::vector<RouteConfig>& routes) {
   for (const auto& r : routes) {
     if (r.domain == "*") {
@@ -29,7 +18,7 @@ Router::Router(const std::vector<RouteConfig>& routes) {
 }
 
 const RouteConfig* Router::route(std::string_view domain) const {
-  std::string d = lower(domain);
+  std::string d = asciiLower(domain);
   if (auto it = exact_.find(d); it != exact_.end()) return it->second;
   // Longest suffix first: drop one label at a time.
   for (size_t dot = d.find('.'); dot != std::string::npos; dot = d.find('.', dot + 1)) {
@@ -41,7 +30,7 @@ const RouteConfig* Router::route(std::string_view domain) const {
 std::string recipientDomain(std::string_view address) {
   size_t at = address.rfind('@');
   if (at == std::string_view::npos) return "";
-  return lower(address.substr(at + 1));
+  return asciiLower(address.substr(at + 1));
 }
 
 }  // namespace postern

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/ascii.h"
 #include "core/assert.h"
 #include "core/log.h"
 #include "core/smtp_command.h"
@@ -29,13 +30,6 @@ std::string stuffBody(std::string_view body) {
   if (!out.empty() && out.back() != '\n') out.append("\r\n");
   out.append(".\r\n");
   return out;
-}
-
-bool hasEightBit(std::string_view s) {
-  for (unsigned char c : s) {
-    if (c >= 0x80) return true;
-  }
-  return false;
 }
 
 constexpr size_t kCipherBuffer = 16 * 1024;
@@ -253,6 +247,7 @@ void SmtpClient::startTls() {
 }
 
 void SmtpClient::becomeReady() {
+  body_ = std::string();  // an idle connection holds no message
   bool first = !ever_ready_;
   ever_ready_ = true;
   state_ = State::kIdle;
@@ -283,13 +278,14 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
                            " exceeds the limit of " + host() + " (" +
                            std::to_string(size_limit_) + ")");
   }
+  body_.clear();
   if (!eight_bit_mime_) {
     // RFC 6152: 8-bit content only to a hop that announced 8BITMIME (we do not convert).
-    std::string body;
-    if (!delivery_.spool().readBody(ref, body)) {
+    // The body read for this check is the one sent after 354.
+    if (!delivery_.spool().readBody(ref, body_)) {
       return refuse(451, "4.3.0 cannot read message body from the spool");
     }
-    if (hasEightBit(body)) {
+    if (hasEightBit(body_)) {
       return refuse(554, "5.6.3 " + host() + " does not support 8BITMIME and the message has 8-bit content");
     }
   }
@@ -349,12 +345,11 @@ void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
       send(".\r\n");
       return;
     }
-    std::string body;
-    if (!delivery_.spool().readBody(job_->message.ref, body)) {
+    if (body_.empty() && !delivery_.spool().readBody(job_->message.ref, body_)) {
       return fail("cannot read message body from the spool");
     }
     armTimer(delivery_.config().delivery.data_timeout);
-    send(stuffBody(body));
+    send(stuffBody(body_));
     return;
   }
   finishTransaction(code, text);

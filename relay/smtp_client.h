@@ -138,6 +138,7 @@ class SmtpClient {
   uint64_t size_limit_ = 0;  // SIZE the peer announced; 0: none
 
   std::unique_ptr<DeliveryJob> job_;
+  std::string body_;  // the message, once read from the spool for this transaction
   std::vector<uint32_t> rcpts_;        // indices attempted in this transaction
   std::vector<std::string> commands_;  // MAIL, RCPT..., DATA
   size_t next_command_ = 0;            // first command not yet sent

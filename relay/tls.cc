@@ -56,13 +56,9 @@ std::unique_ptr<TlsContext> TlsContext::createUnverifiedClient(std::string& err)
 
 std::unique_ptr<TlsContext> TlsContext::createVerifyingClient(const std::string& ca_file,
                                                               std::string& err) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  if (ctx == nullptr) {
-    err = lastError();
-    return nullptr;
-  }
-  std::unique_ptr<TlsContext> out(new TlsContext(ctx));
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  std::unique_ptr<TlsContext> out = createUnverifiedClient(err);
+  if (!out) return nullptr;
+  SSL_CTX* ctx = out->get();
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   int ok = ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx)
                            : SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);

@@ -63,6 +63,27 @@ class AdminTest(RelayTestCase):
         self.assertEqual(http(self.relay.admin_port, "/readyz"), (200, "ready\n"))
         self.assertEqual(http(self.relay.admin_port, "/nope")[0], 404)
         self.assertEqual(http(self.relay.admin_port, "/healthz", "POST")[0], 405)
+        self.assertEqual(http(self.relay.admin_port, "/queue/flush")[0], 405)
+        self.assertEqual(http(self.relay.admin_port, "/queue/0123456789ABCDEF/vanish",
+                              "POST")[0], 404)
+
+    def raw_admin(self, data):
+        with socket.create_connection((HOST, self.relay.admin_port), timeout=10) as s:
+            s.sendall(data)
+            got = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return got
+                got += chunk
+
+    def test_bad_requests_are_bounded(self):
+        self.assertTrue(self.raw_admin(b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 "))
+        # A request that never ends its header is cut off at 8 KiB, not buffered forever.
+        huge = b"GET /healthz HTTP/1.1\r\nX-Filler: " + b"a" * 20000
+        self.assertTrue(self.raw_admin(huge).startswith(b"HTTP/1.1 413 "))
+        # The endpoint still serves afterwards.
+        self.assertEqual(http(self.relay.admin_port, "/healthz"), (200, "ok\n"))
 
     def test_readyz_fails_while_draining(self):
         # A client in the middle of DATA keeps the drain going for a moment.

@@ -71,5 +71,16 @@ TEST(Record, TornOrCorruptIsRejected) {
 
 TEST(Record, QueueIdIsSixteenHexDigits) { EXPECT_EQ(queueIdString(0xABCull), "0000000000000ABC"); }
 
+TEST(Record, QueueIdParsesBack) {
+  uint64_t id = 0;
+  ASSERT_TRUE(parseQueueId(queueIdString(0x01A2020062A40101ull), id));
+  EXPECT_EQ(id, 0x01A2020062A40101ull);
+  ASSERT_TRUE(parseQueueId("00000000000abcdf", id));
+  EXPECT_EQ(id, 0xABCDFull);
+  EXPECT_FALSE(parseQueueId("0000000000000ABG", id));
+  EXPECT_FALSE(parseQueueId("ABC", id));
+  EXPECT_FALSE(parseQueueId("00000000000000ABC", id));
+}
+
 }  // namespace
 }  // namespace postern
