@@ -29,10 +29,9 @@ int Server::run() {
   std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
   for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
     workers_.push_back(std::make_unique<Worker>(config_, i, limiter_));
-    err = workers_.back()->start(!config_.accept_handoff);
-    if (!err.empty()) err = "worker " + std::to_string(i) + ": " + err;
   }
-  if (err.empty() && config_.accept_handoff) err = startAcceptors();
+  // The admin endpoint listens before any SMTP listener, so whoever sees port 25 open
+  // can also ask /readyz (which waits for the workers' loops to answer).
   if (err.empty() && !config_.admin_address.empty()) {
     std::vector<Worker*> workers;
     for (auto& w : workers_) workers.push_back(w.get());
@@ -40,6 +39,11 @@ int Server::run() {
                                      [this] { return stopping_; });
     err = admin_->start();
   }
+  for (size_t i = 0; i < workers_.size() && err.empty(); ++i) {
+    err = workers_[i]->start(!config_.accept_handoff);
+    if (!err.empty()) err = "worker " + std::to_string(i) + ": " + err;
+  }
+  if (err.empty() && config_.accept_handoff) err = startAcceptors();
   if (!err.empty()) {
     logEvent(spdlog::level::err, "startup_failed", {{"error", err}});
     std::fprintf(stderr, "postern: %s\n", err.c_str());
