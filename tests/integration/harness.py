@@ -209,6 +209,7 @@ class Relay:
 
     def start(self, timeout=START_TIMEOUT):
         assert self.proc is None, "relay already running"
+        listening_before = self._listening_lines()
         with open(self.log_path, "ab") as log:
             log.write(f"---- harness: starting {' '.join(self.argv())}\n".encode())
             log.flush()
@@ -224,7 +225,9 @@ class Relay:
                 raise AssertionError(
                     f"postern exited with status {rc} during start-up.\n"
                     f"config:\n{self.config_text}\nlog:\n{self.log_text()}")
-            if port_accepts(HOST, self.port):
+            # Our own "listening" line, not just an open port: a port picked free can be
+            # taken by another test's server meanwhile, and would then accept for us.
+            if self._listening_lines() > listening_before and port_accepts(HOST, self.port):
                 return self
             time.sleep(0.05)
         self.kill9()
@@ -276,6 +279,9 @@ class Relay:
     def _note(self, text):
         with open(self.log_path, "ab") as log:
             log.write(f"---- harness: {text}\n".encode())
+
+    def _listening_lines(self):
+        return len(re.findall(r'event=listening|"event":\s*"listening"', self.log_text()))
 
     def log_text(self):
         try:
