@@ -83,6 +83,21 @@ def free_port(host=HOST):
         return s.getsockname()[1]
 
 
+def free_ports(n, host=HOST):
+    """n distinct free ports: the sockets are held open together while the kernel picks,
+    so two calls to free_port() cannot hand out the same port twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def wait_port(host, port, timeout):
     """True once a TCP connect to host:port succeeds, False after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -150,8 +165,7 @@ class Relay:
         self.bin = require_binary()
         self.tmp = tmpdir or tempfile.mkdtemp(prefix="postern-it-")
         self.hostname = hostname
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port, self.admin_port = free_ports(2)
         self.next_hop_port = next_hop_port
         self.spool_dir = os.path.join(self.tmp, "spool")
         self.spool_override = spool_override
