@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 
@@ -11,7 +13,9 @@ namespace {
 class ConfigTest : public ::testing::Test {
  protected:
   std::string write(const std::string& text) {
-    path_ = ::testing::TempDir() + "postern_config_test.toml";
+    // ctest runs every test case as its own process, two at a time: a shared file name
+    // let one case read the config another was writing (CI saw it).
+    path_ = ::testing::TempDir() + "postern_config_test_" + std::to_string(getpid()) + ".toml";
     std::ofstream(path_) << text;
     return path_;
   }
