@@ -1,4 +1,5 @@
-// Postern's configuration: one TOML file, read once at start-up (and by check-config).
+// Postern's configuration: one TOML file, read at start-up, on SIGHUP (relay/reload.h says
+// which settings a reload can change) and by check-config.
 //
 // loadConfig() validates everything it reads: an unknown key, a wrong type or an
 // impossible value throws ConfigError whose message names the file, line and key.
@@ -24,6 +25,7 @@ struct ListenerConfig {
   bool proxy_protocol = false;           // expect a PROXY v1/v2 header first
   std::vector<Network> trusted_proxies;  // who may send that header
   bool require_tls = false;              // MAIL before STARTTLS: 530 5.7.0
+  bool operator==(const ListenerConfig&) const = default;
 };
 
 struct TlsConfig {
@@ -85,6 +87,7 @@ struct DnsConfig {
   std::vector<std::string> servers;
   double timeout = 5;  // seconds per query attempt
   double max_ttl = 3600;  // cached answers are kept at most this long
+  bool operator==(const DnsConfig&) const = default;
 };
 
 struct Config {

@@ -23,6 +23,7 @@ struct IpAddress {
   static std::optional<IpAddress> parse(std::string_view text);
   static std::optional<IpAddress> fromSockaddr(const sockaddr* sa);
   std::string toString() const;
+  bool operator==(const IpAddress&) const = default;
 };
 
 class Network {
@@ -30,6 +31,7 @@ class Network {
   // Returns nullopt for malformed text; a bare address means a host network (/32, /128).
   static std::optional<Network> parse(std::string_view cidr);
   bool contains(const IpAddress& addr) const;
+  bool operator==(const Network&) const = default;
 
  private:
   IpAddress base_;

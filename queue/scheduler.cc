@@ -17,6 +17,11 @@ Scheduler::Scheduler(double retry_min_s, double retry_max_s, uint64_t seed)
       retry_max_ms_(static_cast<uint64_t>(retry_max_s * 1000)),
       rng_(static_cast<std::minstd_rand::result_type>(seed)) {}
 
+void Scheduler::setBackoff(double retry_min_s, double retry_max_s) {
+  retry_min_ms_ = static_cast<uint64_t>(retry_min_s * 1000);
+  retry_max_ms_ = static_cast<uint64_t>(retry_max_s * 1000);
+}
+
 void Scheduler::addReady(std::unique_ptr<DeliveryJob> job) { ready_.push_back(std::move(job)); }
 
 std::unique_ptr<DeliveryJob> Scheduler::takeReady() {

@@ -50,6 +50,8 @@ class Scheduler {
   int64_t nextDue(uint64_t now_ms) const;
 
   uint64_t backoffMs(unsigned attempts);
+  // New retry settings (a reload): they apply from each job's next deferral.
+  void setBackoff(double retry_min_s, double retry_max_s);
 
   // Admin: every deferred job with its due time; jobs of one message (by envelope id)
   // taken out; deferred jobs made due now (id 0: all). The latter two return a count.

@@ -11,12 +11,12 @@ std::atomic<uint32_t>& ConnectionLimiter::bucket(const IpAddress& ip) {
 }
 
 bool ConnectionLimiter::admit(const IpAddress& ip) {
-  if (total_.fetch_add(1, std::memory_order_relaxed) >= max_total_) {
+  if (total_.fetch_add(1, std::memory_order_relaxed) >= max_total_.load(std::memory_order_relaxed)) {
     total_.fetch_sub(1, std::memory_order_relaxed);
     return false;
   }
   auto& b = bucket(ip);
-  if (b.fetch_add(1, std::memory_order_relaxed) >= max_per_ip_) {
+  if (b.fetch_add(1, std::memory_order_relaxed) >= max_per_ip_.load(std::memory_order_relaxed)) {
     b.fetch_sub(1, std::memory_order_relaxed);
     total_.fetch_sub(1, std::memory_order_relaxed);
     return false;

@@ -26,12 +26,18 @@ class ConnectionLimiter {
 
   size_t total() const { return total_.load(std::memory_order_relaxed); }
 
+  // New limits (a reload): connections already admitted stay; new ones are held to them.
+  void setLimits(size_t total, size_t per_ip) {
+    max_total_.store(total, std::memory_order_relaxed);
+    max_per_ip_.store(per_ip, std::memory_order_relaxed);
+  }
+
  private:
   static constexpr size_t kBuckets = 65536;
   std::atomic<uint32_t>& bucket(const IpAddress& ip);
 
-  size_t max_total_;
-  size_t max_per_ip_;
+  std::atomic<size_t> max_total_;
+  std::atomic<size_t> max_per_ip_;
   std::atomic<size_t> total_{0};
   std::array<std::atomic<uint32_t>, kBuckets> per_ip_{};
 };

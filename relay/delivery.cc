@@ -25,14 +25,15 @@ std::string withStatus(const std::string& status, const std::string& why) {
 
 }  // namespace
 
-Delivery::Delivery(uv_loop_t* loop, Spool& spool, const Config& config, WorkerMetrics& metrics)
+Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> config,
+                   WorkerMetrics& metrics)
     : loop_(loop),
       spool_(spool),
-      config_(config),
+      config_(std::move(config)),
       metrics_(metrics),
-      router_(config.routes),
-      resolver_(loop, config.dns),
-      scheduler_(config.delivery.retry_min, config.delivery.retry_max) {
+      router_(config_->routes),
+      resolver_(loop, config_->dns),
+      scheduler_(config_->delivery.retry_min, config_->delivery.retry_max) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
 }
@@ -44,13 +45,75 @@ std::string Delivery::init() {
   std::string err;
   tls_opportunistic_ = TlsContext::createUnverifiedClient(err);
   if (!tls_opportunistic_) return "outbound tls: " + err;
-  bool verify = std::any_of(config_.routes.begin(), config_.routes.end(),
+  return setUpTls(*config_);
+}
+
+std::string Delivery::setUpTls(const Config& config) {
+  bool verify = std::any_of(config.routes.begin(), config.routes.end(),
                             [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
-  if (verify) {
-    tls_verifying_ = TlsContext::createVerifyingClient(config_.delivery.ca_file, err);
-    if (!tls_verifying_) return "delivery.ca_file: " + err;
-  }
+  if (!verify || (tls_verifying_ && tls_verifying_ca_ == config.delivery.ca_file)) return "";
+  // A reload with another ca_file reads it afresh; connections that hold the old context
+  // keep it until they end.
+  std::string err;
+  std::shared_ptr<const TlsContext> ctx =
+      TlsContext::createVerifyingClient(config.delivery.ca_file, err);
+  if (!ctx) return "delivery.ca_file: " + err;
+  tls_verifying_ = std::move(ctx);
+  tls_verifying_ca_ = config.delivery.ca_file;
   return "";
+}
+
+std::string Delivery::reload(std::shared_ptr<const Config> config) {
+  if (stopping_) return "";
+  if (std::string err = setUpTls(*config); !err.empty()) return err;
+  config_ = std::move(config);
+  router_ = Router(config_->routes);
+  scheduler_.setBackoff(config_->delivery.retry_min, config_->delivery.retry_max);
+  // Every waiting job is routed afresh: a new exact or suffix route can take a domain
+  // away from a destination that is otherwise kept.
+  std::vector<std::unique_ptr<DeliveryJob>> waiting;
+  for (auto it = destinations_.begin(); it != destinations_.end();) {
+    Destination& d = *it->second;
+    for (auto& job : d.ready) waiting.push_back(std::move(job));
+    d.ready.clear();
+    if (const RouteConfig* r = routeAfterReload(d)) {
+      d.route = r;
+      d.config = config_;
+      ++it;
+    } else {
+      retire(std::move(it->second));
+      it = destinations_.erase(it);
+    }
+  }
+  std::sort(waiting.begin(), waiting.end(), [](const auto& a, const auto& b) {
+    return a->message.envelope.received_ms < b->message.envelope.received_ms;
+  });
+  for (auto& job : waiting) dispatch(std::move(job));
+  armTimer();
+  return "";
+}
+
+const RouteConfig* Delivery::routeAfterReload(const Destination& d) const {
+  if (d.route->isMx()) {
+    const RouteConfig* r = router_.route(d.name);
+    return r->isMx() ? r : nullptr;
+  }
+  for (const RouteConfig& r : config_->routes) {
+    if (r.domain == d.route->domain) return r.next_hop == d.route->next_hop ? &r : nullptr;
+  }
+  return nullptr;
+}
+
+void Delivery::retire(std::unique_ptr<Destination> d) {
+  if (d->clients.empty()) return;  // an answer still being resolved for it is dropped
+  logEvent(spdlog::level::info, "next_hop_retired",
+           {{"next_hop", d->key}, {"connections", uint64_t{d->clients.size()}}});
+  d->retired = true;
+  // Idle connections end now; busy ones when their message is done (clientReady).
+  for (SmtpClient* c : std::vector<SmtpClient*>(d->clients.begin(), d->clients.end())) {
+    if (c->idle()) c->shutdown();
+  }
+  retired_.push_back(std::move(d));
 }
 
 Destination& Delivery::destinationFor(const std::string& recipient) {
@@ -61,8 +124,10 @@ Destination& Delivery::destinationFor(const std::string& recipient) {
   if (!slot) {
     slot = std::make_unique<Destination>();
     slot->key = std::move(key);
+    slot->serial = next_serial_++;
     slot->route = route;
-    slot->port = config_.delivery.smtp_port;
+    slot->config = config_;
+    slot->port = config_->delivery.smtp_port;
     if (route->isMx()) {
       slot->name = domain;
     } else if (!splitHostPort(route->next_hop, slot->name, slot->port)) {
@@ -175,10 +240,10 @@ void Delivery::pump(Destination& d) {
 
 void Delivery::resolve(Destination& d) {
   d.dns = Destination::Dns::kResolving;
-  auto done = [this, key = d.key](HopResolution r) {
+  auto done = [this, key = d.key, serial = d.serial](HopResolution r) {
     if (stopping_) return;
     auto it = destinations_.find(key);
-    if (it == destinations_.end()) return;
+    if (it == destinations_.end() || it->second->serial != serial) return;
     Destination& d = *it->second;
     const uint64_t now = uv_now(loop_);
     d.dns = Destination::Dns::kDone;
@@ -210,9 +275,9 @@ void Delivery::openClient(Destination& d) {
   o.target = addrs[o.address_index];
   o.tls = d.route->tls;
   if (o.tls == TlsPolicy::kRequired) {
-    o.tls_context = tls_verifying_.get();
+    o.tls_context = tls_verifying_;
   } else if (o.tls == TlsPolicy::kOpportunistic && uv_now(loop_) >= d.plain_until) {
-    o.tls_context = tls_opportunistic_.get();
+    o.tls_context = tls_opportunistic_;
   }
   auto* c = new SmtpClient(*this, d, std::move(o));
   d.clients.insert(c);
@@ -244,7 +309,7 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
     --d.connecting;
     d.failures = 0;
   }
-  if (stopping_ || client->messagesSent() >= d.route->messages_per_connection) {
+  if (stopping_ || d.retired || client->messagesSent() >= d.route->messages_per_connection) {
     client->shutdown();
     return;
   }
@@ -305,7 +370,7 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
     }
   }
   const int64_t age_ms = unixMillis() - env.received_ms;
-  if (retry && age_ms > static_cast<int64_t>(config_.delivery.queue_lifetime * 1000)) {
+  if (retry && age_ms > static_cast<int64_t>(config_->delivery.queue_lifetime * 1000)) {
     for (uint32_t i : job->pendingRecipients()) {
       logEvent(spdlog::level::warn, "expired",
                {{"id", qid}, {"rcpt", env.recipients[i]}, {"reply", job->last_reply}});
@@ -347,11 +412,11 @@ void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, boo
     return;
   }
   BounceInput in;
-  in.reporting_mta = config_.hostname;
+  in.reporting_mta = config_->hostname;
   in.original = &env;
   in.failed = std::move(reported);
   in.original_message = original;
-  in.size_limit = config_.delivery.bounce_size_limit;
+  in.size_limit = config_->delivery.bounce_size_limit;
   in.now_ms = unixMillis();
   std::string notice = composeBounce(in);
 
@@ -454,6 +519,12 @@ void Delivery::clientClosed(SmtpClient* client) {
     }
   }
   delete client;
+  if (d.retired) {
+    if (d.clients.empty()) {
+      std::erase_if(retired_, [&d](const auto& r) { return r.get() == &d; });
+    }
+    return;
+  }
   pump(d);
 }
 
@@ -520,12 +591,12 @@ std::vector<QueueEntry> Delivery::queueEntries() const {
     e.last_reply = job.last_reply;
     out.push_back(std::move(e));
   };
-  for (const auto& [key, d] : destinations_) {
-    for (const auto& job : d->ready) add(*job, "ready", key);
-    for (const SmtpClient* c : d->clients) {
-      if (c->job() != nullptr) add(*c->job(), "active", key);
+  forEachDestination([&](const Destination& d) {
+    for (const auto& job : d.ready) add(*job, "ready", d.key);
+    for (const SmtpClient* c : d.clients) {
+      if (c->job() != nullptr) add(*c->job(), "active", d.key);
     }
-  }
+  });
   const uint64_t now = uv_now(loop_);
   const int64_t wall = unixMillis();
   scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t when) {
@@ -546,16 +617,16 @@ void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
     int64_t t = job.message.envelope.received_ms;
     if (oldest_ms == 0 || t < oldest_ms) oldest_ms = t;
   };
-  for (const auto& [key, d] : destinations_) {
-    ready += d->ready.size();
-    for (const auto& job : d->ready) older(*job);
-    for (const SmtpClient* c : d->clients) {
+  forEachDestination([&](const Destination& d) {
+    ready += d.ready.size();
+    for (const auto& job : d.ready) older(*job);
+    for (const SmtpClient* c : d.clients) {
       if (c->job() != nullptr) {
         ++active;
         older(*c->job());
       }
     }
-  }
+  });
   scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t) { older(job); });
 }
 
@@ -620,9 +691,9 @@ void Delivery::stop() {
   stopping_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   resolver_.close();
-  for (auto& [key, d] : destinations_) {
-    for (auto* c : std::set<SmtpClient*>(d->clients)) c->shutdown();
-  }
+  forEachDestination([](const Destination& d) {
+    for (auto* c : std::set<SmtpClient*>(d.clients)) c->shutdown();
+  });
 }
 
 }  // namespace postern

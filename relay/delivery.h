@@ -20,6 +20,10 @@
 // A next hop none of whose addresses could be used (connect, greeting or required TLS
 // failed) is backed off as a whole: what is queued for it is deferred, and new messages
 // wait until the backoff ends instead of hammering it.
+//
+// reload() takes a new configuration (SIGHUP): routes, per-hop limits, retry and
+// lifetime settings and outbound TLS apply to every attempt that starts afterwards; a
+// message already on a connection finishes where it is (see Destination).
 #pragma once
 
 #include <uv.h>
@@ -45,13 +49,17 @@ namespace postern {
 
 class Delivery {
  public:
-  Delivery(uv_loop_t* loop, Spool& spool, const Config& config, WorkerMetrics& metrics);
+  Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> config,
+           WorkerMetrics& metrics);
   ~Delivery();
 
   // Sets up DNS and TLS; returns "" or the reason it cannot run.
   std::string init();
 
   void enqueue(SpooledMessage message);
+  // Switches to a new configuration; "" or why outbound TLS could not be set up for it (the
+  // old configuration then stays in force).
+  std::string reload(std::shared_ptr<const Config> config);
   // Stops new attempts, ends connections; done() turns true once all are closed.
   void stop();
   bool done() const { return stopping_ && clients_ == 0; }
@@ -73,7 +81,7 @@ class Delivery {
 
   uv_loop_t* loop() const { return loop_; }
   Spool& spool() const { return spool_; }
-  const Config& config() const { return config_; }
+  const Config& config() const { return *config_; }
 
  private:
   Destination& destinationFor(const std::string& recipient);
@@ -91,19 +99,31 @@ class Delivery {
   void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
   void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
   std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
+  std::string setUpTls(const Config& config);
+  const RouteConfig* routeAfterReload(const Destination& d) const;
+  void retire(std::unique_ptr<Destination> d);
+  template <class F>
+  void forEachDestination(F f) const {
+    for (const auto& [key, d] : destinations_) f(*d);
+    for (const auto& d : retired_) f(*d);
+  }
   void armTimer();
   static void onTimer(uv_timer_t* t);
 
   uv_loop_t* loop_;
   Spool& spool_;
-  const Config& config_;
+  std::shared_ptr<const Config> config_;
   WorkerMetrics& metrics_;
   Router router_;
   Resolver resolver_;
   Scheduler scheduler_;
-  std::unique_ptr<TlsContext> tls_opportunistic_;
-  std::unique_ptr<TlsContext> tls_verifying_;
+  std::shared_ptr<const TlsContext> tls_opportunistic_;
+  std::shared_ptr<const TlsContext> tls_verifying_;  // for routes with tls = "required"
+  std::string tls_verifying_ca_;                     // the ca_file it was made from
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
+  // Retired by a reload, with connections still finishing their messages.
+  std::vector<std::unique_ptr<Destination>> retired_;
+  uint64_t next_serial_ = 1;
   size_t clients_ = 0;  // open SmtpClients over all destinations
   uv_timer_t timer_;
   bool stopping_ = false;

@@ -2,6 +2,11 @@
 // destination; a route by MX is one destination per recipient domain. Each has its own
 // ready queue, connections (at most route->max_connections), DNS answer, backoff when it
 // cannot be reached at all, and message rate limit.
+//
+// A reload (SIGHUP) that keeps a destination's next hop points it at the new route; one
+// that changes or removes the hop retires it: its waiting jobs are routed afresh, and it
+// lives on, out of Delivery's map, only until its connections have finished their
+// messages.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +27,10 @@ struct Destination {
   enum class Dns { kNone, kResolving, kDone };
 
   std::string key;                    // "mx:example.com" or "route:<route domain>"
-  const RouteConfig* route = nullptr;
+  uint64_t serial = 0;                // tells apart a retired destination and its successor
+  const RouteConfig* route = nullptr;  // points into *config
+  std::shared_ptr<const Config> config;
+  bool retired = false;
   std::string name;                   // the MX domain, or the smarthost's host
   uint16_t port = 25;
 

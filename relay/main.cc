@@ -1,6 +1,7 @@
 // postern: the relay's command line.
 //
-//   postern --config FILE [--spool-dir DIR]   run in the foreground until SIGTERM
+//   postern --config FILE [--spool-dir DIR]   run in the foreground until SIGTERM (SIGHUP
+//                                             reads FILE again, see relay/reload.h)
 //   postern check-config FILE                 validate a configuration and exit
 //   postern queue ACTION [ID]                 queue tool (see relay/queue_cli.h)
 //
@@ -34,7 +35,8 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
   // turns into 452 4.3.1 like any other write error.
   signal(SIGXFSZ, SIG_IGN);
 
-  postern::Server server(config);
+  postern::Server server(std::make_shared<const postern::Config>(std::move(config)), config_path,
+                         spool_dir);
   int rc = server.run();
   if (rc == 0) postern::logEvent(spdlog::level::info, "stopped", {});
   return rc;

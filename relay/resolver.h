@@ -83,7 +83,7 @@ class Resolver {
   static void onTimer(uv_timer_t* t);
 
   uv_loop_t* loop_;
-  const DnsConfig& config_;
+  const DnsConfig config_;  // a copy: the Config it came from may be replaced by a reload
   ares_channel channel_ = nullptr;
   uv_timer_t timer_;
   std::map<int, uv_poll_t*> polls_;

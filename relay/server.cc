@@ -6,11 +6,18 @@
 #include "core/log.h"
 #include "queue/spool_dirs.h"
 #include "relay/listen_socket.h"
+#include "relay/reload.h"
 
 namespace postern {
 
-Server::Server(const Config& config)
-    : config_(config), limiter_(config.limits.connections, config.limits.connections_per_ip) {
+Server::Server(std::shared_ptr<const Config> config, std::string config_path,
+               std::string spool_override)
+    : startup_(std::move(config)),
+      config_(*startup_),
+      current_(startup_),
+      config_path_(std::move(config_path)),
+      spool_override_(std::move(spool_override)),
+      limiter_(config_.limits.connections, config_.limits.connections_per_ip) {
   uv_loop_init(&loop_);
 }
 
@@ -26,9 +33,12 @@ int Server::run() {
   uv_signal_init(&loop_, &sigint_);
   sigint_.data = this;
   uv_signal_start(&sigint_, onSignal, SIGINT);
+  uv_signal_init(&loop_, &sighup_);
+  sighup_.data = this;
+  uv_signal_start(&sighup_, onHangup, SIGHUP);
   std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
   for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
-    workers_.push_back(std::make_unique<Worker>(config_, i, limiter_));
+    workers_.push_back(std::make_unique<Worker>(startup_, i, limiter_));
   }
   // The admin endpoint listens before any SMTP listener, so whoever sees port 25 open
   // can also ask /readyz (which waits for the workers' loops to answer).
@@ -55,6 +65,7 @@ int Server::run() {
     if (admin_) admin_->close();
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
@@ -128,6 +139,7 @@ void Server::onWorkerExit(uv_async_t* h) {
   uv_close(reinterpret_cast<uv_handle_t*>(&s->worker_exit_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&s->sigterm_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&s->sigint_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->sighup_), nullptr);
 }
 
 void Server::onSignal(uv_signal_t* h, int signum) {
@@ -138,6 +150,58 @@ void Server::onSignal(uv_signal_t* h, int signum) {
   }
   logEvent(spdlog::level::info, "shutdown", {{"signal", signum}});
   s->stop();
+}
+
+void Server::onHangup(uv_signal_t* h, int) { static_cast<Server*>(h->data)->reload(); }
+
+void Server::reload() {
+  if (stopping_) {
+    logEvent(spdlog::level::warn, "reload_failed", {{"error", "shutting down"}});
+    return;
+  }
+  ReloadPlan plan;
+  if (std::string err = prepareReload(config_path_, spool_override_, *current_, plan);
+      !err.empty()) {
+    logEvent(spdlog::level::err, "reload_failed",
+             {{"config", config_path_}, {"error", err}, {"kept", "running configuration"}});
+    return;
+  }
+  std::string fixed;
+  for (const auto& key : plan.restart_required) fixed += (fixed.empty() ? "" : ",") + key;
+  if (!fixed.empty()) {
+    logEvent(spdlog::level::warn, "reload_restart_required",
+             {{"keys", fixed}, {"kept", "running values"}});
+  }
+  current_ = plan.config;
+  limiter_.setLimits(current_->limits.connections, current_->limits.connections_per_ip);
+  spdlog::set_level(spdlog::level::from_str(current_->log_level));
+  // Every worker switches on its own loop; the last one to do so says it is done, so a
+  // config_reloaded line means every new connection now gets the new configuration.
+  struct Progress {
+    std::atomic<size_t> left;
+    std::atomic<size_t> failed{0};
+  };
+  auto progress = std::make_shared<Progress>();
+  progress->left = workers_.size();
+  const unsigned generation = ++reloads_;
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    auto task = [worker, plan, progress, generation] {
+      if (std::string err = worker->reload(plan.config, plan.tls); !err.empty()) {
+        ++progress->failed;
+        logEvent(spdlog::level::err, "reload_failed",
+                 {{"worker", uint64_t{worker->index()}}, {"error", err}});
+      }
+      if (progress->left.fetch_sub(1) == 1) {
+        logEvent(progress->failed ? spdlog::level::warn : spdlog::level::info, "config_reloaded",
+                 {{"generation", uint64_t{generation}},
+                  {"workers_failed", uint64_t{progress->failed.load()}}});
+      }
+    };
+    // A worker that no longer takes tasks is draining: it has no new connections to give
+    // the new configuration to.
+    if (!worker->post(task)) progress->left.fetch_sub(1);
+  }
 }
 
 void Server::stop() {

@@ -9,6 +9,9 @@
 // Before workers start, spool directories of workers that no longer exist (the worker
 // count went down) are merged into the remaining ones, so no message is left behind.
 // SIGTERM/SIGINT: stop accepting, drain every worker, join, exit 0.
+// SIGHUP: read the configuration file again (relay/reload.h), and if it passes, give it
+// to every worker on its own loop; the last worker to switch logs config_reloaded. A
+// refused reload logs reload_failed with the reason, and nothing changes.
 #pragma once
 
 #include <uv.h>
@@ -28,7 +31,10 @@ namespace postern {
 
 class Server {
  public:
-  explicit Server(const Config& config);
+  // config_path is read again on SIGHUP; spool_override (if not empty) replaced
+  // server.spool_dir on the command line.
+  Server(std::shared_ptr<const Config> config, std::string config_path,
+         std::string spool_override);
   ~Server();
   // Runs until a signal ends it. Returns the process exit status.
   int run();
@@ -36,7 +42,9 @@ class Server {
  private:
   std::string startAcceptors();
   void stop();
+  void reload();
   static void onSignal(uv_signal_t* h, int signum);
+  static void onHangup(uv_signal_t* h, int signum);
   static void onConnection(uv_stream_t* server, int status);
   static void onWorkerExit(uv_async_t* h);
 
@@ -46,13 +54,21 @@ class Server {
     const ListenerConfig* config;
   };
 
+  // The start-up configuration: listeners and workers keep pointers into it, so it lives
+  // as long as the Server. current_ is the latest one given to the workers.
+  const std::shared_ptr<const Config> startup_;
   const Config& config_;
+  std::shared_ptr<const Config> current_;
+  const std::string config_path_;
+  const std::string spool_override_;
+  unsigned reloads_ = 0;
   ConnectionLimiter limiter_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   uv_loop_t loop_;
   uv_signal_t sigterm_;
   uv_signal_t sigint_;
+  uv_signal_t sighup_;
   std::vector<Acceptor*> acceptors_;
   size_t next_worker_ = 0;
   bool stopping_ = false;

@@ -22,8 +22,9 @@ size_t Session::bufferSize(const Limits& l) {
 
 Session::Session(Worker& worker, const ListenerConfig& listener)
     : worker_(worker),
+      config_(worker.configSnapshot()),
       listener_(listener),
-      limits_(worker.config().limits),
+      limits_(config_->limits),
       in_(worker.bufferPool()),
       splitter_(limits_.command_line),
       reader_(limits_.data_line, limits_.message_size,
@@ -74,7 +75,7 @@ void Session::start() {
   if (!trusted) {
     logEvent(spdlog::level::warn, "proxy_refused",
              {{"client", client_text_}, {"reason", "not a trusted proxy"}});
-    reply(421, "4.7.0", worker_.config().hostname + " Error: invalid PROXY protocol header");
+    reply(421, "4.7.0", config_->hostname + " Error: invalid PROXY protocol header");
     closeAfterFlush();
     return flushOutput();
   }
@@ -88,14 +89,14 @@ void Session::greet() {
   if (!worker_.admitConnection(client_)) {
     logEvent(spdlog::level::warn, "connection_refused",
              {{"client", client_text_}, {"reason", "connection limit"}});
-    reply(421, "4.7.0", worker_.config().hostname + " Error: too many connections");
+    reply(421, "4.7.0", config_->hostname + " Error: too many connections");
     closeAfterFlush();
     return flushOutput();
   }
   counted_ = true;
-  relay_client_ = isRelayClient(worker_.config(), client_);
+  relay_client_ = isRelayClient(*config_, client_);
   logEvent(spdlog::level::info, "connect", {{"client", client_text_}});
-  out_.append("220 ").append(worker_.config().hostname).append(" ESMTP Postern\r\n");
+  out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
   armDeadline();
   flushOutput();
   resumeReading();
@@ -110,7 +111,7 @@ bool Session::handleProxyHeader() {
     case ProxyParse::kInvalid:
       logEvent(spdlog::level::warn, "proxy_refused",
                {{"client", client_text_}, {"reason", "invalid header"}});
-      reply(421, "4.7.0", worker_.config().hostname + " Error: invalid PROXY protocol header");
+      reply(421, "4.7.0", config_->hostname + " Error: invalid PROXY protocol header");
       closeAfterFlush();
       return false;
     case ProxyParse::kDone:
@@ -136,7 +137,7 @@ void Session::shutdown(bool force) {
   const bool in_transaction = state_ == State::kMail || state_ == State::kRcpt ||
                               state_ == State::kData || state_ == State::kBdat;
   if (in_transaction && !force) return;  // handleCommand or onCommitted says 421 later
-  reply(421, "4.3.2", worker_.config().hostname + " Service shutting down");
+  reply(421, "4.3.2", config_->hostname + " Service shutting down");
   closeAfterFlush();
   flushOutput();
 }
@@ -184,7 +185,7 @@ void Session::onTimeout(uv_timer_t* t) {
   if (idle < limit) return s->armDeadline();
   logEvent(spdlog::level::info, "timeout", {{"client", s->client_text_}});
   if (s->state_ != State::kProxy) {
-    s->reply(421, "4.4.2", s->worker_.config().hostname + " Error: timeout exceeded");
+    s->reply(421, "4.4.2", s->config_->hostname + " Error: timeout exceeded");
   }
   s->closeAfterFlush();
   s->flushOutput();
@@ -300,7 +301,7 @@ void Session::error(int code, std::string_view enhanced, std::string_view text) 
   reply(code, enhanced, text);
   if (++errors_ >= limits_.errors) {
     logEvent(spdlog::level::info, "too_many_errors", {{"client", client_text_}});
-    reply(421, "4.7.0", worker_.config().hostname + " Error: too many errors");
+    reply(421, "4.7.0", config_->hostname + " Error: too many errors");
     closeAfterFlush();
   }
 }

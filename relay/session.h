@@ -114,6 +114,9 @@ class Session {
   static void onClose(uv_handle_t* h);
 
   Worker& worker_;
+  // The configuration in force when the connection came in; a reload applies to the next
+  // connection (a session's rules never change under it).
+  const std::shared_ptr<const Config> config_;
   const ListenerConfig& listener_;
   const Limits& limits_;
   uv_tcp_t tcp_;

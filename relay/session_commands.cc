@@ -32,7 +32,7 @@ void Session::handleCommand(const Line& line) {
   if (line.too_long) return error(500, "5.5.2", "Error: line too long");
   if (worker_.stopping() && (state_ == State::kReady || state_ == State::kConnected)) {
     // Draining: a session that was let finish its transaction gets no new one.
-    reply(421, "4.3.2", worker_.config().hostname + " Service shutting down");
+    reply(421, "4.3.2", config_->hostname + " Service shutting down");
     return closeAfterFlush();
   }
   Command cmd = parseCommand(line.text);
@@ -105,7 +105,7 @@ void Session::cmdHelo(const Command& cmd, bool esmtp) {
   resetTransaction();
   helo_.assign(cmd.arg.substr(0, std::min<size_t>(cmd.arg.size(), 255)));
   esmtp_ = esmtp;
-  const Config& c = worker_.config();
+  const Config& c = *config_;
   if (!esmtp) {
     out_.append("250 ").append(c.hostname).append("\r\n");
     return;
@@ -125,7 +125,7 @@ void Session::cmdMail(const Command& cmd) {
   }
   if (messages_ >= limits_.messages_per_connection) {
     logEvent(spdlog::level::info, "too_many_messages", {{"client", client_text_}});
-    reply(421, "4.7.0", worker_.config().hostname + " Error: too many messages in one connection");
+    reply(421, "4.7.0", config_->hostname + " Error: too many messages in one connection");
     return closeAfterFlush();
   }
   PathArg path;
@@ -202,7 +202,7 @@ void Session::cmdRcpt(const Command& cmd) {
   if (path.eight_bit && !smtputf8_) {
     return refuse(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
   }
-  if (!mayRelayTo(worker_.config(), relay_client_, path.mailbox)) {
+  if (!mayRelayTo(*config_, relay_client_, path.mailbox)) {
     logEvent(spdlog::level::info, "relay_denied",
              {{"client", client_text_}, {"rcpt", path.mailbox}});
     return refuse(554, "5.7.1", "<" + std::string(path.mailbox) + ">: Relay access denied");

@@ -18,7 +18,7 @@ constexpr uint64_t kChunkProgress = 4096;
 }  // namespace
 
 void Session::beginMessage() {
-  const Config& c = worker_.config();
+  const Config& c = *config_;
   queue_id_ = worker_.spool().nextId();
   std::string qid = queueIdString(queue_id_);
   body_.clear();
@@ -172,7 +172,7 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
     state_ = State::kReady;
     resetTransaction();
     if (worker_.stopping()) {
-      reply(421, "4.3.2", worker_.config().hostname + " Service shutting down");
+      reply(421, "4.3.2", config_->hostname + " Service shutting down");
       closeAfterFlush();
     }
     processInput();

@@ -43,7 +43,8 @@ struct ClientOptions {
   HopAddress target;
   size_t address_index = 0;                // which of the destination's addresses
   TlsPolicy tls = TlsPolicy::kOpportunistic;
-  const TlsContext* tls_context = nullptr;  // nullptr: no STARTTLS
+  // nullptr: no STARTTLS. Shared: a reload may replace Delivery's context mid-connection.
+  std::shared_ptr<const TlsContext> tls_context;
 };
 
 class SmtpClient {

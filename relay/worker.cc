@@ -17,11 +17,12 @@ constexpr size_t kFreeBuffers = 256;
 
 }  // namespace
 
-Worker::Worker(const Config& config, unsigned index, ConnectionLimiter& limiter)
+Worker::Worker(std::shared_ptr<const Config> config, unsigned index, ConnectionLimiter& limiter)
     : config_(config),
+      startup_(config),
       index_(index),
       limiter_(limiter),
-      buffers_(Session::bufferSize(config.limits), kFreeBuffers) {
+      buffers_(Session::bufferSize(config->limits), kFreeBuffers) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &stop_async_, onStopAsync);
   stop_async_.data = this;
@@ -39,8 +40,8 @@ Worker::~Worker() {
 }
 
 std::string Worker::start(bool own_listeners) {
-  spool_ = std::make_unique<Spool>(&loop_, config_.spool_dir + "/w" + std::to_string(index_),
-                                   index_, config_.segment_size);
+  spool_ = std::make_unique<Spool>(&loop_, config_->spool_dir + "/w" + std::to_string(index_),
+                                   index_, config_->segment_size);
   delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_, metrics_);
   if (std::string err = delivery_->init(); !err.empty()) return err;
 
@@ -48,18 +49,18 @@ std::string Worker::start(bool own_listeners) {
   if (std::string err = spool_->open(recovered); !err.empty()) return "spool: " + err;
   logEvent(spdlog::level::info, "spool_recovered",
            {{"worker", uint64_t{index_}},
-            {"dir", config_.spool_dir},
+            {"dir", config_->spool_dir},
             {"messages", uint64_t{recovered.size()}}});
   for (auto& m : recovered) delivery_->enqueue(std::move(m));
 
-  if (!config_.tls.certificate.empty()) {
+  if (!config_->tls.certificate.empty()) {
     std::string err;
-    tls_ = TlsContext::create(config_.tls.certificate, config_.tls.private_key, err);
+    tls_ = TlsContext::create(config_->tls.certificate, config_->tls.private_key, err);
     if (!tls_) return "tls: " + err;
   }
   if (!own_listeners) return "";
 
-  for (const auto& l : config_.listeners) {
+  for (const auto& l : startup_->listeners) {
     sockaddr_storage addr;
     parseHostPort(l.address, addr);
     std::string err;
@@ -75,6 +76,15 @@ std::string Worker::start(bool own_listeners) {
     }
     if (rc != 0) return "listen " + l.address + ": " + uv_strerror(rc);
   }
+  return "";
+}
+
+std::string Worker::reload(std::shared_ptr<const Config> config,
+                           std::shared_ptr<const TlsContext> tls) {
+  if (stopping_) return "";
+  if (std::string err = delivery_->reload(config); !err.empty()) return err;
+  config_ = std::move(config);
+  tls_ = std::move(tls);
   return "";
 }
 

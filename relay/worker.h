@@ -7,6 +7,11 @@
 // Shutdown (requestStop): listeners close, idle sessions get 421 4.3.2, a session whose
 // message is being committed gets its 250 first, the spool flushes, delivery connections
 // end, and run() returns once every handle is closed.
+//
+// Configuration: the worker holds the current Config snapshot; reload() (posted by the
+// Server on SIGHUP) swaps it with the STARTTLS context and hands it to delivery. A
+// session keeps the snapshot it started with, as a Postfix smtpd process does, so a
+// reload never changes the rules in the middle of a conversation.
 #pragma once
 
 #include <concurrentqueue/concurrentqueue.h>
@@ -34,7 +39,7 @@ class Session;
 
 class Worker {
  public:
-  Worker(const Config& config, unsigned index, ConnectionLimiter& limiter);
+  Worker(std::shared_ptr<const Config> config, unsigned index, ConnectionLimiter& limiter);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -51,9 +56,15 @@ class Worker {
   void requestStop();
   void handoff(int fd, const ListenerConfig* listener);
 
+  // On this worker's loop (through post()): new sessions and delivery attempts use
+  // config, STARTTLS uses tls (nullptr: not offered). Returns "" or why delivery refused
+  // it, in which case nothing changed.
+  std::string reload(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls);
+
   uv_loop_t* loop() { return &loop_; }
   unsigned index() const { return index_; }
-  const Config& config() const { return config_; }
+  const Config& config() const { return *config_; }
+  std::shared_ptr<const Config> configSnapshot() const { return config_; }
   Spool& spool() { return *spool_; }
   Delivery& delivery() { return *delivery_; }
   BufferPool& bufferPool() { return buffers_; }
@@ -99,14 +110,16 @@ class Worker {
   static void onTaskAsync(uv_async_t* h);
   void runTasks();
 
-  const Config& config_;
+  std::shared_ptr<const Config> config_;
+  // Listeners (not reloadable) point into the start-up configuration, which stays alive.
+  const std::shared_ptr<const Config> startup_;
   unsigned index_;
   ConnectionLimiter& limiter_;
   uv_loop_t loop_;
   BufferPool buffers_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Delivery> delivery_;
-  std::unique_ptr<TlsContext> tls_;
+  std::shared_ptr<const TlsContext> tls_;
   std::vector<Listener*> listeners_;  // freed in their close callbacks
   uv_async_t stop_async_;
   uv_async_t handoff_async_;

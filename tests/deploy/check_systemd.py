@@ -9,8 +9,9 @@
    unknown keys and unparsable values and only prints a warning, so any output fails.
 3. `systemd-analyze security --offline=true --threshold=25`: overall exposure at most 2.5.
 4. The unit's commands, with the built binary and deploy/postern.toml: ExecStartPre
-   (check-config) succeeds; ExecStart runs the relay, which accepts connections, and
-   on KillSignal drains and exits 0 within TimeoutStopSec; an invalid config exits with a
+   (check-config) succeeds; ExecStart runs the relay, which accepts connections; the
+   ExecReload commands ($MAINPID: the relay) leave it running with config_reloaded in its
+   log; on KillSignal it drains and exits 0 within TimeoutStopSec; an invalid config exits with a
    status listed in RestartPreventExitStatus.
 Exit status 1 with one FAIL line per problem.
 """
@@ -97,6 +98,9 @@ def check_directives(svc):
     pre = one("ExecStartPre") or ""
     if "check-config" not in pre:
         fail(f"[Service] ExecStartPre={pre}: expected `postern check-config CONFIG`")
+    reload = svc.get("ExecReload", [])
+    if len(reload) != 2 or "check-config" not in reload[0] or "-HUP $MAINPID" not in reload[1]:
+        fail(f"[Service] ExecReload={reload}: expected check-config, then kill -HUP $MAINPID")
     start = shlex.split(one("ExecStart") or "")
     if "--spool-dir" not in start or start[start.index("--spool-dir") + 1] != "/var/lib/" + (one("StateDirectory") or ""):
         fail(f"[Service] ExecStart must pass --spool-dir /var/lib/{one('StateDirectory')} (the StateDirectory)")
@@ -134,9 +138,10 @@ def run_commands(root, postern, svc, stop_timeout, tmp):
     with open(config, "w") as f:
         f.write(text)
 
-    def command(key):
-        argv = shlex.split(svc[key][-1])
-        return [postern if a == UNIT_BIN else config if a == UNIT_CONFIG else a for a in argv]
+    def command(key, index=-1, pid=None):
+        argv = shlex.split(svc[key][index])
+        return [postern if a == UNIT_BIN else config if a == UNIT_CONFIG
+                else str(pid) if a == "$MAINPID" else a for a in argv]
 
     pre = subprocess.run(command("ExecStartPre"), capture_output=True, text=True, timeout=30)
     if pre.returncode != 0:
@@ -155,6 +160,20 @@ def run_commands(root, postern, svc, stop_timeout, tmp):
             log.seek(0)
             fail(f"ExecStart did not start a relay accepting on port {port}: {log.read()[-2000:]}")
             return
+        for i in range(len(svc.get("ExecReload", []))):
+            r = subprocess.run(command("ExecReload", i, relay.pid), capture_output=True,
+                               text=True, timeout=30)
+            if r.returncode != 0:
+                fail(f"ExecReload #{i + 1} exited {r.returncode}: {r.stderr.strip()}")
+        def reloaded():
+            with open(log.name) as f:
+                return "event=config_reloaded" in f.read()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not reloaded():
+            time.sleep(0.1)
+        if relay.poll() is not None or not reloaded():
+            fail(f"after ExecReload the relay is {'running' if relay.poll() is None else 'gone'} "
+                 "without a config_reloaded line")
         sig = getattr(signal, svc["KillSignal"][-1])
         start = time.monotonic()
         relay.send_signal(sig)

@@ -1,0 +1,68 @@
+#include "relay/reload.h"
+
+#include <algorithm>
+
+#include "relay/session.h"
+
+namespace postern {
+namespace {
+
+// Moves running's value into next and records key when they differ.
+template <class T>
+void keep(const T& running, T& next, const char* key, std::vector<std::string>& changed) {
+  if (!(running == next)) changed.emplace_back(key);
+  next = running;
+}
+
+}  // namespace
+
+std::vector<std::string> keepFixedSettings(const Config& running, Config& next) {
+  std::vector<std::string> changed;
+  keep(running.workers, next.workers, "server.workers", changed);
+  keep(running.accept_handoff, next.accept_handoff, "server.accept_mode", changed);
+  keep(running.spool_dir, next.spool_dir, "server.spool_dir", changed);
+  keep(running.segment_size, next.segment_size, "server.segment_size", changed);
+  keep(running.listeners, next.listeners, "listener", changed);
+  keep(running.admin_address, next.admin_address, "admin.address", changed);
+  keep(running.dns, next.dns, "dns", changed);
+  keep(running.log_format, next.log_format, "log.format", changed);
+  return changed;
+}
+
+std::string prepareReload(const std::string& path, const std::string& spool_override,
+                          const Config& running, ReloadPlan& plan) {
+  auto next = std::make_shared<Config>();
+  try {
+    *next = loadConfig(path);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  if (!spool_override.empty()) next->spool_dir = spool_override;
+  plan.restart_required = keepFixedSettings(running, *next);
+  // Read buffers come from a per-worker pool sized at start-up for the longest line.
+  if (Session::bufferSize(next->limits) > Session::bufferSize(running.limits)) {
+    return "limits.command_line / limits.data_line: longer lines than at start-up need a "
+           "restart (read buffers are sized when the workers start)";
+  }
+  plan.tls.reset();
+  if (!next->tls.certificate.empty()) {
+    std::string err;
+    plan.tls = TlsContext::create(next->tls.certificate, next->tls.private_key, err);
+    if (!plan.tls) return "tls: " + err;
+  }
+  // Each worker makes its own verifying context from delivery.ca_file; reading it here
+  // first means a bad file refuses the reload instead of leaving the workers split.
+  const bool verify =
+      std::any_of(next->routes.begin(), next->routes.end(),
+                  [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
+  if (verify) {
+    std::string err;
+    if (!TlsContext::createVerifyingClient(next->delivery.ca_file, err)) {
+      return "delivery.ca_file: " + err;
+    }
+  }
+  plan.config = std::move(next);
+  return "";
+}
+
+}  // namespace postern
