@@ -272,6 +272,7 @@ void Delivery::openClient(Destination& d) {
   const auto& addrs = d.resolution.addresses;
   ClientOptions o;
   o.address_index = d.next_address % addrs.size();
+  o.round = d.round;
   o.target = addrs[o.address_index];
   o.tls = d.route->tls;
   if (o.tls == TlsPolicy::kRequired) {
@@ -501,7 +502,9 @@ void Delivery::clientClosed(SmtpClient* client) {
   --clients_;
   if (!client->everReady()) {
     --d.connecting;
-    if (!stopping_) {
+    // Connections opened in parallel fail together: the first failure of a round backs the
+    // hop off (and counts it), the others of that round only close.
+    if (!stopping_ && client->round() == d.round) {
       if (client->tlsFailed() && d.route->tls == TlsPolicy::kOpportunistic) {
         // Opportunistic TLS must not keep mail from a hop that cannot do it: go plain.
         d.plain_until = uv_now(loop_) + kPlainAfterTlsFailureMs;
@@ -530,6 +533,7 @@ void Delivery::clientClosed(SmtpClient* client) {
 
 void Delivery::destinationFailed(Destination& d, const std::string& why) {
   ++d.failures;
+  ++d.round;
   const uint64_t backoff = scheduler_.backoffMs(d.failures);
   d.down_until = uv_now(loop_) + backoff;
   const std::string reason = withStatus("4.4.1", why);

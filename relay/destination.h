@@ -43,6 +43,8 @@ struct Destination {
   std::set<SmtpClient*> clients;
   size_t connecting = 0;     // clients not yet ready
   unsigned failures = 0;     // consecutive rounds in which no address could be used
+  unsigned round = 0;        // rounds ended by a failure; a connection of an older one
+                             // failing too does not end (or count) another
   uint64_t down_until = 0;   // backed off as a whole until then
   uint64_t next_send = 0;    // max_rate: the earliest start of the next message
   uint64_t plain_until = 0;  // opportunistic STARTTLS failed: plain text until then

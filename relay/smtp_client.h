@@ -42,6 +42,7 @@ struct RecipientResult {
 struct ClientOptions {
   HopAddress target;
   size_t address_index = 0;                // which of the destination's addresses
+  unsigned round = 0;                      // Destination::round when it was opened
   TlsPolicy tls = TlsPolicy::kOpportunistic;
   // nullptr: no STARTTLS. Shared: a reload may replace Delivery's context mid-connection.
   std::shared_ptr<const TlsContext> tls_context;
@@ -65,6 +66,7 @@ class SmtpClient {
   bool everReady() const { return ever_ready_; }
   size_t messagesSent() const { return messages_sent_; }
   size_t addressIndex() const { return options_.address_index; }
+  unsigned round() const { return options_.round; }
   const std::string& host() const { return options_.target.host; }
   // Why the connection ended before it became ready ("" if it did not).
   const std::string& error() const { return error_; }

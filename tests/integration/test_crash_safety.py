@@ -13,6 +13,8 @@ names, against the real binary.
                            once, oldest first.
 * RecoveredWhileDownTest -- messages recovered at start while the downstream is down
                            are delivered once it is up (regression).
+* ParallelRefusalsBackOffOnceTest -- parallel connections refused together count as
+                           one failed round (one retry_min backoff).
 * DiskFullTmpfsTest,    -- the spool's file system fills up (a real small tmpfs), or a
   DiskFullRlimitTest       file-size limit makes spool writes fail (EFBIG): clients get
                            452 4.3.1, the relay stays up, nothing acknowledged is lost
@@ -494,6 +496,37 @@ class RecoveredWhileDownTest(CrashCase):
         for m in msgs:
             k = subject_number(m, "recovered")
             assert_relayed(self, m, bodies[k], FROM, [f"r{k}@dest.test"])
+
+
+class ParallelRefusalsBackOffOnceTest(CrashCase):
+    """Connections opened in parallel to a next hop that is down fail together: that is
+    one failed round, backed off by retry_min, not one round per connection (with the
+    default 20 connections per host, five refusals used to push the first retry to
+    retry_min * 2^4). The parallel connections come from recovery, which queues every
+    spooled message at once."""
+
+    relay_kwargs = {"workers": 1, "retry_min": 2, "retry_max": 64}
+    MESSAGES = 5
+
+    def test_one_backoff_per_round(self):
+        with self.relay.client() as s:
+            s.ehlo("client.test")
+            for i in range(self.MESSAGES):
+                code, resp = self.send_one(s, numbered_body("round", i), [f"r{i}@dest.test"])
+                self.assertEqual(code, 250, resp)
+        self.assertEqual(self.relay.stop(), 0)
+        self.relay.start()
+        text = lambda: self.relay.log_text().split("event=listening")[-1]
+        deadline = time.monotonic() + 5
+        while text().count("event=next_hop_error") < self.MESSAGES:
+            self.assertLess(time.monotonic(), deadline, "recovered messages not attempted")
+            time.sleep(0.02)
+        time.sleep(0.3)
+        downs = [l for l in text().splitlines() if "event=next_hop_down" in l]
+        self.assertEqual(len(downs), 1, "\n".join(downs))
+        retry_ms = int(re.search(r"retry_in_ms=(\d+)", downs[0]).group(1))
+        self.assertGreaterEqual(retry_ms, 2000)
+        self.assertLessEqual(retry_ms, 2200)  # retry_min plus at most 10% jitter
 
 
 # --------------------------------------------------------------------------------------
