@@ -655,7 +655,11 @@ size_t Delivery::flush(uint64_t id) {
   if (id == 0) {
     for (auto& [key, d] : destinations_) d->down_until = 0;
   }
-  while (auto job = scheduler_.takeReady()) dispatch(std::move(job));
+  while (auto job = scheduler_.takeReady()) {
+    // An operator's flush is a retry now, also when the message's next hop is backed off.
+    destinationFor(*job).down_until = 0;
+    dispatch(std::move(job));
+  }
   if (id == 0) {
     std::vector<Destination*> all;
     for (auto& [key, d] : destinations_) all.push_back(d.get());

@@ -188,6 +188,20 @@ class AdminTest(RelayTestCase):
             time.sleep(0.1)
         self.assertEqual(self.queue_ids(), [])
 
+    def test_flush_one_message_retries_it_through_a_backed_off_hop(self):
+        self.send(["first@dest.test"])
+        entries = self.wait_queued(1, "deferred")
+        # The next hop is backed off for retry_min (30 s); a flush of one message is a
+        # retry of that message now, through the hop.
+        self.downstream.start()
+        self.assertEqual(self.queue("flush", entries[0]["id"]).returncode, 0)
+        self.assertEqual(self.downstream.wait_for(1, 10), 1)
+        self.assertEqual(self.downstream.snapshot()[0].rcpt_tos, ["first@dest.test"])
+        deadline = time.monotonic() + 5
+        while self.queue_ids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.queue_ids(), [])
+
     def test_offline_spool_listing(self):
         self.send(["later@dest.test", "also@dest.test"])
         entries = self.wait_queued(1)
