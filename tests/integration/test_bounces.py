@@ -2,7 +2,8 @@
 once; a 5xx for a recipient is reported to the envelope sender in an RFC 3464 delivery
 status notification (from <>), unless NOTIFY says otherwise; RET=HDRS returns only the
 header; a message from <> is never bounced (no loops); a message that stays deferred past
-queue_lifetime is bounced with 4.4.7.
+queue_lifetime is bounced with 4.4.7; a message the next hop cannot take (over its
+SIZE, or 8-bit content without 8BITMIME) is not sent and is bounced (5.3.4, 5.6.3).
 
 Every domain goes to self.downstream ("*"), except the senders' domain sender.test,
 whose exact route leads to self.bounces, the capturing downstream for notices.
@@ -13,7 +14,8 @@ import re
 import time
 import unittest
 
-from harness import HOST, Dsn, RelayTestCase, assert_relayed, check_dsn_shape
+from harness import (HOST, Dsn, RelayTestCase, WireDownstream, assert_relayed,
+                     check_dsn_shape)
 
 FROM = "sender@sender.test"
 
@@ -182,6 +184,167 @@ class RetryAndBounceTest(BounceTest):
         self.assertEqual(len(self.bounces.attempts), 1, self.bounces.attempts)
         self.assertEqual(len(self.downstream.attempts), 1, self.downstream.attempts)
         self.assertEqual(len(re.findall(r"event=bounce_queued", self.relay.log_text())), 1)
+
+
+class MixedTemporaryAndPermanentTest(BounceTest):
+    """Issue requirement: the downstream answers 451 then 250 for one recipient and 550
+    for the other, both at the same next hop: the right notice goes to the sender."""
+
+    def count_rcpts(self):
+        """Counts the RCPT commands the downstream answers, per address (the harness
+        only records accepted recipients): wraps this downstream's reply script."""
+        counts = {}
+        script = self.downstream._rcpt_reply
+
+        def counting(address):
+            with self.downstream.cond:
+                counts[address] = counts.get(address, 0) + 1
+            return script(address)
+
+        self.downstream._rcpt_reply = counting
+        return counts
+
+    def test_451_then_250_and_550_one_notice_for_the_refused_only(self):
+        """later@ gets 451 on the first attempt and 250 on the retry; gone@ gets 550 every
+        time. later@ is delivered exactly once, after the retry, alone; exactly one
+        RFC 3464 notice reaches the sender, naming gone@ (failed, 5.1.1) and not later@;
+        gone@ is not tried again after its 5xx; nothing more arrives afterwards."""
+        later, gone = "later@dest.test", "gone@dest.test"
+        self.downstream.rcpt_replies = {later: ["451 4.2.1 Mailbox busy, try later"],
+                                        gone: "550 5.1.1 No such user here"}
+        rcpts = self.count_rcpts()
+        original = body("mixed451")
+        self.send_with(original, FROM, [later, gone])
+
+        self.assertEqual(self.downstream.wait_for(1, 15), 1, "later@ not delivered on retry")
+        self.assertTrue(self.relay.wait_log(r"event=deferred .*rcpt=later@dest\.test", 1),
+                        "the 451 was not logged as a deferral")
+        dsn = self.one_dsn()
+
+        # Settle past retry_max (2 s): a second notice, a duplicate delivery or another
+        # attempt at gone@ would show up by then.
+        time.sleep(3)
+        msgs = self.downstream.snapshot()
+        self.assertEqual(len(msgs), 1, f"later@ delivered more than once: {msgs}")
+        assert_relayed(self, msgs[0], original, FROM, [later])
+        self.assertEqual(len(self.bounces.snapshot()), 1,
+                         f"more than one notice: {self.bounces.snapshot()}")
+        self.assertEqual(len(self.bounces.attempts), 1, self.bounces.attempts)
+        self.assertEqual(rcpts.get(later), 2, f"RCPT commands per address: {rcpts}")
+        self.assertEqual(rcpts.get(gone), 1,
+                         f"gone@ was tried again after a 550 (RCPT counts: {rcpts})")
+        self.assertEqual(len(re.findall(r"event=bounce_queued", self.relay.log_text())), 1)
+
+        # The notice: only gone@, failed, with the 5.1.1 and the next hop's reply.
+        finals = [b.get("Final-Recipient", "") for b in dsn.recipients]
+        self.assertEqual(len(dsn.recipients), 1, f"per-recipient blocks: {finals}")
+        block = dsn.recipient(gone)
+        self.assertIsNotNone(block, f"gone@ is not reported: {finals}")
+        self.assertEqual(block["Action"].strip().lower(), "failed")
+        self.assertRegex(block["Status"].strip(), r"^5\.\d{1,3}\.\d{1,3}$")
+        self.assertEqual(block["Status"].strip(), "5.1.1")
+        self.assertIn("550 5.1.1 No such user here", block.get("Diagnostic-Code", ""))
+        self.assertIsNone(dsn.recipient(later), "the delivered recipient is reported")
+        # later@ is named nowhere in the report (its human-readable and its
+        # machine-readable part); the returned original may carry its own headers.
+        for part in dsn.parts[:2]:
+            self.assertNotIn(later, part.as_string(), f"later@ named in {part.get_content_type()}")
+        self.assertIn(original, dsn.raw, "the original is not returned")
+
+
+class NextHopExtensionTest(BounceTest):
+    """What the next hop announces in EHLO limits what the relay may send it: a message
+    larger than its SIZE (RFC 1870) or with 8-bit content when it lacks 8BITMIME
+    (RFC 6152; the relay does not convert) is not sent, and the sender is notified.
+
+    "*" leads to a WireDownstream with the EHLO list the test picks (it answers 250 to
+    everything, so any refusal is the relay's own); notices go to self.bounces."""
+
+    start_downstream = False
+
+    def setUp(self):
+        RelayTestCase.setUp(self)   # neither a downstream nor a relay: start_wire does it
+
+    def start_wire(self, extensions):
+        self.wire = WireDownstream(extensions)
+        self.addCleanup(self.wire.stop)
+        self.bounces = self.add_downstream()
+        self.start_relay(self.wire.port, routes=[
+            {"domain": "sender.test", "next_hop": f"{HOST}:{self.bounces.port}"}])
+
+    def wire_verbs(self):
+        with self.wire.cond:
+            return [line.split(b" ", 1)[0].split(b":", 1)[0].upper()
+                    for line, _ in self.wire.commands]
+
+    def test_message_larger_than_next_hop_size_is_not_sent(self):
+        """The hop announces SIZE 100; a message of several hundred bytes is refused by
+        the relay itself before MAIL (552 5.3.4 in the log), never reaches DATA, and the
+        sender gets one notice with Status 5.3.4."""
+        self.start_wire(["PIPELINING", "8BITMIME", "SIZE 100"])
+        original = body("size") + b"filler " * 60 + b"\r\n"
+        self.assertGreater(len(original), 400)
+        self.send_with(original, FROM, ["big@dest.test"])
+        dsn = self.one_dsn()
+        block = dsn.recipient("big@dest.test")
+        self.assertIsNotNone(block, dsn.raw[:3000])
+        self.assertEqual(block["Action"].strip().lower(), "failed")
+        self.assertEqual(block["Status"].strip(), "5.3.4")
+        self.assertIn("5.3.4 message size", block.get("Diagnostic-Code", ""))
+        self.assertIn("(100)", block.get("Diagnostic-Code", ""))
+        self.assertRegex(self.relay.log_text(),
+                         r"event=bounced .*rcpt=big@dest\.test .*code=552 "
+                         r"reply=\"5\.3\.4 message size \d+ exceeds the limit of \S+ \(100\)")
+        self.assertIn(original, dsn.raw, "the original is not returned")
+        verbs = self.wire_verbs()
+        self.assertNotIn(b"DATA", verbs, f"the oversized message was offered: {verbs}")
+        self.assertNotIn(b"MAIL", verbs, f"a transaction was started: {verbs}")
+        self.assertEqual(self.wire.bodies, [])
+
+    def test_8bit_message_to_hop_without_8bitmime_is_not_sent(self):
+        """The hop announces no 8BITMIME; a message with 8-bit bytes in its body, sent to
+        the relay with BODY=8BITMIME, is refused by the relay (554 5.6.3) and never
+        reaches MAIL or DATA; the sender gets one notice with Status 5.6.3 naming the
+        missing 8BITMIME. A 7-bit message to the same hop afterwards is delivered as
+        is (no BODY= parameter), and produces no notice."""
+        self.start_wire(["PIPELINING", "SIZE 1000000"])
+        eight = (b"Subject: 8bit\r\nMessage-ID: <8bit@sender.test>\r\n"
+                 b"Content-Type: text/plain; charset=utf-8\r\n"
+                 b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+                 b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln\r\n")
+        self.send_with(eight, FROM, ["eight@dest.test"], mail_options=["BODY=8BITMIME"])
+        dsn = self.one_dsn()
+        block = dsn.recipient("eight@dest.test")
+        self.assertIsNotNone(block, dsn.raw[:3000])
+        self.assertEqual(block["Action"].strip().lower(), "failed")
+        self.assertEqual(block["Status"].strip(), "5.6.3")
+        self.assertIn("8BITMIME", block.get("Diagnostic-Code", ""))
+        self.assertRegex(self.relay.log_text(),
+                         r"event=bounced .*rcpt=eight@dest\.test .*code=554 "
+                         r"reply=\"5\.6\.3 \S+ does not support 8BITMIME")
+        verbs = self.wire_verbs()
+        self.assertNotIn(b"MAIL", verbs, f"the 8-bit message was offered: {verbs}")
+        self.assertNotIn(b"DATA", verbs, f"the 8-bit message was offered: {verbs}")
+        self.assertEqual(self.wire.bodies, [])
+
+        # Control: the hop itself is fine for 7-bit mail.
+        seven = body("seven")
+        self.send_with(seven, FROM, ["seven@dest.test"])
+        self.assertEqual(self.wire.wait_for(1, 15), 1, "the 7-bit message was not delivered")
+        with self.wire.cond:
+            lines = [line for line, _ in self.wire.commands]
+        mail = [l for l in lines if l.upper().startswith(b"MAIL")]
+        self.assertEqual(len(mail), 1, lines)
+        self.assertTrue(mail[0].startswith(b"MAIL FROM:<" + FROM.encode() + b">"), mail)
+        self.assertNotIn(b"BODY=", mail[0].upper())
+        self.assertIn(b"RCPT TO:<seven@dest.test>", lines)
+        self.assertNotIn(b"RCPT TO:<eight@dest.test>", lines)
+        # The wire keeps the dot-stuffing; the relay prepends its Received: header.
+        self.assertTrue(self.wire.bodies[0].startswith(b"Received: "), self.wire.bodies[0][:200])
+        self.assertTrue(self.wire.bodies[0].endswith(seven.replace(b"\r\n.", b"\r\n..")),
+                        self.wire.bodies[0])
+        time.sleep(1)
+        self.assertEqual(len(self.bounces.snapshot()), 1, "a notice for the 7-bit message")
 
 
 class ExpiryTest(BounceTest):
