@@ -1,6 +1,7 @@
 #include "relay/delivery.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -230,7 +231,9 @@ void Delivery::pump(Destination& d) {
   // connection is free for it; else max_connections idle ones would wait for their turn,
   // time out and be opened again.
   const bool rated = d.route->max_rate > 0;
-  while (!d.ready.empty() && d.clients.size() < d.route->max_connections &&
+  // This worker's share of the hop's connections (see destination.h).
+  const size_t max_connections = std::max<size_t>(1, d.route->max_connections / config_->workers);
+  while (!d.ready.empty() && d.clients.size() < max_connections &&
          (rated ? spare == 0 && uv_now(loop_) >= d.next_send : d.ready.size() > d.connecting)) {
     openClient(d);
     ++spare;
@@ -295,7 +298,11 @@ bool Delivery::startJob(Destination& d, SmtpClient* c) {
       armTimer();
       return false;
     }
-    d.next_send = std::max(now, d.next_send) + static_cast<uint64_t>(1000 / d.route->max_rate);
+    // This worker's share of the rate, as an interval in fractions of a millisecond (a
+    // rate above 1000/s must not round to "unlimited"); up to 1 ms of unused credit
+    // carries over, so the rate holds across the loop clock's millisecond steps.
+    const double interval = 1000.0 * config_->workers / d.route->max_rate;
+    d.next_send = std::max(d.next_send, static_cast<double>(now) - 1.0) + interval;
   }
   auto job = std::move(d.ready.front());
   d.ready.pop_front();
@@ -558,7 +565,7 @@ void Delivery::armTimer() {
   int64_t next = scheduler_.nextDue(now);
   for (const auto& [key, d] : destinations_) {
     if (d->ready.empty()) continue;
-    uint64_t wake = std::max(d->down_until, d->next_send);
+    uint64_t wake = std::max(d->down_until, static_cast<uint64_t>(std::ceil(d->next_send)));
     if (wake > now && (next < 0 || static_cast<int64_t>(wake - now) < next)) {
       next = static_cast<int64_t>(wake - now);
     }

@@ -1,7 +1,9 @@
 // Destination: one next hop's pool, owned by Delivery. A route to a smarthost is one
 // destination; a route by MX is one destination per recipient domain. Each has its own
-// ready queue, connections (at most route->max_connections), DNS answer, backoff when it
-// cannot be reached at all, and message rate limit.
+// ready queue, connections, DNS answer, backoff when it cannot be reached at all, and
+// message rate limit. A route's max_connections and max_rate are for the whole relay:
+// every worker delivers the mail of its own spool, so each holds an equal share of them
+// (at least one connection).
 //
 // A reload (SIGHUP) that keeps a destination's next hop points it at the new route; one
 // that changes or removes the hop retires it: its waiting jobs are routed afresh, and it
@@ -46,7 +48,7 @@ struct Destination {
   unsigned round = 0;        // rounds ended by a failure; a connection of an older one
                              // failing too does not end (or count) another
   uint64_t down_until = 0;   // backed off as a whole until then
-  uint64_t next_send = 0;    // max_rate: the earliest start of the next message
+  double next_send = 0;      // max_rate: the earliest start of the next message (loop ms)
   uint64_t plain_until = 0;  // opportunistic STARTTLS failed: plain text until then
 
   bool idle() const { return ready.empty() && clients.empty() && dns != Dns::kResolving; }

@@ -1,6 +1,8 @@
 """Several workers: SO_REUSEPORT spreads connections over worker loops, handoff mode
-deals them round-robin, and a restart with fewer workers still delivers every message
-spooled by a worker that no longer exists (its spool directory is merged)."""
+deals them round-robin, a route's max_connections and max_rate hold for the relay as a
+whole (each worker takes its share), and a restart with fewer workers still delivers
+every message spooled by a worker that no longer exists (its spool directory is
+merged)."""
 
 import re
 import socket
@@ -66,6 +68,65 @@ class HandoffTest(RelayTestCase):
         self.assertTrue(all(workers[i] != workers[i + 1] for i in range(5)), workers)
         self.assertEqual(self.downstream.wait_for(6, 20), 6)
         self.assertIn("accept=handoff", self.relay.log_text())
+
+
+class HopLimitsAcrossWorkersTest(RelayTestCase):
+    """Two workers, connections dealt round-robin (handoff), so both have mail for the
+    same next hop at once. With max_connections = 2 each worker opens one connection, and
+    with max_rate each sends at half the rate: together, the route's limits."""
+
+    auto_relay = False
+
+    def start_limited(self, data_delay, **route):
+        self.limited = self.add_downstream(data_delay=data_delay)
+        self.relay = Relay(self.downstream.port, workers=2, routes=[
+            dict({"domain": "limited.test", "next_hop": f"{HOST}:{self.limited.port}"},
+                 **route)])
+        self.relay.config_text = self.relay.config_text.replace(
+            "[server]\n", '[server]\naccept_mode = "handoff"\n', 1)
+        with open(self.relay.config_path, "w") as f:
+            f.write(self.relay.config_text)
+        self.addCleanup(self._cleanup_relay)
+        self.relay.start()
+        time.sleep(0.3)  # the harness's readiness probe took one turn of the rotation
+
+    def send_limited(self, n):
+        ids = []
+        for i in range(n):
+            s = socket.create_connection((HOST, self.relay.port), timeout=10)
+            try:
+                r = ReplyReader(s)
+                r.reply()
+                s.sendall(b"EHLO c.test\r\nMAIL FROM:<a@origin.test>\r\n"
+                          b"RCPT TO:<r%d@limited.test>\r\nDATA\r\n" % i)
+                self.assertEqual([c for c, _ in r.replies(4)], [250, 250, 250, 354])
+                s.sendall(BODY + b".\r\nQUIT\r\n")
+                code, lines = r.reply()
+                self.assertEqual(code, 250, lines)
+                ids.append(lines[0].split(b"queued as ")[1].decode())
+            finally:
+                s.close()
+        self.assertEqual(sorted(worker_of(q) for q in ids).count(0), n // 2, ids)
+        return ids
+
+    def test_max_connections_is_for_the_whole_relay(self):
+        self.start_limited(0.3, max_connections=2)
+        self.send_limited(12)
+        self.assertEqual(self.limited.wait_for(12, 30), 12)
+        self.assertLessEqual(self.limited.max_concurrent, 2,
+                             f"connections: {self.limited.connections}")
+
+    def test_max_rate_is_for_the_whole_relay(self):
+        rate, n = 4.0, 10
+        self.start_limited(0, max_rate=rate)
+        self.send_limited(n)
+        self.assertEqual(self.limited.wait_for(n, 30), n)
+        times = sorted(m.time for m in self.limited.snapshot())
+        span = times[-1] - times[0]
+        # (n-1)/rate = 2.25 s for the relay; each worker at the full rate would take half.
+        # Loose below (a worker's first message need not wait for the other's).
+        self.assertGreaterEqual(span, 0.7 * (n - 1) / rate,
+                                f"{n} messages in {span:.2f} s at max_rate = {rate}")
 
 
 class FewerWorkersTest(RelayTestCase):
