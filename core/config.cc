@@ -140,6 +140,7 @@ void readServer(TableReader& r, Config& c) {
   c.spool_dir = r.str("spool_dir", c.spool_dir);
   if (c.spool_dir.empty()) r.fail(r.get("spool_dir"), "spool_dir", "must not be empty");
   c.segment_size = static_cast<size_t>(r.integer("segment_size", 64 << 20, 4096, int64_t{1} << 34));
+  c.drain_timeout = r.seconds("drain_timeout", c.drain_timeout);
   c.log_format = r.str("log_format", c.log_format);
   if (c.log_format != "keyvalue" && c.log_format != "json") {
     r.fail(r.get("log_format"), "log_format", "expected \"keyvalue\" or \"json\"");

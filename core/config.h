@@ -96,6 +96,8 @@ struct Config {
   bool accept_handoff = false;  // "handoff": one acceptor; default "reuseport"
   std::string spool_dir = "/var/spool/postern";
   size_t segment_size = 64u << 20;  // a spool segment is closed past this size
+  // SIGTERM: how long sessions and delivery transactions may finish before they are cut.
+  double drain_timeout = 10;
   std::vector<ListenerConfig> listeners;
   std::vector<Network> relay_networks;
   std::vector<std::string> accept_domains;  // lower-case

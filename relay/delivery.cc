@@ -707,6 +707,14 @@ void Delivery::stop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   resolver_.close();
   forEachDestination([](const Destination& d) {
+    for (auto* c : std::set<SmtpClient*>(d.clients)) {
+      if (c->job() == nullptr) c->shutdown();  // clientReady() ends the others
+    }
+  });
+}
+
+void Delivery::abort() {
+  forEachDestination([](const Destination& d) {
     for (auto* c : std::set<SmtpClient*>(d.clients)) c->shutdown();
   });
 }

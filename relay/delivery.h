@@ -60,8 +60,13 @@ class Delivery {
   // Switches to a new configuration; "" or why outbound TLS could not be set up for it (the
   // old configuration then stays in force).
   std::string reload(std::shared_ptr<const Config> config);
-  // Stops new attempts, ends connections; done() turns true once all are closed.
+  // Stops new attempts and ends idle connections; a message on a connection finishes
+  // (its result is recorded, then QUIT), since cutting it after the final dot could have
+  // it delivered twice. done() turns true once every connection is closed.
   void stop();
+  // The drain deadline: ends the connections still busy (their messages are retried
+  // after the restart).
+  void abort();
   bool done() const { return stopping_ && clients_ == 0; }
 
   // SmtpClient callbacks.

@@ -10,8 +10,6 @@
 namespace postern {
 namespace {
 
-// How long a drain waits for sessions and deliveries before closing them regardless.
-constexpr uint64_t kDrainMs = 10000;
 // Read buffers kept for reuse per worker.
 constexpr size_t kFreeBuffers = 256;
 
@@ -154,7 +152,7 @@ void Worker::stop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&handoff_async_), nullptr);
   for (Session* s : std::set<Session*>(sessions_)) s->shutdown();
   delivery_->stop();
-  drain_deadline_ = uv_now(&loop_) + kDrainMs;
+  drain_deadline_ = uv_now(&loop_) + static_cast<uint64_t>(config_->drain_timeout * 1000);
   uv_timer_start(&drain_timer_, onDrainTimer, 20, 20);
 }
 
@@ -163,6 +161,7 @@ void Worker::onDrainTimer(uv_timer_t* t) {
   bool past = uv_now(&w->loop_) >= w->drain_deadline_;
   if (past) {
     for (Session* s : std::set<Session*>(w->sessions_)) s->shutdown(true);
+    w->delivery_->abort();
   }
   if ((w->sessions_.empty() && !w->spool_->busy() && w->delivery_->done()) || past) {
     if (w->spool_->busy()) return;  // a commit in flight must finish: it may hold a 250

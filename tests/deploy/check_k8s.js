@@ -188,8 +188,8 @@ if (sts) {
   c.expect(probe(ctr.livenessProbe).path === "/healthz" && probe(ctr.livenessProbe).port === "admin", w,
     "livenessProbe must GET /healthz on port admin");
 
-  // Shutdown: preStop, then SIGTERM and the relay's drain (at most 10 s, relay/worker.cc
-  // kDrainMs, plus the last fdatasync) must fit in the grace period.
+  // Shutdown: preStop, then SIGTERM and the relay's drain (server.drain_timeout, 10 s by
+  // default and in the ConfigMap, plus the last fdatasync) must fit in the grace period.
   const preStop = (ctr.lifecycle || {}).preStop;
   let preStopSeconds = 0;
   if (c.expect(preStop !== undefined, w, "no preStop hook")) {

@@ -88,7 +88,7 @@ def check_directives(svc):
     if one("DynamicUser") != "yes" and not one("User"):
         fail("[Service] needs DynamicUser=yes or User=")
     stop = seconds(one("TimeoutStopSec") or "")
-    # The drain: at most 10 s (relay/worker.cc kDrainMs) plus the last fdatasync.
+    # The drain: server.drain_timeout (default 10 s) plus the last fdatasync.
     if stop is None or stop < 15:
         fail(f"[Service] TimeoutStopSec={one('TimeoutStopSec')}: must be at least 15 s for the drain")
     nofile = one("LimitNOFILE") or "0"
