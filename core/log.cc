@@ -9,9 +9,33 @@ namespace {
 
 bool g_json = false;
 
+// Length of the well-formed UTF-8 sequence at the start of v (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF), or 0.
+size_t utf8Length(std::string_view v) {
+  auto b = [&](size_t i) { return static_cast<unsigned char>(v[i]); };
+  auto cont = [&](size_t i) { return i < v.size() && (b(i) & 0xc0) == 0x80; };
+  const unsigned char c = b(0);
+  if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    if (!cont(1) || !cont(2)) return 0;
+    if ((c == 0xe0 && b(1) < 0xa0) || (c == 0xed && b(1) > 0x9f)) return 0;
+    return 3;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    if (!cont(1) || !cont(2) || !cont(3)) return 0;
+    if ((c == 0xf0 && b(1) < 0x90) || (c == 0xf4 && b(1) > 0x8f)) return 0;
+    return 4;
+  }
+  return 0;
+}
+
+// Escaped for a quoted string: quotes, backslashes and control characters (so a peer's
+// text cannot end the line or the field); UTF-8 passes, any other byte (peer text may be
+// any octets) becomes U+FFFD, so a JSON line is always valid UTF-8.
 void appendEscaped(std::string& out, std::string_view v) {
-  for (char c : v) {
-    auto u = static_cast<unsigned char>(c);
+  for (size_t i = 0; i < v.size();) {
+    const char c = v[i];
+    const auto u = static_cast<unsigned char>(c);
     if (c == '"' || c == '\\') {
       out.push_back('\\');
       out.push_back(c);
@@ -19,9 +43,20 @@ void appendEscaped(std::string& out, std::string_view v) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\u%04x", u);
       out.append(buf);
+    } else if (u >= 0x80) {
+      const size_t n = utf8Length(v.substr(i));
+      if (n == 0) {
+        out.append("\\ufffd");
+        ++i;
+      } else {
+        out.append(v.substr(i, n));
+        i += n;
+      }
+      continue;
     } else {
       out.push_back(c);
     }
+    ++i;
   }
 }
 
@@ -45,7 +80,12 @@ LogField::LogField(std::string_view k, double v) : key(k), quoted(false) {
 void initLogging(std::string_view format, std::string_view level) {
   g_json = format == "json";
   auto logger = spdlog::stderr_logger_mt("postern");
-  logger->set_pattern(g_json ? "%v" : "%Y-%m-%dT%H:%M:%S.%e level=%l %v");
+  // JSON: a UTC ISO-8601 timestamp as the first member; formatEvent() writes the rest.
+  if (g_json) {
+    logger->set_pattern("{\"ts\":\"%Y-%m-%dT%H:%M:%S.%eZ\",%v", spdlog::pattern_time_type::utc);
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
+  }
   logger->set_level(spdlog::level::from_str(std::string(level)));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
@@ -54,10 +94,15 @@ void initLogging(std::string_view format, std::string_view level) {
 void logEvent(spdlog::level::level_enum level, std::string_view event,
               std::initializer_list<LogField> fields) {
   if (!spdlog::should_log(level)) return;
+  spdlog::log(level, "{}", formatEvent(g_json, level, event, fields));
+}
+
+std::string formatEvent(bool json, spdlog::level::level_enum level, std::string_view event,
+                        std::initializer_list<LogField> fields) {
   std::string line;
   line.reserve(128);
-  if (g_json) {
-    line.append("{\"level\":\"");
+  if (json) {
+    line.append("\"level\":\"");
     line.append(spdlog::level::to_string_view(level).data());
     line.append("\",\"event\":\"");
     appendEscaped(line, event);
@@ -87,7 +132,7 @@ void logEvent(spdlog::level::level_enum level, std::string_view event,
       }
     }
   }
-  spdlog::log(level, "{}", line);
+  return line;
 }
 
 }  // namespace postern

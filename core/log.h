@@ -31,4 +31,10 @@ void initLogging(std::string_view format, std::string_view level);
 void logEvent(spdlog::level::level_enum level, std::string_view event,
               std::initializer_list<LogField> fields);
 
+// The line logEvent writes after the logger's own prefix ("TIME level=L " for key=value;
+// for JSON the object's opening brace and "ts" member, so this returns the members after
+// them and the closing brace).
+std::string formatEvent(bool json, spdlog::level::level_enum level, std::string_view event,
+                        std::initializer_list<LogField> fields);
+
 }  // namespace postern

@@ -12,10 +12,11 @@
 namespace postern {
 
 struct Histogram {
-  // Upper bounds in seconds: fsyncs and SMTP transactions both live in this range.
-  static constexpr std::array<double, 14> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                     0.025,  0.05,  0.1,    0.25,  0.5,
-                                                     1,      2.5,   5,      10};
+  // Upper bounds in seconds: from fast fsyncs to an SMTP transaction that runs into the
+  // default data_timeout (600 s).
+  static constexpr std::array<double, 19> kBounds = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+      1,      2.5,   5,      10,    30,   60,    120,  300, 600};
   std::array<uint64_t, kBounds.size()> buckets{};  // per bound, not cumulative
   double sum = 0;
   uint64_t count = 0;

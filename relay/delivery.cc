@@ -327,7 +327,10 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
 void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                            std::vector<RecipientResult> results) {
   Destination& d = client->destination();
-  metrics_.delivery[d.key].observe(static_cast<double>(uv_now(loop_) - job->started_ms) / 1000);
+  // Labelled by next hop for smarthost routes, by route for MX ones ("mx:*"): one label
+  // per recipient domain would grow without bound.
+  const std::string label = d.route->isMx() ? "mx:" + d.route->domain : d.key;
+  metrics_.delivery[label].observe(static_cast<double>(uv_now(loop_) - job->started_ms) / 1000);
   finishJob(std::move(job), results, client->host());
   pump(d);
 }

@@ -94,6 +94,7 @@ void Session::greet() {
     return flushOutput();
   }
   counted_ = true;
+  connected_at_ = uv_now(worker_.loop());
   relay_client_ = isRelayClient(*config_, client_);
   logEvent(spdlog::level::info, "connect", {{"client", client_text_}});
   out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
@@ -145,7 +146,15 @@ void Session::shutdown(bool force) {
 void Session::close() {
   if (closing_) return;
   closing_ = true;
-  if (counted_) worker_.releaseConnection(client_);
+  if (counted_) {
+    worker_.releaseConnection(client_);
+    // Postfix's "disconnect from": how long, and what came of it.
+    logEvent(spdlog::level::info, "disconnect",
+             {{"client", client_text_},
+              {"messages", uint64_t{messages_}},
+              {"errors", uint64_t{errors_}},
+              {"duration", static_cast<double>(uv_now(worker_.loop()) - connected_at_) / 1000}});
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClose);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
 }

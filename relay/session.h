@@ -130,6 +130,7 @@ class Session {
   bool counted_ = false;        // holds a slot in the worker's connection accounting
   uint64_t last_progress_ = 0;
   uint64_t armed_limit_ = 0;  // the limit the timer was last armed with
+  uint64_t connected_at_ = 0;  // loop time of the greeting
 
   IpAddress client_;
   std::string client_text_;

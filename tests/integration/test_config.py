@@ -1,6 +1,7 @@
 """Start-up configuration handling: missing or invalid configs fail loudly, check-config,
-and --spool-dir."""
+--spool-dir, and the JSON log format."""
 
+import json
 import os
 import re
 import shutil
@@ -154,6 +155,51 @@ class SpoolDirOverrideTest(unittest.TestCase):
         self.assertEqual(ds.wait_for(1, 15), 1, relay.log_text())
         assert_relayed(self, ds.messages[0], body, "a@origin.test", ["b@dest.test"])
         relay.stop()
+
+
+class JsonLogTest(unittest.TestCase):
+    """log_format = "json": every line the relay writes is one JSON object with a UTC
+    timestamp, level and event (escaping is tests/core/log_test.cc's); the accepted and
+    delivered events carry their fields, and the message body is never logged."""
+
+    def test_every_line_is_a_json_object_without_the_body(self):
+        ds = Downstream()
+        ds.start()
+        self.addCleanup(ds.stop)
+        relay = Relay(ds.port)
+        relay.config_text = relay.config_text.replace(
+            "[server]\n", '[server]\nlog_format = "json"\n', 1)
+        with open(relay.config_path, "w") as f:
+            f.write(relay.config_text)
+        self.addCleanup(relay.cleanup)
+        relay.start()
+        secret = b"body-text-that-must-not-be-logged"
+        with relay.client() as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.sendmail("a@origin.test", ["b@dest.test"],
+                                        b"Subject: json\r\n\r\n" + secret + b"\r\n"), {})
+        self.assertEqual(ds.wait_for(1, 15), 1)
+        self.assertTrue(relay.wait_log(r'"event":"delivered"', 10))
+        self.assertEqual(relay.stop(), 0)
+        raw = open(relay.log_path, "rb").read()
+        self.assertNotIn(secret, raw)
+        events = []
+        for line in raw.decode("utf-8").splitlines():  # strict: must be valid UTF-8
+            if line.startswith("---- harness"):
+                continue
+            obj = json.loads(line)
+            self.assertRegex(obj["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            self.assertIn(obj["level"], ("trace", "debug", "info", "warning", "error"))
+            events.append(obj)
+        names = [e["event"] for e in events]
+        for want in ("listening", "connect", "accepted", "delivered", "stopped"):
+            self.assertIn(want, names)
+        accepted = next(e for e in events if e["event"] == "accepted")
+        self.assertEqual(accepted["from"], "a@origin.test")
+        self.assertEqual(accepted["nrcpt"], 1)
+        delivered = next(e for e in events if e["event"] == "delivered")
+        self.assertEqual(delivered["rcpt"], "b@dest.test")
+        self.assertEqual(delivered["code"], 250)
 
 
 if __name__ == "__main__":
