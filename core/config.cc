@@ -283,6 +283,13 @@ Config loadConfig(const std::string& path) {
     if (!parseHostPort(l.address, ss)) {
       r.fail(t, "address", "expected a numeric \"ip:port\" or \"[ipv6]:port\"");
     }
+    // With SO_REUSEPORT a second listener on the same address would bind without an
+    // error and take a share of its connections, whatever its own settings.
+    for (const auto& other : c.listeners) {
+      if (other.address == l.address) {
+        r.fail(r.get("address"), "address", "\"" + l.address + "\" is already a listener");
+      }
+    }
     l.proxy_protocol = r.boolean("proxy_protocol", false);
     for (const auto& n : r.strings("trusted_proxies", {})) {
       auto net = Network::parse(n);

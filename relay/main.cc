@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "relay/queue_cli.h"
+#include "relay/reload.h"
 #include "relay/server.h"
 
 namespace {
@@ -28,6 +29,12 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
     return 2;
   }
   if (!spool_dir.empty()) config.spool_dir = spool_dir;
+  std::shared_ptr<const postern::TlsContext> tls;
+  if (std::string err = postern::loadReferencedFiles(config, tls); !err.empty()) {
+    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", config_path.c_str(),
+                 err.c_str());
+    return 2;
+  }
   postern::initLogging(config.log_format, config.log_level);
   // A peer closing mid-write must not kill the process.
   signal(SIGPIPE, SIG_IGN);
@@ -43,10 +50,18 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
 }
 
 int checkConfig(const std::string& path) {
+  postern::Config config;
   try {
-    postern::loadConfig(path);
+    config = postern::loadConfig(path);
   } catch (const postern::ConfigError& e) {
     std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
+    return 2;
+  }
+  // The certificate, key and CA file it names must be readable too (as the user this
+  // runs as: run it as the relay's user to check permissions).
+  std::shared_ptr<const postern::TlsContext> tls;
+  if (std::string err = postern::loadReferencedFiles(config, tls); !err.empty()) {
+    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", path.c_str(), err.c_str());
     return 2;
   }
   std::printf("%s: ok\n", path.c_str());

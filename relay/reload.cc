@@ -29,6 +29,25 @@ std::vector<std::string> keepFixedSettings(const Config& running, Config& next) 
   return changed;
 }
 
+std::string loadReferencedFiles(const Config& config, std::shared_ptr<const TlsContext>& tls) {
+  tls.reset();
+  if (!config.tls.certificate.empty()) {
+    std::string err;
+    tls = TlsContext::create(config.tls.certificate, config.tls.private_key, err);
+    if (!tls) return "tls: " + err;
+  }
+  const bool verify =
+      std::any_of(config.routes.begin(), config.routes.end(),
+                  [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
+  if (verify) {
+    std::string err;
+    if (!TlsContext::createVerifyingClient(config.delivery.ca_file, err)) {
+      return "delivery.ca_file: " + err;
+    }
+  }
+  return "";
+}
+
 std::string prepareReload(const std::string& path, const std::string& spool_override,
                           const Config& running, ReloadPlan& plan) {
   auto next = std::make_shared<Config>();
@@ -44,23 +63,9 @@ std::string prepareReload(const std::string& path, const std::string& spool_over
     return "limits.command_line / limits.data_line: longer lines than at start-up need a "
            "restart (read buffers are sized when the workers start)";
   }
-  plan.tls.reset();
-  if (!next->tls.certificate.empty()) {
-    std::string err;
-    plan.tls = TlsContext::create(next->tls.certificate, next->tls.private_key, err);
-    if (!plan.tls) return "tls: " + err;
-  }
   // Each worker makes its own verifying context from delivery.ca_file; reading it here
   // first means a bad file refuses the reload instead of leaving the workers split.
-  const bool verify =
-      std::any_of(next->routes.begin(), next->routes.end(),
-                  [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
-  if (verify) {
-    std::string err;
-    if (!TlsContext::createVerifyingClient(next->delivery.ca_file, err)) {
-      return "delivery.ca_file: " + err;
-    }
-  }
+  if (std::string err = loadReferencedFiles(*next, plan.tls); !err.empty()) return err;
   plan.config = std::move(next);
   return "";
 }

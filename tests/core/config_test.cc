@@ -72,6 +72,15 @@ TEST_F(ConfigTest, MissingFileIsNamed) {
             std::string::npos);
 }
 
+TEST_F(ConfigTest, DuplicateListenerIsNamedWithItsLine) {
+  std::string err = errorOf(write("[[listener]]\naddress = \"127.0.0.1:25\"\n"
+                                  "[[listener]]\naddress = \"127.0.0.1:25\"\n"
+                                  "require_tls = true\n"));
+  EXPECT_NE(err.find(":4:"), std::string::npos) << err;
+  EXPECT_NE(err.find("listener.address"), std::string::npos) << err;
+  EXPECT_NE(err.find("already a listener"), std::string::npos) << err;
+}
+
 constexpr const char* kListener = "[[listener]]\naddress = \"127.0.0.1:2525\"\n";
 
 TEST_F(ConfigTest, RoutesTakeDefaultsAndAMxFallback) {

@@ -126,6 +126,26 @@ class ConfigTest(unittest.TestCase):
         self.assertIn(path, out + err)
 
 
+    def test_check_config_reads_the_files_it_names(self):
+        """A certificate, key or CA file that cannot be read is an invalid configuration:
+        check-config and a start both refuse it with exit status 2, naming the key."""
+        base = good_config(self.tmp, self.port, free_port())
+        missing = os.path.join(self.tmp, "missing.pem")
+        cases = {
+            "tls": base + f'\n[tls]\ncertificate = "{missing}"\nprivate_key = "{missing}"\n',
+            "delivery.ca_file": base.replace(
+                "[delivery]\n", f'[delivery]\nca_file = "{missing}"\n').replace(
+                'next_hop = "', 'tls = "required"\nnext_hop = "'),
+        }
+        for key, text in cases.items():
+            path = self.write(f"{key}.toml", text)
+            for argv in (["check-config", path], ["--config", path]):
+                rc, out, err = self.run_postern(*argv)
+                self.assertEqual(rc, 2, f"{argv}: stdout: {out}\nstderr: {err}")
+                self.assertIn(key + ":", err)
+                self.assertIn(missing, err)
+        self.assertFalse(port_accepts(HOST, self.port))
+
 class SpoolDirOverrideTest(unittest.TestCase):
 
     def test_spool_dir_flag_overrides_config(self):
