@@ -24,6 +24,9 @@ namespace {
 
 // Done records written without a message to carry them wait at most this long.
 constexpr uint64_t kDoneFlushMs = 100;
+// While writes fail: how often, and with how many bytes, the disk is tried again.
+constexpr uint64_t kProbeMs = 1000;
+constexpr size_t kProbeBytes = 4096;
 
 bool writeAll(int fd, std::vector<iovec>& iov) {
   size_t i = 0;
@@ -110,6 +113,7 @@ struct Spool::Batch {
   int dir_fd;  // >= 0: fsync the directory too (a segment was created)
   uint32_t segment;
   uint64_t start;  // segment size before the batch
+  bool probe = false;  // no records: kProbeBytes written, synced and truncated away
   std::vector<PendingMessage> messages;
   std::string done;
   bool ok = false;
@@ -123,6 +127,8 @@ Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_li
   prepare_.data = this;
   uv_timer_init(loop_, &done_timer_);
   done_timer_.data = this;
+  uv_timer_init(loop_, &probe_timer_);
+  probe_timer_.data = this;
   id_base_ = static_cast<uint64_t>(unixMillis()) << 16;
 }
 
@@ -137,6 +143,7 @@ void Spool::close() {
   closed_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&done_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&probe_timer_), nullptr);
 }
 
 std::string Spool::segmentPath(uint32_t id) const {
@@ -297,8 +304,14 @@ void Spool::onPrepare(uv_prepare_t* h) {
 
 void Spool::onDoneTimer(uv_timer_t* h) { static_cast<Spool*>(h->data)->flush(); }
 
-void Spool::flush() {
-  if (in_flight_ || (pending_.empty() && pending_done_.empty())) return;
+void Spool::onProbeTimer(uv_timer_t* h) {
+  auto* self = static_cast<Spool*>(h->data);
+  if (self->closed_ || !self->write_failed_) return;
+  self->flush(self->pending_.empty() && self->pending_done_.empty());
+}
+
+void Spool::flush(bool probe) {
+  if (in_flight_ || (!probe && pending_.empty() && pending_done_.empty())) return;
   uv_timer_stop(&done_timer_);
   Segment& active = segments_[active_];
   if (active.size >= segment_limit_) {
@@ -317,6 +330,7 @@ void Spool::flush() {
   batch->dir_fd = dir_dirty_ ? dir_fd_ : -1;
   batch->segment = active_;
   batch->start = segments_[active_].size;
+  batch->probe = probe;
   batch->messages.swap(pending_);
   batch->done.swap(pending_done_);
   in_flight_ = true;
@@ -333,13 +347,17 @@ void Spool::work(uv_work_t* req) {
     if (!m.trailer.empty()) iov.push_back({m.trailer.data(), m.trailer.size()});
   }
   if (!b->done.empty()) iov.push_back({b->done.data(), b->done.size()});
+  static const std::string kZeros(kProbeBytes, '\0');
+  if (b->probe) iov.push_back({const_cast<char*>(kZeros.data()), kZeros.size()});
   const uint64_t start = uv_hrtime();
   b->ok =
       writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 && (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
-  if (!b->ok) {
+  if (!b->ok) b->error = errno;
+  // Leave no partial record behind that later records would follow (O_APPEND: the next
+  // write goes to the new end), nor the probe's bytes.
+  if ((!b->ok || b->probe) && ::ftruncate(b->fd, static_cast<off_t>(b->start)) != 0) {
+    b->ok = false;
     b->error = errno;
-    // Leave no partial record behind that later records would follow.
-    if (::ftruncate(b->fd, static_cast<off_t>(b->start)) != 0) b->error = errno;
   }
   b->seconds = static_cast<double>(uv_hrtime() - start) / 1e9;
 }
@@ -349,8 +367,12 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
   Spool* self = b->spool;
   self->in_flight_ = false;
   Segment& seg = self->segments_[b->segment];
-  self->fsync_.observe(b->seconds);
+  if (!b->probe) self->fsync_.observe(b->seconds);
+  const bool was_failing = self->write_failed_;
   self->write_failed_ = !b->ok;
+  if (was_failing && b->ok) {
+    logEvent(spdlog::level::info, "spool_writable", {{"dir", self->dir_}});
+  }
   if (b->ok) {
     if (b->dir_fd >= 0) self->dir_dirty_ = false;
     uint64_t offset = b->start;
@@ -360,11 +382,14 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
       offset += m.head.size() + m.body.size() + m.trailer.size();
     }
     seg.size = offset + b->done.size();
-  } else {
+  } else if (!(b->probe || (was_failing && b->messages.empty()))) {
+    // Logged when writes start failing or a message is refused, not at every retry.
     logEvent(spdlog::level::err, "spool_write_failed",
              {{"segment", self->segmentPath(b->segment)},
               {"error", std::strerror(b->error)},
               {"messages", uint64_t{b->messages.size()}}});
+  }
+  if (!b->ok) {
     // Keep the Done records for the next attempt; the messages are refused (452).
     self->pending_done_.insert(0, b->done);
     for (auto& m : b->messages) m.cb(false, StoredRef{});
@@ -374,6 +399,8 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
     self->scheduleFlush();
   } else if (!self->pending_done_.empty() && !self->closed_) {
     uv_timer_start(&self->done_timer_, onDoneTimer, kDoneFlushMs, 0);
+  } else if (self->write_failed_ && !self->closed_) {
+    uv_timer_start(&self->probe_timer_, onProbeTimer, kProbeMs, 0);
   }
 }
 

@@ -8,7 +8,10 @@
 // next batch (losing one in a crash only means a duplicate delivery, which at-least-once
 // allows). A failed write or sync truncates the segment back to where the batch began and
 // reports !ok to every message in it, so the session answers 452 4.3.1: nothing is
-// acknowledged that is not on disk.
+// acknowledged that is not on disk. While writes fail and nothing else is waiting to be
+// written, a probe (a small write and fdatasync, truncated away again) runs every second,
+// so writeFailing() (and /readyz) turns false once the disk takes writes again, without
+// needing mail that a relay reported unready would no longer get.
 //
 // Recovery (open): segments are replayed in order; a record with a bad length or CRC ends
 // its segment (a torn tail from a crash); every recipient without a Done is returned for
@@ -105,9 +108,10 @@ class Spool {
   std::string openSegment(uint32_t id);
   void maybeDelete(uint32_t id);
   void scheduleFlush();
-  void flush();
+  void flush(bool probe = false);
   static void onPrepare(uv_prepare_t* h);
   static void onDoneTimer(uv_timer_t* h);
+  static void onProbeTimer(uv_timer_t* h);
   static void work(uv_work_t* req);
   static void afterWork(uv_work_t* req, int status);
 
@@ -124,6 +128,7 @@ class Spool {
   bool in_flight_ = false;
   uv_prepare_t prepare_;
   uv_timer_t done_timer_;
+  uv_timer_t probe_timer_;
   bool closed_ = false;
   Histogram fsync_;
   bool write_failed_ = false;

@@ -41,6 +41,8 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 from harness import (HOST, Downstream, Relay, RelayTestCase, assert_relayed, postern_bin,
                      split_received)
@@ -538,6 +540,14 @@ class DiskFullCase(CrashCase):
     BODY_SIZE = 48 * 1024
     ROOM = 160 * 1024           # free space / file size the spool gets before failing
 
+    def readyz(self):
+        try:
+            with urllib.request.urlopen(
+                    f"http://{HOST}:{self.relay.admin_port}/readyz", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
     def disk_full_then_space_back(self, make_room, expected_error):
         """Sends until two messages in a row get 452, checks the refusal, calls make_room,
         sends one more, kill -9s and restarts the relay with the downstream still down,
@@ -569,8 +579,16 @@ class DiskFullCase(CrashCase):
         self.assertEqual(len(failed), 2, self.relay.log_text())
         for _, line in failed:
             self.assertIn(f'error="{expected_error}"', line)
+        self.assertEqual(self.readyz()[0], 503)
 
         make_room()
+        # Ready again once the disk takes writes, without mail to find it out with (an
+        # unready relay gets none from a load balancer): the spool's probe.
+        deadline = time.monotonic() + 10
+        while self.readyz()[0] != 200:
+            self.assertLess(time.monotonic(), deadline, "/readyz stayed 503 after make_room")
+            time.sleep(0.1)
+        self.assertTrue(self.relay.wait_log(r"event=spool_writable", 5))
         late = len(bodies)
         bodies[late] = numbered_body("full", late, self.BODY_SIZE)
         with self.relay.client() as s:

@@ -167,6 +167,19 @@ TEST_F(SpoolTest, FailedWriteIsRefusedAndTruncatedAway) {
 
     EXPECT_FALSE(big_ok);
     EXPECT_EQ(fs::file_size(seg), size_before);  // the partial record was cut off
+    EXPECT_TRUE(s.writeFailing());
+    // With nothing to write, the spool still finds out that the disk takes writes again
+    // (its probe), so a relay reported unready does not stay so for want of mail. Bounded:
+    // a probe runs every second.
+    uv_timer_t bound;
+    uv_timer_init(&loop_, &bound);
+    bool expired = false;
+    bound.data = &expired;
+    uv_timer_start(&bound, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 10000, 0);
+    while (s.writeFailing() && !expired) uv_run(&loop_, UV_RUN_ONCE);
+    uv_close(reinterpret_cast<uv_handle_t*>(&bound), nullptr);
+    EXPECT_FALSE(s.writeFailing());
+    EXPECT_EQ(fs::file_size(seg), size_before);  // the probe left nothing behind
     EXPECT_TRUE(commit("after\r\n"));
   });
   withSpool([&](Spool& s, auto& rec) {
