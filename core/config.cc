@@ -158,6 +158,8 @@ void readLimits(TableReader& r, Limits& l) {
   l.command_line = static_cast<size_t>(r.integer("command_line", 2048, 512, 65536));
   l.data_line = static_cast<size_t>(r.integer("data_line", 1000, 1000, 65536));
   l.message_size = static_cast<size_t>(r.integer("message_size", 25 << 20, 1024, kMax));
+  l.message_memory =
+      static_cast<size_t>(r.integer("message_memory", 256 << 10, 4096, int64_t{1} << 30));
   l.recipients = static_cast<size_t>(r.integer("recipients", 1000, 1, 100000));
   l.errors = static_cast<size_t>(r.integer("errors", 20, 1, 10000));
   l.command_timeout = r.seconds("command_timeout", l.command_timeout);

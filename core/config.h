@@ -54,6 +54,9 @@ struct Limits {
   size_t command_line = 2048;  // octets, including CRLF
   size_t data_line = 1000;     // octets, including CRLF (998 + CRLF)
   size_t message_size = 25 * 1024 * 1024;
+  // Octets of a message a session holds in memory; past it the body goes on into a file
+  // in the spool directory (queue/spill_file.h), so memory does not grow with messages.
+  size_t message_memory = 256 * 1024;
   size_t recipients = 1000;
   size_t errors = 20;
   double command_timeout = 300;  // seconds

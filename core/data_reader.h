@@ -44,6 +44,10 @@ class DataReader {
   void feedChunk(std::string_view chunk, std::string& out);
   void finishChunks(std::string& out);
 
+  // The caller moved what out held elsewhere (a spill file): a later error now clears out
+  // entirely (the caller discards the moved part itself).
+  void outMoved() { start_ = 0; }
+
   DataError error() const { return error_; }
   size_t size() const { return size_; }  // octets stored (after unstuffing)
 

@@ -49,7 +49,44 @@ bool haveSse42() {
 }
 #endif
 
+// GF(2) 32x32 matrices as 32 columns: the operator that appends zero bits to a CRC.
+using Matrix = std::array<uint32_t, 32>;
+
+uint32_t times(const Matrix& m, uint32_t v) {
+  uint32_t sum = 0;
+  for (size_t i = 0; v != 0; v >>= 1, ++i) {
+    if (v & 1) sum ^= m[i];
+  }
+  return sum;
+}
+
+Matrix square(const Matrix& m) {
+  Matrix out{};
+  for (size_t i = 0; i < 32; ++i) out[i] = times(m, m[i]);
+  return out;
+}
+
 }  // namespace
+
+uint32_t crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+  if (len_b == 0) return crc_a;
+  Matrix odd{};  // one zero bit
+  odd[0] = 0x82F63B78u;
+  for (size_t i = 1; i < 32; ++i) odd[i] = 1u << (i - 1);
+  Matrix even = square(odd);  // two zero bits
+  odd = square(even);         // four
+  // Apply len_b zero bytes to crc_a, one bit of len_b at a time (8, 16, 32, ... zero bits).
+  do {
+    even = square(odd);
+    if (len_b & 1) crc_a = times(even, crc_a);
+    len_b >>= 1;
+    if (len_b == 0) break;
+    odd = square(even);
+    if (len_b & 1) crc_a = times(odd, crc_a);
+    len_b >>= 1;
+  } while (len_b != 0);
+  return crc_a ^ crc_b;
+}
 
 uint32_t crc32c(uint32_t crc, const void* data, size_t len) {
   const auto* p = static_cast<const unsigned char*>(data);

@@ -112,8 +112,13 @@ bool parseQueueId(std::string_view text, uint64_t& id) {
   return true;
 }
 
-void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body) {
-  size_t start = beginRecord(out, RecordType::kMessage);
+namespace {
+
+// Everything of a Message record up to its body; returns the CRC so far (type byte and
+// payload without the body), with the length already set for a body of body_size.
+uint32_t encodeHeadWithoutCrc(std::string& out, const Envelope& env, uint64_t body_size,
+                              size_t& start) {
+  start = beginRecord(out, RecordType::kMessage);
   putU64(out, env.id);
   putU64(out, static_cast<uint64_t>(env.received_ms));
   putStr(out, env.sender);
@@ -126,11 +131,25 @@ void encodeMessageHead(std::string& out, const Envelope& env, std::string_view b
     putStr(out, env.notifyOf(i));
     putStr(out, env.orcptOf(i));
   }
-  putU64(out, body.size());
+  putU64(out, body_size);
   size_t head_payload = out.size() - start - kRecordHeaderSize;
-  setU32(out, start, static_cast<uint32_t>(head_payload + body.size()));
-  uint32_t crc = crc32c(0, out.data() + start + 8, head_payload + 1);
+  setU32(out, start, static_cast<uint32_t>(head_payload + body_size));
+  return crc32c(0, out.data() + start + 8, head_payload + 1);
+}
+
+}  // namespace
+
+void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body) {
+  size_t start = 0;
+  uint32_t crc = encodeHeadWithoutCrc(out, env, body.size(), start);
   setU32(out, start + 4, crc32c(crc, body.data(), body.size()));
+}
+
+void encodeMessageHead(std::string& out, const Envelope& env, uint64_t body_size,
+                       uint32_t body_crc) {
+  size_t start = 0;
+  uint32_t crc = encodeHeadWithoutCrc(out, env, body_size, start);
+  setU32(out, start + 4, crc32cCombine(crc, body_crc, body_size));
 }
 
 void encodeMessage(std::string& out, const Envelope& env, std::string_view body,

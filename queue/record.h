@@ -28,6 +28,9 @@ void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
 // Appends everything of a Message record but the body itself (the CRC covers the body),
 // so the body can be written from where it already is (writev) instead of copied.
 void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body);
+// The same for a body that is not in memory (a SpillFile): its size and crc32c(0, body).
+void encodeMessageHead(std::string& out, const Envelope& env, uint64_t body_size,
+                       uint32_t body_crc);
 void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index);
 
 struct DecodedRecord {

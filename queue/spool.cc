@@ -47,6 +47,26 @@ bool writeAll(int fd, std::vector<iovec>& iov) {
   return true;
 }
 
+// Copies a spilled body to fd in pieces (never the whole body in memory). copy_file_range
+// would spare the copy through user space, but it refuses an O_APPEND destination.
+bool copySpill(int fd, const SpillFile& spill) {
+  constexpr size_t kPiece = 1 << 20;
+  std::unique_ptr<char[]> buf(new char[kPiece]);
+  for (uint64_t off = 0; off < spill.size();) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kPiece, spill.size() - off));
+    ssize_t n = ::pread(spill.fd(), buf.get(), want, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;  // the file is shorter than what was written to it
+      return false;
+    }
+    std::vector<iovec> iov{{buf.get(), static_cast<size_t>(n)}};
+    if (!writeAll(fd, iov)) return false;
+    off += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
 // "/seg-XXXXXXXX.log", to append to a spool directory's path.
 std::string segmentName(uint32_t id) {
   char name[32];
@@ -248,6 +268,15 @@ void Spool::append(const Envelope& env, std::string body, CommitCallback cb, std
   scheduleFlush();
 }
 
+void Spool::append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb) {
+  PendingMessage p;
+  encodeMessageHead(p.head, env, body->size(), body->crc());
+  p.spill = std::move(body);
+  p.cb = std::move(cb);
+  pending_.push_back(std::move(p));
+  scheduleFlush();
+}
+
 void Spool::markDone(uint64_t id, uint32_t rcpt) {
   encodeDone(pending_done_, id, rcpt);
   if (!in_flight_ && pending_.empty() && !closed_) {
@@ -341,17 +370,25 @@ void Spool::work(uv_work_t* req) {
   auto* b = static_cast<Batch*>(req->data);
   std::vector<iovec> iov;
   iov.reserve(3 * b->messages.size() + 1);
+  const uint64_t start = uv_hrtime();
+  b->ok = true;
   for (auto& m : b->messages) {
     iov.push_back({m.head.data(), m.head.size()});
-    iov.push_back({m.body.data(), m.body.size()});
+    if (m.spill) {
+      // What is gathered so far goes out first, then the spilled body after its head.
+      b->ok = writeAll(b->fd, iov) && copySpill(b->fd, *m.spill);
+      iov.clear();
+      if (!b->ok) break;
+    } else {
+      iov.push_back({m.body.data(), m.body.size()});
+    }
     if (!m.trailer.empty()) iov.push_back({m.trailer.data(), m.trailer.size()});
   }
   if (!b->done.empty()) iov.push_back({b->done.data(), b->done.size()});
   static const std::string kZeros(kProbeBytes, '\0');
   if (b->probe) iov.push_back({const_cast<char*>(kZeros.data()), kZeros.size()});
-  const uint64_t start = uv_hrtime();
-  b->ok =
-      writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 && (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
+  b->ok = b->ok && writeAll(b->fd, iov) && ::fdatasync(b->fd) == 0 &&
+          (b->dir_fd < 0 || ::fsync(b->dir_fd) == 0);
   if (!b->ok) b->error = errno;
   // Leave no partial record behind that later records would follow (O_APPEND: the next
   // write goes to the new end), nor the probe's bytes.
@@ -378,8 +415,8 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
     uint64_t offset = b->start;
     for (auto& m : b->messages) {
       seg.live++;
-      m.cb(true, StoredRef{b->segment, offset + m.head.size(), m.body.size()});
-      offset += m.head.size() + m.body.size() + m.trailer.size();
+      m.cb(true, StoredRef{b->segment, offset + m.head.size(), m.bodySize()});
+      offset += m.head.size() + m.bodySize() + m.trailer.size();
     }
     seg.size = offset + b->done.size();
   } else if (!(b->probe || (was_failing && b->messages.empty()))) {

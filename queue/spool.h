@@ -30,6 +30,7 @@
 
 #include "core/metrics.h"
 #include "queue/envelope.h"
+#include "queue/spill_file.h"
 
 namespace postern {
 
@@ -66,6 +67,13 @@ class Spool {
   // written right after this message in the same write and shares its fate: on failure
   // neither is retried.
   void append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer = {});
+  // The same for a body in a SpillFile: it is copied into the segment on the thread pool
+  // (in pieces, never held whole in memory) and closed after the commit.
+  void append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb);
+  // A SpillFile in this spool's directory (same file system and quota as the segments).
+  std::unique_ptr<SpillFile> newSpill(std::string& err) const {
+    return SpillFile::create(dir_, err);
+  }
 
   // The segment new messages go to; a message elsewhere keeps an older segment alive.
   uint32_t activeSegment() const { return active_; }
@@ -99,8 +107,10 @@ class Spool {
   struct PendingMessage {
     std::string head;  // record header and envelope
     std::string body;
+    std::unique_ptr<SpillFile> spill;  // the body instead, when it did not stay in memory
     std::string trailer;
     CommitCallback cb;
+    uint64_t bodySize() const { return spill ? spill->size() : body.size(); }
   };
   struct Batch;
 

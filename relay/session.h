@@ -105,6 +105,8 @@ class Session {
   void takeChunk();
   void finishChunk();
   void endMessage();
+  // Moves body_ into the spill file once it holds limits.message_memory octets.
+  void spillIfLarge();
   void onCommitted(bool ok, const StoredRef& ref);
 
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -160,6 +162,8 @@ class Session {
   // The message being received (DATA or BDAT).
   uint64_t queue_id_ = 0;
   std::string body_;
+  std::unique_ptr<SpillFile> spill_;  // the body so far, once it outgrew message_memory
+  bool spill_failed_ = false;         // the spool directory took no more: 452 at the end
   DataReader reader_;
   uint64_t chunk_left_ = 0;  // BDAT octets still to read
   uint64_t chunk_size_ = 0;

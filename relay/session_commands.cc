@@ -95,6 +95,7 @@ void Session::resetTransaction() {
   dsn_orcpt_.clear();
   body_.clear();
   body_.shrink_to_fit();
+  spill_.reset();
 }
 
 void Session::cmdHelo(const Command& cmd, bool esmtp) {

@@ -1,6 +1,7 @@
 // Session message transfer: DATA (dot-stuffed lines) and BDAT (RFC 3030 chunks), the
 // commit to the spool, and the reply once it is durable.
 #include <charconv>
+#include <cstring>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -22,6 +23,8 @@ void Session::beginMessage() {
   queue_id_ = worker_.spool().nextId();
   std::string qid = queueIdString(queue_id_);
   body_.clear();
+  spill_.reset();
+  spill_failed_ = false;
   appendReceived(body_,
                  ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr, qid,
                               recipients_.size() == 1 ? recipients_[0] : "", unixMillis() / 1000});
@@ -45,7 +48,30 @@ void Session::handleData(const Line& line) {
   if (reader_.feed(line, body_)) {
     splitter_.setMaxLine(limits_.command_line);
     endMessage();
+    return;
   }
+  spillIfLarge();
+}
+
+void Session::spillIfLarge() {
+  if (body_.size() < limits_.message_memory || reader_.error() != DataError::kNone) return;
+  if (!spill_ && !spill_failed_) {
+    std::string err;
+    spill_ = worker_.spool().newSpill(err);
+    if (!spill_) {
+      logEvent(spdlog::level::err, "spill_failed", {{"client", client_text_}, {"error", err}});
+      spill_failed_ = true;
+    }
+  }
+  if (spill_ && !spill_->append(body_)) {
+    logEvent(spdlog::level::err, "spill_failed",
+             {{"client", client_text_}, {"error", std::strerror(spill_->error())}});
+    spill_failed_ = true;
+    spill_.reset();
+  }
+  // Kept reading to the end either way (the client must stay in step), stored nowhere.
+  body_.clear();
+  reader_.outMoved();
 }
 
 void Session::cmdBdat(const Command& cmd) {
@@ -86,7 +112,10 @@ void Session::cmdBdat(const Command& cmd) {
 void Session::takeChunk() {
   std::string_view data = in_.readable();
   size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, data.size()));
-  if (chunk_error_code_ == 0) reader_.feedChunk(data.substr(0, n), body_);
+  if (chunk_error_code_ == 0) {
+    reader_.feedChunk(data.substr(0, n), body_);
+    spillIfLarge();
+  }
   in_.consume(n);
   chunk_left_ -= n;
   chunk_unmarked_ += n;
@@ -127,6 +156,11 @@ void Session::endMessage() {
       error(550, "5.5.2", "Bare CR in message data not allowed");
       return resetTransaction();
   }
+  if (spill_ && !spill_->append(body_)) spill_failed_ = true;
+  if (spill_failed_) {
+    error(452, "4.3.1", "Insufficient system storage");
+    return resetTransaction();
+  }
   Envelope env;
   env.id = queue_id_;
   env.received_ms = unixMillis();
@@ -140,14 +174,19 @@ void Session::endMessage() {
   state_ = State::kCommit;
   pauseReading();
   ++refs_;  // the spool's callback refers to this session
-  worker_.spool().append(env, std::move(body_), [this, env](bool ok, const StoredRef& ref) mutable {
+  auto committed = [this, env](bool ok, const StoredRef& ref) mutable {
     if (ok) {
       ++worker_.metrics().messages_accepted;
       worker_.metrics().bytes_accepted += ref.body_size;
       worker_.delivery().enqueue(SpooledMessage{std::move(env), ref, {}});
     }
     onCommitted(ok, ref);
-  });
+  };
+  if (spill_) {
+    worker_.spool().append(env, std::move(spill_), std::move(committed));
+  } else {
+    worker_.spool().append(env, std::move(body_), std::move(committed));
+  }
   body_.clear();  // moved from: make it a valid empty string again
 }
 

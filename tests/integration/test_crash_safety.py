@@ -672,6 +672,22 @@ class DiskFullRlimitTest(DiskFullCase):
 
         self.disk_full_then_space_back(make_room, os.strerror(errno.EFBIG))
 
+    def test_spilled_message_past_the_limit_gets_452(self):
+        """A body past message_memory (256 KiB) goes to a spill file, which the file-size
+        limit stops at ROOM: 452 4.3.1 at the end of data, and the session goes on."""
+        big = numbered_body("spill", 0, 2 * self.ROOM + (256 << 10))
+        with self.relay.client() as s:
+            s.ehlo("client.test")
+            code, resp = self.send_one(s, big, ["big@dest.test"])
+            self.assertEqual((code, resp), (452, b"4.3.1 Insufficient system storage"))
+            code, resp = self.send_one(s, numbered_body("spill", 1), ["small@dest.test"])
+            self.assertEqual(code, 250, resp)
+        self.assertTrue(self.relay.wait_log(r"event=spill_failed", 5))
+        self.downstream.start()
+        self.wait_delivered(1, 15)
+        time.sleep(1)
+        self.assertEqual([m.rcpt_tos for m in self.downstream.snapshot()], [["small@dest.test"]])
+
 
 # --------------------------------------------------------------------------------------
 # (e) torn last record

@@ -1,10 +1,51 @@
 """Limits that need several connections or the clock: total and per-IP connection limits,
-and slowloris clients (one byte at a time never resets the deadline)."""
+slowloris clients (one byte at a time never resets the deadline), and message memory
+(limits.message_memory: a body past it goes on into a spill file, so many large messages
+arriving at once do not grow the relay's memory with their size)."""
 
+import random
 import socket
 import time
 
-from harness import HOST, RelayTestCase, ReplyReader
+from harness import HOST, RelayTestCase, ReplyReader, assert_relayed
+
+
+def big_body(tag, size):
+    """About `size` octets of CRLF lines, some of which need dot-stuffing."""
+    lines, n, i = [f"Subject: {tag}".encode(), b""], 0, 0
+    while n < size:
+        line = (b"." if i % 7 == 0 else b"") + f"{tag} line {i} ".encode() + b"x" * (i % 60)
+        lines.append(line)
+        n += len(line) + 2
+        i += 1
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def wait_queues_empty(port, timeout):
+    """Waits (bounded) until no TCP connection to or from `port` on this host has octets
+    queued, sent or unread (/proc/net/tcp's tx_queue and rx_queue)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+                if state == "0A":  # the listening socket
+                    continue
+                if int(local.split(":")[1], 16) != port and int(remote.split(":")[1], 16) != port:
+                    continue
+                tx, rx = (int(q, 16) for q in queues.split(":"))
+                busy = busy or tx != 0 or rx != 0
+        if not busy:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
 class ConnectionLimitTest(RelayTestCase):
@@ -120,3 +161,86 @@ class WriteBackpressureTest(RelayTestCase):
         t = socket.create_connection((HOST, self.relay.port), timeout=10)
         self.addCleanup(t.close)
         self.assertEqual(ReplyReader(t).reply()[0], 220)
+
+
+class SpilledMessageTest(RelayTestCase):
+    """A tiny message_memory: nearly every body goes through a spill file."""
+
+    relay_kwargs = {"extra": "[limits]\nmessage_memory = 4096\n"}
+
+    def test_data_and_bdat_bodies_relayed_byte_for_byte(self):
+        body = big_body("spilled", 3 << 20)
+        with self.relay.client() as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.sendmail("a@origin.test", ["r1@dest.test"], body), {})
+        # BDAT in uneven chunks, so lines and CRLFs straddle chunk and spill boundaries.
+        sock = socket.create_connection((HOST, self.relay.port), timeout=30)
+        self.addCleanup(sock.close)
+        r = ReplyReader(sock, timeout=30)
+        r.reply()
+        sock.sendall(b"EHLO c.test\r\nMAIL FROM:<a@origin.test>\r\nRCPT TO:<r2@dest.test>\r\n")
+        self.assertEqual([c for c, _ in r.replies(3)], [250, 250, 250])
+        rng, off, chunks = random.Random(7), 0, 0
+        while off < len(body):
+            n = min(rng.randint(1, 300000), len(body) - off)
+            last = off + n == len(body)
+            sock.sendall(b"BDAT %d%s\r\n" % (n, b" LAST" if last else b"") + body[off:off + n])
+            off += n
+            chunks += 1
+        codes = [c for c, _ in r.replies(chunks)]
+        self.assertEqual(codes, [250] * chunks)
+        self.assertEqual(self.downstream.wait_for(2, 30), 2)
+        by_rcpt = {m.rcpt_tos[0]: m for m in self.downstream.snapshot()}
+        assert_relayed(self, by_rcpt["r1@dest.test"], body, "a@origin.test", ["r1@dest.test"])
+        assert_relayed(self, by_rcpt["r2@dest.test"], body, "a@origin.test", ["r2@dest.test"])
+
+    def test_rejected_spilled_message_leaves_nothing(self):
+        with self.relay.client() as s:
+            s.ehlo("client.test")
+            s.mail("a@origin.test")
+            s.rcpt("r@dest.test")
+            code, _ = s.data(big_body("bare", 100000) + b"bare\nLF\r\n")
+            self.assertEqual(code, 550)
+            self.assertEqual(s.noop()[0], 250)
+        time.sleep(0.5)
+        self.assertEqual(self.downstream.snapshot(), [])
+
+
+class MessageMemoryTest(RelayTestCase):
+    """Sixteen clients each stop 3 MiB into a message. Held in memory that is 48 MiB more
+    relay RSS; with the default message_memory (256 KiB) it is a few MiB. Then all of
+    them finish and are delivered intact."""
+
+    CLIENTS, SIZE = 16, 3 << 20
+
+    def test_large_messages_in_flight_do_not_grow_memory(self):
+        time.sleep(0.3)
+        before = rss_kib(self.relay.proc.pid)
+        body = big_body("memory", self.SIZE)
+        stuffed = body.replace(b"\r\n.", b"\r\n..")
+        socks = []
+        for i in range(self.CLIENTS):
+            sock = socket.create_connection((HOST, self.relay.port), timeout=30)
+            self.addCleanup(sock.close)
+            r = ReplyReader(sock, timeout=30)
+            r.reply()
+            sock.sendall(b"EHLO c.test\r\nMAIL FROM:<a@origin.test>\r\n"
+                         b"RCPT TO:<m%d@dest.test>\r\nDATA\r\n" % i)
+            self.assertEqual([c for c, _ in r.replies(4)], [250, 250, 250, 354])
+            sock.sendall(stuffed)
+            socks.append((sock, r))
+        # Measured once the relay has read every octet sent: nothing waits in any socket
+        # queue between the clients and it.
+        self.assertTrue(wait_queues_empty(self.relay.port, 60), "the relay did not read it all")
+        grown_mib = (rss_kib(self.relay.proc.pid) - before) / 1024
+        limit_mib = self.CLIENTS * self.SIZE / (1 << 20) / 4
+        self.assertLess(grown_mib, limit_mib,
+                        f"RSS grew {grown_mib:.1f} MiB with {self.CLIENTS} messages of "
+                        f"{self.SIZE >> 20} MiB in flight")
+        for sock, r in socks:
+            sock.sendall(b".\r\nQUIT\r\n")
+        for sock, r in socks:
+            self.assertEqual(r.reply()[0], 250)
+        self.assertEqual(self.downstream.wait_for(self.CLIENTS, 60), self.CLIENTS)
+        for m in self.downstream.snapshot():
+            assert_relayed(self, m, body, "a@origin.test", m.rcpt_tos)

@@ -14,6 +14,21 @@ TEST(Crc32c, KnownVector) {
   EXPECT_EQ(crc32c(0, zeros.data(), zeros.size()), 0x8A9136AAu);
 }
 
+TEST(Crc32c, CombineEqualsTheCrcOfTheConcatenation) {
+  std::string data;
+  for (int i = 0; i < 300000; ++i) data.push_back(static_cast<char>((i * 131) ^ (i >> 7)));
+  const uint32_t whole = crc32c(0, data.data(), data.size());
+  for (size_t split : {size_t{0}, size_t{1}, size_t{9}, size_t{4096}, size_t{123457}, data.size()}) {
+    const uint32_t a = crc32c(0, data.data(), split);
+    const uint32_t b = crc32c(0, data.data() + split, data.size() - split);
+    EXPECT_EQ(crc32cCombine(a, b, data.size() - split), whole) << "split at " << split;
+  }
+  // B itself checksummed in pieces, as a spilled body is.
+  uint32_t b = crc32c(0, data.data() + 10, 1000);
+  b = crc32c(b, data.data() + 1010, data.size() - 1010);
+  EXPECT_EQ(crc32cCombine(crc32c(0, data.data(), 10), b, data.size() - 10), whole);
+}
+
 TEST(Record, MessageRoundTrip) {
   Envelope env;
   env.id = 0x1122334455667788ull;

@@ -192,6 +192,49 @@ TEST_F(SpoolTest, FailedWriteIsRefusedAndTruncatedAway) {
   });
 }
 
+TEST_F(SpoolTest, SpilledBodiesShareABatchWithBodiesInMemory) {
+  // 3 MiB, more than the 1 MiB pieces the copy works in, written to the spill in parts.
+  std::string big;
+  for (size_t i = 0; big.size() < (3u << 20) + 12345; ++i) {
+    big += "line " + std::to_string(i) + " of a large message\r\n";
+  }
+  std::vector<uint64_t> ids;
+  withSpool([&](Spool& s, auto&) {
+    std::string err;
+    auto spill = s.newSpill(err);
+    ASSERT_TRUE(spill) << err;
+    for (size_t off = 0; off < big.size(); off += 100000) {
+      ASSERT_TRUE(spill->append(std::string_view(big).substr(off, 100000)));
+    }
+    EXPECT_EQ(spill->size(), big.size());
+    // Three messages in one batch: in memory, spilled, in memory.
+    int done = 0;
+    for (int i = 0; i < 3; ++i) {
+      Envelope e = env(s, {"r" + std::to_string(i) + "@y.test"});
+      ids.push_back(e.id);
+      auto cb = [&](bool ok, const StoredRef&) { done += ok ? 1 : 100; };
+      if (i == 1) {
+        s.append(e, std::move(spill), cb);
+      } else {
+        s.append(e, "small " + std::to_string(i) + "\r\n", cb);
+      }
+    }
+    while (done < 3) uv_run(&loop_, UV_RUN_ONCE);
+    EXPECT_EQ(done, 3);
+  });
+  // The spill file was unnamed: only the segment is in the directory.
+  EXPECT_EQ(segments().size(), 1u);
+  withSpool([&](Spool& s, auto& rec) {
+    ASSERT_EQ(rec.size(), 3u);  // recovery checks every record's CRC
+    std::string body;
+    ASSERT_TRUE(s.readBody(rec[1].ref, body));
+    EXPECT_EQ(rec[1].envelope.id, ids[1]);
+    EXPECT_TRUE(body == big) << body.size() << " octets instead of " << big.size();
+    ASSERT_TRUE(s.readBody(rec[2].ref, body));
+    EXPECT_EQ(body, "small 2\r\n");
+  });
+}
+
 TEST_F(SpoolTest, UnwritableSpoolDirectoryFailsToOpen) {
   fs::create_directories(dir_.parent_path());
   std::ofstream(dir_.string()) << "not a directory";
