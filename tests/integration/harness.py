@@ -154,6 +154,7 @@ class Relay:
       "next_hop": "127.0.0.1:2526", "max_connections": 1}), written before the "*" one.
     * delivery: further [delivery] keys ({"smtp_port": 2525, "greeting_timeout": 1});
       they override retry_min, retry_max and idle_timeout when given there too.
+    * server: further [server] keys ({"accept_mode": "handoff", "drain_timeout": 1}).
     """
 
     START_TIMEOUT = 10.0
@@ -161,7 +162,7 @@ class Relay:
     def __init__(self, next_hop_port, *, hostname="relay.test",
                  relay_networks=("127.0.0.1/32",), accept_domains=("accepted.test",),
                  retry_min=1, retry_max=2, idle_timeout=1, workers=1, extra="",
-                 routes=(), delivery=None, tmpdir=None, spool_override=None):
+                 routes=(), delivery=None, server=None, tmpdir=None, spool_override=None):
         self.bin = require_binary()
         self.tmp = tmpdir or tempfile.mkdtemp(prefix="postern-it-")
         self.hostname = hostname
@@ -194,6 +195,7 @@ class Relay:
             f'hostname = "{hostname}"\n'
             f"workers = {workers}\n"
             f'spool_dir = "{self.spool_dir}"\n'
+            + "".join(f"{k} = {toml_value(v)}\n" for k, v in (server or {}).items()) +
             "\n"
             "[[listener]]\n"
             f'address = "{HOST}:{self.port}"\n'

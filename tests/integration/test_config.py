@@ -186,11 +186,7 @@ class JsonLogTest(unittest.TestCase):
         ds = Downstream()
         ds.start()
         self.addCleanup(ds.stop)
-        relay = Relay(ds.port)
-        relay.config_text = relay.config_text.replace(
-            "[server]\n", '[server]\nlog_format = "json"\n', 1)
-        with open(relay.config_path, "w") as f:
-            f.write(relay.config_text)
+        relay = Relay(ds.port, server={"log_format": "json"})
         self.addCleanup(relay.cleanup)
         relay.start()
         secret = b"body-text-that-must-not-be-logged"

@@ -9,7 +9,7 @@ import socket
 import time
 import unittest
 
-from harness import HOST, Relay, RelayTestCase, ReplyReader
+from harness import HOST, RelayTestCase, ReplyReader
 
 BODY = b"Subject: drain\r\n\r\nbody\r\n"
 
@@ -18,13 +18,7 @@ class _DrainBase(RelayTestCase):
     auto_relay = False
 
     def start_drain_relay(self, drain_timeout=10, **kwargs):
-        self.relay = Relay(self.downstream.port, **kwargs)
-        self.relay.config_text = self.relay.config_text.replace(
-            "[server]\n", f"[server]\ndrain_timeout = {drain_timeout}\n", 1)
-        with open(self.relay.config_path, "w") as f:
-            f.write(self.relay.config_text)
-        self.addCleanup(self._cleanup_relay)
-        self.relay.start()
+        self.start_relay(self.downstream.port, server={"drain_timeout": drain_timeout}, **kwargs)
 
     def raw(self):
         s = socket.create_connection((HOST, self.relay.port), timeout=10)

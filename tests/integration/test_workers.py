@@ -51,12 +51,7 @@ class HandoffTest(RelayTestCase):
         self.downstream = Downstream()
         self.downstream.start()
         self.addCleanup(self.downstream.stop)
-        self.relay = Relay(self.downstream.port, workers=2)
-        # accept_mode belongs in [server]: rewrite the generated config.
-        self.relay.config_text = self.relay.config_text.replace(
-            "[server]\n", '[server]\naccept_mode = "handoff"\n', 1)
-        with open(self.relay.config_path, "w") as f:
-            f.write(self.relay.config_text)
+        self.relay = Relay(self.downstream.port, workers=2, server={"accept_mode": "handoff"})
         self.addCleanup(self._cleanup_relay)
         self.relay.start()
 
@@ -79,15 +74,9 @@ class HopLimitsAcrossWorkersTest(RelayTestCase):
 
     def start_limited(self, data_delay, **route):
         self.limited = self.add_downstream(data_delay=data_delay)
-        self.relay = Relay(self.downstream.port, workers=2, routes=[
-            dict({"domain": "limited.test", "next_hop": f"{HOST}:{self.limited.port}"},
-                 **route)])
-        self.relay.config_text = self.relay.config_text.replace(
-            "[server]\n", '[server]\naccept_mode = "handoff"\n', 1)
-        with open(self.relay.config_path, "w") as f:
-            f.write(self.relay.config_text)
-        self.addCleanup(self._cleanup_relay)
-        self.relay.start()
+        self.start_relay(self.downstream.port, workers=2, server={"accept_mode": "handoff"},
+                         routes=[dict({"domain": "limited.test",
+                                       "next_hop": f"{HOST}:{self.limited.port}"}, **route)])
         time.sleep(0.3)  # the harness's readiness probe took one turn of the rotation
 
     def send_limited(self, n):
