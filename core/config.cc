@@ -190,6 +190,7 @@ void readDelivery(TableReader& r, DeliveryConfig& d) {
   d.retry_min = r.seconds("retry_min", d.retry_min);
   d.retry_max = r.seconds("retry_max", d.retry_max);
   d.queue_lifetime = r.seconds("queue_lifetime", d.queue_lifetime);
+  d.delay_warning = r.seconds("delay_warning", 0);
   if (d.retry_max < d.retry_min) r.fail(r.get("retry_max"), "retry_max", "must be >= retry_min");
   d.ca_file = r.str("ca_file", "");
   d.bounce_size_limit =

@@ -83,6 +83,9 @@ struct DeliveryConfig {
   std::string ca_file;  // PEM CAs for tls = "required"; empty: the system's store
   // A bounce quotes the whole original up to this size, else only its header.
   size_t bounce_size_limit = 50000;
+  // Seconds a message may wait before its sender gets a "delayed" notice; 0: never (as
+  // Postfix's delay_warning_time, off by default).
+  double delay_warning = 0;
 };
 
 struct DnsConfig {

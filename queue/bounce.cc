@@ -52,6 +52,14 @@ bool notifyOnFailure(std::string_view notify) {
   return n.find("FAILURE") != std::string::npos;
 }
 
+bool notifyOnSuccess(std::string_view notify) {
+  return asciiUpper(notify).find("SUCCESS") != std::string::npos;
+}
+
+bool notifyOnDelay(std::string_view notify) {
+  return notify.empty() || asciiUpper(notify).find("DELAY") != std::string::npos;
+}
+
 bool bounceWanted(const Envelope& env) { return !env.sender.empty(); }
 
 std::string statusFromReply(int code, std::string_view text) {
@@ -82,13 +90,20 @@ std::string composeBounce(const BounceInput& in) {
   if (size_t end = original.find("\r\n\r\n"); end != std::string_view::npos) {
     headers = original.substr(0, end + 2);
   }
-  const bool full = asciiUpper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
+  const bool failed = in.action == DsnAction::kFailed;
+  const bool full =
+      failed && asciiUpper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
   const std::string_view quoted = full ? original : headers;
+  const char* subject = failed ? "Undelivered Mail Returned to Sender"
+                        : in.action == DsnAction::kRelayed
+                            ? "Successful Mail Delivery Report"
+                            : "Delayed Mail (still being retried)";
+  const char* action = failed ? "failed" : in.action == DsnAction::kRelayed ? "relayed" : "delayed";
 
   std::string m;
   m += "From: Mail Delivery System <MAILER-DAEMON@" + in.reporting_mta + ">\r\n";
   m += "To: <" + env.sender + ">\r\n";
-  m += "Subject: Undelivered Mail Returned to Sender\r\n";
+  m += std::string("Subject: ") + subject + "\r\n";
   m += "Date: " + rfc5322Date(in.now_ms) + "\r\n";
   m += "Message-ID: <" + qid + "." + std::to_string(in.now_ms) + ".bounce@" + in.reporting_mta +
        ">\r\n";
@@ -102,8 +117,17 @@ std::string composeBounce(const BounceInput& in) {
   m += "Content-Type: text/plain; charset=utf-8\r\n";
   m += "Content-Description: Notification\r\n\r\n";
   m += "This is the mail system at host " + in.reporting_mta + ".\r\n\r\n";
-  m += "Your message could not be delivered to one or more recipients.\r\n";
-  m += "The report below says why; the message itself is attached.\r\n\r\n";
+  if (failed) {
+    m += "Your message could not be delivered to one or more recipients.\r\n";
+    m += "The report below says why; the message itself is attached.\r\n\r\n";
+  } else if (in.action == DsnAction::kRelayed) {
+    m += "Your message was delivered to the next mail system on its way, which does not\r\n";
+    m += "offer delivery notifications: no further notice will come for these recipients.\r\n\r\n";
+  } else {
+    m += "Your message could not be delivered yet to one or more recipients. This is only\r\n";
+    m += "a warning: the mail system keeps trying until " + rfc5322Date(in.retry_until_ms) +
+         ".\r\nYou need not send the message again.\r\n\r\n";
+  }
   for (const auto& f : in.failed) {
     m += "<" + env.recipients[f.index] + ">: " + oneLine(f.reason) + "\r\n";
   }
@@ -126,17 +150,21 @@ std::string composeBounce(const BounceInput& in) {
       m += "Original-Recipient: " + orcpt.substr(0, semi) + "; " +
            oneLine(decodeXtext(std::string_view(orcpt).substr(semi + 1))) + "\r\n";
     }
-    m += "Action: failed\r\n";
+    m += std::string("Action: ") + action + "\r\n";
     m += "Status: " + f.status + "\r\n";
     if (!f.remote_mta.empty()) m += "Remote-MTA: dns; " + f.remote_mta + "\r\n";
     if (!f.diagnostic.empty()) m += "Diagnostic-Code: smtp; " + oneLine(f.diagnostic) + "\r\n";
+    if (in.action == DsnAction::kDelayed) {
+      m += "Will-Retry-Until: " + rfc5322Date(in.retry_until_ms) + "\r\n";
+    }
   }
   m += "\r\n";
 
   m += "--" + boundary + "\r\n";
   m += full ? "Content-Type: message/rfc822\r\n" : "Content-Type: text/rfc822-headers\r\n";
-  m += full ? "Content-Description: Undelivered Message\r\n"
-            : "Content-Description: Undelivered Message Headers\r\n";
+  m += full     ? "Content-Description: Undelivered Message\r\n"
+        : failed ? "Content-Description: Undelivered Message Headers\r\n"
+                 : "Content-Description: Message Headers\r\n";
   if (hasEightBit(quoted)) m += "Content-Transfer-Encoding: 8bit\r\n";
   m += "\r\n";
   m.append(quoted);

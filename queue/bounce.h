@@ -1,5 +1,8 @@
 // Bounces: RFC 3464 delivery status notifications for recipients that failed for good
-// (a 5xx reply, a permanent routing error, or the queue lifetime running out).
+// (a 5xx reply, a permanent routing error, or the queue lifetime running out), and the
+// two other notices RFC 3461 NOTIFY asks for: "relayed" (NOTIFY=SUCCESS, delivered to a
+// next hop that does not offer DSN, so no notice will come from further on) and "delayed"
+// (NOTIFY=DELAY, still deferred after delivery.delay_warning). One notice is of one kind.
 //
 // The notice is a multipart/report (RFC 6522) with a human-readable part, a
 // message/delivery-status part (per-message and per-recipient fields) and the original:
@@ -18,6 +21,8 @@
 
 namespace postern {
 
+enum class DsnAction { kFailed, kRelayed, kDelayed };
+
 struct FailedRecipient {
   uint32_t index = 0;       // into the original envelope's recipients
   std::string status;       // enhanced status code, "5.1.1"
@@ -33,11 +38,20 @@ struct BounceInput {
   std::string_view original_message;  // as spooled
   size_t size_limit = 50000;           // quote the whole message only up to this size
   int64_t now_ms = 0;
+  // The kind of every recipient's report. Only a failure quotes the whole message
+  // (RET=FULL); the other notices quote its header.
+  DsnAction action = DsnAction::kFailed;
+  int64_t retry_until_ms = 0;  // kDelayed: when the relay gives up (Will-Retry-Until)
 };
 
 // Whether a failure of a recipient with this NOTIFY value is reported (empty: default,
 // which reports failures).
 bool notifyOnFailure(std::string_view notify);
+// NOTIFY=SUCCESS asked for (never by default).
+bool notifyOnSuccess(std::string_view notify);
+// A delay warning for this NOTIFY value: asked for with DELAY, or by default (no NOTIFY),
+// as Postfix does once delay warnings are turned on.
+bool notifyOnDelay(std::string_view notify);
 // Whether a bounce is sent at all for this envelope (never to the null sender).
 bool bounceWanted(const Envelope& env);
 

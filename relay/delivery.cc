@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <optional>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -327,6 +329,7 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
 void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                            std::vector<RecipientResult> results) {
   Destination& d = client->destination();
+  if (!client->offersDsn()) notifySuccess(*job, results, client->host());
   // Labelled by next hop for smarthost routes, by route for MX ones ("mx:*"): one label
   // per recipient domain would grow without bound.
   const std::string label = d.route->isMx() ? "mx:" + d.route->domain : d.key;
@@ -398,7 +401,10 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
   } else if (!retry) {
     spool_.release(job->message.ref);
   }
-  if (retry) deferJob(std::move(job), retry_at);
+  if (retry) {
+    warnDelayed(*job);
+    deferJob(std::move(job), retry_at);
+  }
 }
 
 void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished) {
@@ -416,44 +422,106 @@ void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, boo
     if (job_finished) spool_.release(job.message.ref);
     return;
   }
-  std::string original;
-  if (!spool_.readBody(job.message.ref, original)) {
-    // The message stays in the spool without Done records: the next start retries it.
-    logEvent(spdlog::level::err, "bounce_failed", {{"id", qid}, {"error", "cannot read body"}});
-    return;
-  }
-  BounceInput in;
-  in.reporting_mta = config_->hostname;
-  in.original = &env;
-  in.failed = std::move(reported);
-  in.original_message = original;
-  in.size_limit = config_->delivery.bounce_size_limit;
-  in.now_ms = unixMillis();
-  std::string notice = composeBounce(in);
-
-  Envelope dsn;
-  dsn.id = spool_.nextId();
-  dsn.received_ms = in.now_ms;
-  dsn.recipients.push_back(env.sender);  // from <>: a bounce of it is never sent
-  dsn.smtputf8 = env.smtputf8;
+  std::optional<std::string> notice = composeNotice(job, std::move(reported), DsnAction::kFailed);
+  if (!notice) return;  // the message stays without Done records: the next start retries it
   std::string trailer;
   for (const auto& f : failed) encodeDone(trailer, env.id, f.index);
   const StoredRef old = job.message.ref;
   if (!job_finished) spool_.retain(old);  // the original outlives its bounce's commit
+  spoolNotice(env, std::move(*notice), "bounce", std::move(trailer), [this, old](bool ok) {
+    if (ok) spool_.release(old);
+  });
+}
+
+std::optional<std::string> Delivery::composeNotice(const DeliveryJob& job,
+                                                   std::vector<FailedRecipient> rcpts,
+                                                   DsnAction action) {
+  const Envelope& env = job.message.envelope;
+  std::string original;
+  if (!spool_.readBody(job.message.ref, original)) {
+    logEvent(spdlog::level::err, "bounce_failed",
+             {{"id", queueIdString(env.id)}, {"error", "cannot read body"}});
+    return std::nullopt;
+  }
+  BounceInput in;
+  in.reporting_mta = config_->hostname;
+  in.original = &env;
+  in.failed = std::move(rcpts);
+  in.original_message = original;
+  in.size_limit = config_->delivery.bounce_size_limit;
+  in.now_ms = unixMillis();
+  in.action = action;
+  in.retry_until_ms =
+      env.received_ms + static_cast<int64_t>(config_->delivery.queue_lifetime * 1000);
+  return composeBounce(in);
+}
+
+void Delivery::spoolNotice(const Envelope& original, std::string notice, const char* kind,
+                           std::string trailer, std::function<void(bool)> after) {
+  Envelope dsn;
+  dsn.id = spool_.nextId();
+  dsn.received_ms = unixMillis();
+  dsn.recipients.push_back(original.sender);  // from <>: a notice of it is never sent
+  dsn.smtputf8 = original.smtputf8;
+  const std::string qid = queueIdString(original.id);
   spool_.append(
       dsn, std::move(notice),
-      [this, dsn, old, qid](bool ok, const StoredRef& ref) {
+      [this, dsn, qid, kind, after = std::move(after)](bool ok, const StoredRef& ref) {
         if (!ok) {
           logEvent(spdlog::level::err, "bounce_failed",
-                   {{"id", qid}, {"error", "spool write failed; retried at the next start"}});
-          return;
+                   {{"id", qid},
+                    {"kind", kind},
+                    {"error", "spool write failed; retried at the next start"}});
+        } else {
+          logEvent(spdlog::level::info, "bounce_queued",
+                   {{"id", qid},
+                    {"kind", kind},
+                    {"bounce_id", queueIdString(dsn.id)},
+                    {"to", dsn.recipients[0]}});
         }
-        logEvent(spdlog::level::info, "bounce_queued",
-                 {{"id", qid}, {"bounce_id", queueIdString(dsn.id)}, {"to", dsn.recipients[0]}});
-        spool_.release(old);
-        if (!stopping_) enqueue(SpooledMessage{dsn, ref, {}});
+        after(ok);
+        if (ok && !stopping_) enqueue(SpooledMessage{dsn, ref, {}});
       },
       std::move(trailer));
+}
+
+void Delivery::notifySuccess(const DeliveryJob& job, const std::vector<RecipientResult>& results,
+                             const std::string& relay) {
+  const Envelope& env = job.message.envelope;
+  if (!bounceWanted(env)) return;
+  std::vector<FailedRecipient> relayed;
+  for (const auto& r : results) {
+    if (classifyReply(r.code) == ReplyClass::kSuccess && notifyOnSuccess(env.notifyOf(r.index))) {
+      relayed.push_back({r.index, "2.0.0", std::to_string(r.code) + " " + r.text, relay,
+                         "relayed to " + relay + ", which offers no delivery notifications"});
+    }
+  }
+  if (relayed.empty()) return;
+  // Lost in a crash before it is spooled, a success notice is not sent again (the
+  // recipients are done); the message itself is safe either way.
+  if (auto notice = composeNotice(job, std::move(relayed), DsnAction::kRelayed)) {
+    spoolNotice(env, std::move(*notice), "relayed", {}, [](bool) {});
+  }
+}
+
+void Delivery::warnDelayed(DeliveryJob& job) {
+  const Envelope& env = job.message.envelope;
+  const double warn_after = config_->delivery.delay_warning;
+  if (warn_after <= 0 || job.delay_warned || !bounceWanted(env)) return;
+  if (unixMillis() - env.received_ms < static_cast<int64_t>(warn_after * 1000)) return;
+  job.delay_warned = true;
+  std::vector<FailedRecipient> delayed;
+  for (uint32_t i : job.pendingRecipients()) {
+    if (!notifyOnDelay(env.notifyOf(i))) continue;
+    const int code = std::atoi(job.last_reply.c_str());
+    const std::string text = job.last_reply.size() > 4 ? job.last_reply.substr(4) : "";
+    delayed.push_back({i, statusFromReply(code / 100 == 4 ? code : 451, text), job.last_reply, "",
+                       "not delivered yet: " + job.last_reply});
+  }
+  if (delayed.empty()) return;
+  if (auto notice = composeNotice(job, std::move(delayed), DsnAction::kDelayed)) {
+    spoolNotice(env, std::move(*notice), "delayed", {}, [](bool) {});
+  }
 }
 
 void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {

@@ -28,7 +28,9 @@
 
 #include <uv.h>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -102,6 +104,18 @@ class Delivery {
   void finishJob(std::unique_ptr<DeliveryJob> job, const std::vector<RecipientResult>& results,
                  const std::string& relay, uint64_t retry_at = 0);
   void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
+  // The notice text about job's message for rcpts; nullopt if its body cannot be read.
+  std::optional<std::string> composeNotice(const DeliveryJob& job,
+                                           std::vector<FailedRecipient> rcpts, DsnAction action);
+  // Spools a notice to original's sender (from <>) with trailer records in the same write,
+  // queues it for delivery, then after(ok).
+  void spoolNotice(const Envelope& original, std::string notice, const char* kind,
+                   std::string trailer, std::function<void(bool)> after);
+  // NOTIFY=SUCCESS recipients delivered to a hop without DSN: a "relayed" notice.
+  void notifySuccess(const DeliveryJob& job, const std::vector<RecipientResult>& results,
+                     const std::string& relay);
+  // Once per job, past delivery.delay_warning: a "delayed" notice (NOTIFY=DELAY or none).
+  void warnDelayed(DeliveryJob& job);
   void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
   std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
   std::string setUpTls(const Config& config);

@@ -72,6 +72,8 @@ class SmtpClient {
   const std::string& error() const { return error_; }
   // The STARTTLS handshake failed (an opportunistic route then goes plain for a while).
   bool tlsFailed() const { return tls_failed_; }
+  // The peer offered DSN (RFC 3461) in its EHLO reply: NOTIFY was passed on to it.
+  bool offersDsn() const { return dsn_; }
 
  private:
   enum class State {

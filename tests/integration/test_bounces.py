@@ -3,7 +3,9 @@ once; a 5xx for a recipient is reported to the envelope sender in an RFC 3464 de
 status notification (from <>), unless NOTIFY says otherwise; RET=HDRS returns only the
 header; a message from <> is never bounced (no loops); a message that stays deferred past
 queue_lifetime is bounced with 4.4.7; a message the next hop cannot take (over its
-SIZE, or 8-bit content without 8BITMIME) is not sent and is bounced (5.3.4, 5.6.3).
+SIZE, or 8-bit content without 8BITMIME) is not sent and is bounced (5.3.4, 5.6.3);
+NOTIFY=SUCCESS to a hop without DSN gets a "relayed" notice, and delivery.delay_warning
+a "delayed" one.
 
 Every domain goes to self.downstream ("*"), except the senders' domain sender.test,
 whose exact route leads to self.bounces, the capturing downstream for notices.
@@ -372,6 +374,77 @@ class ExpiryTest(BounceTest):
         time.sleep(3)
         self.assertEqual(len(self.downstream.attempts), attempts, "retried after expiry")
 
+
+
+def notice_parts(tc, received, action):
+    """A non-failure notice: multipart/report whose recipient blocks all say `action`,
+    quoting only the original's header."""
+    dsn = Dsn(received)
+    tc.assertEqual(dsn.message.get_content_type(), "multipart/report", dsn.raw[:600])
+    tc.assertEqual(dsn.parts[1].get_content_type(), "message/delivery-status")
+    tc.assertEqual(dsn.parts[2].get_content_type(), "text/rfc822-headers")
+    tc.assertTrue(dsn.recipients)
+    for block in dsn.recipients:
+        tc.assertEqual(block.get("Action", "").strip(), action, block.items())
+    return dsn
+
+
+class SuccessNoticeTest(BounceTest):
+    """NOTIFY=SUCCESS, delivered to a next hop without DSN (aiosmtpd offers none): the
+    sender hears "relayed", since no notice can come from further on; recipients that did
+    not ask are not named."""
+
+    def test_relayed_notice_for_notify_success(self):
+        original = body("relayed")
+        self.send_with(original, FROM, ["yes@dest.test", "no@dest.test"],
+                       rcpt_options={"yes@dest.test": ["NOTIFY=SUCCESS,FAILURE"]})
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+        self.assertEqual(self.bounces.wait_for(1, 15), 1, "no relayed notice")
+        time.sleep(1)
+        got = self.bounces.snapshot()
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual((got[0].mail_from, got[0].rcpt_tos), ("", [FROM]))
+        dsn = notice_parts(self, got[0], "relayed")
+        self.assertIn("Successful Mail Delivery Report", dsn.message["Subject"])
+        self.assertEqual(len(dsn.recipients), 1)
+        self.assertEqual(dsn.recipient("yes@dest.test")["Status"].strip(), "2.0.0")
+        self.assertNotIn(b"BODY-MARKER-relayed", dsn.raw, "a success notice quotes the header")
+
+    def test_no_notice_without_notify_success(self):
+        self.send_with(body("quiet"), FROM, ["r@dest.test"],
+                       rcpt_options={"r@dest.test": ["NOTIFY=FAILURE"]})
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+        self.assert_no_dsn()
+
+
+class DelayWarningTest(BounceTest):
+    """delivery.delay_warning = 2 s: a message still deferred after it gets one "delayed"
+    notice (NOTIFY=DELAY, or no NOTIFY), then goes on being retried and is delivered;
+    NOTIFY=NEVER gets none."""
+
+    delivery = {"delay_warning": 2}
+
+    def test_one_delay_notice_then_delivery(self):
+        busy = "451 4.2.1 Mailbox busy"
+        self.downstream.rcpt_replies = {"slow@dest.test": [busy] * 6,
+                                        "never@dest.test": [busy] * 6}
+        start = time.monotonic()
+        self.send_with(body("delay"), FROM, ["slow@dest.test", "never@dest.test"],
+                       rcpt_options={"never@dest.test": ["NOTIFY=NEVER"]})
+        self.assertEqual(self.bounces.wait_for(1, 20), 1, "no delay notice")
+        self.assertGreaterEqual(self.bounces.snapshot()[0].time - start, 1.9)
+        dsn = notice_parts(self, self.bounces.snapshot()[0], "delayed")
+        self.assertEqual(len(dsn.recipients), 1)
+        block = dsn.recipient("slow@dest.test")
+        self.assertEqual(block["Status"].strip(), "4.2.1")
+        self.assertIn(busy, block.get("Diagnostic-Code", ""))
+        self.assertTrue(block.get("Will-Retry-Until"))
+        # Still retried, and delivered once the downstream takes it; no second notice.
+        self.assertEqual(self.downstream.wait_for(1, 30), 1)
+        time.sleep(1.5)
+        self.assertEqual(len(self.bounces.snapshot()), 1, "more than one notice")
+        self.assertEqual(sorted(self.downstream.snapshot()[0].rcpt_tos),
+                         ["never@dest.test", "slow@dest.test"])
 
 if __name__ == "__main__":
     unittest.main()

@@ -96,5 +96,39 @@ TEST(BounceTest, StatusFromReply) {
   EXPECT_EQ(statusFromReply(451, "4.4.7 expired"), "4.4.7");
 }
 
+TEST(BounceTest, RelayedAndDelayedNoticesQuoteOnlyTheHeader) {
+  Envelope env = original();
+  BounceInput in = input(env);
+  in.action = DsnAction::kRelayed;
+  in.failed = {{1, "2.0.0", "250 2.0.0 ok", "hop.test", "relayed to hop.test"}};
+  std::string m = composeBounce(in);
+  EXPECT_NE(m.find("Subject: Successful Mail Delivery Report\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Final-Recipient: rfc822; carol@dest.test\r\nAction: relayed\r\n"
+                   "Status: 2.0.0\r\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("Content-Type: text/rfc822-headers\r\n"), std::string::npos);
+  EXPECT_EQ(m.find("line one"), std::string::npos);  // RET=FULL is for failures only
+  EXPECT_EQ(m.find("Will-Retry-Until"), std::string::npos);
+
+  in.action = DsnAction::kDelayed;
+  in.retry_until_ms = env.received_ms + 5 * 86400'000LL;
+  in.failed = {{0, "4.2.1", "451 4.2.1 busy", "", "not delivered yet"}};
+  m = composeBounce(in);
+  EXPECT_NE(m.find("Subject: Delayed Mail (still being retried)\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Action: delayed\r\nStatus: 4.2.1\r\n"), std::string::npos);
+  EXPECT_NE(m.find("Will-Retry-Until: "), std::string::npos);
+  EXPECT_EQ(m.find("line one"), std::string::npos);
+}
+
+TEST(BounceTest, NotifyForSuccessAndDelay) {
+  EXPECT_FALSE(notifyOnSuccess(""));
+  EXPECT_TRUE(notifyOnSuccess("success,failure"));
+  EXPECT_FALSE(notifyOnSuccess("FAILURE,DELAY"));
+  EXPECT_TRUE(notifyOnDelay(""));  // by default, once the operator turns warnings on
+  EXPECT_TRUE(notifyOnDelay("DELAY"));
+  EXPECT_FALSE(notifyOnDelay("FAILURE"));
+  EXPECT_FALSE(notifyOnDelay("NEVER"));
+}
+
 }  // namespace
 }  // namespace postern
