@@ -1,13 +1,13 @@
 #include "core/config.h"
 
-#include "core/ascii.h"
-
 #include <toml++/toml.h>
 
 #include <algorithm>
 #include <cctype>
 #include <set>
 #include <thread>
+
+#include "core/ascii.h"
 
 namespace postern {
 namespace {
@@ -253,8 +253,9 @@ RouteConfig readRoute(TableReader& r, const toml::table* t) {
   rc.messages_per_connection =
       static_cast<size_t>(r.integer("messages_per_connection", 0, 1, 1000000));
   if (const toml::node* n = r.get("max_rate")) {
-    double v = n->is_integer() ? static_cast<double>(**n->as_integer())
-                               : n->is_floating_point() ? **n->as_floating_point() : -1;
+    double v = n->is_integer()          ? static_cast<double>(**n->as_integer())
+               : n->is_floating_point() ? **n->as_floating_point()
+                                        : -1;
     if (!(v > 0 && v <= 1e6)) r.fail(n, "max_rate", "expected messages per second, > 0");
     rc.max_rate = v;
   }
@@ -366,7 +367,8 @@ Config loadConfig(const std::string& path) {
   }
   top.finish();
   // Without a route for "*", every other domain goes by its MX records.
-  if (!route_domains.contains("*")) c.routes.push_back(RouteConfig{.domain = "*", .next_hop = "mx"});
+  if (!route_domains.contains("*"))
+    c.routes.push_back(RouteConfig{.domain = "*", .next_hop = "mx"});
   for (auto& rc : c.routes) {
     if (rc.max_connections == 0) rc.max_connections = c.delivery.connections_per_host;
     if (rc.messages_per_connection == 0) {

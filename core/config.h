@@ -77,7 +77,7 @@ struct DeliveryConfig {
   double greeting_timeout = 300;  // 220 after connect
   double command_timeout = 300;   // EHLO, STARTTLS, MAIL, RCPT, DATA, RSET
   double data_timeout = 600;      // sending the body and its final reply
-  double retry_min = 300;  // first retry delay, seconds, doubling
+  double retry_min = 300;         // first retry delay, seconds, doubling
   double retry_max = 4000;
   double queue_lifetime = 5 * 86400;
   std::string ca_file;  // PEM CAs for tls = "required"; empty: the system's store
@@ -91,7 +91,7 @@ struct DeliveryConfig {
 struct DnsConfig {
   // "ip" or "ip:port"; empty: the system's resolv.conf.
   std::vector<std::string> servers;
-  double timeout = 5;  // seconds per query attempt
+  double timeout = 5;     // seconds per query attempt
   double max_ttl = 3600;  // cached answers are kept at most this long
   bool operator==(const DnsConfig&) const = default;
 };

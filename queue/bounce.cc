@@ -83,21 +83,18 @@ std::string statusFromReply(int code, std::string_view text) {
 std::string composeBounce(const BounceInput& in) {
   const Envelope& env = *in.original;
   const std::string qid = queueIdString(env.id);
-  const std::string boundary =
-      qid + "." + std::to_string(in.now_ms) + "/" + in.reporting_mta;
+  const std::string boundary = qid + "." + std::to_string(in.now_ms) + "/" + in.reporting_mta;
   std::string_view original = in.original_message;
   std::string_view headers = original;
   if (size_t end = original.find("\r\n\r\n"); end != std::string_view::npos) {
     headers = original.substr(0, end + 2);
   }
   const bool failed = in.action == DsnAction::kFailed;
-  const bool full =
-      failed && asciiUpper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
+  const bool full = failed && asciiUpper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
   const std::string_view quoted = full ? original : headers;
-  const char* subject = failed ? "Undelivered Mail Returned to Sender"
-                        : in.action == DsnAction::kRelayed
-                            ? "Successful Mail Delivery Report"
-                            : "Delayed Mail (still being retried)";
+  const char* subject = failed                             ? "Undelivered Mail Returned to Sender"
+                        : in.action == DsnAction::kRelayed ? "Successful Mail Delivery Report"
+                                                           : "Delayed Mail (still being retried)";
   const char* action = failed ? "failed" : in.action == DsnAction::kRelayed ? "relayed" : "delayed";
 
   std::string m;
@@ -163,8 +160,8 @@ std::string composeBounce(const BounceInput& in) {
   m += "--" + boundary + "\r\n";
   m += full ? "Content-Type: message/rfc822\r\n" : "Content-Type: text/rfc822-headers\r\n";
   m += full     ? "Content-Description: Undelivered Message\r\n"
-        : failed ? "Content-Description: Undelivered Message Headers\r\n"
-                 : "Content-Description: Message Headers\r\n";
+       : failed ? "Content-Description: Undelivered Message Headers\r\n"
+                : "Content-Description: Message Headers\r\n";
   if (hasEightBit(quoted)) m += "Content-Transfer-Encoding: 8bit\r\n";
   m += "\r\n";
   m.append(quoted);

@@ -24,11 +24,11 @@ namespace postern {
 enum class DsnAction { kFailed, kRelayed, kDelayed };
 
 struct FailedRecipient {
-  uint32_t index = 0;       // into the original envelope's recipients
-  std::string status;       // enhanced status code, "5.1.1"
-  std::string diagnostic;   // the next hop's reply ("550 5.1.1 no such user") or ""
-  std::string remote_mta;   // the host that gave it, or ""
-  std::string reason;       // one line for the human-readable part
+  uint32_t index = 0;      // into the original envelope's recipients
+  std::string status;      // enhanced status code, "5.1.1"
+  std::string diagnostic;  // the next hop's reply ("550 5.1.1 no such user") or ""
+  std::string remote_mta;  // the host that gave it, or ""
+  std::string reason;      // one line for the human-readable part
 };
 
 struct BounceInput {
@@ -36,7 +36,7 @@ struct BounceInput {
   const Envelope* original = nullptr;
   std::vector<FailedRecipient> failed;
   std::string_view original_message;  // as spooled
-  size_t size_limit = 50000;           // quote the whole message only up to this size
+  size_t size_limit = 50000;          // quote the whole message only up to this size
   int64_t now_ms = 0;
   // The kind of every recipient's report. Only a failure quotes the whole message
   // (RET=FULL); the other notices quote its header.

@@ -23,8 +23,8 @@ namespace postern {
 struct DeliveryJob {
   SpooledMessage message;
   unsigned attempts = 0;
-  std::string last_reply;  // the latest temporary failure, for an expiry notice
-  uint64_t started_ms = 0;  // loop time the current attempt began
+  std::string last_reply;     // the latest temporary failure, for an expiry notice
+  uint64_t started_ms = 0;    // loop time the current attempt began
   bool delay_warned = false;  // a delay notice went out (not remembered across restarts)
 
   // Recipients not yet done, by index into message.envelope.recipients.

@@ -132,7 +132,7 @@ struct Spool::Batch {
   int fd;
   int dir_fd;  // >= 0: fsync the directory too (a segment was created)
   uint32_t segment;
-  uint64_t start;  // segment size before the batch
+  uint64_t start;      // segment size before the batch
   bool probe = false;  // no records: kProbeBytes written, synced and truncated away
   std::vector<PendingMessage> messages;
   std::string done;
@@ -166,9 +166,7 @@ void Spool::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&probe_timer_), nullptr);
 }
 
-std::string Spool::segmentPath(uint32_t id) const {
-  return dir_ + segmentName(id);
-}
+std::string Spool::segmentPath(uint32_t id) const { return dir_ + segmentName(id); }
 
 uint64_t Spool::nextId() { return id_base_ + (id_counter_++ << 8) + index_; }
 

@@ -11,7 +11,8 @@ std::atomic<uint32_t>& ConnectionLimiter::bucket(const IpAddress& ip) {
 }
 
 bool ConnectionLimiter::admit(const IpAddress& ip) {
-  if (total_.fetch_add(1, std::memory_order_relaxed) >= max_total_.load(std::memory_order_relaxed)) {
+  if (total_.fetch_add(1, std::memory_order_relaxed) >=
+      max_total_.load(std::memory_order_relaxed)) {
     total_.fetch_sub(1, std::memory_order_relaxed);
     return false;
   }

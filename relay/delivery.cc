@@ -379,8 +379,8 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
     if (ok) {
       spool_.markDone(env.id, r.index);
     } else {
-      failed.push_back({r.index, statusFromReply(r.code, r.text), relay.empty() ? "" : reply,
-                        relay, relay.empty() ? r.text : relay + " said: " + reply});
+      failed.push_back({r.index, statusFromReply(r.code, r.text), relay.empty() ? "" : reply, relay,
+                        relay.empty() ? r.text : relay + " said: " + reply});
     }
   }
   const int64_t age_ms = unixMillis() - env.received_ms;
@@ -641,7 +641,8 @@ void Delivery::armTimer() {
       next = static_cast<int64_t>(wake - now);
     }
   }
-  if (next >= 0) uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(std::max<int64_t>(next, 1)), 0);
+  if (next >= 0)
+    uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(std::max<int64_t>(next, 1)), 0);
 }
 
 void Delivery::onTimer(uv_timer_t* t) {

@@ -28,12 +28,12 @@ class SmtpClient;
 struct Destination {
   enum class Dns { kNone, kResolving, kDone };
 
-  std::string key;                    // "mx:example.com" or "route:<route domain>"
-  uint64_t serial = 0;                // tells apart a retired destination and its successor
+  std::string key;                     // "mx:example.com" or "route:<route domain>"
+  uint64_t serial = 0;                 // tells apart a retired destination and its successor
   const RouteConfig* route = nullptr;  // points into *config
   std::shared_ptr<const Config> config;
   bool retired = false;
-  std::string name;                   // the MX domain, or the smarthost's host
+  std::string name;  // the MX domain, or the smarthost's host
   uint16_t port = 25;
 
   Dns dns = Dns::kNone;

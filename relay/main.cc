@@ -85,10 +85,13 @@ int main(int argc, char** argv) {
   postern::QueueCommand qc;
   std::string admin;
   auto* queue = app.add_subcommand("queue", "list, inspect and act on the relay's queue");
-  queue->add_option("action", qc.action, "list | summary | show ID | flush [ID] | delete ID | bounce ID")
+  queue
+      ->add_option("action", qc.action,
+                   "list | summary | show ID | flush [ID] | delete ID | bounce ID")
       ->required();
   queue->add_option("id", qc.id, "queue id (16 hex digits)");
-  queue->add_option("--admin", admin, "admin endpoint ip:port (default: from --config, else 127.0.0.1:9025)");
+  queue->add_option("--admin", admin,
+                    "admin endpoint ip:port (default: from --config, else 127.0.0.1:9025)");
   queue->add_option("--spool-dir", qc.spool_dir, "read this spool directory offline instead");
   queue->add_flag("--json", qc.json, "JSON instead of text");
   queue->fallthrough();

@@ -32,9 +32,9 @@ struct HopAddress {
 struct HopResolution {
   enum class Status { kOk, kTemporary, kPermanent };
   Status status = Status::kOk;
-  std::string error;  // with an enhanced status code, e.g. "5.1.10 null MX: ..."
+  std::string error;                  // with an enhanced status code, e.g. "5.1.10 null MX: ..."
   std::vector<HopAddress> addresses;  // in the order to try them
-  uint64_t ttl_ms = 0;               // how long the answer may be reused
+  uint64_t ttl_ms = 0;                // how long the answer may be reused
 };
 
 struct MxRecord {

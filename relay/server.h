@@ -33,8 +33,7 @@ class Server {
  public:
   // config_path is read again on SIGHUP; spool_override (if not empty) replaced
   // server.spool_dir on the command line.
-  Server(std::shared_ptr<const Config> config, std::string config_path,
-         std::string spool_override);
+  Server(std::shared_ptr<const Config> config, std::string config_path, std::string spool_override);
   ~Server();
   // Runs until a signal ends it. Returns the process exit status.
   int run();

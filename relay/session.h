@@ -131,7 +131,7 @@ class Session {
   bool write_blocked_ = false;  // reading paused until queued replies drain
   bool counted_ = false;        // holds a slot in the worker's connection accounting
   uint64_t last_progress_ = 0;
-  uint64_t armed_limit_ = 0;  // the limit the timer was last armed with
+  uint64_t armed_limit_ = 0;   // the limit the timer was last armed with
   uint64_t connected_at_ = 0;  // loop time of the greeting
 
   IpAddress client_;

@@ -41,8 +41,8 @@ struct RecipientResult {
 
 struct ClientOptions {
   HopAddress target;
-  size_t address_index = 0;                // which of the destination's addresses
-  unsigned round = 0;                      // Destination::round when it was opened
+  size_t address_index = 0;  // which of the destination's addresses
+  unsigned round = 0;        // Destination::round when it was opened
   TlsPolicy tls = TlsPolicy::kOpportunistic;
   // nullptr: no STARTTLS. Shared: a reload may replace Delivery's context mid-connection.
   std::shared_ptr<const TlsContext> tls_context;
@@ -143,7 +143,7 @@ class SmtpClient {
   uint64_t size_limit_ = 0;  // SIZE the peer announced; 0: none
 
   std::unique_ptr<DeliveryJob> job_;
-  std::string body_;  // the message, once read from the spool for this transaction
+  std::string body_;                   // the message, once read from the spool for this transaction
   std::vector<uint32_t> rcpts_;        // indices attempted in this transaction
   std::vector<std::string> commands_;  // MAIL, RCPT..., DATA
   size_t next_command_ = 0;            // first command not yet sent

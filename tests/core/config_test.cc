@@ -1,7 +1,6 @@
 #include "core/config.h"
 
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cstdio>
@@ -73,9 +72,10 @@ TEST_F(ConfigTest, MissingFileIsNamed) {
 }
 
 TEST_F(ConfigTest, DuplicateListenerIsNamedWithItsLine) {
-  std::string err = errorOf(write("[[listener]]\naddress = \"127.0.0.1:25\"\n"
-                                  "[[listener]]\naddress = \"127.0.0.1:25\"\n"
-                                  "require_tls = true\n"));
+  std::string err =
+      errorOf(write("[[listener]]\naddress = \"127.0.0.1:25\"\n"
+                    "[[listener]]\naddress = \"127.0.0.1:25\"\n"
+                    "require_tls = true\n"));
   EXPECT_NE(err.find(":4:"), std::string::npos) << err;
   EXPECT_NE(err.find("listener.address"), std::string::npos) << err;
   EXPECT_NE(err.find("already a listener"), std::string::npos) << err;
@@ -84,10 +84,11 @@ TEST_F(ConfigTest, DuplicateListenerIsNamedWithItsLine) {
 constexpr const char* kListener = "[[listener]]\naddress = \"127.0.0.1:2525\"\n";
 
 TEST_F(ConfigTest, RoutesTakeDefaultsAndAMxFallback) {
-  Config c = loadConfig(write(std::string(kListener) +
-                              "[delivery]\nconnections_per_host = 7\nmessages_per_connection = 9\n"
-                              "[[route]]\ndomain = \"*.Example.com\"\nnext_hop = \"smart.example:587\"\n"
-                              "tls = \"required\"\nmax_connections = 2\nmax_rate = 0.5\n"));
+  Config c =
+      loadConfig(write(std::string(kListener) +
+                       "[delivery]\nconnections_per_host = 7\nmessages_per_connection = 9\n"
+                       "[[route]]\ndomain = \"*.Example.com\"\nnext_hop = \"smart.example:587\"\n"
+                       "tls = \"required\"\nmax_connections = 2\nmax_rate = 0.5\n"));
   ASSERT_EQ(c.routes.size(), 2u);
   EXPECT_EQ(c.routes[0].domain, "*.example.com");
   EXPECT_EQ(c.routes[0].tls, TlsPolicy::kRequired);
@@ -104,8 +105,10 @@ TEST_F(ConfigTest, BadRoutesAreNamed) {
   auto route = [&](const std::string& body) {
     return errorOf(write(std::string(kListener) + "[[route]]\n" + body));
   };
-  EXPECT_NE(route("domain = \"a..b\"\nnext_hop = \"mx\"\n").find("route.domain"), std::string::npos);
-  EXPECT_NE(route("domain = \"*x.com\"\nnext_hop = \"mx\"\n").find("route.domain"), std::string::npos);
+  EXPECT_NE(route("domain = \"a..b\"\nnext_hop = \"mx\"\n").find("route.domain"),
+            std::string::npos);
+  EXPECT_NE(route("domain = \"*x.com\"\nnext_hop = \"mx\"\n").find("route.domain"),
+            std::string::npos);
   EXPECT_NE(route("domain = \"a.com\"\n").find("route.next_hop: is required"), std::string::npos);
   EXPECT_NE(route("domain = \"a.com\"\nnext_hop = \"h:99999\"\n").find("route.next_hop"),
             std::string::npos);
@@ -113,11 +116,11 @@ TEST_F(ConfigTest, BadRoutesAreNamed) {
             std::string::npos);
   EXPECT_NE(route("domain = \"a.com\"\nnext_hop = \"mx\"\nmax_rate = 0\n").find("route.max_rate"),
             std::string::npos);
-  EXPECT_NE(errorOf(write(std::string(kListener) +
-                          "[[route]]\ndomain = \"a.com\"\nnext_hop = \"mx\"\n"
-                          "[[route]]\ndomain = \"A.com\"\nnext_hop = \"mx\"\n"))
-                .find("more than one"),
-            std::string::npos);
+  EXPECT_NE(
+      errorOf(write(std::string(kListener) + "[[route]]\ndomain = \"a.com\"\nnext_hop = \"mx\"\n"
+                                             "[[route]]\ndomain = \"A.com\"\nnext_hop = \"mx\"\n"))
+          .find("more than one"),
+      std::string::npos);
   EXPECT_NE(errorOf(write(std::string(kListener) + "[dns]\nservers = [\"resolver.example\"]\n"))
                 .find("dns.servers"),
             std::string::npos);

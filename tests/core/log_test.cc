@@ -22,7 +22,8 @@ TEST(FormatEvent, JsonMembersAreValidUtf8) {
             "\"level\":\"info\",\"event\":\"accepted\",\"from\":\"s@o.test\",\"size\":12}");
   // Well-formed UTF-8 (an SMTPUTF8 address) passes; other octets become U+FFFD.
   EXPECT_EQ(formatEvent(true, info, "e", {{"v", "j\xc3\xb6rg\xff\xc3(\xed\xa0\x80"}}),
-            "\"level\":\"info\",\"event\":\"e\",\"v\":\"j\xc3\xb6rg\\ufffd\\ufffd(\\ufffd\\ufffd\\ufffd\"}");
+            "\"level\":\"info\",\"event\":\"e\",\"v\":\"j\xc3\xb6rg\\ufffd\\ufffd("
+            "\\ufffd\\ufffd\\ufffd\"}");
   EXPECT_EQ(formatEvent(true, info, "e", {{"v", "\xf0\x9f\x93\xa7 \xe2\x82"}}),
             "\"level\":\"info\",\"event\":\"e\",\"v\":\"\xf0\x9f\x93\xa7 \\ufffd\\ufffd\"}");
 }

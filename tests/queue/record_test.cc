@@ -18,7 +18,8 @@ TEST(Crc32c, CombineEqualsTheCrcOfTheConcatenation) {
   std::string data;
   for (int i = 0; i < 300000; ++i) data.push_back(static_cast<char>((i * 131) ^ (i >> 7)));
   const uint32_t whole = crc32c(0, data.data(), data.size());
-  for (size_t split : {size_t{0}, size_t{1}, size_t{9}, size_t{4096}, size_t{123457}, data.size()}) {
+  for (size_t split :
+       {size_t{0}, size_t{1}, size_t{9}, size_t{4096}, size_t{123457}, data.size()}) {
     const uint32_t a = crc32c(0, data.data(), split);
     const uint32_t b = crc32c(0, data.data() + split, data.size() - split);
     EXPECT_EQ(crc32cCombine(a, b, data.size() - split), whole) << "split at " << split;

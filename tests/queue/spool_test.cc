@@ -175,7 +175,8 @@ TEST_F(SpoolTest, FailedWriteIsRefusedAndTruncatedAway) {
     uv_timer_init(&loop_, &bound);
     bool expired = false;
     bound.data = &expired;
-    uv_timer_start(&bound, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 10000, 0);
+    uv_timer_start(
+        &bound, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 10000, 0);
     while (s.writeFailing() && !expired) uv_run(&loop_, UV_RUN_ONCE);
     uv_close(reinterpret_cast<uv_handle_t*>(&bound), nullptr);
     EXPECT_FALSE(s.writeFailing());
