@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 namespace postern {
 namespace {
 
@@ -21,6 +23,21 @@ TEST(Scheduler, BackoffDoublesToTheCapWithBoundedJitter) {
     EXPECT_GE(d, expected[a - 1]) << a;
     EXPECT_LE(d, expected[a - 1] * 11 / 10) << a;
   }
+}
+
+TEST(Scheduler, JitterSpreadsRetriesOfOneRound) {
+  // A burst of failures must not come back as one burst: the delays for one attempt
+  // count differ, and stay within 10% above the base.
+  Scheduler s(300, 4000, 7);
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 100; ++i) {
+    uint64_t d = s.backoffMs(1);
+    EXPECT_GE(d, 300000u);
+    EXPECT_LE(d, 330000u);
+    seen.insert(d);
+  }
+  EXPECT_GT(seen.size(), 50u);
+  EXPECT_GT(*seen.rbegin() - *seen.begin(), 15000u);  // spread over more than half of 10%
 }
 
 TEST(Scheduler, DeferredJobsBecomeReadyInDueOrder) {
