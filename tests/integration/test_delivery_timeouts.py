@@ -1,6 +1,7 @@
 """Outbound timeouts (issue 5): a next hop that stops answering is given up on after the
 configured timeout, the message is deferred (not bounced, not lost), and it is delivered
-once a working downstream takes the hop's place.
+once a working downstream takes the hop's place. Also the connect timeout (a listener
+whose accept queue is full) and the idle timeout of a pooled connection.
 
 A raw-socket "downstream" stalls at one point of the dialogue: it never sends a
 greeting, or never answers EHLO, or never answers end-of-data. Only the timeout under
@@ -201,6 +202,72 @@ class StallTimeoutTest(RelayTestCase):
             self.assertTrue(conn["got_body"], "the body never reached the next hop")
         self._run("data_end", "data_timeout", body_was_sent)
 
+
+
+class IdleAndConnectTimeoutTest(RelayTestCase):
+    """delivery.idle_timeout ends a pooled connection that has waited that long for a
+    message (QUIT); delivery.connect_timeout gives up on a TCP connect that never
+    completes (a listener whose accept queue is full drops the SYNs)."""
+
+    auto_relay = False
+
+    def deliver_one(self, tag):
+        code, resp = self.send(body(tag), FROM, [f"{tag}@dest.test"])
+        self.assertEqual(code, 250, resp)
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+        return self.downstream.snapshot()[0].time
+
+    def test_idle_connection_ends_after_idle_timeout(self):
+        self.start_relay(self.downstream.port, idle_timeout=1)
+        delivered = self.deliver_one("idle")
+        conn = self.downstream.connections[0]
+        deadline = time.monotonic() + 6
+        while conn.closed is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIsNotNone(conn.closed, "the pooled connection was never closed")
+        idle = conn.closed - delivered
+        self.assertGreaterEqual(idle, 0.7, f"closed after {idle:.2f} s, idle_timeout is 1 s")
+        self.assertLess(idle, 4, f"closed only after {idle:.2f} s, idle_timeout is 1 s")
+
+    def test_longer_idle_timeout_keeps_the_connection(self):
+        """The control: with idle_timeout = 30 the same connection is still open."""
+        self.start_relay(self.downstream.port, idle_timeout=30)
+        self.deliver_one("kept")
+        time.sleep(2.5)
+        self.assertIsNone(self.downstream.connections[0].closed)
+
+    def test_connect_timeout(self):
+        # A listener that never accepts, its queue filled: further SYNs go unanswered.
+        port = free_port()
+        lsock = socket.socket()
+        self.addCleanup(lsock.close)
+        lsock.bind((HOST, port))
+        lsock.listen(0)
+        fillers = []
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((HOST, port))
+            fillers.append(f)
+            self.addCleanup(f.close)
+        time.sleep(0.2)
+        probe = socket.socket()
+        self.addCleanup(probe.close)
+        probe.settimeout(1.5)
+        try:
+            probe.connect((HOST, port))
+            self.skipTest("this kernel completes connects to a full accept queue")
+        except (socket.timeout, BlockingIOError):
+            pass
+        self.start_relay(port, delivery={"connect_timeout": 1})
+        start = time.monotonic()
+        code, resp = self.send(body("connect"), FROM, ["connect@dest.test"])
+        self.assertEqual(code, 250, resp)
+        self.assertTrue(self.relay.wait_log(r"event=next_hop_error .*timeout", 8),
+                        "the relay did not give up on the connect")
+        waited = time.monotonic() - start
+        self.assertGreaterEqual(waited, 0.7)
+        self.assertTrue(self.relay.wait_log(r"event=deferred .*rcpt=connect@dest\.test", 5))
 
 if __name__ == "__main__":
     unittest.main()
