@@ -119,6 +119,20 @@ class MxTest(RelayTestCase):
         assert_relayed(self, host.messages[0], original, FROM, ["u@implicit.test"])
         self.assertGreaterEqual(self.dns.queried("implicit.test", "MX"), 1)
 
+    def test_implicit_mx_over_ipv6(self):
+        """No MX records and only an AAAA record: delivered to the domain's IPv6 address."""
+        try:
+            host = self.mx_host("::1")
+        except Exception as e:  # noqa: BLE001 (no IPv6 loopback on this machine)
+            self.skipTest(f"cannot listen on ::1: {e}")
+        self.dns.aaaa("six.test", "::1")
+        original = body("six")
+        code, resp = self.send(original, FROM, ["u@six.test"])
+        self.assertEqual(code, 250, resp)
+        self.assertEqual(host.wait_for(1, 15), 1, "not delivered to the domain's AAAA record")
+        assert_relayed(self, host.messages[0], original, FROM, ["u@six.test"])
+        self.assertGreaterEqual(self.dns.queried("six.test", "AAAA"), 1)
+
     def test_null_mx_bounces(self):
         """RFC 7505: a single MX "." of preference 0 means the domain takes no mail."""
         self.dns.null_mx("nullmx.test")
