@@ -336,7 +336,15 @@ Config loadConfig(const std::string& path) {
     if (!c.admin_address.empty() && !parseHostPort(c.admin_address, ss)) {
       r.fail(r.get("address"), "address", "expected a numeric \"ip:port\", or \"\" for none");
     }
+    for (const auto& n : r.strings("queue_networks", {"127.0.0.0/8", "::1/128"})) {
+      auto net = Network::parse(n);
+      if (!net) r.fail(r.get("queue_networks"), "queue_networks", "bad network \"" + n + "\"");
+      c.admin_queue_networks.push_back(*net);
+    }
     r.finish();
+  }
+  if (c.admin_queue_networks.empty() && top.table("admin") == nullptr) {
+    c.admin_queue_networks = {*Network::parse("127.0.0.0/8"), *Network::parse("::1/128")};
   }
   if (const toml::table* t = top.table("limits")) {
     TableReader r(*t, path, "limits.");

@@ -109,6 +109,9 @@ struct Config {
   std::vector<std::string> accept_domains;  // lower-case
   std::vector<RouteConfig> routes;
   std::string admin_address = "127.0.0.1:9025";
+  // Who may use the queue API (it shows addresses and can delete mail); /healthz,
+  // /readyz and /metrics answer anyone who reaches admin_address.
+  std::vector<Network> admin_queue_networks;  // default: loopback
   std::string log_format = "keyvalue";  // or "json"
   std::string log_level = "info";
   Limits limits;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -44,6 +45,7 @@ const char* reason(int status) {
   switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
@@ -93,6 +95,7 @@ struct Admin::Conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
   Admin* admin;
+  std::optional<IpAddress> peer;
   std::string in;
   std::string out;
   uv_write_t write;
@@ -130,10 +133,11 @@ struct Admin::Conn {
   }
 };
 
-Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Worker*> workers,
-             std::function<bool()> draining)
+Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
+             std::vector<Worker*> workers, std::function<bool()> draining)
     : loop_(loop),
       address_(std::move(address)),
+      queue_networks_(std::move(queue_networks)),
       workers_(std::move(workers)),
       draining_(std::move(draining)),
       shared_(std::make_shared<Shared>()) {}
@@ -181,6 +185,11 @@ void Admin::onConnection(uv_stream_t* server, int status) {
   c->tcp.data = c;
   c->timer.data = c;
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) return c->close();
+  sockaddr_storage peer{};
+  int len = sizeof peer;
+  if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    c->peer = IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&peer));
+  }
   uv_timer_start(
       &c->timer, [](uv_timer_t* t) { static_cast<Conn*>(t->data)->text(503, "timeout\n"); },
       kReadTimeoutMs, 0);
@@ -221,6 +230,12 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
   const bool get = method == "GET";
   const bool post = method == "POST";
 
+  if (target == "/queue" || target.starts_with("/queue/")) {
+    const bool allowed =
+        c->peer && std::any_of(queue_networks_.begin(), queue_networks_.end(),
+                               [&](const Network& n) { return n.contains(*c->peer); });
+    if (!allowed) return c->text(403, "the queue API answers only admin.queue_networks\n");
+  }
   if (target == "/healthz") {
     if (!get) return c->text(405, "GET only\n");
     return c->text(200, "ok\n");

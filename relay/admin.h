@@ -9,6 +9,11 @@
 //   POST /queue/flush              retry everything deferred now (and backed-off hops)
 //   POST /queue/ID/flush|delete|bounce
 //
+// The queue API (every /queue path) answers only clients in admin.queue_networks
+// (default: loopback, which `postern queue` run on the same host or pod is) and 403 to
+// anyone else: it shows envelope addresses and can delete mail. The health and metrics
+// paths answer whoever can reach the address (probes, Prometheus).
+//
 // Answers that need a worker's state are computed on each worker's own loop (Worker::post)
 // and gathered back here through a uv_async; a worker that does not answer within 2 s
 // makes the request fail with 503 rather than hang. One request per connection, bounded
@@ -23,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "core/network.h"
 #include "relay/queue_view.h"
 
 namespace postern {
@@ -31,8 +37,8 @@ class Worker;
 
 class Admin {
  public:
-  Admin(uv_loop_t* loop, std::string address, std::vector<Worker*> workers,
-        std::function<bool()> draining);
+  Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
+        std::vector<Worker*> workers, std::function<bool()> draining);
   ~Admin();
   // Binds the address; "" or why not.
   std::string start();
@@ -60,6 +66,7 @@ class Admin {
 
   uv_loop_t* loop_;
   std::string address_;
+  std::vector<Network> queue_networks_;
   std::vector<Worker*> workers_;
   std::function<bool()> draining_;
   uv_tcp_t listener_;

@@ -24,6 +24,7 @@ std::vector<std::string> keepFixedSettings(const Config& running, Config& next) 
   keep(running.segment_size, next.segment_size, "server.segment_size", changed);
   keep(running.listeners, next.listeners, "listener", changed);
   keep(running.admin_address, next.admin_address, "admin.address", changed);
+  keep(running.admin_queue_networks, next.admin_queue_networks, "admin.queue_networks", changed);
   keep(running.dns, next.dns, "dns", changed);
   keep(running.log_format, next.log_format, "log.format", changed);
   return changed;

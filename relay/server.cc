@@ -45,7 +45,8 @@ int Server::run() {
   if (err.empty() && !config_.admin_address.empty()) {
     std::vector<Worker*> workers;
     for (auto& w : workers_) workers.push_back(w.get());
-    admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, workers,
+    admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, config_.admin_queue_networks,
+                                     workers,
                                      [this] { return stopping_; });
     err = admin_->start();
   }

@@ -154,7 +154,8 @@ class Relay:
       "next_hop": "127.0.0.1:2526", "max_connections": 1}), written before the "*" one.
     * delivery: further [delivery] keys ({"smtp_port": 2525, "greeting_timeout": 1});
       they override retry_min, retry_max and idle_timeout when given there too.
-    * server: further [server] keys ({"accept_mode": "handoff", "drain_timeout": 1}).
+    * server: further [server] keys ({"accept_mode": "handoff", "drain_timeout": 1}),
+      admin: further [admin] keys ({"queue_networks": ["127.0.0.1/32"]}).
     """
 
     START_TIMEOUT = 10.0
@@ -162,7 +163,8 @@ class Relay:
     def __init__(self, next_hop_port, *, hostname="relay.test",
                  relay_networks=("127.0.0.1/32",), accept_domains=("accepted.test",),
                  retry_min=1, retry_max=2, idle_timeout=1, workers=1, extra="",
-                 routes=(), delivery=None, server=None, tmpdir=None, spool_override=None):
+                 routes=(), delivery=None, server=None, admin=None, tmpdir=None,
+                 spool_override=None):
         self.bin = require_binary()
         self.tmp = tmpdir or tempfile.mkdtemp(prefix="postern-it-")
         self.hostname = hostname
@@ -210,6 +212,7 @@ class Relay:
             "\n"
             "[admin]\n"
             f'address = "{HOST}:{self.admin_port}"\n'
+            + "".join(f"{k} = {toml_value(v)}\n" for k, v in (admin or {}).items())
             + (("\n" + extra + "\n") if extra else "")
         )
         with open(self.config_path, "w") as f:

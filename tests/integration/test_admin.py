@@ -5,6 +5,7 @@ spool offline with --spool-dir once the relay has stopped.
 
 Config: retry_min = 30 s, so a deferred message stays deferred until flushed."""
 
+import http.client as httpclient
 import json
 import socket
 import subprocess
@@ -33,7 +34,8 @@ def http(port, path, method="GET"):
 
 class AdminTest(RelayTestCase):
     start_downstream = False  # nothing listens: mail stays queued
-    relay_kwargs = {"retry_min": 30, "retry_max": 60, "workers": 2}
+    relay_kwargs = {"retry_min": 30, "retry_max": 60, "workers": 2,
+                    "admin": {"queue_networks": ["127.0.0.1/32"]}}
 
     def queue(self, *args, spool_dir=None):
         argv = [self.relay.bin, "queue", *args]
@@ -201,6 +203,33 @@ class AdminTest(RelayTestCase):
         while self.queue_ids() and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertEqual(self.queue_ids(), [])
+
+    def test_queue_api_only_from_queue_networks(self):
+        """The queue API shows addresses and deletes mail: from 127.0.0.2, outside the
+        default queue_networks (loopback is 127.0.0.0/8, so the config names it), 403;
+        health and metrics still answer."""
+        self.send(["kept@dest.test"])
+        self.wait_queued(1)
+
+        def from_other(path, method="GET"):
+            conn = httpclient.HTTPConnection(HOST, self.relay.admin_port, timeout=10,
+                                              source_address=("127.0.0.2", 0))
+            try:
+                conn.request(method, path)
+                r = conn.getresponse()
+                return r.status, r.read().decode()
+            finally:
+                conn.close()
+
+        for path, method in (("/queue", "GET"), ("/queue/summary", "GET"),
+                             ("/queue/flush", "POST")):
+            status, text = from_other(path, method)
+            self.assertEqual(status, 403, f"{method} {path}: {text}")
+            self.assertIn("queue_networks", text)
+        self.assertEqual(from_other("/metrics")[0], 200)
+        self.assertEqual(from_other("/healthz")[0], 200)
+        # From the relay's own host (127.0.0.1) the queue tool still works.
+        self.assertEqual(len(self.queue_ids()), 1)
 
     def test_offline_spool_listing(self):
         self.send(["later@dest.test", "also@dest.test"])
