@@ -471,6 +471,40 @@ TEST(DataReader, ResetClearsTheError) {
   EXPECT_EQ(msgs[1].out, "good\r\n");
 }
 
+TEST(DataReader, OutMovedAwayMidMessage) {
+  // A session spills what the reader stored to a file (limits.message_memory) and calls
+  // outMoved(): the reader goes on as if nothing happened, and an error after it leaves
+  // the buffer empty rather than cut back to where the message began.
+  DataReader reader(kMaxLine, kMaxSize, BareLineEnding::kReject);
+  std::string out = "H\r\n";
+  reader.reset(out);
+  std::string spilled;
+  const std::vector<std::string> lines = {"one", "..two", "three", "."};
+  bool ended = false;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    ended = reader.feed(Line{lines[i], true}, out);
+    if (i == 1) {
+      spilled += out;
+      out.clear();
+      reader.outMoved();
+    }
+  }
+  EXPECT_TRUE(ended);
+  EXPECT_EQ(reader.error(), DataError::kNone);
+  EXPECT_EQ(spilled + out, "H\r\none\r\n.two\r\nthree\r\n");
+  EXPECT_EQ(reader.size(), std::string("one\r\n.two\r\nthree\r\n").size());
+
+  out = "H\r\n";
+  reader.reset(out);
+  reader.feed(Line{"fine", true}, out);
+  out.clear();
+  reader.outMoved();
+  reader.feed(Line{"more", true}, out);
+  reader.feed(Line{"bare", false}, out);
+  EXPECT_EQ(reader.error(), DataError::kBareLf);
+  EXPECT_EQ(out, "");
+}
+
 TEST(DataReader, SmallInputBufferCapacities) {
   // The tightest buffer (capacity == splitter bound) and a roomy one must agree.
   const std::string raw = std::string(990, 'a') + "\r\n" + std::string(400, 'b') + "\n" +
