@@ -38,7 +38,10 @@ struct WorkerMetrics {
   uint64_t messages_accepted = 0;
   uint64_t bytes_accepted = 0;
   std::map<std::string, uint64_t> rejected;  // 4xx/5xx replies by enhanced status code
-  uint64_t delivered = 0;                    // recipients
+  // Messages refused at their end (after DATA or the last BDAT), by reason: size,
+  // line_too_long, bare_lf, bare_cr, storage.
+  std::map<std::string, uint64_t> messages_rejected;
+  uint64_t delivered = 0;  // recipients
   uint64_t deferred = 0;
   uint64_t bounced = 0;
   uint64_t expired = 0;

@@ -28,6 +28,8 @@ constexpr Family kFamilies[] = {
     {"postern_sessions", "gauge", "Open SMTP sessions by state."},
     {"postern_messages_accepted_total", "counter", "Messages acknowledged with 250 (spooled)."},
     {"postern_message_bytes_accepted_total", "counter", "Bytes of messages acknowledged."},
+    {"postern_messages_rejected_total", "counter",
+     "Messages refused at their end: size, line_too_long, bare_lf, bare_cr, storage."},
     {"postern_replies_rejected_total", "counter",
      "4xx and 5xx replies to clients by enhanced status code."},
     {"postern_recipients_total", "counter",
@@ -43,13 +45,20 @@ constexpr Family kFamilies[] = {
 
 const char* reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    default: return "Service Unavailable";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    default:
+      return "Service Unavailable";
   }
 }
 
@@ -170,9 +179,8 @@ void Admin::close() {
   // The async lives in Shared, which late worker tasks may still hold: keep it alive
   // until libuv is done with the handle.
   shared_->async.data = new std::shared_ptr<Shared>(shared_);
-  uv_close(reinterpret_cast<uv_handle_t*>(&shared_->async), [](uv_handle_t* h) {
-    delete static_cast<std::shared_ptr<Shared>*>(h->data);
-  });
+  uv_close(reinterpret_cast<uv_handle_t*>(&shared_->async),
+           [](uv_handle_t* h) { delete static_cast<std::shared_ptr<Shared>*>(h->data); });
 }
 
 void Admin::onConnection(uv_stream_t* server, int status) {

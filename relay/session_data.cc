@@ -139,27 +139,31 @@ void Session::finishChunk() {
 }
 
 void Session::endMessage() {
+  auto refuse = [this](const char* reason) {
+    ++worker_.metrics().messages_rejected[reason];
+    resetTransaction();
+  };
   switch (reader_.error()) {
     case DataError::kNone:
       break;
     case DataError::kTooBig:
       error(552, "5.3.4", "Message size exceeds fixed limit");
-      return resetTransaction();
+      return refuse("size");
     case DataError::kLineTooLong:
       error(550, "5.5.2",
             "Message line too long (limit " + std::to_string(limits_.data_line - 2) + " octets)");
-      return resetTransaction();
+      return refuse("line_too_long");
     case DataError::kBareLf:
       error(550, "5.5.2", "Bare LF in message data not allowed");
-      return resetTransaction();
+      return refuse("bare_lf");
     case DataError::kBareCr:
       error(550, "5.5.2", "Bare CR in message data not allowed");
-      return resetTransaction();
+      return refuse("bare_cr");
   }
   if (spill_ && !spill_->append(body_)) spill_failed_ = true;
   if (spill_failed_) {
     error(452, "4.3.1", "Insufficient system storage");
-    return resetTransaction();
+    return refuse("storage");
   }
   Envelope env;
   env.id = queue_id_;
@@ -201,6 +205,8 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
               {"from", sender_},
               {"nrcpt", uint64_t{recipients_.size()}},
               {"size", ref.body_size}});
+  } else {
+    ++worker_.metrics().messages_rejected["storage"];
   }
   if (!closing_) {
     if (ok) {

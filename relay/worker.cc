@@ -224,6 +224,10 @@ std::string Worker::metricsText() const {
     sample("postern_replies_rejected_total", "postern_replies_rejected_total",
            w + ",status=\"" + promEscape(status) + "\"", double(n));
   }
+  for (const auto& [reason, n] : m.messages_rejected) {
+    sample("postern_messages_rejected_total", "postern_messages_rejected_total",
+           w + ",reason=\"" + promEscape(reason) + "\"", double(n));
+  }
   for (auto [result, n] : {std::pair{"delivered", m.delivered}, std::pair{"deferred", m.deferred},
                            std::pair{"bounced", m.bounced}, std::pair{"expired", m.expired}}) {
     sample("postern_recipients_total", "postern_recipients_total", w + ",result=\"" + result + "\"",

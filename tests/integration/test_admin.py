@@ -116,6 +116,12 @@ class AdminTest(RelayTestCase):
             s.mail("x@outside.test")
             code, _ = s.rcpt("victim@elsewhere.test")  # not a relay network: 554 5.7.1
             self.assertEqual(code, 554)
+        with smtp_client(HOST, self.relay.port) as s:
+            s.ehlo("client.test")
+            s.mail(FROM)
+            s.rcpt("d@dest.test")
+            code, _ = s.data(b"Subject: bare\r\n\r\nbare\nLF\r\n")  # 550 5.5.2
+            self.assertEqual(code, 550)
         entries = self.wait_queued(2)
         status, text = http(self.relay.admin_port, "/metrics")
         self.assertEqual(status, 200)
@@ -129,6 +135,8 @@ class AdminTest(RelayTestCase):
         self.assertEqual(families["postern_connections"].type, "counter")
         self.assertEqual(total("postern_messages_accepted_total"), 2)
         self.assertEqual(total("postern_replies_rejected_total", status="5.7.1"), 1)
+        self.assertEqual(total("postern_messages_rejected_total", reason="bare_lf"), 1)
+        self.assertEqual(total("postern_messages_rejected_total"), 1)
         # A message either failed once (deferred) or waits for the backed-off next hop.
         tried = [e for e in entries if e["attempts"] > 0]
         self.assertGreaterEqual(len(tried), 1)
