@@ -83,6 +83,18 @@ class TableReader {
     return out;
   }
 
+  // An array of CIDR networks, or def when the key is absent.
+  std::vector<Network> networks(const std::string& key, std::vector<Network> def) {
+    if (get(key) == nullptr) return def;
+    std::vector<Network> out;
+    for (const auto& text : strings(key, {})) {
+      auto net = Network::parse(text);
+      if (!net) fail(get(key), key, "bad network \"" + text + "\"");
+      out.push_back(*net);
+    }
+    return out;
+  }
+
   // Each element of an array of tables, or nothing when the key is absent.
   std::vector<const toml::table*> tables(const std::string& key) {
     const toml::node* n = get(key);
@@ -274,6 +286,11 @@ Config loadConfig(const std::string& path) {
                       std::string(e.description()));
   }
   Config c;
+  // Both default to this host only.
+  const std::vector<Network> loopback = {*Network::parse("127.0.0.0/8"),
+                                         *Network::parse("::1/128")};
+  c.relay_networks = loopback;
+  c.admin_queue_networks = loopback;
   TableReader top(root, path, "");
   if (const toml::table* t = top.table("server")) {
     TableReader r(*t, path, "server.");
@@ -295,11 +312,7 @@ Config loadConfig(const std::string& path) {
       }
     }
     l.proxy_protocol = r.boolean("proxy_protocol", false);
-    for (const auto& n : r.strings("trusted_proxies", {})) {
-      auto net = Network::parse(n);
-      if (!net) r.fail(r.get("trusted_proxies"), "trusted_proxies", "bad network \"" + n + "\"");
-      l.trusted_proxies.push_back(*net);
-    }
+    l.trusted_proxies = r.networks("trusted_proxies", {});
     if (l.proxy_protocol && l.trusted_proxies.empty()) {
       r.fail(t, "trusted_proxies", "is required when proxy_protocol = true");
     }
@@ -310,15 +323,9 @@ Config loadConfig(const std::string& path) {
   if (c.listeners.empty()) throw ConfigError(path + ": at least one [[listener]] is required");
   if (const toml::table* t = top.table("relay")) {
     TableReader r(*t, path, "relay.");
-    for (const auto& n : r.strings("relay_networks", {"127.0.0.0/8", "::1/128"})) {
-      auto net = Network::parse(n);
-      if (!net) r.fail(r.get("relay_networks"), "relay_networks", "bad network \"" + n + "\"");
-      c.relay_networks.push_back(*net);
-    }
+    c.relay_networks = r.networks("relay_networks", c.relay_networks);
     for (const auto& d : r.strings("accept_domains", {})) c.accept_domains.push_back(asciiLower(d));
     r.finish();
-  } else {
-    c.relay_networks = {*Network::parse("127.0.0.0/8"), *Network::parse("::1/128")};
   }
   std::set<std::string> route_domains;
   for (const toml::table* t : top.tables("route")) {
@@ -336,15 +343,8 @@ Config loadConfig(const std::string& path) {
     if (!c.admin_address.empty() && !parseHostPort(c.admin_address, ss)) {
       r.fail(r.get("address"), "address", "expected a numeric \"ip:port\", or \"\" for none");
     }
-    for (const auto& n : r.strings("queue_networks", {"127.0.0.0/8", "::1/128"})) {
-      auto net = Network::parse(n);
-      if (!net) r.fail(r.get("queue_networks"), "queue_networks", "bad network \"" + n + "\"");
-      c.admin_queue_networks.push_back(*net);
-    }
+    c.admin_queue_networks = r.networks("queue_networks", c.admin_queue_networks);
     r.finish();
-  }
-  if (c.admin_queue_networks.empty() && top.table("admin") == nullptr) {
-    c.admin_queue_networks = {*Network::parse("127.0.0.0/8"), *Network::parse("::1/128")};
   }
   if (const toml::table* t = top.table("limits")) {
     TableReader r(*t, path, "limits.");
