@@ -417,7 +417,7 @@ void Spool::afterWork(uv_work_t* req, int /*status*/) {
       offset += m.head.size() + m.bodySize() + m.trailer.size();
     }
     seg.size = offset + b->done.size();
-  } else if (!(b->probe || (was_failing && b->messages.empty()))) {
+  } else if (const bool retry = b->probe || (was_failing && b->messages.empty()); !retry) {
     // Logged when writes start failing or a message is refused, not at every retry.
     logEvent(spdlog::level::err, "spool_write_failed",
              {{"segment", self->segmentPath(b->segment)},

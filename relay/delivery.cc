@@ -29,14 +29,15 @@ std::string withStatus(const std::string& status, const std::string& why) {
 }  // namespace
 
 Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> config,
-                   WorkerMetrics& metrics)
+                   std::shared_ptr<const TlsContext> verifying, WorkerMetrics& metrics)
     : loop_(loop),
       spool_(spool),
       config_(std::move(config)),
       metrics_(metrics),
       router_(config_->routes),
       resolver_(loop, config_->dns),
-      scheduler_(config_->delivery.retry_min, config_->delivery.retry_max) {
+      scheduler_(config_->delivery.retry_min, config_->delivery.retry_max),
+      tls_verifying_(std::move(verifying)) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
 }
@@ -48,28 +49,15 @@ std::string Delivery::init() {
   std::string err;
   tls_opportunistic_ = TlsContext::createUnverifiedClient(err);
   if (!tls_opportunistic_) return "outbound tls: " + err;
-  return setUpTls(*config_);
-}
-
-std::string Delivery::setUpTls(const Config& config) {
-  bool verify = std::any_of(config.routes.begin(), config.routes.end(),
-                            [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
-  if (!verify || (tls_verifying_ && tls_verifying_ca_ == config.delivery.ca_file)) return "";
-  // A reload with another ca_file reads it afresh; connections that hold the old context
-  // keep it until they end.
-  std::string err;
-  std::shared_ptr<const TlsContext> ctx =
-      TlsContext::createVerifyingClient(config.delivery.ca_file, err);
-  if (!ctx) return "delivery.ca_file: " + err;
-  tls_verifying_ = std::move(ctx);
-  tls_verifying_ca_ = config.delivery.ca_file;
   return "";
 }
 
-std::string Delivery::reload(std::shared_ptr<const Config> config) {
-  if (stopping_) return "";
-  if (std::string err = setUpTls(*config); !err.empty()) return err;
+void Delivery::reload(std::shared_ptr<const Config> config,
+                      std::shared_ptr<const TlsContext> verifying) {
+  if (stopping_) return;
   config_ = std::move(config);
+  // Connections that hold the old context keep it until they end.
+  tls_verifying_ = std::move(verifying);
   router_ = Router(config_->routes);
   scheduler_.setBackoff(config_->delivery.retry_min, config_->delivery.retry_max);
   // Every waiting job is routed afresh: a new exact or suffix route can take a domain
@@ -80,29 +68,24 @@ std::string Delivery::reload(std::shared_ptr<const Config> config) {
     for (auto& job : d.ready) waiting.push_back(std::move(job));
     d.ready.clear();
     if (const RouteConfig* r = routeAfterReload(d)) {
-      d.route = r;
-      d.config = config_;
+      d.route = *r;
       ++it;
     } else {
       retire(std::move(it->second));
       it = destinations_.erase(it);
     }
   }
-  std::sort(waiting.begin(), waiting.end(), [](const auto& a, const auto& b) {
-    return a->message.envelope.received_ms < b->message.envelope.received_ms;
-  });
-  for (auto& job : waiting) dispatch(std::move(job));
+  for (auto& job : waiting) dispatch(std::move(job));  // which keeps each queue oldest first
   armTimer();
-  return "";
 }
 
 const RouteConfig* Delivery::routeAfterReload(const Destination& d) const {
-  if (d.route->isMx()) {
+  if (d.route.isMx()) {
     const RouteConfig* r = router_.route(d.name);
     return r->isMx() ? r : nullptr;
   }
   for (const RouteConfig& r : config_->routes) {
-    if (r.domain == d.route->domain) return r.next_hop == d.route->next_hop ? &r : nullptr;
+    if (r.domain == d.route.domain) return r.next_hop == d.route.next_hop ? &r : nullptr;
   }
   return nullptr;
 }
@@ -128,8 +111,7 @@ Destination& Delivery::destinationFor(const std::string& recipient) {
     slot = std::make_unique<Destination>();
     slot->key = std::move(key);
     slot->serial = next_serial_++;
-    slot->route = route;
-    slot->config = config_;
+    slot->route = *route;
     slot->port = config_->delivery.smtp_port;
     if (route->isMx()) {
       slot->name = domain;
@@ -217,7 +199,7 @@ void Delivery::pump(Destination& d) {
   // A connection that has carried its messages_per_connection is not reused; its own
   // clientReady() ends it, which makes room for a new one.
   auto reusable = [&d](const SmtpClient* c) {
-    return c->idle() && c->messagesSent() < d.route->messages_per_connection;
+    return c->idle() && c->messagesSent() < d.route.messages_per_connection;
   };
   std::vector<SmtpClient*> clients(d.clients.begin(), d.clients.end());
   size_t spare = d.connecting;  // connections that could take the next message
@@ -232,9 +214,9 @@ void Delivery::pump(Destination& d) {
   // With max_rate, a new connection only when the next message may start and no
   // connection is free for it; else max_connections idle ones would wait for their turn,
   // time out and be opened again.
-  const bool rated = d.route->max_rate > 0;
+  const bool rated = d.route.max_rate > 0;
   // This worker's share of the hop's connections (see destination.h).
-  const size_t max_connections = std::max<size_t>(1, d.route->max_connections / config_->workers);
+  const size_t max_connections = std::max<size_t>(1, d.route.max_connections / config_->workers);
   while (!d.ready.empty() && d.clients.size() < max_connections &&
          (rated ? spare == 0 && uv_now(loop_) >= d.next_send : d.ready.size() > d.connecting)) {
     openClient(d);
@@ -266,7 +248,7 @@ void Delivery::resolve(Destination& d) {
     }
     pump(d);
   };
-  if (d.route->isMx()) {
+  if (d.route.isMx()) {
     resolver_.resolveMx(d.name, d.port, std::move(done));
   } else {
     resolver_.resolveHost(d.name, d.port, std::move(done));
@@ -279,7 +261,7 @@ void Delivery::openClient(Destination& d) {
   o.address_index = d.next_address % addrs.size();
   o.round = d.round;
   o.target = addrs[o.address_index];
-  o.tls = d.route->tls;
+  o.tls = d.route.tls;
   if (o.tls == TlsPolicy::kRequired) {
     o.tls_context = tls_verifying_;
   } else if (o.tls == TlsPolicy::kOpportunistic && uv_now(loop_) >= d.plain_until) {
@@ -294,7 +276,7 @@ void Delivery::openClient(Destination& d) {
 
 bool Delivery::startJob(Destination& d, SmtpClient* c) {
   if (d.ready.empty()) return false;
-  if (d.route->max_rate > 0) {
+  if (d.route.max_rate > 0) {
     const uint64_t now = uv_now(loop_);
     if (now < d.next_send) {
       armTimer();
@@ -303,7 +285,7 @@ bool Delivery::startJob(Destination& d, SmtpClient* c) {
     // This worker's share of the rate, as an interval in fractions of a millisecond (a
     // rate above 1000/s must not round to "unlimited"); up to 1 ms of unused credit
     // carries over, so the rate holds across the loop clock's millisecond steps.
-    const double interval = 1000.0 * config_->workers / d.route->max_rate;
+    const double interval = 1000.0 * config_->workers / d.route.max_rate;
     d.next_send = std::max(d.next_send, static_cast<double>(now) - 1.0) + interval;
   }
   auto job = std::move(d.ready.front());
@@ -319,7 +301,7 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
     --d.connecting;
     d.failures = 0;
   }
-  if (stopping_ || d.retired || client->messagesSent() >= d.route->messages_per_connection) {
+  if (stopping_ || d.retired || client->messagesSent() >= d.route.messages_per_connection) {
     client->shutdown();
     return;
   }
@@ -332,7 +314,7 @@ void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
   if (!client->offersDsn()) notifySuccess(*job, results, client->host());
   // Labelled by next hop for smarthost routes, by route for MX ones ("mx:*"): one label
   // per recipient domain would grow without bound.
-  const std::string label = d.route->isMx() ? "mx:" + d.route->domain : d.key;
+  const std::string label = d.route.isMx() ? "mx:" + d.route.domain : d.key;
   metrics_.delivery[label].observe(static_cast<double>(uv_now(loop_) - job->started_ms) / 1000);
   finishJob(std::move(job), results, client->host());
   pump(d);
@@ -583,7 +565,7 @@ void Delivery::clientClosed(SmtpClient* client) {
     // Connections opened in parallel fail together: the first failure of a round backs the
     // hop off (and counts it), the others of that round only close.
     if (!stopping_ && client->round() == d.round) {
-      if (client->tlsFailed() && d.route->tls == TlsPolicy::kOpportunistic) {
+      if (client->tlsFailed() && d.route.tls == TlsPolicy::kOpportunistic) {
         // Opportunistic TLS must not keep mail from a hop that cannot do it: go plain.
         d.plain_until = uv_now(loop_) + kPlainAfterTlsFailureMs;
         logEvent(spdlog::level::warn, "tls_fallback",

@@ -51,17 +51,17 @@ namespace postern {
 
 class Delivery {
  public:
+  // verifying: the context for routes with tls = "required" (TlsContexts::verifying).
   Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> config,
-           WorkerMetrics& metrics);
+           std::shared_ptr<const TlsContext> verifying, WorkerMetrics& metrics);
   ~Delivery();
 
   // Sets up DNS and TLS; returns "" or the reason it cannot run.
   std::string init();
 
   void enqueue(SpooledMessage message);
-  // Switches to a new configuration; "" or why outbound TLS could not be set up for it (the
-  // old configuration then stays in force).
-  std::string reload(std::shared_ptr<const Config> config);
+  // Switches to a new configuration and its verifying context.
+  void reload(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> verifying);
   // Stops new attempts and ends idle connections; a message on a connection finishes
   // (its result is recorded, then QUIT), since cutting it after the final dot could have
   // it delivered twice. done() turns true once every connection is closed.
@@ -118,7 +118,6 @@ class Delivery {
   void warnDelayed(DeliveryJob& job);
   void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
   std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
-  std::string setUpTls(const Config& config);
   const RouteConfig* routeAfterReload(const Destination& d) const;
   void retire(std::unique_ptr<Destination> d);
   template <class F>
@@ -138,7 +137,6 @@ class Delivery {
   Scheduler scheduler_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;
   std::shared_ptr<const TlsContext> tls_verifying_;  // for routes with tls = "required"
-  std::string tls_verifying_ca_;                     // the ca_file it was made from
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
   // Retired by a reload, with connections still finishing their messages.
   std::vector<std::unique_ptr<Destination>> retired_;

@@ -5,10 +5,11 @@
 // every worker delivers the mail of its own spool, so each holds an equal share of them
 // (at least one connection).
 //
-// A reload (SIGHUP) that keeps a destination's next hop points it at the new route; one
-// that changes or removes the hop retires it: its waiting jobs are routed afresh, and it
-// lives on, out of Delivery's map, only until its connections have finished their
-// messages.
+// The route is a copy, not a pointer into a Config, so a destination outlives the
+// configuration it was made under. A reload (SIGHUP) that keeps a destination's next hop
+// gives it the new route's settings; one that changes or removes the hop retires it: its waiting
+// jobs are routed afresh, and it lives on, out of Delivery's map, only until its connections have
+// finished their messages.
 #pragma once
 
 #include <cstdint>
@@ -28,10 +29,9 @@ class SmtpClient;
 struct Destination {
   enum class Dns { kNone, kResolving, kDone };
 
-  std::string key;                     // "mx:example.com" or "route:<route domain>"
-  uint64_t serial = 0;                 // tells apart a retired destination and its successor
-  const RouteConfig* route = nullptr;  // points into *config
-  std::shared_ptr<const Config> config;
+  std::string key;      // "mx:example.com" or "route:<route domain>"
+  uint64_t serial = 0;  // tells apart a retired destination and its successor
+  RouteConfig route;
   bool retired = false;
   std::string name;  // the MX domain, or the smarthost's host
   uint16_t port = 25;

@@ -20,21 +20,28 @@
 
 namespace {
 
-int runRelay(const std::string& config_path, const std::string& spool_dir) {
-  postern::Config config;
+// Loads path and the files it names; false (with the reason on stderr) if either fails.
+bool loadAll(const std::string& path, postern::Config& config, postern::TlsContexts& tls) {
   try {
-    config = postern::loadConfig(config_path);
+    config = postern::loadConfig(path);
   } catch (const postern::ConfigError& e) {
     std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
-    return 2;
+    return false;
   }
-  if (!spool_dir.empty()) config.spool_dir = spool_dir;
-  std::shared_ptr<const postern::TlsContext> tls;
+  // The certificate, key and CA file must be readable too (by the user this runs as: run
+  // check-config as the relay's user to check permissions).
   if (std::string err = postern::loadReferencedFiles(config, tls); !err.empty()) {
-    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", config_path.c_str(),
-                 err.c_str());
-    return 2;
+    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", path.c_str(), err.c_str());
+    return false;
   }
+  return true;
+}
+
+int runRelay(const std::string& config_path, const std::string& spool_dir) {
+  postern::Config config;
+  postern::TlsContexts tls;
+  if (!loadAll(config_path, config, tls)) return 2;
+  if (!spool_dir.empty()) config.spool_dir = spool_dir;
   postern::initLogging(config.log_format, config.log_level);
   // A peer closing mid-write must not kill the process.
   signal(SIGPIPE, SIG_IGN);
@@ -42,8 +49,8 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
   // turns into 452 4.3.1 like any other write error.
   signal(SIGXFSZ, SIG_IGN);
 
-  postern::Server server(std::make_shared<const postern::Config>(std::move(config)), config_path,
-                         spool_dir);
+  postern::Server server(std::make_shared<const postern::Config>(std::move(config)), std::move(tls),
+                         config_path, spool_dir);
   int rc = server.run();
   if (rc == 0) postern::logEvent(spdlog::level::info, "stopped", {});
   return rc;
@@ -51,19 +58,8 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
 
 int checkConfig(const std::string& path) {
   postern::Config config;
-  try {
-    config = postern::loadConfig(path);
-  } catch (const postern::ConfigError& e) {
-    std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
-    return 2;
-  }
-  // The certificate, key and CA file it names must be readable too (as the user this
-  // runs as: run it as the relay's user to check permissions).
-  std::shared_ptr<const postern::TlsContext> tls;
-  if (std::string err = postern::loadReferencedFiles(config, tls); !err.empty()) {
-    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", path.c_str(), err.c_str());
-    return 2;
-  }
+  postern::TlsContexts tls;
+  if (!loadAll(path, config, tls)) return 2;
   std::printf("%s: ok\n", path.c_str());
   return 0;
 }

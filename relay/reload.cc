@@ -30,21 +30,19 @@ std::vector<std::string> keepFixedSettings(const Config& running, Config& next) 
   return changed;
 }
 
-std::string loadReferencedFiles(const Config& config, std::shared_ptr<const TlsContext>& tls) {
-  tls.reset();
+std::string loadReferencedFiles(const Config& config, TlsContexts& tls) {
+  tls = {};
+  std::string err;
   if (!config.tls.certificate.empty()) {
-    std::string err;
-    tls = TlsContext::create(config.tls.certificate, config.tls.private_key, err);
-    if (!tls) return "tls: " + err;
+    tls.server = TlsContext::create(config.tls.certificate, config.tls.private_key, err);
+    if (!tls.server) return "tls: " + err;
   }
   const bool verify =
       std::any_of(config.routes.begin(), config.routes.end(),
                   [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
   if (verify) {
-    std::string err;
-    if (!TlsContext::createVerifyingClient(config.delivery.ca_file, err)) {
-      return "delivery.ca_file: " + err;
-    }
+    tls.verifying = TlsContext::createVerifyingClient(config.delivery.ca_file, err);
+    if (!tls.verifying) return "delivery.ca_file: " + err;
   }
   return "";
 }
@@ -64,8 +62,6 @@ std::string prepareReload(const std::string& path, const std::string& spool_over
     return "limits.command_line / limits.data_line: longer lines than at start-up need a "
            "restart (read buffers are sized when the workers start)";
   }
-  // Each worker makes its own verifying context from delivery.ca_file; reading it here
-  // first means a bad file refuses the reload instead of leaving the workers split.
   if (std::string err = loadReferencedFiles(*next, plan.tls); !err.empty()) return err;
   plan.config = std::move(next);
   return "";

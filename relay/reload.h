@@ -28,15 +28,15 @@ namespace postern {
 
 struct ReloadPlan {
   std::shared_ptr<const Config> config;
-  std::shared_ptr<const TlsContext> tls;      // nullptr: STARTTLS not offered
+  TlsContexts tls;
   std::vector<std::string> restart_required;  // changed keys that wait for a restart
 };
 
-// Reads the files a configuration names: the STARTTLS certificate and key (into tls;
-// nullptr when none is configured) and, if a route requires TLS, delivery.ca_file.
-// Returns "" or what failed, naming the key. check-config, start-up and reload all use
-// it, so a bad file is an invalid configuration (exit 2), not a failure later.
-std::string loadReferencedFiles(const Config& config, std::shared_ptr<const TlsContext>& tls);
+// Reads the files a configuration names into tls: the STARTTLS certificate and key and,
+// if a route requires TLS, delivery.ca_file. Returns "" or what failed, naming the key.
+// check-config, start-up and reload all use it, so a bad file is an invalid
+// configuration (exit 2), not a failure later, and the workers get what it read.
+std::string loadReferencedFiles(const Config& config, TlsContexts& tls);
 
 // Gives next the running values of every setting a reload cannot change, and returns the
 // keys whose values differed.

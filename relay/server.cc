@@ -10,10 +10,11 @@
 
 namespace postern {
 
-Server::Server(std::shared_ptr<const Config> config, std::string config_path,
+Server::Server(std::shared_ptr<const Config> config, TlsContexts tls, std::string config_path,
                std::string spool_override)
     : startup_(std::move(config)),
       config_(*startup_),
+      startup_tls_(std::move(tls)),
       current_(startup_),
       config_path_(std::move(config_path)),
       spool_override_(std::move(spool_override)),
@@ -38,7 +39,7 @@ int Server::run() {
   uv_signal_start(&sighup_, onHangup, SIGHUP);
   std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
   for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
-    workers_.push_back(std::make_unique<Worker>(startup_, i, limiter_));
+    workers_.push_back(std::make_unique<Worker>(startup_, startup_tls_, i, limiter_));
   }
   // The admin endpoint listens before any SMTP listener, so whoever sees port 25 open
   // can also ask /readyz (which waits for the workers' loops to answer).
@@ -46,8 +47,7 @@ int Server::run() {
     std::vector<Worker*> workers;
     for (auto& w : workers_) workers.push_back(w.get());
     admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, config_.admin_queue_networks,
-                                     workers,
-                                     [this] { return stopping_; });
+                                     workers, [this] { return stopping_; });
     err = admin_->start();
   }
   for (size_t i = 0; i < workers_.size() && err.empty(); ++i) {
@@ -178,30 +178,19 @@ void Server::reload() {
   spdlog::set_level(spdlog::level::from_str(current_->log_level));
   // Every worker switches on its own loop; the last one to do so says it is done, so a
   // config_reloaded line means every new connection now gets the new configuration.
-  struct Progress {
-    std::atomic<size_t> left;
-    std::atomic<size_t> failed{0};
-  };
-  auto progress = std::make_shared<Progress>();
-  progress->left = workers_.size();
+  auto left = std::make_shared<std::atomic<size_t>>(workers_.size());
   const unsigned generation = ++reloads_;
   for (auto& w : workers_) {
     Worker* worker = w.get();
-    auto task = [worker, plan, progress, generation] {
-      if (std::string err = worker->reload(plan.config, plan.tls); !err.empty()) {
-        ++progress->failed;
-        logEvent(spdlog::level::err, "reload_failed",
-                 {{"worker", uint64_t{worker->index()}}, {"error", err}});
-      }
-      if (progress->left.fetch_sub(1) == 1) {
-        logEvent(progress->failed ? spdlog::level::warn : spdlog::level::info, "config_reloaded",
-                 {{"generation", uint64_t{generation}},
-                  {"workers_failed", uint64_t{progress->failed.load()}}});
+    auto task = [worker, plan, left, generation] {
+      worker->reload(plan.config, plan.tls);
+      if (left->fetch_sub(1) == 1) {
+        logEvent(spdlog::level::info, "config_reloaded", {{"generation", uint64_t{generation}}});
       }
     };
     // A worker that no longer takes tasks is draining: it has no new connections to give
     // the new configuration to.
-    if (!worker->post(task)) progress->left.fetch_sub(1);
+    if (!worker->post(task)) left->fetch_sub(1);
   }
 }
 

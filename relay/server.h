@@ -33,7 +33,9 @@ class Server {
  public:
   // config_path is read again on SIGHUP; spool_override (if not empty) replaced
   // server.spool_dir on the command line.
-  Server(std::shared_ptr<const Config> config, std::string config_path, std::string spool_override);
+  // tls: what loadReferencedFiles read for config.
+  Server(std::shared_ptr<const Config> config, TlsContexts tls, std::string config_path,
+         std::string spool_override);
   ~Server();
   // Runs until a signal ends it. Returns the process exit status.
   int run();
@@ -57,6 +59,7 @@ class Server {
   // as long as the Server. current_ is the latest one given to the workers.
   const std::shared_ptr<const Config> startup_;
   const Config& config_;
+  const TlsContexts startup_tls_;
   std::shared_ptr<const Config> current_;
   const std::string config_path_;
   const std::string spool_override_;

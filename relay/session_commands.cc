@@ -96,6 +96,7 @@ void Session::resetTransaction() {
   body_.clear();
   body_.shrink_to_fit();
   spill_.reset();
+  spill_failed_ = false;
 }
 
 void Session::cmdHelo(const Command& cmd, bool esmtp) {

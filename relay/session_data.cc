@@ -23,8 +23,6 @@ void Session::beginMessage() {
   queue_id_ = worker_.spool().nextId();
   std::string qid = queueIdString(queue_id_);
   body_.clear();
-  spill_.reset();
-  spill_failed_ = false;
   appendReceived(body_,
                  ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr, qid,
                               recipients_.size() == 1 ? recipients_[0] : "", unixMillis() / 1000});

@@ -3,8 +3,8 @@
 // OpenSSL call ever blocks the loop.
 //
 // TlsContext holds the certificate and key (TLS 1.2 or later), or for the client side
-// (outbound delivery, postern-load's --starttls) what the peer is checked against. TlsConnection is one
-// TLS session, server or client: feedCipher() takes bytes read from the socket, handshake() and
+// (outbound delivery, postern-load's --starttls) what the peer is checked against. TlsConnection is
+// one TLS session, server or client: feedCipher() takes bytes read from the socket, handshake() and
 // readPlain() consume them, writePlain() encrypts, and takeCipher() returns what must be
 // written to the socket (handshake records included). Errors are reported, never thrown.
 #pragma once
@@ -36,6 +36,15 @@ class TlsContext {
  private:
   explicit TlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
   SSL_CTX* ctx_;
+};
+
+// The contexts a configuration's files make (relay/reload.h loadReferencedFiles), read
+// once on the main thread and shared by every worker: OpenSSL contexts may be used from
+// several threads once set up, and a connection keeps its context alive (SSL_new takes a
+// reference), so a reload can swap them under open connections.
+struct TlsContexts {
+  std::shared_ptr<const TlsContext> server;     // inbound STARTTLS; nullptr: not offered
+  std::shared_ptr<const TlsContext> verifying;  // routes with tls = "required"; else nullptr
 };
 
 class TlsConnection {

@@ -15,12 +15,14 @@ constexpr size_t kFreeBuffers = 256;
 
 }  // namespace
 
-Worker::Worker(std::shared_ptr<const Config> config, unsigned index, ConnectionLimiter& limiter)
+Worker::Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned index,
+               ConnectionLimiter& limiter)
     : config_(config),
       startup_(config),
       index_(index),
       limiter_(limiter),
-      buffers_(Session::bufferSize(config->limits), kFreeBuffers) {
+      buffers_(Session::bufferSize(config->limits), kFreeBuffers),
+      tls_(std::move(tls)) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &stop_async_, onStopAsync);
   stop_async_.data = this;
@@ -40,7 +42,7 @@ Worker::~Worker() {
 std::string Worker::start(bool own_listeners) {
   spool_ = std::make_unique<Spool>(&loop_, config_->spool_dir + "/w" + std::to_string(index_),
                                    index_, config_->segment_size);
-  delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_, metrics_);
+  delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_, tls_.verifying, metrics_);
   if (std::string err = delivery_->init(); !err.empty()) return err;
 
   std::vector<SpooledMessage> recovered;
@@ -51,11 +53,6 @@ std::string Worker::start(bool own_listeners) {
             {"messages", uint64_t{recovered.size()}}});
   for (auto& m : recovered) delivery_->enqueue(std::move(m));
 
-  if (!config_->tls.certificate.empty()) {
-    std::string err;
-    tls_ = TlsContext::create(config_->tls.certificate, config_->tls.private_key, err);
-    if (!tls_) return "tls: " + err;
-  }
   if (!own_listeners) return "";
 
   for (const auto& l : startup_->listeners) {
@@ -77,13 +74,11 @@ std::string Worker::start(bool own_listeners) {
   return "";
 }
 
-std::string Worker::reload(std::shared_ptr<const Config> config,
-                           std::shared_ptr<const TlsContext> tls) {
-  if (stopping_) return "";
-  if (std::string err = delivery_->reload(config); !err.empty()) return err;
+void Worker::reload(std::shared_ptr<const Config> config, const TlsContexts& tls) {
+  if (stopping_) return;
+  delivery_->reload(config, tls.verifying);
   config_ = std::move(config);
-  tls_ = std::move(tls);
-  return "";
+  tls_ = tls;
 }
 
 void Worker::run() {

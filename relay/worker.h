@@ -39,7 +39,8 @@ class Session;
 
 class Worker {
  public:
-  Worker(std::shared_ptr<const Config> config, unsigned index, ConnectionLimiter& limiter);
+  Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned index,
+         ConnectionLimiter& limiter);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -57,20 +58,18 @@ class Worker {
   void handoff(int fd, const ListenerConfig* listener);
 
   // On this worker's loop (through post()): new sessions and delivery attempts use
-  // config, STARTTLS uses tls (nullptr: not offered). Returns "" or why delivery refused
-  // it, in which case nothing changed.
-  std::string reload(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls);
+  // config and tls from now on.
+  void reload(std::shared_ptr<const Config> config, const TlsContexts& tls);
 
   uv_loop_t* loop() { return &loop_; }
   unsigned index() const { return index_; }
-  const Config& config() const { return *config_; }
   std::shared_ptr<const Config> configSnapshot() const { return config_; }
   Spool& spool() { return *spool_; }
   Delivery& delivery() { return *delivery_; }
   BufferPool& bufferPool() { return buffers_; }
   bool stopping() const { return stopping_; }
   // The STARTTLS context, or nullptr when no certificate is configured.
-  const TlsContext* tls() const { return tls_.get(); }
+  const TlsContext* tls() const { return tls_.server.get(); }
 
   WorkerMetrics& metrics() { return metrics_; }
   // Thread-safe: runs task on this worker's loop (admin requests; not the hot path, so a
@@ -119,7 +118,7 @@ class Worker {
   BufferPool buffers_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Delivery> delivery_;
-  std::shared_ptr<const TlsContext> tls_;
+  TlsContexts tls_;
   std::vector<Listener*> listeners_;  // freed in their close callbacks
   uv_async_t stop_async_;
   uv_async_t handoff_async_;

@@ -72,7 +72,8 @@ TEST_F(PrepareReloadTest, AcceptsAGoodFileWithTheCommandLineSpoolDir) {
   EXPECT_EQ(plan.config->limits.recipients, 3u);
   EXPECT_EQ(plan.config->spool_dir, "/spool/cli");
   EXPECT_FALSE(has(plan.restart_required, "server.spool_dir"));
-  EXPECT_EQ(plan.tls, nullptr);
+  EXPECT_EQ(plan.tls.server, nullptr);
+  EXPECT_EQ(plan.tls.verifying, nullptr);
 }
 
 TEST_F(PrepareReloadTest, RefusesWhatCannotBeApplied) {
