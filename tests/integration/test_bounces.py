@@ -66,6 +66,15 @@ class BounceTest(RelayTestCase):
         check_dsn_shape(self, dsn)
         return dsn
 
+    def failed_block(self, rcpt, status):
+        """The one notice's recipient block for rcpt: Action failed, this Status."""
+        dsn = self.one_dsn()
+        block = dsn.recipient(rcpt)
+        self.assertIsNotNone(block, dsn.raw[:3000])
+        self.assertEqual(block["Action"].strip().lower(), "failed")
+        self.assertEqual(block["Status"].strip(), status)
+        return dsn, block
+
     def assert_no_dsn(self, settle=2.5):
         time.sleep(settle)
         self.assertEqual(self.bounces.snapshot(), [], "a notice was sent")
@@ -287,11 +296,7 @@ class NextHopExtensionTest(BounceTest):
         original = body("size") + b"filler " * 60 + b"\r\n"
         self.assertGreater(len(original), 400)
         self.send_with(original, FROM, ["big@dest.test"])
-        dsn = self.one_dsn()
-        block = dsn.recipient("big@dest.test")
-        self.assertIsNotNone(block, dsn.raw[:3000])
-        self.assertEqual(block["Action"].strip().lower(), "failed")
-        self.assertEqual(block["Status"].strip(), "5.3.4")
+        dsn, block = self.failed_block("big@dest.test", "5.3.4")
         self.assertIn("5.3.4 message size", block.get("Diagnostic-Code", ""))
         self.assertIn("(100)", block.get("Diagnostic-Code", ""))
         self.assertRegex(self.relay.log_text(),
@@ -315,11 +320,7 @@ class NextHopExtensionTest(BounceTest):
                  b"Content-Transfer-Encoding: 8bit\r\n\r\n"
                  b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln\r\n")
         self.send_with(eight, FROM, ["eight@dest.test"], mail_options=["BODY=8BITMIME"])
-        dsn = self.one_dsn()
-        block = dsn.recipient("eight@dest.test")
-        self.assertIsNotNone(block, dsn.raw[:3000])
-        self.assertEqual(block["Action"].strip().lower(), "failed")
-        self.assertEqual(block["Status"].strip(), "5.6.3")
+        dsn, block = self.failed_block("eight@dest.test", "5.6.3")
         self.assertIn("8BITMIME", block.get("Diagnostic-Code", ""))
         self.assertRegex(self.relay.log_text(),
                          r"event=bounced .*rcpt=eight@dest\.test .*code=554 "

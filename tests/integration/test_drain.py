@@ -62,6 +62,9 @@ class SessionsTest(_DrainBase):
             self.assertLess(time.monotonic(), deadline, "the listener still accepts")
             time.sleep(0.05)
         self.assertTrue(self.relay.running())
+        # A reload asked for now is refused: the draining workers take no new connections.
+        self.relay.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(self.relay.wait_log(r'event=reload_failed error="shutting down"', 5))
 
         busy.sendall(b"DATA\r\n")
         self.assertEqual(busy_r.reply()[0], 354)

@@ -110,6 +110,33 @@ class RoutesAndRelayControlTest(_ReloadBase):
         # retry_min is 1 s in the harness: the next attempt goes to the new next hop.
         self.assertEqual(self.downstream.wait_for(1, 15), 1)
 
+    def test_message_on_a_retired_next_hop_finishes_there(self):
+        """The "*" route moves while a message is on a connection to the old next hop:
+        that message finishes there (delivered once), the connection then ends at once
+        (idle_timeout is 30 s: only the retirement closes it), and new mail goes to the
+        new next hop."""
+        slow = self.add_downstream(data_delay=2.0)
+        new_hop = self.add_downstream()
+        self.start_relay(slow.port, idle_timeout=30)
+        base = self.relay.config_text
+        with self.relay.client() as s:
+            s.sendmail("s@origin.test", ["first@dest.example"], MSG)
+        self.assertEqual(slow.wait_connections(1, 10), 1)
+        time.sleep(0.5)  # the body is sent; the old next hop sits on its reply
+        self.reload(base.replace(f"{HOST}:{slow.port}", f"{HOST}:{new_hop.port}"))
+        self.assertIn("event=next_hop_retired", self.relay.log_text())
+        with self.relay.client() as s:
+            s.sendmail("s@origin.test", ["second@dest.example"], MSG)
+        self.assertEqual(new_hop.wait_for(1, 15), 1)
+        self.assertEqual(slow.wait_for(1, 15), 1)
+        deadline = time.monotonic() + 5
+        while slow.connections[0].closed is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIsNotNone(slow.connections[0].closed, "the retired connection stayed open")
+        time.sleep(1)
+        self.assertEqual([m.rcpt_tos for m in slow.snapshot()], [["first@dest.example"]])
+        self.assertEqual([m.rcpt_tos for m in new_hop.snapshot()], [["second@dest.example"]])
+        self.assertEqual(len(slow.connections), 1)
 
 class LimitsTest(_ReloadBase):
     def test_limits_apply_to_new_connections(self):
