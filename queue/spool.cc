@@ -124,10 +124,9 @@ size_t replaySegment(std::string_view data, uint32_t id,
 
 }  // namespace
 
-// One group commit: everything the thread pool needs, owned here so the loop thread and
-// the pool never share Spool state while the write runs.
+// One group commit: everything the I/O thread needs, owned here so the loop thread and
+// the I/O thread never share Spool state while the write runs.
 struct Spool::Batch {
-  uv_work_t req;
   Spool* spool;
   int fd;
   int dir_fd;  // >= 0: fsync the directory too (a segment was created)
@@ -142,7 +141,11 @@ struct Spool::Batch {
 };
 
 Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_limit)
-    : loop_(loop), dir_(std::move(dir)), segment_limit_(segment_limit), index_(index & 0xff) {
+    : loop_(loop),
+      dir_(std::move(dir)),
+      segment_limit_(segment_limit),
+      io_(loop, work, afterWork),
+      index_(index & 0xff) {
   uv_prepare_init(loop_, &prepare_);
   prepare_.data = this;
   uv_timer_init(loop_, &done_timer_);
@@ -164,6 +167,7 @@ void Spool::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&done_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&probe_timer_), nullptr);
+  io_.close();  // after the batch in flight, if any, has come back
 }
 
 std::string Spool::segmentPath(uint32_t id) const { return dir_ + segmentName(id); }
@@ -351,7 +355,6 @@ void Spool::flush(bool probe) {
     }
   }
   auto* batch = new Batch;
-  batch->req.data = batch;
   batch->spool = this;
   batch->fd = segments_[active_].fd;
   batch->dir_fd = dir_dirty_ ? dir_fd_ : -1;
@@ -361,11 +364,12 @@ void Spool::flush(bool probe) {
   batch->messages.swap(pending_);
   batch->done.swap(pending_done_);
   in_flight_ = true;
-  uv_queue_work(loop_, &batch->req, work, afterWork);
+  const bool submitted = io_.submit(batch);  // one batch in flight at a time: room for it
+  POSTERN_ASSERT(submitted);
 }
 
-void Spool::work(uv_work_t* req) {
-  auto* b = static_cast<Batch*>(req->data);
+void Spool::work(void* batch) {
+  auto* b = static_cast<Batch*>(batch);
   std::vector<iovec> iov;
   iov.reserve(3 * b->messages.size() + 1);
   const uint64_t start = uv_hrtime();
@@ -397,8 +401,8 @@ void Spool::work(uv_work_t* req) {
   b->seconds = static_cast<double>(uv_hrtime() - start) / 1e9;
 }
 
-void Spool::afterWork(uv_work_t* req, int /*status*/) {
-  auto* b = static_cast<Batch*>(req->data);
+void Spool::afterWork(void* batch) {
+  auto* b = static_cast<Batch*>(batch);
   Spool* self = b->spool;
   self->in_flight_ = false;
   Segment& seg = self->segments_[b->segment];

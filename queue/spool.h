@@ -3,8 +3,9 @@
 //
 // Contract: append()'s callback reports ok only after the Message record is written and
 // fdatasync()ed; only then may the session answer 250. All messages appended during one
-// loop iteration go out in one batch: one writev and one fdatasync on the libuv thread
-// pool (group commit), while the next batch collects. Done records ride along with the
+// loop iteration go out in one batch: one writev and one fdatasync on the spool's own I/O
+// thread (group commit; queue/io_thread.h, handed over and back through lock-free rings),
+// while the next batch collects. Done records ride along with the
 // next batch (losing one in a crash only means a duplicate delivery, which at-least-once
 // allows). A failed write or sync truncates the segment back to where the batch began and
 // reports !ok to every message in it, so the session answers 452 4.3.1: nothing is
@@ -30,6 +31,7 @@
 
 #include "core/metrics.h"
 #include "queue/envelope.h"
+#include "queue/io_thread.h"
 #include "queue/spill_file.h"
 
 namespace postern {
@@ -67,7 +69,7 @@ class Spool {
   // written right after this message in the same write and shares its fate: on failure
   // neither is retried.
   void append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer = {});
-  // The same for a body in a SpillFile: it is copied into the segment on the thread pool
+  // The same for a body in a SpillFile: it is copied into the segment on the I/O thread
   // (in pieces, never held whole in memory) and closed after the commit.
   void append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb);
   // A SpillFile in this spool's directory (same file system and quota as the segments).
@@ -122,8 +124,8 @@ class Spool {
   static void onPrepare(uv_prepare_t* h);
   static void onDoneTimer(uv_timer_t* h);
   static void onProbeTimer(uv_timer_t* h);
-  static void work(uv_work_t* req);
-  static void afterWork(uv_work_t* req, int status);
+  static void work(void* batch);
+  static void afterWork(void* batch);
 
   uv_loop_t* loop_;
   std::string dir_;
@@ -140,6 +142,7 @@ class Spool {
   uv_timer_t done_timer_;
   uv_timer_t probe_timer_;
   bool closed_ = false;
+  IoThread io_;  // runs work(); afterWork() comes back on the loop
   Histogram fsync_;
   bool write_failed_ = false;
 
