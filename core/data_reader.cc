@@ -3,8 +3,13 @@
 #include <cstring>
 
 namespace postern {
+namespace {
 
-void DataReader::reset(const std::string& out) {
+constexpr std::string_view kCrlf = "\r\n";
+
+}  // namespace
+
+void DataReader::reset(const MessageBody& out) {
   prev_crlf_ = true;
   error_ = DataError::kNone;
   size_ = 0;
@@ -13,21 +18,27 @@ void DataReader::reset(const std::string& out) {
   start_ = out.size();
 }
 
-void DataReader::fail(DataError e, std::string& out) {
+void DataReader::fail(DataError e, MessageBody& out) {
   error_ = e;
-  out.resize(start_);
+  out.truncate(start_);
 }
 
-void DataReader::append(std::string_view text, std::string& out) {
+// eol: the line's own terminator, used when it is a CRLF (then it follows text in the
+// buffer and the two make one piece); any other is replaced by a literal CRLF.
+void DataReader::append(std::string_view text, std::string_view eol, MessageBody& out) {
   if (error_ != DataError::kNone) return;
   if (text.size() + 2 > max_line_) return fail(DataError::kLineTooLong, out);
   size_ += text.size() + 2;
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
   out.append(text);
-  out.append("\r\n");
+  if (eol == kCrlf) {
+    out.append(eol);
+  } else {
+    out.appendStatic(kCrlf);
+  }
 }
 
-bool DataReader::feed(const Line& line, std::string& out) {
+bool DataReader::feed(const Line& line, MessageBody& out) {
   const bool was_crlf = prev_crlf_;
   prev_crlf_ = line.crlf;
   if (line.crlf && was_crlf && !line.too_long && line.text == ".") return true;
@@ -46,7 +57,7 @@ bool DataReader::feed(const Line& line, std::string& out) {
       fail(DataError::kBareCr, out);
     } else {
       if (!text.empty() && text.front() == '.') text.remove_prefix(1);
-      append(text, out);
+      append(text, line.eol, out);
     }
     return false;
   }
@@ -57,10 +68,10 @@ bool DataReader::feed(const Line& line, std::string& out) {
   while (has_cr) {
     size_t cr = text.find('\r');
     if (cr == std::string_view::npos) break;
-    append(text.substr(0, cr), out);
+    append(text.substr(0, cr), {}, out);
     text.remove_prefix(cr + 1);
   }
-  append(text, out);
+  append(text, line.crlf ? line.eol : std::string_view{}, out);
   return false;
 }
 
@@ -68,7 +79,7 @@ bool DataReader::feed(const Line& line, std::string& out) {
 
 namespace postern {
 
-void DataReader::appendPartial(std::string_view text, std::string& out) {
+void DataReader::appendPartial(std::string_view text, MessageBody& out) {
   line_ += text.size();
   size_ += text.size();
   if (line_ + 2 > max_line_) return fail(DataError::kLineTooLong, out);
@@ -76,26 +87,32 @@ void DataReader::appendPartial(std::string_view text, std::string& out) {
   out.append(text);
 }
 
-void DataReader::endLine(std::string& out) {
+// crlf: the CR LF where they lie in the chunk, or a literal one (a bare CR or LF
+// normalised, or a CR at the end of the previous chunk).
+void DataReader::endLine(std::string_view crlf, MessageBody& out) {
   line_ = 0;
   size_ += 2;
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
-  out.append("\r\n");
+  if (crlf.data() == kCrlf.data()) {
+    out.appendStatic(kCrlf);
+  } else {
+    out.append(crlf);
+  }
 }
 
-void DataReader::feedChunk(std::string_view chunk, std::string& out) {
+void DataReader::feedChunk(std::string_view chunk, MessageBody& out) {
   size_t i = 0;
   while (i < chunk.size() && error_ == DataError::kNone) {
     char c = chunk[i];
     if (pending_cr_) {
       pending_cr_ = false;
       if (c == '\n') {
-        endLine(out);
+        endLine(i > 0 ? chunk.substr(i - 1, 2) : kCrlf, out);
         ++i;
         continue;
       }
       if (mode_ == BareLineEnding::kReject) return fail(DataError::kBareCr, out);
-      endLine(out);  // normalise: the CR alone ended a line; c is looked at again
+      endLine(kCrlf, out);  // normalise: the CR alone ended a line; c is looked at again
       continue;
     }
     if (c == '\r') {
@@ -103,7 +120,7 @@ void DataReader::feedChunk(std::string_view chunk, std::string& out) {
       ++i;
     } else if (c == '\n') {
       if (mode_ == BareLineEnding::kReject) return fail(DataError::kBareLf, out);
-      endLine(out);
+      endLine(kCrlf, out);
       ++i;
     } else {
       size_t j = i;
@@ -114,11 +131,11 @@ void DataReader::feedChunk(std::string_view chunk, std::string& out) {
   }
 }
 
-void DataReader::finishChunks(std::string& out) {
+void DataReader::finishChunks(MessageBody& out) {
   if (error_ != DataError::kNone || !pending_cr_) return;
   pending_cr_ = false;
   if (mode_ == BareLineEnding::kReject) return fail(DataError::kBareCr, out);
-  endLine(out);
+  endLine(kCrlf, out);
 }
 
 }  // namespace postern

@@ -2,7 +2,9 @@
 //
 // Takes the lines a LineSplitter yields (bound: data_line + 1, the extra octet being the
 // transparency dot), removes dot-stuffing, appends the content with CRLF line ends to the
-// caller's buffer, and recognises the end of data. The end is CRLF "." CRLF only: the dot
+// caller's MessageBody, and recognises the end of data. What it appends are views of the
+// lines where they lie (the body pins them, no copy); only a CRLF that the input lacked
+// is added, as a literal. The end is CRLF "." CRLF only: the dot
 // line must end in CRLF and so must the line before it, so that no bare LF or bare CR
 // combination (\n.\n, \n.\r\n, \r.\r\n, \r\n.\r, ...) can end a message early and let
 // the rest be read as commands (SMTP smuggling).
@@ -14,9 +16,10 @@
 #pragma once
 
 #include <cstddef>
-#include <string>
+#include <string_view>
 
 #include "core/line_splitter.h"
+#include "core/message_body.h"
 
 namespace postern {
 
@@ -33,29 +36,29 @@ class DataReader {
   size_t splitterBound() const { return max_line_ + 1; }
 
   // Starts a message whose content will be appended to out after what it holds now.
-  void reset(const std::string& out);
+  void reset(const MessageBody& out);
 
   // Handles one line; returns true when it was the end-of-data line.
-  bool feed(const Line& line, std::string& out);
+  bool feed(const Line& line, MessageBody& out);
 
   // BDAT (RFC 3030): raw chunk content, no dot-stuffing and no end marker. The same line
   // rules apply, with a CR at the end of one chunk paired with an LF at the start of the
   // next. finishChunks() after the LAST chunk settles a trailing CR.
-  void feedChunk(std::string_view chunk, std::string& out);
-  void finishChunks(std::string& out);
+  void feedChunk(std::string_view chunk, MessageBody& out);
+  void finishChunks(MessageBody& out);
 
-  // The caller moved what out held elsewhere (a spill file): a later error now clears out
-  // entirely (the caller discards the moved part itself).
+  // The caller moved what out held elsewhere (a spill file) and cleared it: a later error
+  // now clears out entirely (the caller discards the moved part itself).
   void outMoved() { start_ = 0; }
 
   DataError error() const { return error_; }
   size_t size() const { return size_; }  // octets stored (after unstuffing)
 
  private:
-  void fail(DataError e, std::string& out);
-  void append(std::string_view text, std::string& out);
-  void appendPartial(std::string_view text, std::string& out);
-  void endLine(std::string& out);
+  void fail(DataError e, MessageBody& out);
+  void append(std::string_view text, std::string_view eol, MessageBody& out);
+  void appendPartial(std::string_view text, MessageBody& out);
+  void endLine(std::string_view crlf, MessageBody& out);
 
   size_t max_line_;  // octets including CRLF, after unstuffing
   size_t max_size_;

@@ -25,7 +25,7 @@ bool LineSplitter::next(InputBuffer& buf, Line& out) {
       bool crlf = len > 0 ? data[len - 1] == '\r' : discarded_cr_;
       buf.consume(len + 1);
       discarding_ = false;
-      out = Line{{}, crlf, true};
+      out = Line{{}, crlf, true, {}};
       return true;
     }
 
@@ -34,7 +34,8 @@ bool LineSplitter::next(InputBuffer& buf, Line& out) {
     if (lf != nullptr) {
       size_t len = static_cast<size_t>(lf - data.data());
       bool crlf = len > 0 && data[len - 1] == '\r';
-      out = Line{data.substr(0, crlf ? len - 1 : len), crlf, false};
+      const size_t text_len = crlf ? len - 1 : len;
+      out = Line{data.substr(0, text_len), crlf, false, data.substr(text_len, len + 1 - text_len)};
       buf.consume(len + 1);
       return true;
     }

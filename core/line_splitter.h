@@ -17,6 +17,7 @@ struct Line {
   std::string_view text;  // without the LF, and without the CR when crlf is set
   bool crlf = false;      // ended in CR LF (false: bare LF)
   bool too_long = false;  // exceeded the bound; text is empty, the bytes were dropped
+  std::string_view eol;   // the terminator where it lies, right after text; empty if too_long
 };
 
 class LineSplitter {

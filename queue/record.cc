@@ -140,9 +140,17 @@ uint32_t encodeHeadWithoutCrc(std::string& out, const Envelope& env, uint64_t bo
 }  // namespace
 
 void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body) {
+  encodeMessageHead(out, env, std::span<const std::string_view>(&body, 1));
+}
+
+void encodeMessageHead(std::string& out, const Envelope& env,
+                       std::span<const std::string_view> body) {
+  uint64_t size = 0;
+  for (std::string_view piece : body) size += piece.size();
   size_t start = 0;
-  uint32_t crc = encodeHeadWithoutCrc(out, env, body.size(), start);
-  setU32(out, start + 4, crc32c(crc, body.data(), body.size()));
+  uint32_t crc = encodeHeadWithoutCrc(out, env, size, start);
+  for (std::string_view piece : body) crc = crc32c(crc, piece.data(), piece.size());
+  setU32(out, start + 4, crc);
 }
 
 void encodeMessageHead(std::string& out, const Envelope& env, uint64_t body_size,

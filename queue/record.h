@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,9 @@ void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
 // Appends everything of a Message record but the body itself (the CRC covers the body),
 // so the body can be written from where it already is (writev) instead of copied.
 void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body);
+// The same for a body in pieces, checksummed where they lie.
+void encodeMessageHead(std::string& out, const Envelope& env,
+                       std::span<const std::string_view> body);
 // The same for a body that is not in memory (a SpillFile): its size and crc32c(0, body).
 void encodeMessageHead(std::string& out, const Envelope& env, uint64_t body_size,
                        uint32_t body_crc);

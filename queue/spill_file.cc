@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "queue/crc32c.h"
+#include "queue/write_all.h"
 
 namespace postern {
 
@@ -29,21 +30,24 @@ std::unique_ptr<SpillFile> SpillFile::create(const std::string& dir, std::string
 SpillFile::~SpillFile() { ::close(fd_); }
 
 bool SpillFile::append(std::string_view data) {
+  return writePieces(std::span<const std::string_view>(&data, 1));
+}
+
+bool SpillFile::append(const MessageBody& body) { return writePieces(body.pieces()); }
+
+bool SpillFile::writePieces(std::span<const std::string_view> pieces) {
   if (error_ != 0) return false;
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd_, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      error_ = errno;
-      return false;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
+  std::vector<iovec> iov;
+  iov.reserve(pieces.size());
+  for (std::string_view p : pieces) iov.push_back({const_cast<char*>(p.data()), p.size()});
+  if (!writeAll(fd_, iov)) {
+    error_ = errno;
+    return false;
   }
-  crc_ = crc32c(crc_, data.data(), data.size());
-  size_ += data.size();
+  for (std::string_view p : pieces) {
+    crc_ = crc32c(crc_, p.data(), p.size());
+    size_ += p.size();
+  }
   return true;
 }
 

@@ -13,8 +13,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+
+#include "core/message_body.h"
 
 namespace postern {
 
@@ -26,8 +29,10 @@ class SpillFile {
   SpillFile(const SpillFile&) = delete;
   SpillFile& operator=(const SpillFile&) = delete;
 
-  // Appends data; false (and failed() from then on) if the write fails.
+  // Appends data; false (and failed() from then on) if the write fails. A MessageBody's
+  // pieces go out with writev, straight from the read buffers they lie in.
   bool append(std::string_view data);
+  bool append(const MessageBody& body);
   bool failed() const { return error_ != 0; }
   int error() const { return error_; }
 
@@ -37,6 +42,7 @@ class SpillFile {
 
  private:
   explicit SpillFile(int fd) : fd_(fd) {}
+  bool writePieces(std::span<const std::string_view> pieces);
   int fd_;
   uint64_t size_ = 0;
   uint32_t crc_ = 0;

@@ -16,7 +16,9 @@
 #include "core/assert.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "queue/crc32c.h"
 #include "queue/record.h"
+#include "queue/write_all.h"
 
 namespace postern {
 
@@ -27,25 +29,6 @@ constexpr uint64_t kDoneFlushMs = 100;
 // While writes fail: how often, and with how many bytes, the disk is tried again.
 constexpr uint64_t kProbeMs = 1000;
 constexpr size_t kProbeBytes = 4096;
-
-bool writeAll(int fd, std::vector<iovec>& iov) {
-  size_t i = 0;
-  while (i < iov.size()) {
-    int n = static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX));
-    ssize_t w = ::writev(fd, &iov[i], n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    auto left = static_cast<size_t>(w);
-    while (i < iov.size() && left >= iov[i].iov_len) left -= iov[i++].iov_len;
-    if (left > 0) {
-      iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + left;
-      iov[i].iov_len -= left;
-    }
-  }
-  return true;
-}
 
 // Copies a spilled body to fd in pieces (never the whole body in memory). copy_file_range
 // would spare the copy through user space, but it refuses an O_APPEND destination.
@@ -263,8 +246,17 @@ void Spool::maybeDelete(uint32_t id) {
 void Spool::append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer) {
   PendingMessage p;
   encodeMessageHead(p.head, env, body);
-  p.body = std::move(body);
+  p.body.adopt(std::move(body));
   p.trailer = std::move(trailer);
+  p.cb = std::move(cb);
+  pending_.push_back(std::move(p));
+  scheduleFlush();
+}
+
+void Spool::append(const Envelope& env, MessageBody body, CommitCallback cb) {
+  PendingMessage p;
+  encodeMessageHead(p.head, env, body.pieces());
+  p.body = std::move(body);
   p.cb = std::move(cb);
   pending_.push_back(std::move(p));
   scheduleFlush();
@@ -371,7 +363,7 @@ void Spool::flush(bool probe) {
 void Spool::work(void* batch) {
   auto* b = static_cast<Batch*>(batch);
   std::vector<iovec> iov;
-  iov.reserve(3 * b->messages.size() + 1);
+  iov.reserve(4 * b->messages.size() + 2);
   const uint64_t start = uv_hrtime();
   b->ok = true;
   for (auto& m : b->messages) {
@@ -382,7 +374,9 @@ void Spool::work(void* batch) {
       iov.clear();
       if (!b->ok) break;
     } else {
-      iov.push_back({m.body.data(), m.body.size()});
+      for (std::string_view piece : m.body.pieces()) {
+        iov.push_back({const_cast<char*>(piece.data()), piece.size()});
+      }
     }
     if (!m.trailer.empty()) iov.push_back({m.trailer.data(), m.trailer.size()});
   }

@@ -69,6 +69,9 @@ class Spool {
   // written right after this message in the same write and shares its fate: on failure
   // neither is retried.
   void append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer = {});
+  // The same for a body in pieces (views into the read buffers it arrived in, which it
+  // keeps pinned until the commit is done): writev'd from where they lie, not copied.
+  void append(const Envelope& env, MessageBody body, CommitCallback cb);
   // The same for a body in a SpillFile: it is copied into the segment on the I/O thread
   // (in pieces, never held whole in memory) and closed after the commit.
   void append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb);
@@ -108,7 +111,7 @@ class Spool {
   };
   struct PendingMessage {
     std::string head;  // record header and envelope
-    std::string body;
+    MessageBody body;
     std::unique_ptr<SpillFile> spill;  // the body instead, when it did not stay in memory
     std::string trailer;
     CommitCallback cb;

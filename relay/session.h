@@ -105,7 +105,7 @@ class Session {
   void takeChunk();
   void finishChunk();
   void endMessage();
-  // Moves body_ into the spill file once it holds limits.message_memory octets.
+  // Moves body_ into the spill file once it holds (or pins) limits.message_memory octets.
   void spillIfLarge();
   void onCommitted(bool ok, const StoredRef& ref);
 
@@ -161,7 +161,7 @@ class Session {
 
   // The message being received (DATA or BDAT).
   uint64_t queue_id_ = 0;
-  std::string body_;
+  MessageBody body_;  // views into the read buffers it pins (zero-copy), until the commit
   std::unique_ptr<SpillFile> spill_;  // the body so far, once it outgrew message_memory
   bool spill_failed_ = false;         // the spool directory took no more: 452 at the end
   DataReader reader_;

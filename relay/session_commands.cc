@@ -93,8 +93,7 @@ void Session::resetTransaction() {
   dsn_envid_.clear();
   dsn_notify_.clear();
   dsn_orcpt_.clear();
-  body_.clear();
-  body_.shrink_to_fit();
+  body_.clear();  // lets go of the read buffers it pinned
   spill_.reset();
   spill_failed_ = false;
 }

@@ -1,5 +1,6 @@
 // Session message transfer: DATA (dot-stuffed lines) and BDAT (RFC 3030 chunks), the
 // commit to the spool, and the reply once it is durable.
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -22,10 +23,13 @@ void Session::beginMessage() {
   const Config& c = *config_;
   queue_id_ = worker_.spool().nextId();
   std::string qid = queueIdString(queue_id_);
-  body_.clear();
-  appendReceived(body_,
+  std::string received;
+  appendReceived(received,
                  ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr, qid,
                               recipients_.size() == 1 ? recipients_[0] : "", unixMillis() / 1000});
+  body_.clear();
+  body_.adopt(std::move(received));
+  body_.setSource(&in_);  // the content is pinned where it is read, not copied
   reader_.reset(body_);
 }
 
@@ -52,7 +56,10 @@ void Session::handleData(const Line& line) {
 }
 
 void Session::spillIfLarge() {
-  if (body_.size() < limits_.message_memory || reader_.error() != DataError::kNone) return;
+  if (std::max(body_.size(), body_.heldBytes()) < limits_.message_memory ||
+      reader_.error() != DataError::kNone) {
+    return;
+  }
   if (!spill_ && !spill_failed_) {
     std::string err;
     spill_ = worker_.spool().newSpill(err);
@@ -189,7 +196,7 @@ void Session::endMessage() {
   } else {
     worker_.spool().append(env, std::move(body_), std::move(committed));
   }
-  body_.clear();  // moved from: make it a valid empty string again
+  body_.clear();  // moved from: make it a valid empty body again
 }
 
 void Session::onCommitted(bool ok, const StoredRef& ref) {

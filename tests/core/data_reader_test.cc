@@ -115,8 +115,12 @@ std::vector<Message> readAll(std::string_view raw, const Options& o,
   InputBuffer buf(o.capacity != 0 ? o.capacity : reader.splitterBound());
   LineSplitter splitter(reader.splitterBound());
   std::vector<Message> msgs(1);
-  msgs.back().out = o.header;
-  reader.reset(msgs.back().out);
+  // The reader's output pins the read buffer, so a buffer reused too early would show as
+  // corrupted content in every split below.
+  MessageBody body;
+  body.setSource(&buf);
+  body.adopt(o.header);
+  reader.reset(body);
 
   size_t fed = 0;
   size_t next_cut = 0;
@@ -136,16 +140,19 @@ std::vector<Message> readAll(std::string_view raw, const Options& o,
     Line line;
     while (splitter.next(buf, line)) {
       Message& m = msgs.back();
-      if (!reader.feed(line, m.out)) continue;
+      if (!reader.feed(line, body)) continue;
+      m.out = body.str();
       m.ended = true;
       m.end_at = fed - buf.size();
       m.error = reader.error();
       m.size = reader.size();
       msgs.emplace_back();
-      msgs.back().out = o.header;
-      reader.reset(msgs.back().out);
+      body.clear();
+      body.adopt(o.header);
+      reader.reset(body);
     }
   }
+  msgs.back().out = body.str();
   msgs.back().error = reader.error();
   msgs.back().size = reader.size();
   return msgs;
@@ -200,7 +207,8 @@ TEST(DataReader, BytesAfterTheEndAreNotConsumed) {
   DataReader reader(kMaxLine, kMaxSize, BareLineEnding::kReject);
   InputBuffer buf(4096);
   LineSplitter splitter(reader.splitterBound());
-  std::string out;
+  MessageBody out;
+  out.setSource(&buf);
   reader.reset(out);
   auto w = buf.writable();
   std::memcpy(w.data(), raw.data(), raw.size());
@@ -211,7 +219,8 @@ TEST(DataReader, BytesAfterTheEndAreNotConsumed) {
   ASSERT_TRUE(splitter.next(buf, line));
   EXPECT_TRUE(reader.feed(line, out));
   EXPECT_EQ(buf.readable(), "QUIT\r\n");
-  EXPECT_EQ(out, "a\r\n");
+  EXPECT_EQ(out.str(), "a\r\n");
+  EXPECT_EQ(out.pieces().size(), 1u);  // "a" and its CRLF, where they lie: one view
 }
 
 TEST(DataReader, NoEndWithoutTheDotLine) {
@@ -476,33 +485,35 @@ TEST(DataReader, OutMovedAwayMidMessage) {
   // outMoved(): the reader goes on as if nothing happened, and an error after it leaves
   // the buffer empty rather than cut back to where the message began.
   DataReader reader(kMaxLine, kMaxSize, BareLineEnding::kReject);
-  std::string out = "H\r\n";
+  MessageBody out;
+  out.adopt("H\r\n");
   reader.reset(out);
   std::string spilled;
   const std::vector<std::string> lines = {"one", "..two", "three", "."};
   bool ended = false;
   for (size_t i = 0; i < lines.size(); ++i) {
-    ended = reader.feed(Line{lines[i], true}, out);
+    ended = reader.feed(Line{lines[i], true, false, {}}, out);
     if (i == 1) {
-      spilled += out;
+      spilled += out.str();
       out.clear();
       reader.outMoved();
     }
   }
   EXPECT_TRUE(ended);
   EXPECT_EQ(reader.error(), DataError::kNone);
-  EXPECT_EQ(spilled + out, "H\r\none\r\n.two\r\nthree\r\n");
+  EXPECT_EQ(spilled + out.str(), "H\r\none\r\n.two\r\nthree\r\n");
   EXPECT_EQ(reader.size(), std::string("one\r\n.two\r\nthree\r\n").size());
 
-  out = "H\r\n";
+  out.clear();
+  out.adopt("H\r\n");
   reader.reset(out);
-  reader.feed(Line{"fine", true}, out);
+  reader.feed(Line{"fine", true, false, {}}, out);
   out.clear();
   reader.outMoved();
-  reader.feed(Line{"more", true}, out);
-  reader.feed(Line{"bare", false}, out);
+  reader.feed(Line{"more", true, false, {}}, out);
+  reader.feed(Line{"bare", false, false, {}}, out);
   EXPECT_EQ(reader.error(), DataError::kBareLf);
-  EXPECT_EQ(out, "");
+  EXPECT_EQ(out.str(), "");
 }
 
 TEST(DataReader, SmallInputBufferCapacities) {
@@ -543,15 +554,17 @@ void PrintTo(const ChunkResult& r, std::ostream* os) {
 ChunkResult chunks(std::string_view raw, const Options& o, const std::vector<size_t>& cuts) {
   DataReader reader(o.max_line, o.max_size, o.mode);
   ChunkResult r;
-  r.out = o.header;
-  reader.reset(r.out);
+  MessageBody body;
+  body.adopt(o.header);
+  reader.reset(body);
   size_t from = 0;
   for (size_t cut : cuts) {
-    reader.feedChunk(raw.substr(from, cut - from), r.out);
+    reader.feedChunk(raw.substr(from, cut - from), body);
     from = cut;
   }
-  reader.feedChunk(raw.substr(from), r.out);
-  reader.finishChunks(r.out);
+  reader.feedChunk(raw.substr(from), body);
+  reader.finishChunks(body);
+  r.out = body.str();
   r.error = reader.error();
   r.size = reader.size();
   return r;

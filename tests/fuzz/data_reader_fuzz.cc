@@ -149,8 +149,13 @@ void fuzzData(std::string_view raw, size_t max_line, size_t max_size, BareLineEn
   LineSplitter splitter(reader.splitterBound());
 
   std::vector<Message> got(1);
-  std::string out(kHeader);
-  reader.reset(out);
+  // The content is pinned in buf (zero-copy, as in a session): a buffer reused while
+  // pinned would show as content that differs from the model.
+  MessageBody body;
+  body.setSource(&buf);
+  body.adopt(std::string(kHeader));
+  reader.reset(body);
+  std::string out = body.str();
   // Offset of the CRLF that precedes the message: the DATA command's, then the end line's.
   size_t msg_start = 0;
   const std::string framed = "\r\n" + std::string(raw);  // framed[i + 2] == raw[i]
@@ -165,7 +170,9 @@ void fuzzData(std::string_view raw, size_t max_line, size_t max_size, BareLineEn
     fed += n;
     Line line;
     while (splitter.next(buf, line)) {
-      const bool end = reader.feed(line, out);
+      const bool end = reader.feed(line, body);
+      out = body.str();
+      FUZZ_CHECK(body.size() == out.size());
       FUZZ_CHECK(out.size() >= kHeader.size() && out.compare(0, kHeader.size(), kHeader) == 0);
       FUZZ_CHECK(out.size() - kHeader.size() <= max_size);
       if (reader.error() == DataError::kNone)
@@ -187,8 +194,10 @@ void fuzzData(std::string_view raw, size_t max_line, size_t max_size, BareLineEn
       got.back().error = reader.error();
       got.emplace_back();
       msg_start = end_at;
-      out.assign(kHeader);
-      reader.reset(out);
+      body.clear();
+      body.adopt(std::string(kHeader));
+      reader.reset(body);
+      out = body.str();
     }
   }
   got.back().content = out.substr(kHeader.size());
@@ -236,16 +245,18 @@ size_t longestLine(std::string_view s) {  // octets before CRLF; the last line m
 void fuzzChunks(std::string_view raw, size_t max_line, size_t max_size, BareLineEnding mode,
                 Cutter cutter) {
   DataReader reader(max_line, max_size, mode);
-  std::string out(kHeader);
-  reader.reset(out);
+  MessageBody body;
+  body.adopt(std::string(kHeader));
+  reader.reset(body);
   size_t fed = 0;
   do {  // at least one chunk, possibly empty
     size_t n = cutter.next(raw.size() - fed);
-    reader.feedChunk(raw.substr(fed, n), out);
+    reader.feedChunk(raw.substr(fed, n), body);
     fed += n;
-    FUZZ_CHECK(out.size() - kHeader.size() <= max_size);
+    FUZZ_CHECK(body.size() - kHeader.size() <= max_size);
   } while (fed < raw.size());
-  reader.finishChunks(out);
+  reader.finishChunks(body);
+  const std::string out = body.str();
 
   const std::string norm = normalise(raw);
   const bool bare_lf = hasBareLf(raw);
