@@ -1,6 +1,8 @@
 #include "core/log.h"
 
-#include <spdlog/sinks/stdout_sinks.h>
+#include <unistd.h>
+
+#include "core/log_sink.h"
 
 #include <cstdio>
 
@@ -79,7 +81,7 @@ LogField::LogField(std::string_view k, double v) : key(k), quoted(false) {
 
 void initLogging(std::string_view format, std::string_view level) {
   g_json = format == "json";
-  auto logger = spdlog::stderr_logger_mt("postern");
+  auto logger = std::make_shared<spdlog::logger>("postern", std::make_shared<LogSink>(STDERR_FILENO));
   // JSON: a UTC ISO-8601 timestamp as the first member; formatEvent() writes the rest.
   if (g_json) {
     logger->set_pattern("{\"ts\":\"%Y-%m-%dT%H:%M:%S.%eZ\",%v", spdlog::pattern_time_type::utc);
@@ -87,7 +89,6 @@ void initLogging(std::string_view format, std::string_view level) {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
   }
   logger->set_level(spdlog::level::from_str(std::string(level)));
-  logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
 }
 

@@ -226,6 +226,13 @@ void Session::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* s = static_cast<Session*>(stream->data);
   if (s->closing_) return;
+  if (s->state_ == State::kCommit && (nread == UV_EOF || nread == UV_ENOBUFS)) {
+    // Reading goes on during a commit (no epoll change per message), but an end of input
+    // or a full buffer waits for it: the 250 must go out first. Reading again afterwards
+    // meets the same end of input.
+    s->pauseReading();
+    return;
+  }
   if (nread < 0) {
     if (s->state_ == State::kData || s->state_ == State::kBdat) {
       logEvent(spdlog::level::info, "disconnect_in_data", {{"client", s->client_text_}});

@@ -181,7 +181,9 @@ void Session::endMessage() {
   env.dsn_notify = dsn_notify_;
   env.dsn_orcpt = dsn_orcpt_;
   state_ = State::kCommit;
-  pauseReading();
+  // Plain TCP reads on into the bounded buffer while the commit runs, unprocessed; TLS
+  // stops, since OpenSSL would buffer whatever the peer sent without a bound.
+  if (tls_) pauseReading();
   ++refs_;  // the spool's callback refers to this session
   auto committed = [this, env](bool ok, const StoredRef& ref) mutable {
     if (ok) {

@@ -4,6 +4,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/log_sink.h"
 #include "relay/listen_socket.h"
 #include "relay/session.h"
 
@@ -32,6 +33,10 @@ Worker::Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned i
   drain_timer_.data = this;
   uv_async_init(&loop_, &task_async_, onTaskAsync);
   task_async_.data = this;
+  // This thread's log lines go out once per iteration, before the loop waits (log_sink.h).
+  uv_prepare_init(&loop_, &log_prepare_);
+  uv_prepare_start(&log_prepare_, [](uv_prepare_t*) { flushThreadLog(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(&log_prepare_));
 }
 
 Worker::~Worker() {
@@ -82,8 +87,10 @@ void Worker::reload(std::shared_ptr<const Config> config, const TlsContexts& tls
 }
 
 void Worker::run() {
+  batchThreadLog(true);
   uv_run(&loop_, UV_RUN_DEFAULT);
   abandon();
+  batchThreadLog(false);
 }
 
 void Worker::abandon() {

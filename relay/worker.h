@@ -129,6 +129,7 @@ class Worker {
   std::set<Session*> sessions_;
   WorkerMetrics metrics_;
   uv_async_t task_async_;
+  uv_prepare_t log_prepare_;
   std::mutex tasks_mutex_;
   std::vector<std::function<void()>> tasks_;  // guarded by tasks_mutex_
   bool tasks_closed_ = false;                 // guarded by tasks_mutex_

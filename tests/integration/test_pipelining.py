@@ -50,6 +50,24 @@ class PipeliningTest(RelayTestCase):
         self.assertEqual(self.downstream.wait_for(1, 15), 1)
         assert_relayed(self, self.downstream.messages[0], body, FROM, rcpts)
 
+    def test_half_close_right_after_the_end_of_data(self):
+        """The client sends the end of data, QUIT and its FIN together: the end of input
+        arrives while the message is being committed, and must wait for it (the 250 and
+        the 221 still go out), not close the connection with the message unanswered."""
+        body = b"Subject: then FIN\r\n\r\nbody\r\n"
+        for _ in range(20):  # the FIN lands in the commit on most rounds, not all
+            sock, rd = self.connect()
+            sock.sendall(f"MAIL FROM:<{FROM}>\r\nRCPT TO:<fin@dest.test>\r\nDATA\r\n".encode())
+            self.assertEqual([c for c, _ in rd.replies(3)], [250, 250, 354])
+            sock.sendall(body + b".\r\nQUIT\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            code, lines = rd.reply()
+            self.assertEqual(code, 250, lines)
+            code, lines = rd.reply()
+            self.assertEqual(code, 221, lines)
+            self.assertTrue(rd.at_eof())
+        self.assertEqual(self.downstream.wait_for(20, 15), 20)
+
     def test_pipelined_with_rejected_recipient(self):
         """From outside relay_networks: the foreign recipient is refused in the middle
         of the batch, the others are kept, the message goes to the accepted ones only."""
