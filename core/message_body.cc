@@ -36,8 +36,8 @@ void MessageBody::appendStatic(std::string_view text) {
 void MessageBody::adopt(std::string text) {
   if (text.empty()) return;
   held_bytes_ += text.size();
-  owned_.push_back(std::move(text));
-  add(owned_.back(), nullptr);
+  owned_.push_front(std::move(text));
+  add(owned_.front(), nullptr);
 }
 
 void MessageBody::truncate(size_t n) {
