@@ -30,21 +30,16 @@ constexpr size_t kDataLine = 1000;            // Limits::data_line default (998 
 constexpr size_t kSessionBuffer = 16 * 1024;  // relay/session.cc bufferSize() with defaults
 constexpr size_t kSplitCorpus = 64 * 1024;    // bytes split per iteration
 
+// clang-format off
 constexpr std::string_view kWords[] = {
-    "the",      "relay",   "message", "delivery",
-    "queue",    "of",      "and",     "to",
-    "a",        "in",      "for",     "is",
-    "on",       "that",    "by",      "this",
-    "with",     "you",     "it",      "not",
-    "or",       "be",      "are",     "from",
-    "at",       "as",      "your",    "all",
-    "have",     "new",     "more",    "an",
-    "was",      "we",      "will",    "home",
-    "can",      "us",      "about",   "if",
-    "invoice",  "meeting", "Monday",  "report",
-    "attached", "regards", "thanks",  "please",
-    "0.25",     "2024",    "=C3=A9",  "https://example.com/track?id=8812",
-    "--",       "Q3"};
+    "the",     "relay",   "message", "delivery", "queue",   "of",      "and",   "to",
+    "a",       "in",      "for",     "is",       "on",      "that",    "by",    "this",
+    "with",    "you",     "it",      "not",      "or",      "be",      "are",   "from",
+    "at",      "as",      "your",    "all",      "have",    "new",     "more", "an",
+    "was",     "we",      "will",    "home",     "can",     "us",      "about", "if",
+    "invoice", "meeting", "Monday",  "report",   "attached", "regards", "thanks", "please",
+    "0.25",    "2024",    "=C3=A9",  "https://example.com/track?id=8812", "--",  "Q3"};
+// clang-format on
 
 constexpr std::string_view kHeaders[] = {
     "Received: from mail-ed1-f54.google.com (mail-ed1-f54.google.com [209.85.208.54]) by ",
