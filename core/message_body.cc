@@ -20,8 +20,7 @@ void MessageBody::append(std::string_view text) {
   if (source_ != nullptr && source_->holds(text)) {
     const char* storage = source_->storage().get();
     if (held_.empty() || held_.back().storage.get() != storage) {
-      held_.push_back(Held{source_->storage(), source_->capacity(), pieces_.size()});
-      held_bytes_ += source_->capacity();
+      held_.push_back(Held{source_->storage(), pieces_.size()});
     }
     add(text, storage);
     return;
@@ -35,7 +34,6 @@ void MessageBody::appendStatic(std::string_view text) {
 
 void MessageBody::adopt(std::string text) {
   if (text.empty()) return;
-  held_bytes_ += text.size();
   owned_.push_front(std::move(text));
   add(owned_.front(), nullptr);
 }
@@ -50,10 +48,7 @@ void MessageBody::truncate(size_t n) {
     ++i;
   }
   pieces_.resize(i);
-  while (!held_.empty() && held_.back().first_piece >= pieces_.size()) {
-    held_bytes_ -= held_.back().capacity;
-    held_.pop_back();
-  }
+  while (!held_.empty() && held_.back().first_piece >= pieces_.size()) held_.pop_back();
   size_ = n;
   last_storage_ = nullptr;  // the next piece starts anew
 }
@@ -64,7 +59,6 @@ void MessageBody::clear() {
   owned_.clear();
   last_storage_ = nullptr;
   size_ = 0;
-  held_bytes_ = 0;
 }
 
 std::string MessageBody::str() const {

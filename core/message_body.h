@@ -8,8 +8,11 @@
 // pool when the last body holding it is gone. Contiguous views into one buffer merge into
 // one piece, so a body that arrived in one read is one iovec. Anything else (the Received
 // header, a CRLF that a bare LF lacked, text from elsewhere) is adopted, referenced as a
-// static literal, or copied. heldBytes() is what the body keeps alive, so a session can
-// bound it (limits.message_memory) whatever the shape of the input.
+// static literal, or copied. footprint() is what a session bounds (limits.message_memory):
+// the content plus the piece list. The buffers pinned for it hold at most about twice the
+// content plus one buffer, since a pinned InputBuffer only moves on to a fresh buffer once
+// more than half of the old one has been read; so a small body does not count its whole
+// read buffer (which would spill every line when message_memory is below the buffer size).
 #pragma once
 
 #include <cstddef>
@@ -44,14 +47,13 @@ class MessageBody {
   void clear();
 
   size_t size() const { return size_; }
-  size_t heldBytes() const { return held_bytes_ + pieces_.capacity() * sizeof(std::string_view); }
+  size_t footprint() const { return size_ + pieces_.capacity() * sizeof(std::string_view); }
   const std::vector<std::string_view>& pieces() const { return pieces_; }
   std::string str() const;  // a copy, for tests and checks
 
  private:
   struct Held {
     std::shared_ptr<char[]> storage;
-    size_t capacity;
     size_t first_piece;  // index of the first piece in it
   };
   void add(std::string_view piece, const char* storage);
@@ -64,7 +66,6 @@ class MessageBody {
   std::forward_list<std::string> owned_;
   const char* last_storage_ = nullptr;  // the buffer the last piece lies in, if pinned
   size_t size_ = 0;
-  size_t held_bytes_ = 0;  // capacities of held_ plus sizes of owned_
 };
 
 }  // namespace postern

@@ -105,7 +105,7 @@ class Session {
   void takeChunk();
   void finishChunk();
   void endMessage();
-  // Moves body_ into the spill file once it holds (or pins) limits.message_memory octets.
+  // Moves body_ into the spill file once its footprint reaches limits.message_memory.
   void spillIfLarge();
   void onCommitted(bool ok, const StoredRef& ref);
 

@@ -56,10 +56,7 @@ void Session::handleData(const Line& line) {
 }
 
 void Session::spillIfLarge() {
-  if (std::max(body_.size(), body_.heldBytes()) < limits_.message_memory ||
-      reader_.error() != DataError::kNone) {
-    return;
-  }
+  if (body_.footprint() < limits_.message_memory || reader_.error() != DataError::kNone) return;
   if (!spill_ && !spill_failed_) {
     std::string err;
     spill_ = worker_.spool().newSpill(err);
