@@ -16,7 +16,6 @@
 #include "core/assert.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "queue/crc32c.h"
 #include "queue/record.h"
 #include "queue/write_all.h"
 
@@ -244,28 +243,27 @@ void Spool::maybeDelete(uint32_t id) {
 }
 
 void Spool::append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer) {
-  PendingMessage p;
-  encodeMessageHead(p.head, env, body);
-  p.body.adopt(std::move(body));
-  p.trailer = std::move(trailer);
-  p.cb = std::move(cb);
-  pending_.push_back(std::move(p));
-  scheduleFlush();
+  MessageBody pieces;
+  pieces.adopt(std::move(body));
+  append(env, std::move(pieces), std::move(cb), std::move(trailer));
 }
 
-void Spool::append(const Envelope& env, MessageBody body, CommitCallback cb) {
+void Spool::append(const Envelope& env, MessageBody body, CommitCallback cb, std::string trailer) {
   PendingMessage p;
   encodeMessageHead(p.head, env, body.pieces());
   p.body = std::move(body);
-  p.cb = std::move(cb);
-  pending_.push_back(std::move(p));
-  scheduleFlush();
+  p.trailer = std::move(trailer);
+  queue(std::move(p), std::move(cb));
 }
 
 void Spool::append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb) {
   PendingMessage p;
   encodeMessageHead(p.head, env, body->size(), body->crc());
   p.spill = std::move(body);
+  queue(std::move(p), std::move(cb));
+}
+
+void Spool::queue(PendingMessage p, CommitCallback cb) {
   p.cb = std::move(cb);
   pending_.push_back(std::move(p));
   scheduleFlush();

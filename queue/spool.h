@@ -71,7 +71,7 @@ class Spool {
   void append(const Envelope& env, std::string body, CommitCallback cb, std::string trailer = {});
   // The same for a body in pieces (views into the read buffers it arrived in, which it
   // keeps pinned until the commit is done): writev'd from where they lie, not copied.
-  void append(const Envelope& env, MessageBody body, CommitCallback cb);
+  void append(const Envelope& env, MessageBody body, CommitCallback cb, std::string trailer = {});
   // The same for a body in a SpillFile: it is copied into the segment on the I/O thread
   // (in pieces, never held whole in memory) and closed after the commit.
   void append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb);
@@ -122,6 +122,7 @@ class Spool {
   std::string segmentPath(uint32_t id) const;
   std::string openSegment(uint32_t id);
   void maybeDelete(uint32_t id);
+  void queue(PendingMessage p, CommitCallback cb);  // for the next group commit
   void scheduleFlush();
   void flush(bool probe = false);
   static void onPrepare(uv_prepare_t* h);
