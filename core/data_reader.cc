@@ -23,17 +23,17 @@ void DataReader::fail(DataError e, MessageBody& out) {
   out.truncate(start_);
 }
 
-// eol: the line's own terminator, used when it is a CRLF (then it follows text in the
-// buffer and the two make one piece); any other is replaced by a literal CRLF.
+// eol: the line's own terminator, used when it is a CRLF right after text (one view of
+// both, one append per line); any other is replaced by a literal CRLF.
 void DataReader::append(std::string_view text, std::string_view eol, MessageBody& out) {
   if (error_ != DataError::kNone) return;
   if (text.size() + 2 > max_line_) return fail(DataError::kLineTooLong, out);
   size_ += text.size() + 2;
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
-  out.append(text);
-  if (eol == kCrlf) {
-    out.append(eol);
+  if (eol == kCrlf && eol.data() == text.data() + text.size()) {
+    out.append({text.data(), text.size() + 2});  // the line and its CRLF where they lie
   } else {
+    out.append(text);
     out.appendStatic(kCrlf);
   }
 }
