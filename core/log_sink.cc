@@ -4,8 +4,10 @@
 #include <spdlog/pattern_formatter.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
+#include <vector>
+
+#include "core/write_all.h"
 
 namespace postern {
 namespace {
@@ -25,18 +27,6 @@ ThreadLog& threadLog() {
   return t;
 }
 
-void writeAllTo(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return;  // nowhere to report a failing log; the lines are dropped
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 // Writes buf in pieces of whole lines, each at most PIPE_BUF octets (a longer line alone).
 void writeLines(int fd, spdlog::memory_buf_t& buf) {
   const char* p = buf.data();
@@ -52,7 +42,8 @@ void writeLines(int fd, spdlog::memory_buf_t& buf) {
         cut = lf != nullptr ? static_cast<const char*>(lf) + 1 : end;
       }
     }
-    writeAllTo(fd, p, cut - p);
+    std::vector<iovec> iov{{const_cast<char*>(p), static_cast<size_t>(cut - p)}};
+    writeAll(fd, iov);  // a failing log has nowhere to be reported: the lines are dropped
     p = cut;
   }
   buf.clear();

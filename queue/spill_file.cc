@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "queue/crc32c.h"
-#include "queue/write_all.h"
+#include "core/write_all.h"
 
 namespace postern {
 

@@ -17,7 +17,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "queue/record.h"
-#include "queue/write_all.h"
+#include "core/write_all.h"
 
 namespace postern {
 

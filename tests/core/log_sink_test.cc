@@ -72,6 +72,16 @@ TEST_F(LogSinkTest, ABigBatchGoesOutWithoutAFlush) {
   EXPECT_EQ(got.size(), 100u * 1001);
 }
 
+TEST_F(LogSinkTest, ALineLongerThanPipeBufGoesOutWhole) {
+  // The piece that holds it cannot end at a line end within PIPE_BUF: it runs to the LF.
+  batchThreadLog(true);
+  logger_->info("short");
+  logger_->info(std::string(10000, 'L'));
+  logger_->info("after");
+  flushThreadLog();
+  EXPECT_EQ(drain(), "short\n" + std::string(10000, 'L') + "\nafter\n");
+}
+
 TEST_F(LogSinkTest, ThreadsNeverSplitEachOthersLines) {
   // Lines longer than a quarter of PIPE_BUF, from two batching threads at once: every line
   // read back must be one of theirs, whole, and each thread's lines in its order.

@@ -1,4 +1,4 @@
-#include "queue/write_all.h"
+#include "core/write_all.h"
 
 #include <unistd.h>
 
