@@ -13,6 +13,11 @@ namespace postern {
 namespace {
 
 constexpr size_t kReplyLineMax = 4096;
+// A multi-line reply longer than this is an attack or a broken peer, not an answer: the
+// connection fails (its message is deferred) instead of our memory growing with it.
+constexpr size_t kReplyLinesMax = 100;
+// Text of one reply kept for logs and notices; past it the rest is read and dropped.
+constexpr size_t kReplyTextMax = 2048;
 
 // Dot-stuffs a body of CRLF-terminated lines (RFC 5321 §4.5.2) and appends the
 // end-of-data marker.
@@ -135,13 +140,18 @@ void SmtpClient::processInput() {
       return fail("malformed reply from next hop");
     }
     int code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
+    if (reply_lines_ > 0 && code != reply_code_) return fail("malformed reply from next hop");
+    reply_code_ = code;
     std::string_view rest = t.size() > 4 ? t.substr(4) : std::string_view{};
     if (state_ == State::kEhlo && code == 250) onEhloLine(rest);
-    if (t.size() > 3 && t[3] == '-') {
-      reply_text_.append(rest).push_back(' ');
-      continue;
+    const bool more = t.size() > 3 && t[3] == '-';
+    if (++reply_lines_ > kReplyLinesMax) return fail("reply from next hop has too many lines");
+    if (reply_text_.size() < kReplyTextMax) {
+      reply_text_.append(rest.substr(0, kReplyTextMax - reply_text_.size()));
+      if (more) reply_text_.push_back(' ');
     }
-    reply_text_.append(rest);
+    if (more) continue;
+    reply_lines_ = 0;
     std::string text = std::move(reply_text_);
     reply_text_.clear();
     onReply(code, text);
@@ -166,20 +176,28 @@ void SmtpClient::onEhloLine(std::string_view line) {
   }
 }
 
-void SmtpClient::send(std::string data) {
+void SmtpClient::send(std::string data, bool body) {
   if (tls_ && tls_->established()) {
     if (!tls_->writePlain(data)) return fail("TLS: " + tls_->error());
     data.clear();
     tls_->takeCipher(data);
   }
-  sendRaw(data);
+  sendRaw(data, body);
 }
 
-void SmtpClient::sendRaw(std::string& data) {
+void SmtpClient::sendRaw(std::string& data, bool body) {
   if (data.empty()) return;
   // A failed queued write shows up as a read error too; the read side handles it.
-  int rc = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), data, nullptr, nullptr);
-  if (rc < 0) fail(uv_strerror(rc));
+  int rc =
+      writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), data, body ? onBodyWritten : nullptr, this);
+  if (rc < 0) return fail(uv_strerror(rc));
+  if (body) body_in_flight_ = rc == 0;
+}
+
+void SmtpClient::onBodyWritten(void* ctx, int) {
+  // Called before the close callback (libuv cancels queued writes first), so the client
+  // is still alive; a failed write shows up as a read error.
+  static_cast<SmtpClient*>(ctx)->body_in_flight_ = false;
 }
 
 void SmtpClient::onReply(int code, std::string_view text) {
@@ -210,6 +228,9 @@ void SmtpClient::onReply(int code, std::string_view text) {
     case State::kEnvelope:
       return startEnvelopeReply(code, text);
     case State::kBody:
+      // The reply to the final dot can only come once the dot has left: an earlier one
+      // answers something else, and trusting it could lose the message.
+      if (body_in_flight_) return fail("next hop replied before the end of the message");
       return finishTransaction(code, text);
     case State::kRset:
       if (code != 250) return fail("RSET: " + reply);
@@ -275,8 +296,8 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   }
   if (size_limit_ != 0 && ref.body_size > size_limit_) {
     return refuse(552, "5.3.4 message size " + std::to_string(ref.body_size) +
-                           " exceeds the limit of " + host() + " (" +
-                           std::to_string(size_limit_) + ")");
+                           " exceeds the limit of " + host() + " (" + std::to_string(size_limit_) +
+                           ")");
   }
   body_.clear();
   if (!eight_bit_mime_) {
@@ -286,7 +307,8 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
       return refuse(451, "4.3.0 cannot read message body from the spool");
     }
     if (hasEightBit(body_)) {
-      return refuse(554, "5.6.3 " + host() + " does not support 8BITMIME and the message has 8-bit content");
+      return refuse(
+          554, "5.6.3 " + host() + " does not support 8BITMIME and the message has 8-bit content");
     }
   }
   std::string mail = "MAIL FROM:<" + env.sender + ">";
@@ -342,15 +364,20 @@ void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
     state_ = State::kBody;
     if (!any_accepted) {
       // The peer accepted DATA with no recipients; send an empty message and ignore it.
-      send(".\r\n");
+      send(".\r\n", true);
       return;
     }
     if (body_.empty() && !delivery_.spool().readBody(job_->message.ref, body_)) {
       return fail("cannot read message body from the spool");
     }
     armTimer(delivery_.config().delivery.data_timeout);
-    send(stuffBody(body_));
+    send(stuffBody(body_), true);
     return;
+  }
+  // Only 354 lets the body go; a success or intermediate reply to DATA would have the
+  // message counted as delivered without the next hop ever receiving it.
+  if (code / 100 != 4 && code / 100 != 5) {
+    return fail("next hop answered DATA with " + std::to_string(code) + " instead of 354");
   }
   finishTransaction(code, text);
 }

@@ -101,8 +101,9 @@ class SmtpClient {
   // Reports the same result for every recipient of the current job.
   void finishAll(int code, const std::string& text);
   void becomeReady();
-  void send(std::string data);
-  void sendRaw(std::string& data);
+  // body: the message and its final dot (body_in_flight_ until the kernel has it all).
+  void send(std::string data, bool body = false);
+  void sendRaw(std::string& data, bool body = false);
   void fail(std::string_view why);
   void close();
   void armTimer(double seconds);
@@ -112,6 +113,7 @@ class SmtpClient {
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*);
   static void onTimer(uv_timer_t* t);
+  static void onBodyWritten(void* ctx, int status);
   static void onClose(uv_handle_t* h);
 
   Delivery& delivery_;
@@ -128,7 +130,10 @@ class SmtpClient {
 
   InputBuffer in_;
   LineSplitter splitter_;
-  std::string reply_text_;  // multi-line reply accumulated so far
+  std::string reply_text_;  // multi-line reply accumulated so far (bounded)
+  size_t reply_lines_ = 0;  // lines of it so far
+  int reply_code_ = 0;
+  bool body_in_flight_ = false;  // some of the message is still queued for the socket
 
   std::unique_ptr<TlsConnection> tls_;
   std::unique_ptr<char[]> cipher_in_;
