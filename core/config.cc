@@ -180,6 +180,7 @@ void readLimits(TableReader& r, Limits& l) {
   l.connections_per_ip = static_cast<size_t>(r.integer("connections_per_ip", 100, 1, 10000000));
   l.messages_per_connection =
       static_cast<size_t>(r.integer("messages_per_connection", 1000, 1, 10000000));
+  l.hop_limit = static_cast<size_t>(r.integer("hop_limit", 50, 1, 1000));
   l.proxy_timeout = r.seconds("proxy_timeout", l.proxy_timeout);
   std::string bare = r.str("bare_line_endings", "reject");
   if (bare != "reject" && bare != "normalise") {
@@ -270,6 +271,10 @@ RouteConfig readRoute(TableReader& r, const toml::table* t) {
                                         : -1;
     if (!(v > 0 && v <= 1e6)) r.fail(n, "max_rate", "expected messages per second, > 0");
     rc.max_rate = v;
+  }
+  rc.allow_internal_mx = r.boolean("allow_internal_mx", false);
+  if (rc.allow_internal_mx && !rc.isMx()) {
+    r.fail(r.get("allow_internal_mx"), "allow_internal_mx", "only for next_hop = \"mx\"");
   }
   r.finish();
   return rc;

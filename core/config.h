@@ -46,6 +46,9 @@ struct RouteConfig {
   size_t max_connections = 0;
   size_t messages_per_connection = 0;
   double max_rate = 0;  // messages per second to one next hop; 0: unlimited
+  // next_hop = "mx" only: MX hosts with loopback, private or link-local addresses may be
+  // used (an internal DNS view); by default they are refused (relay/next_hop_guard.h).
+  bool allow_internal_mx = false;
 
   bool isMx() const { return next_hop == "mx"; }
 };
@@ -64,6 +67,9 @@ struct Limits {
   size_t connections = 20000;
   size_t connections_per_ip = 100;
   size_t messages_per_connection = 1000;
+  // A message whose header section carries more "Received:" fields than this has looped
+  // (or been relayed absurdly often): 554 5.4.6, like Postfix's hopcount_limit.
+  size_t hop_limit = 50;
   double proxy_timeout = 10;                 // seconds to receive a PROXY header
   bool normalise_bare_line_endings = false;  // "normalise"; default "reject"
 };
@@ -112,7 +118,7 @@ struct Config {
   // Who may use the queue API (it shows addresses and can delete mail); /healthz,
   // /readyz and /metrics answer anyone who reaches admin_address.
   std::vector<Network> admin_queue_networks;  // default: loopback
-  std::string log_format = "keyvalue";  // or "json"
+  std::string log_format = "keyvalue";        // or "json"
   std::string log_level = "info";
   Limits limits;
   DeliveryConfig delivery;

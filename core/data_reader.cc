@@ -1,11 +1,24 @@
 #include "core/data_reader.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace postern {
 namespace {
 
 constexpr std::string_view kCrlf = "\r\n";
+
+// "Received" then optional blanks then ':' (RFC 5322 field name, §4.5.3 obs-optional).
+bool isReceivedField(std::string_view head) {
+  constexpr std::string_view kName = "received";
+  if (head.size() <= kName.size()) return false;
+  for (size_t i = 0; i < kName.size(); ++i) {
+    if ((head[i] | 0x20) != kName[i]) return false;
+  }
+  size_t i = kName.size();
+  while (i < head.size() && (head[i] == ' ' || head[i] == '\t')) ++i;
+  return i < head.size() && head[i] == ':';
+}
 
 }  // namespace
 
@@ -16,6 +29,29 @@ void DataReader::reset(const MessageBody& out) {
   line_ = 0;
   pending_cr_ = false;
   start_ = out.size();
+  in_header_ = true;
+  received_ = 0;
+  head_len_ = 0;
+}
+
+void DataReader::headerText(std::string_view text) {
+  if (!in_header_ || head_len_ >= kHeadPrefix) {
+    head_len_ += text.size();
+    return;
+  }
+  const size_t n = std::min(text.size(), kHeadPrefix - head_len_);
+  std::memcpy(head_ + head_len_, text.data(), n);
+  head_len_ += text.size();
+}
+
+void DataReader::headerLineEnd() {
+  if (!in_header_) return;
+  if (head_len_ == 0) {
+    in_header_ = false;  // the empty line that ends the header section
+  } else if (isReceivedField({head_, std::min(head_len_, kHeadPrefix)})) {
+    ++received_;
+  }
+  head_len_ = 0;
 }
 
 void DataReader::fail(DataError e, MessageBody& out) {
@@ -30,6 +66,10 @@ void DataReader::append(std::string_view text, std::string_view eol, MessageBody
   if (text.size() + 2 > max_line_) return fail(DataError::kLineTooLong, out);
   size_ += text.size() + 2;
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
+  if (in_header_) {
+    headerText(text);
+    headerLineEnd();
+  }
   if (eol == kCrlf && eol.data() == text.data() + text.size()) {
     out.append({text.data(), text.size() + 2});  // the line and its CRLF where they lie
   } else {
@@ -84,6 +124,7 @@ void DataReader::appendPartial(std::string_view text, MessageBody& out) {
   size_ += text.size();
   if (line_ + 2 > max_line_) return fail(DataError::kLineTooLong, out);
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
+  if (in_header_) headerText(text);
   out.append(text);
 }
 
@@ -93,6 +134,7 @@ void DataReader::endLine(std::string_view crlf, MessageBody& out) {
   line_ = 0;
   size_ += 2;
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
+  headerLineEnd();
   if (crlf.data() == kCrlf.data()) {
     out.appendStatic(kCrlf);
   } else {

@@ -53,12 +53,18 @@ class DataReader {
 
   DataError error() const { return error_; }
   size_t size() const { return size_; }  // octets stored (after unstuffing)
+  // "Received:" fields in the message's header section (up to its first empty line), for
+  // loop detection (RFC 5321 §6.3): a message that has passed too many hops is refused.
+  size_t receivedCount() const { return received_; }
 
  private:
   void fail(DataError e, MessageBody& out);
   void append(std::string_view text, std::string_view eol, MessageBody& out);
   void appendPartial(std::string_view text, MessageBody& out);
   void endLine(std::string_view crlf, MessageBody& out);
+  // Header section scan: a piece of the current line's content, then the line's end.
+  void headerText(std::string_view text);
+  void headerLineEnd();
 
   size_t max_line_;  // octets including CRLF, after unstuffing
   size_t max_size_;
@@ -69,6 +75,13 @@ class DataReader {
   size_t line_ = 0;          // BDAT: octets of the current line so far
   bool pending_cr_ = false;  // BDAT: the previous chunk ended in CR
   size_t start_ = 0;         // out.size() at reset(): a failed message is cut back to it
+  // Header section scan: only the first octets of each line are kept, enough to tell a
+  // "Received:" field name, so the scan costs nothing per octet past them.
+  static constexpr size_t kHeadPrefix = 16;
+  bool in_header_ = true;
+  size_t received_ = 0;
+  size_t head_len_ = 0;  // octets of the current line seen (the prefix holds up to 16)
+  char head_[kHeadPrefix] = {};
 };
 
 }  // namespace postern

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -35,6 +36,40 @@ std::optional<IpAddress> IpAddress::fromSockaddr(const sockaddr* sa) {
     return a;
   }
   return std::nullopt;
+}
+
+bool IpAddress::isUnspecified() const {
+  const size_t n = v6 ? 16 : 4;
+  for (size_t i = 0; i < n; ++i) {
+    if (bytes[i] != 0) return false;
+  }
+  return true;
+}
+
+bool IpAddress::isLoopback() const {
+  if (!v6) return bytes[0] == 127;
+  for (size_t i = 0; i < 15; ++i) {
+    if (bytes[i] != 0) return false;
+  }
+  return bytes[15] == 1;
+}
+
+bool IpAddress::isInternal() const {
+  if (isUnspecified() || isLoopback()) return true;
+  if (v6 && std::all_of(bytes.begin(), bytes.begin() + 10, [](uint8_t x) { return x == 0; }) &&
+      bytes[10] == 0xff && bytes[11] == 0xff) {
+    IpAddress v4;  // ::ffff:a.b.c.d written out as IPv6
+    std::copy(bytes.begin() + 12, bytes.end(), v4.bytes.begin());
+    return v4.isInternal();
+  }
+  const uint8_t a = bytes[0], b = bytes[1];
+  if (!v6) {
+    return a == 0 || a == 10 || (a == 100 && (b & 0xc0) == 64) || (a == 169 && b == 254) ||
+           (a == 172 && (b & 0xf0) == 16) || (a == 192 && b == 168) || a >= 224;
+  }
+  // fc00::/7 unique local, fe80::/10 link-local, ff00::/8 multicast. (A v4-mapped address
+  // was turned into v4 by fromSockaddr.)
+  return (a & 0xfe) == 0xfc || (a == 0xfe && (b & 0xc0) == 0x80) || a == 0xff;
 }
 
 std::string IpAddress::toString() const {

@@ -24,6 +24,12 @@ struct IpAddress {
   static std::optional<IpAddress> fromSockaddr(const sockaddr* sa);
   std::string toString() const;
   bool operator==(const IpAddress&) const = default;
+  bool isUnspecified() const;  // 0.0.0.0 or ::
+  bool isLoopback() const;     // 127.0.0.0/8 or ::1
+  // Not a public unicast address: unspecified, loopback, private (RFC 1918, RFC 4193
+  // fc00::/7), shared (100.64.0.0/10), link-local, multicast or broadcast. Such an
+  // address in an MX answer would aim the relay's SMTP client inside the network.
+  bool isInternal() const;
 };
 
 class Network {

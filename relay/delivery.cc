@@ -35,6 +35,7 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
       config_(std::move(config)),
       metrics_(metrics),
       router_(config_->routes),
+      guard_(config_->listeners, NextHopGuard::localInterfaces()),
       resolver_(loop, config_->dns),
       scheduler_(config_->delivery.retry_min, config_->delivery.retry_max),
       tls_verifying_(std::move(verifying)) {
@@ -242,6 +243,7 @@ void Delivery::resolve(Destination& d) {
                            ? now
                            : addSaturating(now, std::max(r.ttl_ms, kMinAnswerMs));
     d.next_address = 0;
+    guard_.filter(r, d.name, d.route.isMx(), d.route.allow_internal_mx);
     d.resolution = std::move(r);
     if (d.resolution.status == HopResolution::Status::kTemporary) {
       return destinationFailed(d, d.resolution.error);

@@ -41,6 +41,7 @@
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "relay/destination.h"
+#include "relay/next_hop_guard.h"
 #include "relay/queue_view.h"
 #include "relay/resolver.h"
 #include "relay/router.h"
@@ -133,6 +134,7 @@ class Delivery {
   std::shared_ptr<const Config> config_;
   WorkerMetrics& metrics_;
   Router router_;
+  NextHopGuard guard_;
   Resolver resolver_;
   Scheduler scheduler_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;

@@ -162,6 +162,12 @@ void Session::endMessage() {
       error(550, "5.5.2", "Bare CR in message data not allowed");
       return refuse("bare_cr");
   }
+  if (reader_.receivedCount() > limits_.hop_limit) {
+    logEvent(spdlog::level::warn, "too_many_hops",
+             {{"client", client_text_}, {"hops", uint64_t{reader_.receivedCount()}}});
+    error(554, "5.4.6", "Too many hops (mail loop?)");
+    return refuse("hops");
+  }
   if (spill_ && !spill_->append(body_)) spill_failed_ = true;
   if (spill_failed_) {
     error(452, "4.3.1", "Insufficient system storage");

@@ -33,6 +33,7 @@ struct Message {
   std::string out;    // the caller's buffer: header + content
   DataError error = DataError::kNone;
   size_t size = 0;
+  size_t received = 0;  // "Received:" fields in its header section
 
   bool operator==(const Message&) const = default;
 };
@@ -57,7 +58,8 @@ std::string errorName(DataError e) {
 
 void PrintTo(const Message& m, std::ostream* os) {
   *os << "{ended=" << m.ended << " end_at=" << m.end_at << " out=\"" << visible(m.out)
-      << "\" error=" << errorName(m.error) << " size=" << m.size << "}";
+      << "\" error=" << errorName(m.error) << " size=" << m.size << " received=" << m.received
+      << "}";
 }
 
 // Shows CR and LF so a failing comparison can be read.
@@ -146,6 +148,7 @@ std::vector<Message> readAll(std::string_view raw, const Options& o,
       m.end_at = fed - buf.size();
       m.error = reader.error();
       m.size = reader.size();
+      m.received = reader.receivedCount();
       msgs.emplace_back();
       body.clear();
       body.adopt(o.header);
@@ -155,6 +158,7 @@ std::vector<Message> readAll(std::string_view raw, const Options& o,
   msgs.back().out = body.str();
   msgs.back().error = reader.error();
   msgs.back().size = reader.size();
+  msgs.back().received = reader.receivedCount();
   return msgs;
 }
 
@@ -191,6 +195,28 @@ TEST(DataReader, NormalMessage) {
     EXPECT_EQ(msgs[0].size, msgs[0].out.size());
     EXPECT_EQ(msgs[1].out, "");  // nothing read into the next message
   }
+}
+
+// Loop detection counts "Received:" fields of the header section only, in any case and
+// with blanks before the colon; a dot-stuffed one counts once unstuffed, one in the body
+// or a longer field name does not.
+const std::string kHopsMessage =
+    "Received: from a\r\nRECEIVED : from b\r\n\tcontinued\r\nreceived:x\r\n"
+    "Received-SPF: pass\r\nX-Received: y\r\nReceived\r\n\r\nReceived: in the body\r\n";
+
+TEST(DataReader, CountsReceivedFieldsOfTheHeaderSection) {
+  for (auto mode : {BareLineEnding::kReject, BareLineEnding::kNormalise}) {
+    auto msgs = readEverySplit(kHopsMessage + ".\r\n", Options().withMode(mode));
+    ASSERT_EQ(msgs.size(), 2u);
+    EXPECT_EQ(msgs[0].received, 3u);
+    EXPECT_EQ(msgs[1].received, 0u);  // reset for the next message
+  }
+  auto stuffed = readEverySplit("..Received: x\r\n.Received: y\r\n.\r\n");
+  EXPECT_EQ(stuffed[0].received, 1u);  // ".Received: x" is no field name; "Received: y" is
+  // A header section that never ends still counts, line by line.
+  std::string many;
+  for (int i = 0; i < 60; ++i) many += "Received: hop\r\n";
+  EXPECT_EQ(readAll(many + ".\r\n", Options(), {})[0].received, 60u);
 }
 
 TEST(DataReader, EmptyMessage) {
@@ -541,13 +567,14 @@ struct ChunkResult {
   std::string out;
   DataError error = DataError::kNone;
   size_t size = 0;
+  size_t received = 0;
 
   bool operator==(const ChunkResult&) const = default;
 };
 
 void PrintTo(const ChunkResult& r, std::ostream* os) {
   *os << "{out=\"" << visible(r.out) << "\" error=" << errorName(r.error) << " size=" << r.size
-      << "}";
+      << " received=" << r.received << "}";
 }
 
 // Feeds raw as chunks ending at `cuts`, then finishChunks().
@@ -567,6 +594,7 @@ ChunkResult chunks(std::string_view raw, const Options& o, const std::vector<siz
   r.out = body.str();
   r.error = reader.error();
   r.size = reader.size();
+  r.received = reader.receivedCount();
   return r;
 }
 
@@ -590,6 +618,11 @@ TEST(DataReaderChunks, ContentIsStoredVerbatim) {
     EXPECT_EQ(r.out, raw);
     EXPECT_EQ(r.size, raw.size());
   }
+}
+
+TEST(DataReaderChunks, CountsReceivedFieldsOfTheHeaderSection) {
+  auto r = chunksEverySplit(kHopsMessage);
+  EXPECT_EQ(r.received, 3u);
 }
 
 TEST(DataReaderChunks, BareLineEndsRejected) {

@@ -57,5 +57,21 @@ TEST(Network, HostPort) {
   EXPECT_EQ(port, 25);
 }
 
+TEST(IpAddress, InternalAddresses) {
+  for (const char* a :
+       {"0.0.0.0",         "127.0.0.1",       "127.9.9.9",   "10.1.2.3",   "172.16.0.1",
+        "172.31.255.255",  "192.168.1.1",     "169.254.0.5", "100.64.0.1", "100.127.255.254",
+        "224.0.0.1",       "255.255.255.255", "::",          "::1",        "fc00::1",
+        "fd12:3456::1",    "fe80::1",         "febf::1",     "ff02::1",    "::ffff:10.0.0.1",
+        "::ffff:127.0.0.1"}) {
+    EXPECT_TRUE(IpAddress::parse(a)->isInternal()) << a;
+  }
+  for (const char* a :
+       {"8.8.8.8", "1.1.1.1", "172.15.255.255", "172.32.0.1", "192.169.0.1", "100.63.255.255",
+        "100.128.0.1", "169.253.0.1", "2001:db8::1", "2a00:1450::1", "fec0::1", "::ffff:8.8.8.8"}) {
+    EXPECT_FALSE(IpAddress::parse(a)->isInternal()) << a;
+  }
+}
+
 }  // namespace
 }  // namespace postern

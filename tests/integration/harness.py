@@ -164,11 +164,13 @@ class Relay:
                  relay_networks=("127.0.0.1/32",), accept_domains=("accepted.test",),
                  retry_min=1, retry_max=2, idle_timeout=1, workers=1, extra="",
                  routes=(), delivery=None, server=None, admin=None, tmpdir=None,
-                 spool_override=None):
+                 spool_override=None, port=None):
         self.bin = require_binary()
         self.tmp = tmpdir or tempfile.mkdtemp(prefix="postern-it-")
         self.hostname = hostname
         self.port, self.admin_port = free_ports(2)
+        if port is not None:   # chosen by the test (e.g. a route back to the relay itself)
+            self.port = port
         self.next_hop_port = next_hop_port
         self.spool_dir = os.path.join(self.tmp, "spool")
         self.spool_override = spool_override

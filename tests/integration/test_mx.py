@@ -1,8 +1,8 @@
 """Delivery by MX records (issue 5), against a DNS server of our own (dns_server.py).
 
-The relay has no "*" route, so every domain goes by its MX records ("*" -> "mx" is the
-default), asks only our DNS server ([dns] servers), and connects to MX hosts on
-[delivery] smtp_port. The MX hosts are aiosmtpd downstreams on 127.0.0.2, 127.0.0.3 ...,
+The "*" route goes by MX records, allowed to use internal (here loopback) MX hosts
+(allow_internal_mx; without it they are refused, see test_loops.py). The relay asks only
+our DNS server ([dns] servers) and connects to MX hosts on [delivery] smtp_port. The MX hosts are aiosmtpd downstreams on 127.0.0.2, 127.0.0.3 ...,
 all on that one port. The senders' domain sender.test has an exact route to a capturing
 downstream on 127.0.0.1, which receives the bounces.
 
@@ -50,8 +50,9 @@ class MxTest(RelayTestCase):
         self.addCleanup(self.dns.stop)
         self.smtp_port = port_free_everywhere()
         self.start_relay(
-            None,   # no "*" route: the relay's default, "*" -> "mx"
-            routes=[{"domain": "sender.test", "next_hop": f"{HOST}:{self.downstream.port}"}],
+            None,   # no "*" route written: "*" goes by MX, here allowed to loopback hosts
+            routes=[{"domain": "sender.test", "next_hop": f"{HOST}:{self.downstream.port}"},
+                    {"domain": "*", "next_hop": "mx", "allow_internal_mx": True}],
             delivery={"smtp_port": self.smtp_port},
             extra=f'[dns]\nservers = ["{self.dns.address()}"]\ntimeout = 0.5\n')
 

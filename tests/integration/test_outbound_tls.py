@@ -164,7 +164,7 @@ class OutboundTlsTest(RelayTestCase):
         dns.a("mx.test", HOST)
         ds = self.tls_downstream("name")
         self.start_relay(None, routes=[{"domain": "secure.test", "next_hop": "mx",
-                                        "tls": "required"}],
+                                        "tls": "required", "allow_internal_mx": True}],
                          delivery={"ca_file": self.ca, "smtp_port": ds.port},
                          extra=f'[dns]\nservers = ["{dns.address()}"]\ntimeout = 0.5\n')
         msg = self.deliver_one(ds, "required-mx", rcpt="u@secure.test")
