@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/ascii.h"
+#include "core/domain.h"
 
 namespace postern {
 namespace {
@@ -240,6 +241,13 @@ bool validRouteDomain(const std::string& d) {
 RouteConfig readRoute(TableReader& r, const toml::table* t) {
   RouteConfig rc;
   rc.domain = asciiLower(r.str("domain", ""));
+  if (rc.domain != "*") {
+    // The form routing looks domains up in: A-labels, no trailing dot.
+    const bool wild = rc.domain.starts_with("*.");
+    if (auto c = canonicalDomain(wild ? rc.domain.substr(2) : rc.domain); c && !c->empty()) {
+      rc.domain = (wild ? "*." : "") + *c;
+    }
+  }
   rc.next_hop = r.str("next_hop", "");
   if (rc.domain.empty()) r.fail(t, "domain", "is required");
   if (!validRouteDomain(rc.domain)) {
@@ -329,7 +337,13 @@ Config loadConfig(const std::string& path) {
   if (const toml::table* t = top.table("relay")) {
     TableReader r(*t, path, "relay.");
     c.relay_networks = r.networks("relay_networks", c.relay_networks);
-    for (const auto& d : r.strings("accept_domains", {})) c.accept_domains.push_back(asciiLower(d));
+    for (const auto& d : r.strings("accept_domains", {})) {
+      auto canonical = canonicalDomain(d);
+      if (!canonical || isDomainLiteral(d)) {
+        r.fail(r.get("accept_domains"), "accept_domains", "\"" + d + "\" is not a domain");
+      }
+      c.accept_domains.push_back(*canonical);
+    }
     r.finish();
   }
   std::set<std::string> route_domains;

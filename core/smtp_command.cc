@@ -152,6 +152,7 @@ std::optional<ReplyError> parsePathArg(std::string_view arg, std::string_view ke
   out.mailbox = {};
   out.params.clear();
   out.eight_bit = false;
+  out.source_route = false;
   if (arg.size() < keyword.size() + 1 ||
       !equalsIgnoreCase(arg.substr(0, keyword.size()), keyword) || arg[keyword.size()] != ':') {
     return syntax;
@@ -193,6 +194,7 @@ std::optional<ReplyError> parsePathArg(std::string_view arg, std::string_view ke
     size_t colon = path.find(':');
     if (colon == std::string_view::npos) return syntax;
     path = path.substr(colon + 1);
+    out.source_route = true;
   }
   if (auto err = checkMailbox(path, out.eight_bit)) return err;
   if (!is_from && path.empty()) return ReplyError{501, "5.1.3", "Null recipient not allowed"};

@@ -91,7 +91,8 @@ class EsmtpParams {
 struct PathArg {
   std::string_view mailbox;
   EsmtpParams params;
-  bool eight_bit = false;  // the mailbox holds non-ASCII octets (needs SMTPUTF8)
+  bool eight_bit = false;     // the mailbox holds non-ASCII octets (needs SMTPUTF8)
+  bool source_route = false;  // an RFC 821 source route ("@a,@b:") was given and dropped
 };
 
 // keyword is "FROM" or "TO". Returns the parsed argument or the reply to send.

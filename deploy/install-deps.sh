@@ -12,6 +12,7 @@ packages=(
   build-essential cmake pkg-config git
   libuv1-dev libmimalloc-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev libc-ares-dev
+  libidn2-dev
   libconcurrentqueue-dev
   python3 python3-aiosmtpd python3-dnslib python3-prometheus-client swaks libnet-ssleay-perl postfix openssl
   clang libclang-rt-14-dev

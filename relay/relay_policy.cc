@@ -1,5 +1,6 @@
 #include "relay/relay_policy.h"
 
+#include "core/domain.h"
 #include "core/smtp_command.h"
 
 namespace postern {
@@ -11,16 +12,24 @@ bool isRelayClient(const Config& config, const IpAddress& client) {
   return false;
 }
 
-bool mayRelayTo(const Config& config, bool relay_client, std::string_view mailbox) {
-  if (relay_client) return true;
+RcptPolicy checkRecipient(const Config& config, bool relay_client, std::string_view mailbox,
+                          bool source_route) {
+  if (relay_client) return RcptPolicy::kAllowed;
   std::string_view domain = domainOf(mailbox);
   // RFC 5321 §4.5.1: "postmaster" without a domain must always be accepted.
-  if (domain.empty()) return equalsIgnoreCase(mailbox, "postmaster");
-  if (domain.back() == '.') domain.remove_suffix(1);
-  for (const auto& d : config.accept_domains) {
-    if (equalsIgnoreCase(domain, d)) return true;
+  if (domain.empty()) {
+    return equalsIgnoreCase(mailbox, "postmaster") ? RcptPolicy::kAllowed
+                                                   : RcptPolicy::kRelayDenied;
   }
-  return false;
+  if (source_route || hasRoutingLocalPart(mailbox) || isDomainLiteral(domain)) {
+    return RcptPolicy::kRoutingDenied;
+  }
+  auto canonical = canonicalDomain(domain);
+  if (!canonical) return RcptPolicy::kRelayDenied;
+  for (const auto& d : config.accept_domains) {
+    if (*canonical == d) return RcptPolicy::kAllowed;
+  }
+  return RcptPolicy::kRelayDenied;
 }
 
 }  // namespace postern

@@ -1,6 +1,9 @@
 // Relay control: who may send mail to which domain. Clients inside relay_networks may
-// send anywhere; everyone else only to accept_domains. There is no other path to an
-// accepted recipient, so Postern is never an open relay.
+// send anywhere; everyone else only to accept_domains, and without sender-specified
+// routing ("%", "!" or "@" in the local part, a source route, a domain literal), which a
+// downstream could follow to a domain the client may not relay to. Domains are compared
+// in their canonical form (core/domain.h), the one routing and delivery use. There is no
+// other path to an accepted recipient, so Postern is never an open relay.
 #pragma once
 
 #include <string_view>
@@ -12,7 +15,18 @@ namespace postern {
 
 bool isRelayClient(const Config& config, const IpAddress& client);
 
-// May a client (isRelayClient() already evaluated) send to this recipient?
-bool mayRelayTo(const Config& config, bool relay_client, std::string_view mailbox);
+enum class RcptPolicy {
+  kAllowed,
+  kRelayDenied,    // 554 5.7.1 Relay access denied
+  kRoutingDenied,  // 554 5.7.1 sender-specified routing
+};
+
+// May a client (isRelayClient() already evaluated) send to this recipient? mailbox is in
+// canonical form (canonicalMailbox); source_route: the client gave one (PathArg).
+RcptPolicy checkRecipient(const Config& config, bool relay_client, std::string_view mailbox,
+                          bool source_route = false);
+inline bool mayRelayTo(const Config& config, bool relay_client, std::string_view mailbox) {
+  return checkRecipient(config, relay_client, mailbox) == RcptPolicy::kAllowed;
+}
 
 }  // namespace postern

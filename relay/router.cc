@@ -2,6 +2,7 @@
 
 #include "core/ascii.h"
 #include "core/assert.h"
+#include "core/domain.h"
 
 namespace postern {
 Router::Router(const std::vector<RouteConfig>& routes) {
@@ -30,7 +31,9 @@ const RouteConfig* Router::route(std::string_view domain) const {
 std::string recipientDomain(std::string_view address) {
   size_t at = address.rfind('@');
   if (at == std::string_view::npos) return "";
-  return asciiLower(address.substr(at + 1));
+  // Recipients are stored canonical (Session::cmdRcpt), but a spool written by an older
+  // version may hold other spellings.
+  return canonicalDomain(address.substr(at + 1)).value_or(asciiLower(address.substr(at + 1)));
 }
 
 }  // namespace postern

@@ -26,7 +26,8 @@ class Router {
   const RouteConfig* fallback_ = nullptr;
 };
 
-// The domain part of an address ("user@Example.COM" -> "example.com"); "" if none.
+// The domain part of an address in canonical form ("user@Example.COM." -> "example.com",
+// core/domain.h); "" if none.
 std::string recipientDomain(std::string_view address);
 
 }  // namespace postern

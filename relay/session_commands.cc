@@ -1,5 +1,6 @@
 // Session command handlers: HELO/EHLO, MAIL, RCPT, STARTTLS and the simple commands.
 // DATA and BDAT are in session_data.cc.
+#include "core/domain.h"
 #include "core/esmtp_params.h"
 #include "core/log.h"
 #include "core/smtp_reply.h"
@@ -203,15 +204,27 @@ void Session::cmdRcpt(const Command& cmd) {
   if (path.eight_bit && !smtputf8_) {
     return refuse(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
   }
-  if (!mayRelayTo(*config_, relay_client_, path.mailbox)) {
-    logEvent(spdlog::level::info, "relay_denied",
-             {{"client", client_text_}, {"rcpt", path.mailbox}});
-    return refuse(554, "5.7.1", "<" + std::string(path.mailbox) + ">: Relay access denied");
+  // The domain as relay control, routing and delivery will all see it.
+  std::optional<std::string> mailbox = canonicalMailbox(path.mailbox);
+  if (!mailbox) return refuse(501, "5.1.2", "Bad recipient address syntax: invalid domain");
+  switch (checkRecipient(*config_, relay_client_, *mailbox, path.source_route)) {
+    case RcptPolicy::kAllowed:
+      break;
+    case RcptPolicy::kRelayDenied:
+      logEvent(spdlog::level::info, "relay_denied",
+               {{"client", client_text_}, {"rcpt", path.mailbox}});
+      return refuse(554, "5.7.1", "<" + std::string(path.mailbox) + ">: Relay access denied");
+    case RcptPolicy::kRoutingDenied:
+      logEvent(spdlog::level::info, "relay_denied",
+               {{"client", client_text_}, {"rcpt", path.mailbox}, {"why", "routing"}});
+      return refuse(
+          554, "5.7.1",
+          "<" + std::string(path.mailbox) + ">: Relay access denied (sender-specified routing)");
   }
   if (recipients_.size() >= limits_.recipients) {
     return reply(452, "4.5.3", "Error: too many recipients");
   }
-  recipients_.emplace_back(path.mailbox);
+  recipients_.push_back(std::move(*mailbox));
   dsn_notify_.push_back(std::move(notify));
   dsn_orcpt_.push_back(std::move(orcpt));
   state_ = State::kRcpt;

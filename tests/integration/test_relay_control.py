@@ -55,7 +55,45 @@ class RelayControlTest(RelayTestCase):
         code, resp = self.send(body, FROM, ["X@Accepted.TEST"], source_ip=OUTSIDE)
         self.assertEqual(code, 250, resp)
         self.assertEqual(self.downstream.wait_for(1, 15), 1)
-        assert_relayed(self, self.downstream.messages[0], body, FROM, ["X@Accepted.TEST"])
+        # The domain goes on in its canonical form (core/domain.h), the local part as given.
+        assert_relayed(self, self.downstream.messages[0], body, FROM, ["X@accepted.test"])
+
+    def test_outside_sender_specified_routing_refused(self):
+        """user%foreign@accepted and its kin would let a downstream that follows them
+        relay to foreign.test: refused from outside, as Postfix's
+        allow_untrusted_routing = no does."""
+        forms = ("x%foreign.test@accepted.test", "foreign.test!x@accepted.test",
+                 "x@foreign.test@accepted.test", '"x@foreign.test"@accepted.test',
+                 "@accepted.test:x@accepted.test", "x@[127.0.0.1]")
+        with self.relay.client(OUTSIDE) as s:
+            s.ehlo("outside.test")
+            self.assertEqual(s.mail(FROM)[0], 250)
+            for rcpt in forms:
+                code, resp = s.docmd(f"RCPT TO:<{rcpt}>")
+                self.assertEqual(code, 554, (rcpt, resp))
+                self.assertTrue(resp.startswith(b"5.7.1 "), (rcpt, resp))
+            self.assertIn(s.docmd("DATA")[0], (503, 554))
+            s.quit()
+        time.sleep(1)
+        self.assertEqual(self.downstream.snapshot(), [])
+
+    def test_relay_network_may_use_routing_forms(self):
+        body = b"Subject: trusted\r\n\r\nrouting form from inside\r\n"
+        code, resp = self.send(body, FROM, ["x%other.test@accepted.test"])
+        self.assertEqual(code, 250, resp)
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+        assert_relayed(self, self.downstream.messages[0], body, FROM,
+                       ["x%other.test@accepted.test"])
+
+    def test_invalid_domain_refused(self):
+        with self.relay.client(OUTSIDE) as s:
+            s.ehlo("outside.test")
+            self.assertEqual(s.mail(FROM)[0], 250)
+            for rcpt in ("x@accepted..test", "x@.accepted.test"):
+                code, resp = s.docmd(f"RCPT TO:<{rcpt}>")
+                self.assertEqual(code, 501, (rcpt, resp))
+            s.quit()
+
 
     def test_relay_network_to_foreign_domain(self):
         body = b"Subject: outbound\r\n\r\nfrom the relay network\r\n"
@@ -80,6 +118,25 @@ class RelayControlTest(RelayTestCase):
         msgs = self.downstream.snapshot()
         self.assertEqual(len(msgs), 1, msgs)
         assert_relayed(self, msgs[0], body, FROM, ["y@accepted.test"])
+
+
+class TrailingDotTest(RelayTestCase):
+    """x@accepted.test. is accepted.test for relay control and for routing alike: it
+    takes accepted.test's route, not "*"."""
+
+    auto_relay = False
+
+    def test_trailing_dot_takes_the_domains_route(self):
+        inside = self.add_downstream()
+        self.start_relay(self.downstream.port,
+                         routes=[{"domain": "accepted.test",
+                                  "next_hop": f"127.0.0.1:{inside.port}"}])
+        body = b"Subject: dot\r\n\r\ntrailing dot\r\n"
+        code, resp = self.send(body, FROM, ["x@Accepted.test."], source_ip=OUTSIDE)
+        self.assertEqual(code, 250, resp)
+        self.assertEqual(inside.wait_for(1, 15), 1)
+        assert_relayed(self, inside.messages[0], body, FROM, ["x@accepted.test"])
+        self.assertEqual(self.downstream.snapshot(), [], "went to the * route")
 
 
 if __name__ == "__main__":

@@ -25,5 +25,22 @@ TEST(RelayPolicy, NeverAnOpenRelay) {
   EXPECT_FALSE(mayRelayTo(c, false, "someone"));
 }
 
+TEST(RelayPolicy, NoSenderSpecifiedRoutingFromOutside) {
+  Config c;
+  c.accept_domains = {"accepted.test", "xn--bcher-kva.example"};
+  for (const char* rcpt : {"user%foreign.test@accepted.test", "foreign.test!user@accepted.test",
+                           "user@foreign.test@accepted.test", "\"user@foreign.test\"@accepted.test",
+                           "user@[192.0.2.1]"}) {
+    EXPECT_EQ(checkRecipient(c, false, rcpt), RcptPolicy::kRoutingDenied) << rcpt;
+    EXPECT_EQ(checkRecipient(c, true, rcpt), RcptPolicy::kAllowed) << rcpt;
+  }
+  EXPECT_EQ(checkRecipient(c, false, "user@accepted.test", true), RcptPolicy::kRoutingDenied);
+  EXPECT_EQ(checkRecipient(c, false, "user@BÜCHER.example"), RcptPolicy::kAllowed);
+  EXPECT_EQ(checkRecipient(c, false,
+                           "user@b\xc3\xbc"
+                           "cher.example."),
+            RcptPolicy::kAllowed);
+}
+
 }  // namespace
 }  // namespace postern
