@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "core/ascii.h"
+#include "core/random.h"
 
 namespace postern {
 namespace {
@@ -37,6 +38,45 @@ std::string rfc5322Date(int64_t ms) {
   strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &utc);
   return buf;
 }
+
+// A header field's first line: a field name (printable ASCII but ':'), optional blanks
+// (obsolete syntax), a colon.
+bool isFieldLine(std::string_view line) {
+  size_t i = 0;
+  while (i < line.size() && line[i] > ' ' && line[i] < 0x7f && line[i] != ':') ++i;
+  if (i == 0) return false;
+  while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+  return i < line.size() && line[i] == ':';
+}
+
+// The message's header section: its lines up to the first empty one, or up to the first
+// that is neither a field nor a field's continuation, so that a message without an empty
+// line is not returned whole as its "header".
+std::string_view headerSection(std::string_view msg) {
+  size_t pos = 0;
+  while (pos < msg.size()) {
+    size_t lf = msg.find('\n', pos);
+    size_t end = lf == std::string_view::npos ? msg.size() : lf + 1;
+    std::string_view line = msg.substr(pos, end - pos);
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+    const bool continuation = pos > 0 && !line.empty() && (line[0] == ' ' || line[0] == '\t');
+    if (!continuation && !isFieldLine(line)) break;
+    pos = end;
+  }
+  return msg.substr(0, pos);
+}
+
+// The longest prefix of text that is whole lines and at most budget octets.
+std::string_view wholeLines(std::string_view text, size_t budget) {
+  if (text.size() <= budget) return text;
+  size_t lf = text.rfind('\n', budget == 0 ? 0 : budget - 1);
+  if (lf == std::string_view::npos || lf >= budget) return {};
+  return text.substr(0, lf + 1);
+}
+
+// Octets set aside for the returned part's own header lines and the closing boundary
+// when the notice is fitted to bounce_size_limit.
+constexpr size_t kReturnedPartOverhead = 200;
 
 std::string oneLine(std::string_view s) {
   std::string out;
@@ -83,15 +123,9 @@ std::string statusFromReply(int code, std::string_view text) {
 std::string composeBounce(const BounceInput& in) {
   const Envelope& env = *in.original;
   const std::string qid = queueIdString(env.id);
-  const std::string boundary = qid + "." + std::to_string(in.now_ms) + "/" + in.reporting_mta;
-  std::string_view original = in.original_message;
-  std::string_view headers = original;
-  if (size_t end = original.find("\r\n\r\n"); end != std::string_view::npos) {
-    headers = original.substr(0, end + 2);
-  }
+  // Unguessable, so that quoted content cannot close the part it is quoted in.
+  const std::string boundary = randomHex(16) + "/" + in.reporting_mta;
   const bool failed = in.action == DsnAction::kFailed;
-  const bool full = failed && asciiUpper(env.dsn_ret) != "HDRS" && original.size() <= in.size_limit;
-  const std::string_view quoted = full ? original : headers;
   const char* subject = failed                             ? "Undelivered Mail Returned to Sender"
                         : in.action == DsnAction::kRelayed ? "Successful Mail Delivery Report"
                                                            : "Delayed Mail (still being retried)";
@@ -157,6 +191,13 @@ std::string composeBounce(const BounceInput& in) {
   }
   m += "\r\n";
 
+  // The original, fitted with the rest into bounce_size_limit: whole if it was asked for
+  // and fits, else as much of its header section as fits, in whole lines.
+  const std::string_view original = in.original_message;
+  const size_t used = m.size() + kReturnedPartOverhead + boundary.size();
+  const size_t budget = in.size_limit > used ? in.size_limit - used : 0;
+  const bool full = failed && asciiUpper(env.dsn_ret) != "HDRS" && original.size() <= budget;
+  const std::string_view quoted = full ? original : wholeLines(headerSection(original), budget);
   m += "--" + boundary + "\r\n";
   m += full ? "Content-Type: message/rfc822\r\n" : "Content-Type: text/rfc822-headers\r\n";
   m += full     ? "Content-Description: Undelivered Message\r\n"

@@ -6,8 +6,13 @@
 //
 // The notice is a multipart/report (RFC 6522) with a human-readable part, a
 // message/delivery-status part (per-message and per-recipient fields) and the original:
-// the whole message (message/rfc822) when RET=FULL or no RET was given and it fits
-// bounce_size_limit, else only its header (text/rfc822-headers). It goes from the null
+// the whole message (message/rfc822) for a failure when RET=FULL or no RET was given and
+// the notice then fits bounce_size_limit, else its header section (text/rfc822-headers),
+// cut to whole lines so the notice fits. The header section ends at the first empty line
+// or at the first line that is not a header field, so a message without an empty line
+// is never quoted whole. Quoted content is anything an outsider sent, so the MIME
+// boundary is random (core/random.h): it cannot be guessed and closed early. (The report
+// itself, our own text and bounded per recipient, is not cut.) It goes from the null
 // sender <> to the original envelope sender, so a bounce that bounces is dropped instead
 // of looping. RFC 3461 NOTIFY decides whether a recipient's failure is reported at all.
 #pragma once
@@ -36,7 +41,7 @@ struct BounceInput {
   const Envelope* original = nullptr;
   std::vector<FailedRecipient> failed;
   std::string_view original_message;  // as spooled
-  size_t size_limit = 50000;          // quote the whole message only up to this size
+  size_t size_limit = 50000;          // the notice's size, returned content included
   int64_t now_ms = 0;
   // The kind of every recipient's report. Only a failure quotes the whole message
   // (RET=FULL); the other notices quote its header.

@@ -39,10 +39,11 @@ class BounceTest(RelayTestCase):
         self.start_relay(self.downstream.port, delivery=self.delivery, routes=[
             {"domain": "sender.test", "next_hop": f"{HOST}:{self.bounces.port}"}])
 
-    def send_with(self, original, mail_from, rcpts, mail_options=(), rcpt_options=None):
+    def send_with(self, original, mail_from, rcpts, mail_options=(), rcpt_options=None,
+                  source_ip=None):
         """rcpt_options: {address: [options]} for RCPT TO (NOTIFY=...)."""
         rcpt_options = rcpt_options or {}
-        with self.relay.client() as s:
+        with self.relay.client(source_ip) as s:
             code, resp = s.ehlo("client.test")
             self.assertEqual(code, 250, resp)
             self.assertTrue(s.has_extn("dsn"), "the relay does not offer DSN")
@@ -159,6 +160,22 @@ class RetryAndBounceTest(BounceTest):
         self.assertEqual(ret.get_content_type(), "text/rfc822-headers")
         self.assertIn(b"Subject: bounce test hdrs", dsn.raw)
         self.assertNotIn(b"BODY-MARKER-hdrs", dsn.raw, "RET=HDRS returned the body")
+
+    def test_notice_of_a_message_without_blank_line_is_capped(self):
+        """236 KB without an empty line: the notice still fits bounce_size_limit (50000)
+        and quotes none of the body (its "header section" ends at the first line that is
+        not a header field)."""
+        self.downstream.data_replies = ["554 5.6.0 Content rejected"]
+        original = b"Subject: no blank line\r\n" + b"BODY-MARKER-noblank " + b"b" * 60 + b"\r\n"
+        original += (b"b" * 78 + b"\r\n") * 3000
+        self.assertGreater(len(original), 236_000)
+        self.send_with(original, FROM, ["picky@dest.test"])
+        dsn = self.one_dsn()
+        print(f"\nnotice for a {len(original)} octet message without a blank line: "
+              f"{len(dsn.raw)} octets")
+        self.assertLessEqual(len(dsn.raw), 50000)
+        self.assertIn(b"Subject: no blank line", dsn.raw)
+        self.assertNotIn(b"BODY-MARKER-noblank", dsn.raw)
 
     def test_ret_full_returns_the_whole_message(self):
         self.downstream.data_replies = ["554 5.6.0 Content rejected"]
@@ -410,6 +427,21 @@ class SuccessNoticeTest(BounceTest):
         self.assertEqual(len(dsn.recipients), 1)
         self.assertEqual(dsn.recipient("yes@dest.test")["Status"].strip(), "2.0.0")
         self.assertNotIn(b"BODY-MARKER-relayed", dsn.raw, "a success notice quotes the header")
+
+    def test_success_notice_for_an_outsider_is_headers_only_and_capped(self):
+        """The abuse from the issue: a client outside relay_networks, a (forged) foreign
+        sender, NOTIFY=SUCCESS and 236 KB without an empty line: the notice carries no
+        body content and stays within bounce_size_limit."""
+        original = b"Subject: reflected\r\n" + b"BODY-MARKER-reflect " + b"r" * 60 + b"\r\n"
+        original += (b"r" * 78 + b"\r\n") * 3000
+        self.send_with(original, FROM, ["x@accepted.test"], source_ip="127.0.0.2",
+                       rcpt_options={"x@accepted.test": ["NOTIFY=SUCCESS"]})
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+        self.assertEqual(self.bounces.wait_for(1, 15), 1, "no relayed notice")
+        got = self.bounces.snapshot()
+        dsn = notice_parts(self, got[0], "relayed")
+        self.assertLessEqual(len(dsn.raw), 50000)
+        self.assertNotIn(b"BODY-MARKER-reflect", dsn.raw)
 
     def test_no_notice_without_notify_success(self):
         self.send_with(body("quiet"), FROM, ["r@dest.test"],

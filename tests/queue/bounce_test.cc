@@ -75,6 +75,66 @@ TEST(BounceTest, HeadersOnlyForRetHdrsOrOversizedOriginals) {
   EXPECT_EQ(m.find("line one"), std::string::npos);
 }
 
+// bounce_size_limit caps the notice whatever the message looks like: a message without
+// an empty line is no header section of 236 KB, and a huge header section is cut too.
+TEST(BounceTest, EveryNoticeFitsTheLimitWhateverTheMessage) {
+  std::string no_blank_line = "Subject: no blank line\r\n";
+  while (no_blank_line.size() < 236'000)
+    no_blank_line += "BODY-TEXT " + std::string(60, 'b') + "\r\n";
+  std::string huge_header;
+  while (huge_header.size() < 236'000) huge_header += "X-Filler: " + std::string(60, 'h') + "\r\n";
+  huge_header += "\r\nBODY-TEXT\r\n";
+  Envelope env = original();
+  for (const std::string* msg : {&no_blank_line, &huge_header}) {
+    for (DsnAction action : {DsnAction::kFailed, DsnAction::kRelayed, DsnAction::kDelayed}) {
+      for (size_t limit : {size_t{50000}, size_t{3000}, size_t{0}}) {
+        BounceInput in = input(env);
+        in.original_message = *msg;
+        in.action = action;
+        in.size_limit = limit;
+        std::string m = composeBounce(in);
+        EXPECT_EQ(m.find("BODY-TEXT"), std::string::npos) << limit;
+        EXPECT_NE(m.find("text/rfc822-headers"), std::string::npos);
+        if (limit > 0) {
+          EXPECT_LE(m.size(), limit);
+        }
+        if (limit == 50000 && msg == &huge_header) {
+          EXPECT_NE(m.find("X-Filler: hhh"), std::string::npos);  // as much as fits
+          EXPECT_GT(m.size(), 45000u);
+        }
+      }
+    }
+  }
+  // The subject line of the message without a blank line is its whole header section.
+  BounceInput in = input(env);
+  in.original_message = no_blank_line;
+  EXPECT_NE(composeBounce(in).find("Subject: no blank line\r\n\r\n--"), std::string::npos);
+}
+
+TEST(BounceTest, SmallMessageReturnedWholeWithinTheLimit) {
+  Envelope env = original();
+  BounceInput in = input(env);
+  in.size_limit = 5000;
+  std::string m = composeBounce(in);
+  EXPECT_NE(m.find("Content-Type: message/rfc822\r\n"), std::string::npos);
+  EXPECT_NE(m.find(kMessage), std::string::npos);
+  EXPECT_LE(m.size(), 5000u);
+}
+
+TEST(BounceTest, BoundaryIsUnpredictable) {
+  Envelope env = original();
+  auto boundaryOf = [](const std::string& m) {
+    size_t b = m.find("boundary=\"");
+    EXPECT_NE(b, std::string::npos);
+    return m.substr(b + 10, m.find('"', b + 10) - b - 10);
+  };
+  std::string a = boundaryOf(composeBounce(input(env)));
+  std::string b = boundaryOf(composeBounce(input(env)));  // same inputs, same time
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.find(queueIdString(env.id)), std::string::npos);
+  EXPECT_GE(a.size(), 32u);
+}
+
 TEST(BounceTest, NotifyAndNullSender) {
   EXPECT_TRUE(notifyOnFailure(""));
   EXPECT_TRUE(notifyOnFailure("FAILURE"));
