@@ -363,6 +363,7 @@ Config loadConfig(const std::string& path) {
       r.fail(r.get("address"), "address", "expected a numeric \"ip:port\", or \"\" for none");
     }
     c.admin_queue_networks = r.networks("queue_networks", c.admin_queue_networks);
+    c.admin_token_file = r.str("token_file", "");
     r.finish();
   }
   if (const toml::table* t = top.table("limits")) {

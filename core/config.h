@@ -118,7 +118,10 @@ struct Config {
   // Who may use the queue API (it shows addresses and can delete mail); /healthz,
   // /readyz and /metrics answer anyone who reaches admin_address.
   std::vector<Network> admin_queue_networks;  // default: loopback
-  std::string log_format = "keyvalue";        // or "json"
+  // The queue API's bearer token; "": one the relay makes in spool_dir/admin.token
+  // (relay/admin_token.h).
+  std::string admin_token_file;
+  std::string log_format = "keyvalue";  // or "json"
   std::string log_level = "info";
   Limits limits;
   DeliveryConfig delivery;

@@ -8,6 +8,8 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/network.h"
+#include "core/smtp_command.h"
+#include "relay/admin_token.h"
 #include "relay/worker.h"
 
 namespace postern {
@@ -43,12 +45,33 @@ constexpr Family kFamilies[] = {
     {"postern_delivery_seconds", "histogram", "Outbound SMTP transaction time by next hop."},
 };
 
+// The token of an "Authorization: Bearer T" header line in a request head; "" if none.
+std::string_view bearerToken(std::string_view head) {
+  size_t pos = head.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < head.size()) {
+    pos += 2;
+    size_t end = head.find("\r\n", pos);
+    std::string_view line = head.substr(pos, end == std::string_view::npos ? end : end - pos);
+    constexpr std::string_view kName = "authorization:";
+    if (line.size() > kName.size() && equalsIgnoreCase(line.substr(0, kName.size()), kName)) {
+      std::string_view v = line.substr(kName.size());
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      if (v.size() > 7 && equalsIgnoreCase(v.substr(0, 7), "bearer ")) return v.substr(7);
+      return {};
+    }
+    pos = end;
+  }
+  return {};
+}
+
 const char* reason(int status) {
   switch (status) {
     case 200:
       return "OK";
     case 400:
       return "Bad Request";
+    case 401:
+      return "Unauthorized";
     case 403:
       return "Forbidden";
     case 404:
@@ -143,10 +166,11 @@ struct Admin::Conn {
 };
 
 Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
-             std::vector<Worker*> workers, std::function<bool()> draining)
+             std::string token, std::vector<Worker*> workers, std::function<bool()> draining)
     : loop_(loop),
       address_(std::move(address)),
       queue_networks_(std::move(queue_networks)),
+      token_(std::move(token)),
       workers_(std::move(workers)),
       draining_(std::move(draining)),
       shared_(std::make_shared<Shared>()) {}
@@ -243,6 +267,9 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
         c->peer && std::any_of(queue_networks_.begin(), queue_networks_.end(),
                                [&](const Network& n) { return n.contains(*c->peer); });
     if (!allowed) return c->text(403, "the queue API answers only admin.queue_networks\n");
+    if (!adminTokenMatches(token_, bearerToken(c->in))) {
+      return c->text(401, "the queue API needs its bearer token (admin.token_file)\n");
+    }
   }
   if (target == "/healthz") {
     if (!get) return c->text(405, "GET only\n");

@@ -10,9 +10,10 @@
 //   POST /queue/ID/flush|delete|bounce
 //
 // The queue API (every /queue path) answers only clients in admin.queue_networks
-// (default: loopback, which `postern queue` run on the same host or pod is) and 403 to
-// anyone else: it shows envelope addresses and can delete mail. The health and metrics
-// paths answer whoever can reach the address (probes, Prometheus).
+// (default: loopback, which `postern queue` run on the same host or pod is; 403 to anyone
+// else) that present its bearer token ("Authorization: Bearer T", relay/admin_token.h;
+// 401 without it): it shows envelope addresses and can delete mail. The health and
+// metrics paths answer whoever can reach the address (probes, Prometheus).
 //
 // Answers that need a worker's state are computed on each worker's own loop (Worker::post)
 // and gathered back here through a uv_async; a worker that does not answer within 2 s
@@ -38,7 +39,7 @@ class Worker;
 class Admin {
  public:
   Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
-        std::vector<Worker*> workers, std::function<bool()> draining);
+        std::string token, std::vector<Worker*> workers, std::function<bool()> draining);
   ~Admin();
   // Binds the address; "" or why not.
   std::string start();
@@ -67,6 +68,7 @@ class Admin {
   uv_loop_t* loop_;
   std::string address_;
   std::vector<Network> queue_networks_;
+  std::string token_;
   std::vector<Worker*> workers_;
   std::function<bool()> draining_;
   uv_tcp_t listener_;

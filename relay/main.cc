@@ -8,17 +8,21 @@
 // A missing or invalid configuration is refused with a message naming the file, line and
 // key, and exit status 2.
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "core/config.h"
 #include "core/log.h"
+#include "relay/admin_token.h"
 #include "relay/queue_cli.h"
 #include "relay/reload.h"
 #include "relay/server.h"
 
 namespace {
+
+constexpr const char* kDefaultConfig = "/etc/postern/postern.toml";
 
 // Loads path and the files it names; false (with the reason on stderr) if either fails.
 bool loadAll(const std::string& path, postern::Config& config, postern::TlsContexts& tls) {
@@ -96,9 +100,20 @@ int main(int argc, char** argv) {
   if (*check) return checkConfig(check_path);
   if (*queue) {
     qc.admin = admin.empty() ? "127.0.0.1:9025" : admin;
-    if (admin.empty() && !config_path.empty()) {
+    // The packaged config's place (the container image's too), so that `postern queue`
+    // finds the admin address and token there without --config.
+    if (config_path.empty() && ::access(kDefaultConfig, R_OK) == 0) config_path = kDefaultConfig;
+    if (!config_path.empty() && qc.spool_dir.empty()) {
       try {
-        qc.admin = postern::loadConfig(config_path).admin_address;
+        postern::Config config = postern::loadConfig(config_path);
+        if (!spool_dir.empty()) config.spool_dir = spool_dir;
+        if (admin.empty()) qc.admin = config.admin_address;
+        std::string err;
+        qc.token = postern::readAdminToken(postern::adminTokenPath(config), err);
+        if (!err.empty()) {
+          std::fprintf(stderr, "postern: %s\n", err.c_str());
+          return 1;
+        }
       } catch (const postern::ConfigError& e) {
         std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
         return 2;

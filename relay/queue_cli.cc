@@ -17,7 +17,7 @@ namespace {
 
 // One HTTP/1.1 request with Connection: close; the status code, or -1 with why in body.
 int httpRequest(const std::string& address, const std::string& method, const std::string& target,
-                std::string& body) {
+                const std::string& token, std::string& body) {
   sockaddr_storage addr;
   if (!parseHostPort(address, addr)) {
     body = "admin address \"" + address + "\" is not ip:port";
@@ -38,6 +38,7 @@ int httpRequest(const std::string& address, const std::string& method, const std
     return -1;
   }
   std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + address +
+                    "\r\nAuthorization: Bearer " + token +
                     "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
@@ -141,7 +142,7 @@ int runQueueCommand(const QueueCommand& cmd) {
     return 2;
   }
   std::string body;
-  int status = httpRequest(cmd.admin, method, target, body);
+  int status = httpRequest(cmd.admin, method, target, cmd.token, body);
   if (status < 0) {
     std::fprintf(stderr, "postern: %s\n", body.c_str());
     return 1;

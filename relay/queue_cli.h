@@ -16,6 +16,7 @@ struct QueueCommand {
   std::string action;  // list, summary, show, flush, delete, bounce
   std::string id;      // queue id, or "" (flush: all)
   std::string admin;   // ip:port
+  std::string token;   // the queue API's bearer token (relay/admin_token.h)
   std::string spool_dir;
   bool json = false;
 };

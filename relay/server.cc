@@ -5,6 +5,7 @@
 
 #include "core/log.h"
 #include "queue/spool_dirs.h"
+#include "relay/admin_token.h"
 #include "relay/listen_socket.h"
 #include "relay/reload.h"
 
@@ -46,9 +47,12 @@ int Server::run() {
   if (err.empty() && !config_.admin_address.empty()) {
     std::vector<Worker*> workers;
     for (auto& w : workers_) workers.push_back(w.get());
-    admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, config_.admin_queue_networks,
-                                     workers, [this] { return stopping_; });
-    err = admin_->start();
+    std::string token = loadOrCreateAdminToken(config_, err);
+    if (err.empty()) {
+      admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, config_.admin_queue_networks,
+                                       std::move(token), workers, [this] { return stopping_; });
+      err = admin_->start();
+    }
   }
   for (size_t i = 0; i < workers_.size() && err.empty(); ++i) {
     err = workers_[i]->start(!config_.accept_handoff);

@@ -7,6 +7,7 @@ Config: retry_min = 30 s, so a deferred message stays deferred until flushed."""
 
 import http.client as httpclient
 import json
+import os
 import socket
 import subprocess
 import time
@@ -22,9 +23,10 @@ FROM = "sender@origin.test"
 BODY = b"Subject: admin test\r\n\r\nhello\r\n"
 
 
-def http(port, path, method="GET"):
+def http(port, path, method="GET", token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     req = urllib.request.Request(f"http://{HOST}:{port}{path}", method=method,
-                                 data=b"" if method == "POST" else None)
+                                 data=b"" if method == "POST" else None, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read().decode()
@@ -65,9 +67,35 @@ class AdminTest(RelayTestCase):
         self.assertEqual(http(self.relay.admin_port, "/readyz"), (200, "ready\n"))
         self.assertEqual(http(self.relay.admin_port, "/nope")[0], 404)
         self.assertEqual(http(self.relay.admin_port, "/healthz", "POST")[0], 405)
-        self.assertEqual(http(self.relay.admin_port, "/queue/flush")[0], 405)
+        token = self.token()
+        self.assertEqual(http(self.relay.admin_port, "/queue/flush", token=token)[0], 405)
         self.assertEqual(http(self.relay.admin_port, "/queue/0123456789ABCDEF/vanish",
-                              "POST")[0], 404)
+                              "POST", token=token)[0], 404)
+
+    def token(self):
+        with open(os.path.join(self.relay.spool_dir, "admin.token")) as f:
+            return f.read().strip()
+
+    def test_queue_api_needs_the_bearer_token(self):
+        """Reaching the admin port from loopback is not enough: without the token (made
+        at start in the spool, mode 0600) every queue path is 401."""
+        self.send(["kept@dest.test"])
+        self.wait_queued(1)
+        path = os.path.join(self.relay.spool_dir, "admin.token")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        token = self.token()
+        self.assertGreaterEqual(len(token), 64)
+        for bad in (None, "wrong-token-of-some-length", token[:-1], token + "x"):
+            for p, method in (("/queue", "GET"), ("/queue/summary", "GET"),
+                              ("/queue/flush", "POST")):
+                status, text = http(self.relay.admin_port, p, method, token=bad)
+                self.assertEqual(status, 401, f"{method} {p} with {bad!r}: {text}")
+        self.assertEqual(http(self.relay.admin_port, "/queue", token=token)[0], 200)
+        self.assertEqual(http(self.relay.admin_port, "/metrics")[0], 200)   # stays open
+        # The same token after a restart: a running `postern queue` script keeps working.
+        self.relay.restart()
+        self.assertEqual(self.token(), token)
+        self.assertEqual(len(self.queue_ids()), 1)
 
     def raw_admin(self, data):
         with socket.create_connection((HOST, self.relay.admin_port), timeout=10) as s:
