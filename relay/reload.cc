@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "relay/admin_token.h"
 #include "relay/session.h"
 
 namespace postern {
@@ -43,6 +44,11 @@ std::string loadReferencedFiles(const Config& config, TlsContexts& tls) {
   if (verify) {
     tls.verifying = TlsContext::createVerifyingClient(config.delivery.ca_file, err);
     if (!tls.verifying) return "delivery.ca_file: " + err;
+  }
+  // Read here too so that check-config and a reload catch a bad one (the admin endpoint
+  // reads it at start only: admin is a restart setting).
+  if (!config.admin_token_file.empty() && readAdminToken(config.admin_token_file, err).empty()) {
+    return "admin.token_file: " + err;
   }
   return "";
 }

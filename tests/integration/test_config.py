@@ -136,6 +136,8 @@ class ConfigTest(unittest.TestCase):
             "delivery.ca_file": base.replace(
                 "[delivery]\n", f'[delivery]\nca_file = "{missing}"\n').replace(
                 'next_hop = "', 'tls = "required"\nnext_hop = "'),
+            "admin.token_file": base.replace(
+                "[admin]\n", f'[admin]\ntoken_file = "{missing}"\n'),
         }
         for key, text in cases.items():
             path = self.write(f"{key}.toml", text)
