@@ -179,6 +179,9 @@ void readLimits(TableReader& r, Limits& l) {
   l.data_timeout = r.seconds("data_timeout", l.data_timeout);
   l.connections = static_cast<size_t>(r.integer("connections", 20000, 1, 10000000));
   l.connections_per_ip = static_cast<size_t>(r.integer("connections_per_ip", 100, 1, 10000000));
+  l.ipv6_prefix = static_cast<unsigned>(r.integer("ipv6_prefix", 64, 16, 128));
+  l.memory_budget =
+      static_cast<size_t>(r.integer("memory_budget", 256 << 20, 1 << 20, int64_t{1} << 40));
   l.messages_per_connection =
       static_cast<size_t>(r.integer("messages_per_connection", 1000, 1, 10000000));
   l.hop_limit = static_cast<size_t>(r.integer("hop_limit", 50, 1, 1000));

@@ -66,6 +66,11 @@ struct Limits {
   double data_timeout = 300;     // seconds
   size_t connections = 20000;
   size_t connections_per_ip = 100;
+  // IPv6 clients are counted per prefix of this length (one /64 is one site: a client
+  // has 2^64 addresses to spread over); IPv4 per address.
+  unsigned ipv6_prefix = 64;
+  // Envelope and in-memory body octets of all sessions together (core/memory_budget.h).
+  size_t memory_budget = 256u << 20;
   size_t messages_per_connection = 1000;
   // A message whose header section carries more "Received:" fields than this has looped
   // (or been relayed absurdly often): 554 5.4.6, like Postfix's hopcount_limit.

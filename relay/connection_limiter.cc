@@ -3,10 +3,14 @@
 namespace postern {
 
 std::atomic<uint32_t>& ConnectionLimiter::bucket(const IpAddress& ip) {
-  // FNV-1a over the address bytes.
+  // FNV-1a over the address bytes (of IPv6, the prefix's bits only).
   uint64_t h = 1469598103934665603ull;
-  size_t n = ip.v6 ? 16 : 4;
-  for (size_t i = 0; i < n; ++i) h = (h ^ ip.bytes[i]) * 1099511628211ull;
+  const unsigned bits = ip.v6 ? ipv6_prefix_ : 32;
+  for (unsigned i = 0; i * 8 < bits; ++i) {
+    const unsigned keep = bits - i * 8 >= 8 ? 8 : bits - i * 8;
+    const auto mask = static_cast<uint8_t>(0xff00u >> keep);
+    h = (h ^ (ip.bytes[i] & mask)) * 1099511628211ull;
+  }
   return per_ip_[h % kBuckets];
 }
 

@@ -2,7 +2,8 @@
 // worker thread without a lock.
 //
 // Per-IP counts live in a fixed table of atomic counters indexed by a hash of the
-// address, so the memory is bounded whatever the number of clients. Two addresses that
+// address (of an IPv6 address, its first ipv6_prefix bits: one client may own a whole
+// /64), so the memory is bounded whatever the number of clients. Two addresses that
 // share a bucket share its count: the limit can only be reached early (never exceeded),
 // and with 64K buckets that needs a collision among the few busiest clients.
 #pragma once
@@ -18,7 +19,9 @@ namespace postern {
 
 class ConnectionLimiter {
  public:
-  ConnectionLimiter(size_t total, size_t per_ip) : max_total_(total), max_per_ip_(per_ip) {}
+  // ipv6_prefix is fixed for the process (admit and release must hash alike).
+  ConnectionLimiter(size_t total, size_t per_ip, unsigned ipv6_prefix = 128)
+      : max_total_(total), max_per_ip_(per_ip), ipv6_prefix_(ipv6_prefix) {}
 
   // Takes a slot for a new connection from ip; false if a limit is reached.
   bool admit(const IpAddress& ip);
@@ -38,6 +41,7 @@ class ConnectionLimiter {
 
   std::atomic<size_t> max_total_;
   std::atomic<size_t> max_per_ip_;
+  const unsigned ipv6_prefix_;
   std::atomic<size_t> total_{0};
   std::array<std::atomic<uint32_t>, kBuckets> per_ip_{};
 };

@@ -19,7 +19,9 @@ Server::Server(std::shared_ptr<const Config> config, TlsContexts tls, std::strin
       current_(startup_),
       config_path_(std::move(config_path)),
       spool_override_(std::move(spool_override)),
-      limiter_(config_.limits.connections, config_.limits.connections_per_ip) {
+      limiter_(config_.limits.connections, config_.limits.connections_per_ip,
+               config_.limits.ipv6_prefix),
+      memory_(config_.limits.memory_budget) {
   uv_loop_init(&loop_);
 }
 
@@ -40,7 +42,7 @@ int Server::run() {
   uv_signal_start(&sighup_, onHangup, SIGHUP);
   std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
   for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
-    workers_.push_back(std::make_unique<Worker>(startup_, startup_tls_, i, limiter_));
+    workers_.push_back(std::make_unique<Worker>(startup_, startup_tls_, i, limiter_, memory_));
   }
   // The admin endpoint listens before any SMTP listener, so whoever sees port 25 open
   // can also ask /readyz (which waits for the workers' loops to answer).
@@ -179,6 +181,7 @@ void Server::reload() {
   }
   current_ = plan.config;
   limiter_.setLimits(current_->limits.connections, current_->limits.connections_per_ip);
+  memory_.setLimit(current_->limits.memory_budget);
   spdlog::set_level(spdlog::level::from_str(current_->log_level));
   // Every worker switches on its own loop; the last one to do so says it is done, so a
   // config_reloaded line means every new connection now gets the new configuration.

@@ -65,6 +65,7 @@ class Server {
   const std::string spool_override_;
   unsigned reloads_ = 0;
   ConnectionLimiter limiter_;
+  MemoryBudget memory_;  // every worker's sessions together
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   uv_loop_t loop_;

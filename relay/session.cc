@@ -33,7 +33,15 @@ Session::Session(Worker& worker, const ListenerConfig& listener)
   worker_.addSession(this);
 }
 
-Session::~Session() { worker_.removeSession(this); }
+Session::~Session() {
+  releaseMemory();
+  worker_.removeSession(this);
+}
+
+void Session::releaseMemory() {
+  worker_.memory().release(envelope_charged_ + body_charged_);
+  envelope_charged_ = body_charged_ = 0;
+}
 
 Session* Session::create(Worker& worker, const ListenerConfig& listener) {
   auto* s = new Session(worker, listener);

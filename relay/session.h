@@ -57,6 +57,10 @@ class Session {
 
  private:
   static constexpr size_t kCipherBuffer = 16 * 1024;
+  static constexpr size_t kBodyChargeStep = 16 * 1024;  // see spillIfLarge()
+  // Budget charged per envelope address besides its octets: its three strings (address,
+  // NOTIFY, ORCPT or sender, RET, ENVID) and their vector slots.
+  static constexpr size_t kEnvelopeOverhead = 3 * sizeof(std::string);
   // Replies queued but not taken by the socket: above the high mark the session stops
   // reading (a client that pipelines without reading cannot grow our memory), below the
   // low mark it reads again.
@@ -96,6 +100,8 @@ class Session {
   void cmdRcpt(const Command& cmd);
   void cmdStartTls(const Command& cmd);
   void resetTransaction();
+  // Gives back what this session's envelope and body hold of the worker's MemoryBudget.
+  void releaseMemory();
 
   // session_data.cc
   void cmdData(const Command& cmd);
@@ -158,6 +164,10 @@ class Session {
   std::string dsn_envid_;
   std::vector<std::string> dsn_notify_;
   std::vector<std::string> dsn_orcpt_;
+  // Octets of the process-wide MemoryBudget this transaction holds: its recipients, and
+  // its in-memory body in steps of kBodyChargeStep.
+  size_t envelope_charged_ = 0;
+  size_t body_charged_ = 0;
 
   // The message being received (DATA or BDAT).
   uint64_t queue_id_ = 0;

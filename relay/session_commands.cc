@@ -95,6 +95,7 @@ void Session::resetTransaction() {
   dsn_notify_.clear();
   dsn_orcpt_.clear();
   body_.clear();  // lets go of the read buffers it pinned
+  releaseMemory();
   spill_.reset();
   spill_failed_ = false;
 }
@@ -165,6 +166,12 @@ void Session::cmdMail(const Command& cmd) {
     }
   }
   if (path.eight_bit && !utf8) return error(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+  // Not the client's error when the relay holds all it may: try again later.
+  const size_t cost = path.mailbox.size() + ret.size() + envid.size() + kEnvelopeOverhead;
+  if (!worker_.memory().tryCharge(cost)) {
+    return reply(452, "4.3.1", "Insufficient system resources, try again later");
+  }
+  envelope_charged_ += cost;
   sender_.assign(path.mailbox);
   smtputf8_ = utf8;
   dsn_ret_ = std::move(ret);
@@ -224,6 +231,11 @@ void Session::cmdRcpt(const Command& cmd) {
   if (recipients_.size() >= limits_.recipients) {
     return reply(452, "4.5.3", "Error: too many recipients");
   }
+  const size_t cost = mailbox->size() + notify.size() + orcpt.size() + kEnvelopeOverhead;
+  if (!worker_.memory().tryCharge(cost)) {
+    return reply(452, "4.3.1", "Insufficient system resources, try again later");
+  }
+  envelope_charged_ += cost;
   recipients_.push_back(std::move(*mailbox));
   dsn_notify_.push_back(std::move(notify));
   dsn_orcpt_.push_back(std::move(orcpt));

@@ -56,7 +56,18 @@ void Session::handleData(const Line& line) {
 }
 
 void Session::spillIfLarge() {
-  if (body_.footprint() < limits_.message_memory || reader_.error() != DataError::kNone) return;
+  // The budget is charged in steps, so the shared counter is touched once per step, not
+  // once per line.
+  const size_t footprint = body_.footprint();
+  if (footprint > body_charged_) {
+    const size_t step = (footprint - body_charged_ + kBodyChargeStep - 1) / kBodyChargeStep;
+    worker_.memory().charge(step * kBodyChargeStep);
+    body_charged_ += step * kBodyChargeStep;
+  }
+  // Past message_memory, or at least a step's worth while the relay's budget is spent.
+  const bool spill = footprint >= limits_.message_memory ||
+                     (footprint >= kBodyChargeStep && worker_.memory().exhausted());
+  if (!spill || reader_.error() != DataError::kNone) return;
   if (!spill_ && !spill_failed_) {
     std::string err;
     spill_ = worker_.spool().newSpill(err);
@@ -74,6 +85,8 @@ void Session::spillIfLarge() {
   // Kept reading to the end either way (the client must stay in step), stored nowhere.
   body_.clear();
   reader_.outMoved();
+  worker_.memory().release(body_charged_);
+  body_charged_ = 0;
 }
 
 void Session::cmdBdat(const Command& cmd) {

@@ -17,11 +17,12 @@ constexpr size_t kFreeBuffers = 256;
 }  // namespace
 
 Worker::Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned index,
-               ConnectionLimiter& limiter)
+               ConnectionLimiter& limiter, MemoryBudget& memory)
     : config_(config),
       startup_(config),
       index_(index),
       limiter_(limiter),
+      memory_(memory),
       buffers_(Session::bufferSize(config->limits), kFreeBuffers),
       tls_(std::move(tls)) {
   uv_loop_init(&loop_);

@@ -26,6 +26,7 @@
 
 #include "core/buffer_pool.h"
 #include "core/config.h"
+#include "core/memory_budget.h"
 #include "core/metrics.h"
 #include "core/network.h"
 #include "queue/spool.h"
@@ -40,7 +41,7 @@ class Session;
 class Worker {
  public:
   Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned index,
-         ConnectionLimiter& limiter);
+         ConnectionLimiter& limiter, MemoryBudget& memory);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -81,6 +82,7 @@ class Worker {
 
   bool admitConnection(const IpAddress& ip) { return limiter_.admit(ip); }
   void releaseConnection(const IpAddress& ip) { limiter_.release(ip); }
+  MemoryBudget& memory() { return memory_; }
 
   void addSession(Session* s) {
     sessions_.insert(s);
@@ -114,6 +116,7 @@ class Worker {
   const std::shared_ptr<const Config> startup_;
   unsigned index_;
   ConnectionLimiter& limiter_;
+  MemoryBudget& memory_;
   uv_loop_t loop_;
   BufferPool buffers_;
   std::unique_ptr<Spool> spool_;

@@ -250,3 +250,66 @@ class MessageMemoryTest(RelayTestCase):
         self.assertEqual(self.downstream.wait_for(self.CLIENTS, 60), self.CLIENTS)
         for m in self.downstream.snapshot():
             assert_relayed(self, m, body, "a@origin.test", m.rcpt_tos)
+
+
+class MemoryBudgetTest(RelayTestCase):
+    """limits.memory_budget bounds what all sessions together hold in envelopes: with the
+    smallest budget (1 MiB), clients adding 2 KB recipients get 452 4.3.1 once the relay
+    holds 1 MiB of them (MAIL too while it is spent), whichever session holds it; RSET on
+    one session frees memory for the others."""
+
+    relay_kwargs = {"extra": "[limits]\nmemory_budget = 1048576\nrecipients = 100000\n"}
+    RCPT = "r{:05d}" + "x" * 1990 + "@dest.test"
+
+    def session(self):
+        sock = socket.create_connection((HOST, self.relay.port), timeout=30)
+        self.addCleanup(sock.close)
+        r = ReplyReader(sock, timeout=30)
+        r.reply()
+        sock.sendall(b"EHLO c.test\r\nMAIL FROM:<a@origin.test>\r\n")
+        self.assertEqual([c for c, _ in r.replies(2)], [250, 250])
+        return sock, r
+
+    def add(self, sock, r, first, n):
+        """Pipelines n RCPTs; returns their reply codes."""
+        sock.sendall(b"".join(f"RCPT TO:<{self.RCPT.format(first + i)}>\r\n".encode()
+                              for i in range(n)))
+        return [c for c, _ in r.replies(n)]
+
+    def test_recipients_of_all_sessions_share_the_budget(self):
+        a, ra = self.session()
+        b, rb = self.session()
+        codes_a = self.add(a, ra, 0, 300)
+        codes_b = self.add(b, rb, 300, 300)
+        accepted = codes_a.count(250) + codes_b.count(250)
+        refused = codes_a.count(452) + codes_b.count(452)
+        sys.stderr.write(f"\nmemory budget 1 MiB: {accepted} recipients of 2 KB accepted, "
+                         f"{refused} refused with 452\n")
+        self.assertEqual(accepted + refused, 600)
+        # 1 MiB of ~2.1 KB recipients: about 490 fit, and not one more than the budget.
+        self.assertGreater(accepted, 400)
+        self.assertLessEqual(accepted * (len(self.RCPT.format(0)) + 96), 1 << 20)
+        self.assertGreater(refused, 0)
+        # Small recipients fill what is left; then a new transaction's MAIL (its sender
+        # takes memory too) is refused while the budget is spent.
+        small = b"".join(b"RCPT TO:<s%d@dest.test>\r\n" % i for i in range(40))
+        b.sendall(small)
+        self.assertIn(452, [c for c, _ in rb.replies(40)])
+        sock = socket.create_connection((HOST, self.relay.port), timeout=30)
+        self.addCleanup(sock.close)
+        r = ReplyReader(sock, timeout=30)
+        r.reply()
+        sender = "long-sender-" + "s" * 200 + "@origin.test"
+        sock.sendall(f"EHLO c.test\r\nMAIL FROM:<{sender}>\r\n".encode())
+        codes = r.replies(2)
+        self.assertEqual(codes[1][0], 452, codes)
+        self.assertTrue(codes[1][1][0].startswith(b"4.3.1"), codes)
+        # RSET on one session gives its share back: the other may add again.
+        a.sendall(b"RSET\r\n")
+        self.assertEqual(ra.reply()[0], 250)
+        self.assertEqual(self.add(b, rb, 600, 10), [250] * 10)
+        # And the ones that got in are delivered as usual.
+        b.sendall(b"DATA\r\n")
+        self.assertEqual(rb.reply()[0], 354)
+        b.sendall(b"Subject: budget\r\n\r\nhello\r\n.\r\n")
+        self.assertEqual(rb.reply()[0], 250)

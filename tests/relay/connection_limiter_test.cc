@@ -22,6 +22,26 @@ TEST(ConnectionLimiter, PerIpAndTotal) {
   EXPECT_EQ(l.total(), 3u);
 }
 
+// One IPv6 client owns a whole /64: its addresses share one count (the default prefix);
+// the next /64 is another client. IPv4 is per address whatever the prefix.
+TEST(ConnectionLimiter, Ipv6CountedPerPrefix) {
+  ConnectionLimiter l(100, 2, 64);
+  auto ip = [](const char* t) { return IpAddress::parse(t).value(); };
+  EXPECT_TRUE(l.admit(ip("2001:db8:1:2::1")));
+  EXPECT_TRUE(l.admit(ip("2001:db8:1:2:ffff::9")));
+  EXPECT_FALSE(l.admit(ip("2001:db8:1:2:abcd:1234:5678:9abc")));
+  EXPECT_TRUE(l.admit(ip("2001:db8:1:3::1")));  // the next /64
+  EXPECT_TRUE(l.admit(ip("192.0.2.1")));
+  EXPECT_TRUE(l.admit(ip("192.0.2.2")));
+  l.release(ip("2001:db8:1:2::77"));  // any address of the prefix gives its slot back
+  EXPECT_TRUE(l.admit(ip("2001:db8:1:2::1")));
+
+  ConnectionLimiter odd(100, 1, 60);  // a prefix inside a byte
+  EXPECT_TRUE(odd.admit(ip("2001:db8:1:20::1")));
+  EXPECT_FALSE(odd.admit(ip("2001:db8:1:2f::1")));  // same /60
+  EXPECT_TRUE(odd.admit(ip("2001:db8:1:30::1")));
+}
+
 // Many threads admitting and releasing at once never let the count pass the limit and
 // return it to zero (run under TSan by `make tsan`).
 TEST(ConnectionLimiter, ConcurrentAdmitsStayBounded) {
