@@ -9,6 +9,7 @@
 
 #include "core/ascii.h"
 #include "core/domain.h"
+#include "core/recipient_list.h"
 
 namespace postern {
 namespace {
@@ -291,6 +292,41 @@ RouteConfig readRoute(TableReader& r, const toml::table* t) {
   return rc;
 }
 
+RecipientCheck readRecipientCheck(TableReader& r, const toml::table* t) {
+  RecipientCheck rc;
+  const std::string domain = r.str("domain", "");
+  auto canonical = canonicalDomain(domain);
+  if (domain.empty()) r.fail(t, "domain", "is required");
+  if (!canonical || isDomainLiteral(domain)) r.fail(r.get("domain"), "domain", "not a domain");
+  rc.domain = *canonical;
+  const std::string mode = r.str("mode", "list");
+  rc.file = r.str("file", "");
+  if (mode == "list") {
+    if (rc.file.empty()) r.fail(t, "file", "is required with mode = \"list\"");
+    try {
+      rc.list = RecipientList::load(rc.file);
+    } catch (const ConfigError& e) {
+      r.fail(r.get("file"), "file", e.what());
+    }
+  } else if (mode == "probe") {
+    rc.mode = RecipientCheck::Mode::kProbe;
+    if (!rc.file.empty()) r.fail(r.get("file"), "file", "only with mode = \"list\"");
+  } else {
+    r.fail(r.get("mode"), "mode", "expected \"list\" or \"probe\"");
+  }
+  rc.positive_ttl = r.seconds("positive_ttl", rc.positive_ttl);
+  rc.negative_ttl = r.seconds("negative_ttl", rc.negative_ttl);
+  rc.probe_timeout = r.seconds("probe_timeout", rc.probe_timeout);
+  const std::string fail = r.str("fail", "closed");
+  if (fail != "closed" && fail != "open") {
+    r.fail(r.get("fail"), "fail", "expected \"closed\" (450) or \"open\" (accept)");
+  }
+  rc.fail_open = fail == "open";
+  rc.max_probes = static_cast<size_t>(r.integer("max_probes", 4, 1, 1000));
+  r.finish();
+  return rc;
+}
+
 }  // namespace
 
 Config loadConfig(const std::string& path) {
@@ -372,6 +408,15 @@ Config loadConfig(const std::string& path) {
   if (const toml::table* t = top.table("limits")) {
     TableReader r(*t, path, "limits.");
     readLimits(r, c.limits);
+  }
+  for (const toml::table* t : top.tables("recipients")) {
+    TableReader r(*t, path, "recipients.");
+    c.recipient_checks.push_back(readRecipientCheck(r, t));
+    for (size_t i = 0; i + 1 < c.recipient_checks.size(); ++i) {
+      if (c.recipient_checks[i].domain == c.recipient_checks.back().domain) {
+        r.fail(r.get("domain"), "domain", "has a [[recipients]] table already");
+      }
+    }
   }
   if (const toml::table* t = top.table("tls")) {
     TableReader r(*t, path, "tls.");

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -51,6 +52,27 @@ struct RouteConfig {
   bool allow_internal_mx = false;
 
   bool isMx() const { return next_hop == "mx"; }
+};
+
+class RecipientList;
+
+// Recipient validation at RCPT for one domain ([[recipients]]): unknown recipients are
+// refused (550 5.1.1) rather than accepted and bounced to a usually forged sender.
+struct RecipientCheck {
+  enum class Mode {
+    kList,   // the addresses in file (core/recipient_list.h)
+    kProbe,  // what the domain's next hop says to RCPT, cached (relay/recipient_probe.h)
+  };
+  std::string domain;  // canonical
+  Mode mode = Mode::kList;
+  std::string file;
+  std::shared_ptr<const RecipientList> list;  // kList: read with the configuration
+  double positive_ttl = 86400;                // kProbe: seconds an answer is reused, "exists"...
+  double negative_ttl = 3600;                 // ...and "unknown"
+  double probe_timeout = 30;                  // seconds for a whole probe
+  // The next hop cannot be asked (down, 4xx): "closed" answers 450 4.1.1, "open" accepts.
+  bool fail_open = false;
+  size_t max_probes = 4;  // probe connections at once, for the whole relay
 };
 
 struct Limits {
@@ -119,6 +141,7 @@ struct Config {
   std::vector<Network> relay_networks;
   std::vector<std::string> accept_domains;  // lower-case
   std::vector<RouteConfig> routes;
+  std::vector<RecipientCheck> recipient_checks;
   std::string admin_address = "127.0.0.1:9025";
   // Who may use the queue API (it shows addresses and can delete mail); /healthz,
   // /readyz and /metrics answer anyone who reaches admin_address.

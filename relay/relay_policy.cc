@@ -32,4 +32,13 @@ RcptPolicy checkRecipient(const Config& config, bool relay_client, std::string_v
   return RcptPolicy::kRelayDenied;
 }
 
+const RecipientCheck* recipientCheckFor(const Config& config, std::string_view mailbox) {
+  if (config.recipient_checks.empty()) return nullptr;
+  const std::string_view domain = domainOf(mailbox);
+  for (const auto& c : config.recipient_checks) {
+    if (equalsIgnoreCase(domain, c.domain)) return &c;
+  }
+  return nullptr;
+}
+
 }  // namespace postern

@@ -25,6 +25,9 @@ enum class RcptPolicy {
 // canonical form (canonicalMailbox); source_route: the client gave one (PathArg).
 RcptPolicy checkRecipient(const Config& config, bool relay_client, std::string_view mailbox,
                           bool source_route = false);
+// The [[recipients]] check for a canonical mailbox's domain, or nullptr.
+const RecipientCheck* recipientCheckFor(const Config& config, std::string_view mailbox);
+
 inline bool mayRelayTo(const Config& config, bool relay_client, std::string_view mailbox) {
   return checkRecipient(config, relay_client, mailbox) == RcptPolicy::kAllowed;
 }

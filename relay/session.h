@@ -99,6 +99,8 @@ class Session {
   void cmdMail(const Command& cmd);
   void cmdRcpt(const Command& cmd);
   void cmdStartTls(const Command& cmd);
+  // [[recipients]]: true if mailbox may be accepted; else the reply has been given.
+  bool recipientExists(const RecipientCheck& check, const std::string& mailbox);
   void resetTransaction();
   // Gives back what this session's envelope and body hold of the worker's MemoryBudget.
   void releaseMemory();

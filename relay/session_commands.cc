@@ -3,6 +3,7 @@
 #include "core/domain.h"
 #include "core/esmtp_params.h"
 #include "core/log.h"
+#include "core/recipient_list.h"
 #include "core/smtp_reply.h"
 #include "relay/relay_policy.h"
 #include "relay/session.h"
@@ -228,6 +229,9 @@ void Session::cmdRcpt(const Command& cmd) {
           554, "5.7.1",
           "<" + std::string(path.mailbox) + ">: Relay access denied (sender-specified routing)");
   }
+  if (const RecipientCheck* check = recipientCheckFor(*config_, *mailbox)) {
+    if (!recipientExists(*check, *mailbox)) return;
+  }
   if (recipients_.size() >= limits_.recipients) {
     return reply(452, "4.5.3", "Error: too many recipients");
   }
@@ -241,6 +245,38 @@ void Session::cmdRcpt(const Command& cmd) {
   dsn_orcpt_.push_back(std::move(orcpt));
   state_ = State::kRcpt;
   reply(250, "2.1.5", "Ok");
+}
+
+bool Session::recipientExists(const RecipientCheck& check, const std::string& mailbox) {
+  const std::string rcpt = "<" + mailbox + ">: Recipient address rejected: ";
+  auto unknown = [&](const std::string& why) {
+    logEvent(spdlog::level::info, "recipient_unknown",
+             {{"client", client_text_}, {"rcpt", mailbox}, {"why", why}});
+    rcpt_rejected_ = true;
+    error(550, "5.1.1", rcpt + why);
+    return false;
+  };
+  if (check.mode == RecipientCheck::Mode::kList) {
+    return check.list->contains(mailbox) || unknown("User unknown");
+  }
+  const ProbeAnswer answer = worker_.prober().check(check, mailbox);
+  switch (answer.verdict) {
+    case ProbeVerdict::kExists:
+      return true;
+    case ProbeVerdict::kUnknown:
+      return unknown("undeliverable address: " + answer.reply);
+    case ProbeVerdict::kUnavailable:
+      if (check.fail_open) return true;
+      rcpt_rejected_ = true;
+      reply(450, "4.1.1", rcpt + "unverified address: verification temporarily unavailable");
+      return false;
+    case ProbeVerdict::kPending:
+      break;
+  }
+  // Not the client's error (no error count): it retries, by then the answer is known.
+  rcpt_rejected_ = true;
+  reply(450, "4.1.1", rcpt + "unverified address: verification in progress");
+  return false;
 }
 
 void Session::cmdStartTls(const Command& cmd) {

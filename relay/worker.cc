@@ -50,6 +50,8 @@ std::string Worker::start(bool own_listeners) {
                                    index_, config_->segment_size);
   delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_, tls_.verifying, metrics_);
   if (std::string err = delivery_->init(); !err.empty()) return err;
+  prober_ = std::make_unique<RecipientProber>(&loop_, config_);
+  if (std::string err = prober_->init(); !err.empty()) return "recipient probes: dns: " + err;
 
   std::vector<SpooledMessage> recovered;
   if (std::string err = spool_->open(recovered); !err.empty()) return "spool: " + err;
@@ -83,6 +85,7 @@ std::string Worker::start(bool own_listeners) {
 void Worker::reload(std::shared_ptr<const Config> config, const TlsContexts& tls) {
   if (stopping_) return;
   delivery_->reload(config, tls.verifying);
+  prober_->reload(config);
   config_ = std::move(config);
   tls_ = tls;
 }
@@ -98,6 +101,7 @@ void Worker::abandon() {
   // Closes whatever is still open (all of it when start() failed) and lets the close
   // callbacks run.
   closeListeners();
+  if (prober_) prober_->stop();
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
@@ -155,6 +159,7 @@ void Worker::stop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&handoff_async_), nullptr);
   for (Session* s : std::set<Session*>(sessions_)) s->shutdown();
   delivery_->stop();
+  prober_->stop();
   drain_deadline_ = uv_now(&loop_) + static_cast<uint64_t>(config_->drain_timeout * 1000);
   uv_timer_start(&drain_timer_, onDrainTimer, 20, 20);
 }

@@ -32,6 +32,7 @@
 #include "queue/spool.h"
 #include "relay/connection_limiter.h"
 #include "relay/delivery.h"
+#include "relay/recipient_probe.h"
 #include "relay/tls.h"
 
 namespace postern {
@@ -67,6 +68,7 @@ class Worker {
   std::shared_ptr<const Config> configSnapshot() const { return config_; }
   Spool& spool() { return *spool_; }
   Delivery& delivery() { return *delivery_; }
+  RecipientProber& prober() { return *prober_; }
   BufferPool& bufferPool() { return buffers_; }
   bool stopping() const { return stopping_; }
   // The STARTTLS context, or nullptr when no certificate is configured.
@@ -121,6 +123,7 @@ class Worker {
   BufferPool buffers_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Delivery> delivery_;
+  std::unique_ptr<RecipientProber> prober_;
   TlsContexts tls_;
   std::vector<Listener*> listeners_;  // freed in their close callbacks
   uv_async_t stop_async_;
