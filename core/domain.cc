@@ -46,8 +46,9 @@ std::optional<std::string> canonicalMailbox(std::string_view mailbox) {
   if (at == std::string_view::npos) return std::string(mailbox);
   auto domain = canonicalDomain(mailbox.substr(at + 1));
   if (!domain) return std::nullopt;
-  std::string out(mailbox.substr(0, at + 1));
-  out += *domain;
+  std::string out;
+  out.reserve(at + 1 + domain->size());  // exact: recipients are kept as they are built
+  out.append(mailbox.substr(0, at + 1)).append(*domain);
   return out;
 }
 

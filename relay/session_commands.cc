@@ -235,7 +235,9 @@ void Session::cmdRcpt(const Command& cmd) {
   if (recipients_.size() >= limits_.recipients) {
     return reply(452, "4.5.3", "Error: too many recipients");
   }
-  const size_t cost = mailbox->size() + notify.size() + orcpt.size() + kEnvelopeOverhead;
+  // Capacities, not sizes: what the allocator really holds for them.
+  const size_t cost =
+      mailbox->capacity() + notify.capacity() + orcpt.capacity() + kEnvelopeOverhead;
   if (!worker_.memory().tryCharge(cost)) {
     return reply(452, "4.3.1", "Insufficient system resources, try again later");
   }
