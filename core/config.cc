@@ -192,6 +192,15 @@ void readLimits(TableReader& r, Limits& l) {
     r.fail(r.get("bare_line_endings"), "bare_line_endings", "expected \"reject\" or \"normalise\"");
   }
   l.normalise_bare_line_endings = bare == "normalise";
+  // The largest envelope: every recipient a full command line of address, with its
+  // NOTIFY and ORCPT, plus the sender and DSN fields.
+  const uint64_t envelope = uint64_t{l.recipients} * 3 * l.command_line + 4 * l.command_line;
+  if (l.message_size + envelope > kMaxSpoolRecord) {
+    r.fail(r.get("message_size"), "message_size",
+           "a message of this size with the envelope of `recipients` recipients would not "
+           "fit one spool record (" +
+               std::to_string(kMaxSpoolRecord) + " octets)");
+  }
   r.finish();
 }
 

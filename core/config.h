@@ -17,6 +17,10 @@
 
 namespace postern {
 
+// The largest payload of one spool record (queue/record.h): a message and its envelope
+// must fit, or it would be acknowledged and then unreadable at the next start.
+constexpr uint32_t kMaxSpoolRecord = 1u << 30;
+
 struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };

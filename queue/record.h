@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/config.h"
 #include "queue/envelope.h"
 
 namespace postern {
@@ -21,7 +22,7 @@ enum class RecordType : uint8_t { kMessage = 1, kDone = 2 };
 
 constexpr size_t kRecordHeaderSize = 9;
 // A record larger than this is treated as corrupt rather than trusted.
-constexpr uint32_t kMaxRecordPayload = 1u << 30;
+constexpr uint32_t kMaxRecordPayload = kMaxSpoolRecord;  // core/config.h
 
 // Appends a Message record; body_offset receives the body's offset within `out`.
 void encodeMessage(std::string& out, const Envelope& env, std::string_view body,

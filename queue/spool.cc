@@ -16,8 +16,9 @@
 #include "core/assert.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "queue/record.h"
 #include "core/write_all.h"
+#include "queue/record.h"
+#include "queue/spool_dirs.h"
 
 namespace postern {
 
@@ -118,6 +119,7 @@ struct Spool::Batch {
   std::vector<PendingMessage> messages;
   std::string done;
   bool ok = false;
+  bool truncate_failed = false;  // the segment's end is unknown now
   int error = 0;
   double seconds = 0;  // writev + fdatasync
 };
@@ -188,9 +190,8 @@ std::string Spool::openSegment(uint32_t id) {
 }
 
 std::string Spool::open(std::vector<SpooledMessage>& recovered) {
+  if (std::string err = createDurableDirectories(dir_); !err.empty()) return err;
   std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
-  if (ec) return dir_ + ": " + ec.message();
   dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) return dir_ + ": " + std::strerror(errno);
 
@@ -332,6 +333,15 @@ void Spool::onProbeTimer(uv_timer_t* h) {
 }
 
 void Spool::flush(bool probe) {
+  if (broken_) {
+    // Fail-stop: nothing is written after garbage of unknown length. Done records are
+    // dropped (the recipients are delivered again after the restart: at least once).
+    pending_done_.clear();
+    auto refused = std::move(pending_);
+    pending_.clear();
+    for (auto& m : refused) m.cb(false, StoredRef{});
+    return;
+  }
   if (in_flight_ || (!probe && pending_.empty() && pending_done_.empty())) return;
   uv_timer_stop(&done_timer_);
   Segment& active = segments_[active_];
@@ -389,6 +399,7 @@ void Spool::work(void* batch) {
   if ((!b->ok || b->probe) && ::ftruncate(b->fd, static_cast<off_t>(b->start)) != 0) {
     b->ok = false;
     b->error = errno;
+    b->truncate_failed = true;
   }
   b->seconds = static_cast<double>(uv_hrtime() - start) / 1e9;
 }
@@ -420,9 +431,16 @@ void Spool::afterWork(void* batch) {
               {"error", std::strerror(b->error)},
               {"messages", uint64_t{b->messages.size()}}});
   }
+  if (b->truncate_failed && !self->broken_) {
+    self->broken_ = true;
+    logEvent(spdlog::level::critical, "spool_broken",
+             {{"segment", self->segmentPath(b->segment)},
+              {"error", std::strerror(b->error)},
+              {"action", "no more writes; mail refused with 452 until a restart"}});
+  }
   if (!b->ok) {
     // Keep the Done records for the next attempt; the messages are refused (452).
-    self->pending_done_.insert(0, b->done);
+    if (!self->broken_) self->pending_done_.insert(0, b->done);
     for (auto& m : b->messages) m.cb(false, StoredRef{});
   }
   delete b;
@@ -430,7 +448,7 @@ void Spool::afterWork(void* batch) {
     self->scheduleFlush();
   } else if (!self->pending_done_.empty() && !self->closed_) {
     uv_timer_start(&self->done_timer_, onDoneTimer, kDoneFlushMs, 0);
-  } else if (self->write_failed_ && !self->closed_) {
+  } else if (self->write_failed_ && !self->broken_ && !self->closed_) {
     uv_timer_start(&self->probe_timer_, onProbeTimer, kProbeMs, 0);
   }
 }

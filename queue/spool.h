@@ -12,7 +12,10 @@
 // acknowledged that is not on disk. While writes fail and nothing else is waiting to be
 // written, a probe (a small write and fdatasync, truncated away again) runs every second,
 // so writeFailing() (and /readyz) turns false once the disk takes writes again, without
-// needing mail that a relay reported unready would no longer get.
+// needing mail that a relay reported unready would no longer get. If the truncation
+// itself fails, the segment's end is unknown and any later record could land after
+// garbage: the spool is broken for good (fail-stop): nothing more is written, every
+// message gets 452 4.3.1 and writeFailing() stays true until a restart replays it.
 //
 // Recovery (open): segments are replayed in order; a record with a bad length or CRC ends
 // its segment (a torn tail from a crash); every recipient without a Done is returned for
@@ -100,7 +103,8 @@ class Spool {
   uint64_t bytes() const;  // all segments
   // Time each batch's writev + fdatasync took; whether the latest batch failed.
   const Histogram& fsyncSeconds() const { return fsync_; }
-  bool writeFailing() const { return write_failed_; }
+  bool writeFailing() const { return write_failed_ || broken_; }
+  bool broken() const { return broken_; }
   bool busy() const { return in_flight_ || !pending_.empty() || !pending_done_.empty(); }
 
  private:
@@ -149,6 +153,7 @@ class Spool {
   IoThread io_;  // runs work(); afterWork() comes back on the loop
   Histogram fsync_;
   bool write_failed_ = false;
+  bool broken_ = false;  // a failed write could not be truncated away: fail-stop
 
   // Queue ids: id_base_ (a multiple of 256, from the clock or past the largest recovered
   // id) + counter * 256 + worker index.

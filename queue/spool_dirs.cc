@@ -45,6 +45,21 @@ bool syncDir(const fs::path& dir) {
 
 }  // namespace
 
+std::string createDurableDirectories(const std::string& dir) {
+  std::error_code ec;
+  std::vector<fs::path> missing;  // deepest first
+  for (fs::path p = fs::absolute(dir, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    fs::create_directory(*it, ec);
+    if (ec) return it->string() + ": " + ec.message();
+    if (!syncDir(it->parent_path())) return it->parent_path().string() + ": fsync failed";
+  }
+  return "";
+}
+
 std::string mergeOrphanSpools(const std::string& spool_dir, unsigned workers) {
   std::error_code ec;
   if (!fs::is_directory(spool_dir, ec)) return "";
@@ -54,8 +69,7 @@ std::string mergeOrphanSpools(const std::string& spool_dir, unsigned workers) {
     std::string name = e.path().filename().string();
     if (std::sscanf(name.c_str(), "w%u%c", &k, &extra) != 1 || k < workers) continue;
     fs::path target = fs::path(spool_dir) / ("w" + std::to_string(k % workers));
-    fs::create_directories(target, ec);
-    if (ec) return target.string() + ": " + ec.message();
+    if (std::string err = createDurableDirectories(target); !err.empty()) return err;
     auto existing = segmentIds(target);
     unsigned next = existing.empty() ? 1 : existing.back() + 1;
     for (unsigned id : segmentIds(e.path())) {

@@ -13,4 +13,9 @@ namespace postern {
 // Returns "" or the error.
 std::string mergeOrphanSpools(const std::string& spool_dir, unsigned workers);
 
+// Creates dir and whatever of its parents is missing, each made durable (its parent
+// directory fsynced), so a segment written into it cannot vanish with its directory
+// entry after a power loss. Returns "" or the error.
+std::string createDurableDirectories(const std::string& dir);
+
 }  // namespace postern

@@ -64,6 +64,14 @@ TEST_F(ConfigTest, WrongTypeAndImpossibleValues) {
             std::string::npos);
   EXPECT_NE(errorOf(write("[server]\nhostname = \"a\"\n")).find("listener"), std::string::npos);
   EXPECT_NE(errorOf(write("[server\n")).find(":1:"), std::string::npos);
+  // A message that would not fit one spool record is refused at load, not acknowledged
+  // and then unreadable at the next start.
+  EXPECT_NE(errorOf(write(l + "[limits]\nmessage_size = 1073741824\n")).find("spool record"),
+            std::string::npos);
+  EXPECT_NE(errorOf(write(l + "[limits]\nmessage_size = 700000000\nrecipients = 100000\n"))
+                .find("limits.message_size"),
+            std::string::npos);
+  EXPECT_NO_THROW(loadConfig(write(l + "[limits]\nmessage_size = 500000000\n")));
 }
 
 TEST_F(ConfigTest, MissingFileIsNamed) {

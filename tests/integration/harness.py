@@ -180,6 +180,8 @@ class Relay:
         self.returncodes = []
         # Runs in the child before exec (e.g. resource.setrlimit); None: nothing.
         self.preexec_fn = None
+        # Extra environment for the process (e.g. LD_PRELOAD); None: the test's own.
+        self.env = None
         nets = ", ".join(f'"{n}"' for n in relay_networks)
         doms = ", ".join(f'"{d}"' for d in accept_domains)
         # [[route]] tables: the given ones, then "*" to the downstream unless
@@ -236,7 +238,9 @@ class Relay:
             log.flush()
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=self.tmp, preexec_fn=self.preexec_fn)
+                                         cwd=self.tmp, preexec_fn=self.preexec_fn,
+                                         env=None if self.env is None
+                                         else {**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rc = self.proc.poll()

@@ -40,6 +40,17 @@ TEST(SpoolDirs, OrphanSegmentsMoveAfterTheTargetsOwn) {
   fs::remove_all(root);
 }
 
+TEST(SpoolDirs, CreatesMissingParentsAndRefusesAFile) {
+  fs::path base = fs::temp_directory_path() / ("postern-durable-" + std::to_string(::getpid()));
+  fs::remove_all(base);
+  EXPECT_EQ(createDurableDirectories((base / "a" / "b" / "w0").string()), "");
+  EXPECT_TRUE(fs::is_directory(base / "a" / "b" / "w0"));
+  EXPECT_EQ(createDurableDirectories((base / "a" / "b" / "w0").string()), "");  // exists
+  std::ofstream(base / "file") << "x";
+  EXPECT_NE(createDurableDirectories((base / "file" / "w0").string()), "");
+  fs::remove_all(base);
+}
+
 TEST(SpoolDirs, NothingToDoWithoutASpool) {
   EXPECT_EQ(mergeOrphanSpools("/nonexistent/postern-spool", 2), "");
 }

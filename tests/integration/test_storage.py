@@ -1,0 +1,123 @@
+"""The spool's promises under the storage's failures, seen through an LD_PRELOAD shim
+(syscall_shim.c, path in $POSTERN_SHIM) in the real binary:
+
+* The 250 after DATA waits for fdatasync: while the shim holds the sync, no reply comes;
+  once it lets the sync return, the 250 does. (A kill -9 test keeps the page cache, so it
+  would pass with the sync removed; this one does not.)
+* A failed write whose truncation also fails leaves the segment's end unknown: the spool
+  stops writing for good (fail-stop): 452 4.3.1 for every message, /readyz 503, a
+  spool_broken line, even once the disk works again; a restart takes mail again."""
+
+import os
+import socket
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+from harness import HOST, RelayTestCase, ReplyReader
+
+FROM = "sender@origin.test"
+
+
+def shim():
+    path = os.environ.get("POSTERN_SHIM")
+    if not path:
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.path.normpath(os.path.join(here, "..", "..", "build", "tests", "integration",
+                                             "libpostern_syscall_shim.so"))
+    if not os.path.isfile(path):
+        raise AssertionError(f"syscall shim not built: {path} (set POSTERN_SHIM)")
+    return path
+
+
+def readyz(port):
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+class StorageTest(RelayTestCase):
+
+    auto_relay = False
+
+    def start_with(self, **env):
+        self.state = tempfile.mkdtemp(prefix="postern-shim-")
+        self.relay = None
+        from harness import Relay
+        relay = Relay(self.downstream.port)
+        # The sanitizer builds want their runtime first; the shim is not instrumented.
+        relay.env = {"LD_PRELOAD": shim(), "ASAN_OPTIONS": "verify_asan_link_order=0:"
+                     + os.environ.get("ASAN_OPTIONS", ""), **env}
+        self.relay = relay
+        self.addCleanup(self._cleanup_relay)
+        relay.start()
+        return relay
+
+    def open_transaction(self):
+        sock = socket.create_connection((HOST, self.relay.port), timeout=10)
+        self.addCleanup(sock.close)
+        r = ReplyReader(sock, timeout=10)
+        r.reply()
+        sock.sendall(b"EHLO c.test\r\nMAIL FROM:<%s>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n"
+                     % FROM.encode())
+        self.assertEqual([c for c, _ in r.replies(4)], [250, 250, 250, 354])
+        return sock, r
+
+    def test_250_waits_for_fdatasync(self):
+        gate = tempfile.mkdtemp(prefix="postern-gate-")
+        self.start_with(POSTERN_SHIM_SYNC_GATE=gate)
+        sock, r = self.open_transaction()
+        sock.sendall(b"Subject: sync order\r\n\r\nbody\r\n.\r\n")
+        waiting = os.path.join(gate, "waiting")
+        deadline = time.monotonic() + 10
+        while not os.path.exists(waiting) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(os.path.exists(waiting), "the relay never called fdatasync")
+        # The sync is held: nothing may come back, however long we wait.
+        sock.settimeout(1.5)
+        try:
+            early = sock.recv(4096)
+        except socket.timeout:
+            early = b""
+        self.assertEqual(early, b"", "a reply came before fdatasync returned")
+        open(os.path.join(gate, "open"), "w").close()
+        sock.settimeout(10)
+        code, text = r.reply()
+        self.assertEqual(code, 250, text)
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+
+    def test_failed_truncation_stops_the_spool(self):
+        flag = os.path.join(tempfile.mkdtemp(prefix="postern-fail-"), "fail")
+        self.start_with(POSTERN_SHIM_FAIL=flag)
+        self.assertEqual(readyz(self.relay.admin_port), 200)
+        open(flag, "w").close()
+        sock, r = self.open_transaction()
+        sock.sendall(b"Subject: lost disk\r\n\r\nbody\r\n.\r\n")
+        code, text = r.reply()
+        self.assertEqual(code, 452, text)
+        self.assertTrue(text[0].startswith(b"4.3.1"), text)
+        self.relay.wait_log(r"event=spool_broken", 5)
+        # The disk works again, but the end of the segment is unknown: still refused.
+        os.unlink(flag)
+        time.sleep(1.5)   # a probe (every second) would have cleared a plain failure
+        sock.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n" % FROM.encode())
+        self.assertEqual([c for c, _ in r.replies(3)], [250, 250, 354])
+        sock.sendall(b"Subject: after\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(r.reply()[0], 452)
+        self.assertEqual(readyz(self.relay.admin_port), 503)
+        sock.close()
+        # A restart replays the spool and takes mail again.
+        self.relay.restart()
+        self.assertEqual(readyz(self.relay.admin_port), 200)
+        sock, r = self.open_transaction()
+        sock.sendall(b"Subject: restarted\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(r.reply()[0], 250)
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
