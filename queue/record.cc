@@ -65,20 +65,52 @@ class Reader {
   size_t pos_ = 0;
 };
 
-// Writes the header for the payload appended since `start` (header space reserved).
-void finishRecord(std::string& out, size_t start) {
-  auto payload_len = static_cast<uint32_t>(out.size() - start - kRecordHeaderSize);
-  setU32(out, start, payload_len);
-  uint32_t crc = crc32c(0, out.data() + start + 8, payload_len + 1);
-  setU32(out, start + 4, crc);
+constexpr uint32_t kRecordMagic = 0x32525350;  // "PSR2"
+constexpr std::string_view kSegmentMagic = "PSTRSEG2";
+constexpr size_t kV1HeaderSize = 9;
+
+uint32_t getU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
 }
 
+// CRC32C of the salt's eight octets, then of the header's first 13 octets.
+uint32_t headerCrc(const char* header, uint64_t salt) {
+  char s[8];
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(salt >> (8 * i));
+  return crc32c(crc32c(0, s, 8), header, 13);
+}
+
+// Reserves a record header; the payload follows.
 size_t beginRecord(std::string& out, RecordType type) {
   size_t start = out.size();
-  out.append(8, '\0');
+  putU32(out, kRecordMagic);
+  putU32(out, 0);  // length
   out.push_back(static_cast<char>(type));
+  putU32(out, 0);  // payload CRC
+  putU32(out, 0);  // header CRC
   return start;
 }
+
+// Fills in the header of the record at start: payload length and CRC, then its own CRC.
+void sealRecord(std::string& out, size_t start, uint32_t payload_len, uint32_t payload_crc,
+                uint64_t salt) {
+  setU32(out, start + 4, payload_len);
+  setU32(out, start + 9, payload_crc);
+  setU32(out, start + 13, headerCrc(out.data() + start, salt));
+}
+
+// For a record whose whole payload is in out after its header.
+void finishRecord(std::string& out, size_t start, uint64_t salt) {
+  auto payload_len = static_cast<uint32_t>(out.size() - start - kRecordHeaderSize);
+  uint32_t crc = crc32c(0, out.data() + start + 8, 1);
+  crc = crc32c(crc, out.data() + start + kRecordHeaderSize, payload_len);
+  sealRecord(out, start, payload_len, crc, salt);
+}
+
+// A payload's fields; body_offset relative to the payload's start.
+std::optional<DecodedRecord> parsePayload(uint8_t type, std::string_view payload);
 
 }  // namespace
 
@@ -114,8 +146,8 @@ bool parseQueueId(std::string_view text, uint64_t& id) {
 
 namespace {
 
-// Everything of a Message record up to its body; returns the CRC so far (type byte and
-// payload without the body), with the length already set for a body of body_size.
+// Everything of a Message record up to its body; returns the payload CRC so far (type
+// byte and payload without the body). start receives the record's offset in out.
 uint32_t encodeHeadWithoutCrc(std::string& out, const Envelope& env, uint64_t body_size,
                               size_t& start) {
   start = beginRecord(out, RecordType::kMessage);
@@ -132,62 +164,137 @@ uint32_t encodeHeadWithoutCrc(std::string& out, const Envelope& env, uint64_t bo
     putStr(out, env.orcptOf(i));
   }
   putU64(out, body_size);
-  size_t head_payload = out.size() - start - kRecordHeaderSize;
-  setU32(out, start, static_cast<uint32_t>(head_payload + body_size));
-  return crc32c(0, out.data() + start + 8, head_payload + 1);
+  const size_t head_payload = out.size() - start - kRecordHeaderSize;
+  uint32_t crc = crc32c(0, out.data() + start + 8, 1);
+  return crc32c(crc, out.data() + start + kRecordHeaderSize, head_payload);
+}
+
+uint32_t payloadLength(const std::string& out, size_t start, uint64_t body_size) {
+  return static_cast<uint32_t>(out.size() - start - kRecordHeaderSize + body_size);
 }
 
 }  // namespace
 
-void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body) {
-  encodeMessageHead(out, env, std::span<const std::string_view>(&body, 1));
+std::string encodeSegmentHeader(uint64_t salt) {
+  std::string h(kSegmentMagic);
+  putU64(h, salt);
+  putU32(h, crc32c(0, h.data(), 16));
+  h.append(kSegmentHeaderSize - h.size(), '\0');
+  return h;
+}
+
+bool isFormat2Segment(std::string_view data) { return data.starts_with(kSegmentMagic); }
+
+std::optional<uint64_t> decodeSegmentHeader(std::string_view data) {
+  if (data.size() < kSegmentHeaderSize || !isFormat2Segment(data)) return std::nullopt;
+  if (crc32c(0, data.data(), 16) != getU32(data.data() + 16)) return std::nullopt;
+  return uint64_t{getU32(data.data() + 8)} | uint64_t{getU32(data.data() + 12)} << 32;
+}
+
+void encodeMessageHead(std::string& out, const Envelope& env, std::string_view body,
+                       uint64_t salt) {
+  encodeMessageHead(out, env, std::span<const std::string_view>(&body, 1), salt);
 }
 
 void encodeMessageHead(std::string& out, const Envelope& env,
-                       std::span<const std::string_view> body) {
+                       std::span<const std::string_view> body, uint64_t salt) {
   uint64_t size = 0;
   for (std::string_view piece : body) size += piece.size();
   size_t start = 0;
   uint32_t crc = encodeHeadWithoutCrc(out, env, size, start);
   for (std::string_view piece : body) crc = crc32c(crc, piece.data(), piece.size());
-  setU32(out, start + 4, crc);
+  sealRecord(out, start, payloadLength(out, start, size), crc, salt);
 }
 
-void encodeMessageHead(std::string& out, const Envelope& env, uint64_t body_size,
-                       uint32_t body_crc) {
+void encodeMessageHead(std::string& out, const Envelope& env, uint64_t body_size, uint32_t body_crc,
+                       uint64_t salt) {
   size_t start = 0;
   uint32_t crc = encodeHeadWithoutCrc(out, env, body_size, start);
-  setU32(out, start + 4, crc32cCombine(crc, body_crc, body_size));
+  sealRecord(out, start, payloadLength(out, start, body_size),
+             crc32cCombine(crc, body_crc, body_size), salt);
 }
 
 void encodeMessage(std::string& out, const Envelope& env, std::string_view body,
-                   size_t& body_offset) {
+                   size_t& body_offset, uint64_t salt) {
   size_t start = out.size();
-  encodeMessageHead(out, env, body);
+  encodeMessageHead(out, env, body, salt);
   body_offset = out.size() - start;
   out.append(body);
 }
 
-void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index) {
+void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index, uint64_t salt) {
   size_t start = beginRecord(out, RecordType::kDone);
   putU64(out, id);
   putU32(out, rcpt_index);
-  finishRecord(out, start);
+  finishRecord(out, start, salt);
 }
 
-std::optional<DecodedRecord> decodeRecord(std::string_view data) {
-  if (data.size() < kRecordHeaderSize) return std::nullopt;
-  Reader head(data);
-  uint32_t len, crc;
-  head.u32(len);
-  head.u32(crc);
-  if (len > kMaxRecordPayload || data.size() - kRecordHeaderSize < len) return std::nullopt;
-  if (crc32c(0, data.data() + 8, len + 1) != crc) return std::nullopt;
+RecordRead readRecord(std::string_view data, uint64_t salt) {
+  RecordRead r;
+  if (data.size() < kRecordHeaderSize || getU32(data.data()) != kRecordMagic ||
+      headerCrc(data.data(), salt) != getU32(data.data() + 13)) {
+    return r;  // kBadHeader
+  }
+  const uint32_t len = getU32(data.data() + 4);
+  r.size = kRecordHeaderSize + uint64_t{len};
+  if (len > kMaxRecordPayload) {
+    r.status = RecordStatus::kBadHeader;  // cannot be one of ours, whatever its CRC says
+    r.size = 0;
+    return r;
+  }
+  if (data.size() < r.size) {
+    r.status = RecordStatus::kTorn;
+    return r;
+  }
+  const std::string_view payload = data.substr(kRecordHeaderSize, len);
+  uint32_t crc = crc32c(0, data.data() + 8, 1);
+  crc = crc32c(crc, payload.data(), payload.size());
+  auto rec = crc == getU32(data.data() + 9) ? parsePayload(static_cast<uint8_t>(data[8]), payload)
+                                            : std::nullopt;
+  if (!rec) {
+    r.status = RecordStatus::kBadPayload;
+    return r;
+  }
+  r.status = RecordStatus::kOk;
+  r.record = std::move(*rec);
+  r.record.size = r.size;
+  r.record.body_offset += kRecordHeaderSize;
+  return r;
+}
 
+size_t findNextRecord(std::string_view data, size_t from, uint64_t salt) {
+  char magic[4];
+  for (int i = 0; i < 4; ++i) magic[i] = static_cast<char>(kRecordMagic >> (8 * i));
+  for (size_t pos = from + 1; pos + kRecordHeaderSize <= data.size(); ++pos) {
+    pos = data.find(std::string_view(magic, 4), pos);
+    if (pos == std::string_view::npos || pos + kRecordHeaderSize > data.size()) break;
+    if (readRecord(data.substr(pos, kRecordHeaderSize), salt).status != RecordStatus::kBadHeader) {
+      return pos;
+    }
+  }
+  return data.size();
+}
+
+std::optional<DecodedRecord> decodeRecordV1(std::string_view data) {
+  if (data.size() < kV1HeaderSize) return std::nullopt;
+  const uint32_t len = getU32(data.data());
+  const uint32_t crc = getU32(data.data() + 4);
+  if (len > kMaxRecordPayload || data.size() - kV1HeaderSize < len) return std::nullopt;
+  if (crc32c(0, data.data() + 8, len + 1) != crc) return std::nullopt;
+  auto rec = parsePayload(static_cast<uint8_t>(data[8]), data.substr(kV1HeaderSize, len));
+  if (!rec) return std::nullopt;
+  rec->size = kV1HeaderSize + len;
+  rec->body_offset += kV1HeaderSize;
+  return rec;
+}
+
+namespace {
+
+std::optional<DecodedRecord> parsePayload(uint8_t type, std::string_view payload) {
+  const auto len = payload.size();
   DecodedRecord rec;
-  rec.type = static_cast<RecordType>(data[8]);
-  rec.size = kRecordHeaderSize + len;
-  Reader r(data.substr(kRecordHeaderSize, len));
+  rec.type = static_cast<RecordType>(type);
+  Reader r(payload);
   switch (rec.type) {
     case RecordType::kMessage: {
       uint64_t received, body_len;
@@ -213,7 +320,7 @@ std::optional<DecodedRecord> decodeRecord(std::string_view data) {
         if (!r.str(e.dsn_notify[i]) || !r.str(e.dsn_orcpt[i])) return std::nullopt;
       }
       if (!r.u64(body_len) || body_len != r.left()) return std::nullopt;
-      rec.body_offset = kRecordHeaderSize + r.pos();
+      rec.body_offset = r.pos();
       rec.body_size = body_len;
       return rec;
     }
@@ -224,4 +331,5 @@ std::optional<DecodedRecord> decodeRecord(std::string_view data) {
   return std::nullopt;
 }
 
+}  // namespace
 }  // namespace postern

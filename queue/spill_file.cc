@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "queue/crc32c.h"
 #include "core/write_all.h"
+#include "queue/crc32c.h"
 
 namespace postern {
 

@@ -11,13 +11,17 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <unordered_map>
 
 #include "core/assert.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/random.h"
 #include "core/write_all.h"
 #include "queue/record.h"
+#include "queue/segment_replay.h"
 #include "queue/spool_dirs.h"
 
 namespace postern {
@@ -80,29 +84,39 @@ std::vector<uint32_t> segmentIds(const std::string& dir, std::error_code& ec) {
   return ids;
 }
 
-// Replays one segment's records into messages (first appearance kept in order); returns
-// where a torn or corrupt record begins, or data.size().
-size_t replaySegment(std::string_view data, uint32_t id,
-                     std::unordered_map<uint64_t, SpooledMessage>& messages,
-                     std::vector<uint64_t>& order) {
-  size_t pos = 0;
-  while (pos < data.size()) {
-    auto rec = decodeRecord(data.substr(pos));
-    if (!rec) return pos;
-    if (rec->type == RecordType::kMessage) {
-      SpooledMessage m;
-      m.ref = StoredRef{id, pos + rec->body_offset, rec->body_size};
-      m.done.assign(rec->envelope.recipients.size(), false);
-      m.envelope = std::move(rec->envelope);
-      uint64_t mid = m.envelope.id;
-      if (messages.emplace(mid, std::move(m)).second) order.push_back(mid);
-    } else if (auto it = messages.find(rec->done_id);
-               it != messages.end() && rec->done_rcpt < it->second.done.size()) {
-      it->second.done[rec->done_rcpt] = true;
-    }
-    pos += rec->size;
+// The spool's salt (queue/record.h) from dir/salt, else from the first segment whose
+// header is intact; nullopt if neither has one.
+std::optional<uint64_t> findSalt(const std::string& dir, const std::vector<uint32_t>& ids) {
+  std::ifstream in(dir + "/salt");
+  std::string text;
+  if (in >> text && text.size() == 16 && text.find_first_not_of("0123456789abcdef") == text.npos) {
+    return std::stoull(text, nullptr, 16);
   }
-  return pos;
+  for (uint32_t id : ids) {
+    int fd = ::open((dir + segmentName(id)).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char head[kSegmentHeaderSize];
+    const bool got = ::pread(fd, head, sizeof head, 0) == static_cast<ssize_t>(sizeof head);
+    ::close(fd);
+    if (got) {
+      if (auto salt = decodeSegmentHeader({head, sizeof head})) return salt;
+    }
+  }
+  return std::nullopt;
+}
+
+// Writes dir/salt durably (a temporary file renamed over it, both fsynced).
+bool writeSalt(const std::string& dir, uint64_t salt) {
+  char text[32];
+  const int n =
+      std::snprintf(text, sizeof text, "%016llx\n", static_cast<unsigned long long>(salt));
+  const std::string tmp = dir + "/salt.tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return false;
+  std::vector<iovec> iov{{text, static_cast<size_t>(n)}};
+  bool ok = writeAll(fd, iov) && ::fsync(fd) == 0;
+  ok = ::close(fd) == 0 && ok;
+  return ok && ::rename(tmp.c_str(), (dir + "/salt").c_str()) == 0;
 }
 
 }  // namespace
@@ -162,6 +176,7 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
   std::error_code ec;
   std::vector<uint32_t> ids = segmentIds(dir, ec);
   if (ec) return dir + ": " + ec.message();
+  const uint64_t salt = findSalt(dir, ids).value_or(0);
   std::unordered_map<uint64_t, SpooledMessage> messages;
   std::vector<uint64_t> order;
   for (uint32_t id : ids) {
@@ -170,7 +185,7 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
     std::string data;
     bool ok = readWhole(fd, data);
     ::close(fd);
-    if (ok) replaySegment(data, id, messages, order);
+    if (ok) replaySegment(data, id, salt, messages, order);
   }
   for (uint64_t mid : order) {
     SpooledMessage& m = messages[mid];
@@ -183,7 +198,16 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
 std::string Spool::openSegment(uint32_t id) {
   int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
-  segments_[id] = Segment{fd, 0, 0};
+  // The header goes to the page cache now and is made durable by the segment's first
+  // group commit (fdatasync), before any record in it is acknowledged.
+  const std::string header = encodeSegmentHeader(salt_);
+  if (::write(fd, header.data(), header.size()) != static_cast<ssize_t>(header.size())) {
+    const std::string err = segmentPath(id) + ": " + std::strerror(errno ? errno : EIO);
+    ::close(fd);
+    ::unlink(segmentPath(id).c_str());
+    return err;
+  }
+  segments_[id] = Segment{fd, header.size(), 0};
   active_ = id;
   dir_dirty_ = true;
   return "";
@@ -197,6 +221,14 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
 
   std::vector<uint32_t> ids = segmentIds(dir_, ec);
   if (ec) return dir_ + ": " + ec.message();
+  if (auto salt = findSalt(dir_, ids)) {
+    salt_ = *salt;
+  } else {
+    salt_ = std::stoull(randomHex(8), nullptr, 16);
+  }
+  if (!findSalt(dir_, {}) && !writeSalt(dir_, salt_)) {
+    return dir_ + "/salt: " + std::strerror(errno);
+  }
 
   std::unordered_map<uint64_t, SpooledMessage> messages;
   std::vector<uint64_t> order;
@@ -209,13 +241,8 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
       return segmentPath(id) + ": short read during recovery";
     }
     segments_[id] = Segment{fd, data.size(), 0};
-    size_t end = replaySegment(data, id, messages, order);
-    if (end < data.size()) {
-      logEvent(spdlog::level::warn, "spool_torn_tail",
-               {{"segment", segmentPath(id)},
-                {"offset", uint64_t{end}},
-                {"discarded_bytes", uint64_t{data.size() - end}}});
-    }
+    SegmentReplay replay = replaySegment(data, id, salt_, messages, order);
+    for (const DamagedRange& range : replay.damaged) quarantine(id, data, range);
   }
 
   uint64_t max_id = 0;
@@ -235,6 +262,42 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
   return "";
 }
 
+void Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& range) {
+  // Kept, not thrown away: an operator can look at what was there (Postfix's "corrupt"
+  // queue). A range quarantined at an earlier start is not copied again.
+  const std::string qdir = dir_ + "/quarantine";
+  char name[64];
+  std::snprintf(name, sizeof name, "%s.%llu+%llu", segmentName(id).c_str() + 1,
+                static_cast<unsigned long long>(range.offset),
+                static_cast<unsigned long long>(range.length));
+  const std::string path = qdir + "/" + name;
+  std::string err = createDurableDirectories(qdir);
+  bool fresh = false;
+  if (err.empty()) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd >= 0) {
+      fresh = true;
+      std::vector<iovec> iov{{const_cast<char*>(data.data() + range.offset), range.length}};
+      bool ok = writeAll(fd, iov) && ::fsync(fd) == 0;
+      ok = ::close(fd) == 0 && ok;
+      int dfd = ::open(qdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      ok = ok && dfd >= 0 && ::fsync(dfd) == 0;
+      if (dfd >= 0) ::close(dfd);
+      if (!ok) err = path + ": " + std::strerror(errno);
+    } else if (errno != EEXIST) {
+      err = path + ": " + std::strerror(errno);
+    }
+  }
+  if (fresh) quarantined_bytes_ += range.length;
+  if (!fresh && err.empty()) return;
+  logEvent(range.tail ? spdlog::level::warn : spdlog::level::err,
+           range.tail ? "spool_torn_tail" : "spool_damaged",
+           {{"segment", segmentPath(id)},
+            {"offset", range.offset},
+            {"length", range.length},
+            {"quarantine", err.empty() ? path : "failed: " + err}});
+}
+
 void Spool::maybeDelete(uint32_t id) {
   auto it = segments_.find(id);
   if (it == segments_.end() || id == active_ || it->second.live > 0) return;
@@ -251,7 +314,7 @@ void Spool::append(const Envelope& env, std::string body, CommitCallback cb, std
 
 void Spool::append(const Envelope& env, MessageBody body, CommitCallback cb, std::string trailer) {
   PendingMessage p;
-  encodeMessageHead(p.head, env, body.pieces());
+  encodeMessageHead(p.head, env, body.pieces(), salt_);
   p.body = std::move(body);
   p.trailer = std::move(trailer);
   queue(std::move(p), std::move(cb));
@@ -259,7 +322,7 @@ void Spool::append(const Envelope& env, MessageBody body, CommitCallback cb, std
 
 void Spool::append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb) {
   PendingMessage p;
-  encodeMessageHead(p.head, env, body->size(), body->crc());
+  encodeMessageHead(p.head, env, body->size(), body->crc(), salt_);
   p.spill = std::move(body);
   queue(std::move(p), std::move(cb));
 }
@@ -271,7 +334,7 @@ void Spool::queue(PendingMessage p, CommitCallback cb) {
 }
 
 void Spool::markDone(uint64_t id, uint32_t rcpt) {
-  encodeDone(pending_done_, id, rcpt);
+  encodeDone(pending_done_, id, rcpt, salt_);
   if (!in_flight_ && pending_.empty() && !closed_) {
     uv_timer_start(&done_timer_, onDoneTimer, kDoneFlushMs, 0);
   }

@@ -17,10 +17,12 @@
 // garbage: the spool is broken for good (fail-stop): nothing more is written, every
 // message gets 452 4.3.1 and writeFailing() stays true until a restart replays it.
 //
-// Recovery (open): segments are replayed in order; a record with a bad length or CRC ends
-// its segment (a torn tail from a crash); every recipient without a Done is returned for
-// delivery. A segment whose messages are all finished is deleted. Each start writes to a
-// new segment, so a torn tail is never appended to. All methods run on the loop thread.
+// Recovery (open): segments are replayed in order (queue/segment_replay.h); a damaged
+// record costs only itself: reading goes on at the next intact record, and the damaged
+// octets are copied to wN/quarantine/ (a torn tail from a crash too) with a log line;
+// every recipient without a Done is returned for delivery. A segment whose messages are all
+// finished is deleted. Each start writes to a new segment, so a torn tail is never appended to. All
+// methods run on the loop thread.
 #pragma once
 
 #include <uv.h>
@@ -105,6 +107,11 @@ class Spool {
   const Histogram& fsyncSeconds() const { return fsync_; }
   bool writeFailing() const { return write_failed_ || broken_; }
   bool broken() const { return broken_; }
+  // The salt of this spool's record headers (queue/record.h), for records encoded
+  // elsewhere (Done trailers).
+  uint64_t salt() const { return salt_; }
+  // Octets of damaged records copied to the quarantine directory since start.
+  uint64_t quarantinedBytes() const { return quarantined_bytes_; }
   bool busy() const { return in_flight_ || !pending_.empty() || !pending_done_.empty(); }
 
  private:
@@ -126,6 +133,8 @@ class Spool {
   std::string segmentPath(uint32_t id) const;
   std::string openSegment(uint32_t id);
   void maybeDelete(uint32_t id);
+  // Copies a damaged range of segment id into dir/quarantine/ and logs it.
+  void quarantine(uint32_t id, std::string_view data, const struct DamagedRange& range);
   void queue(PendingMessage p, CommitCallback cb);  // for the next group commit
   void scheduleFlush();
   void flush(bool probe = false);
@@ -154,6 +163,8 @@ class Spool {
   Histogram fsync_;
   bool write_failed_ = false;
   bool broken_ = false;  // a failed write could not be truncated away: fail-stop
+  uint64_t salt_ = 0;
+  uint64_t quarantined_bytes_ = 0;
 
   // Queue ids: id_base_ (a multiple of 256, from the clock or past the largest recovered
   // id) + counter * 256 + worker index.

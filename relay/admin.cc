@@ -41,6 +41,8 @@ constexpr Family kFamilies[] = {
     {"postern_spool_bytes", "gauge", "Bytes in spool segment files."},
     {"postern_spool_segments", "gauge", "Spool segment files."},
     {"postern_spool_write_failing", "gauge", "1 when the latest spool write failed."},
+    {"postern_spool_quarantined_bytes_total", "counter",
+     "Damaged spool octets copied to the quarantine at start (each record lost is in it)."},
     {"postern_spool_fsync_seconds", "histogram", "Time of one group commit (writev+fdatasync)."},
     {"postern_delivery_seconds", "histogram", "Outbound SMTP transaction time by next hop."},
 };

@@ -409,7 +409,7 @@ void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, boo
   std::optional<std::string> notice = composeNotice(job, std::move(reported), DsnAction::kFailed);
   if (!notice) return;  // the message stays without Done records: the next start retries it
   std::string trailer;
-  for (const auto& f : failed) encodeDone(trailer, env.id, f.index);
+  for (const auto& f : failed) encodeDone(trailer, env.id, f.index, spool_.salt());
   const StoredRef old = job.message.ref;
   if (!job_finished) spool_.retain(old);  // the original outlives its bounce's commit
   spoolNotice(env, std::move(*notice), "bounce", std::move(trailer), [this, old](bool ok) {
@@ -535,7 +535,7 @@ void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
     fresh.recipients.push_back(old.recipients[i]);
     fresh.dsn_notify.push_back(old.notifyOf(i));
     fresh.dsn_orcpt.push_back(old.orcptOf(i));
-    encodeDone(trailer, old.id, i);
+    encodeDone(trailer, old.id, i, spool_.salt());
   }
   auto held = std::make_shared<std::unique_ptr<DeliveryJob>>(std::move(job));
   spool_.append(

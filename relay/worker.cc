@@ -255,6 +255,8 @@ std::string Worker::metricsText() const {
     sample("postern_spool_segments", "postern_spool_segments", w, double(spool_->segmentCount()));
     sample("postern_spool_write_failing", "postern_spool_write_failing", w,
            spool_->writeFailing() ? 1 : 0);
+    sample("postern_spool_quarantined_bytes_total", "postern_spool_quarantined_bytes_total", w,
+           double(spool_->quarantinedBytes()));
     histogram("postern_spool_fsync_seconds", w, spool_->fsyncSeconds());
   }
   for (const auto& [hop, h] : m.delivery) {

@@ -694,17 +694,20 @@ class DiskFullRlimitTest(DiskFullCase):
 
 
 def spool_records(path):
-    """[(offset, size, type)] of the records in a segment file (queue/record.h framing:
-    u32 payload length | u32 CRC32C | u8 type | payload); the framing must span the file."""
+    """[(offset, size, type)] of the records in a segment file (queue/record.h, format 2:
+    a 32-octet segment header, then records "magic PSR2 | u32 payload length | u8 type |
+    u32 payload CRC | u32 header CRC | payload"); the framing must span the file."""
     with open(path, "rb") as f:
         data = f.read()
-    recs, pos = [], 0
-    while pos + 9 <= len(data):
-        length, _crc = struct.unpack_from("<II", data, pos)
-        if pos + 9 + length > len(data):
+    if not data.startswith(b"PSTRSEG2"):
+        raise AssertionError(f"{path}: no format 2 segment header")
+    recs, pos = [], 32
+    while pos + 17 <= len(data):
+        magic, length = struct.unpack_from("<4sI", data, pos)
+        if magic != b"PSR2" or pos + 17 + length > len(data):
             break
-        recs.append((pos, 9 + length, data[pos + 8]))
-        pos += 9 + length
+        recs.append((pos, 17 + length, data[pos + 8]))
+        pos += 17 + length
     if pos != len(data):
         raise AssertionError(f"{path}: records end at {pos} of {len(data)} octets")
     return recs
@@ -714,7 +717,8 @@ class TornTailTest(CrashCase):
     """A crash in the middle of the last write, made by hand: the relay is stopped with
     messages queued in two segments, the last record of the last one is cut short or has
     an octet flipped, and the relay starts again. Recovery logs spool_torn_tail (segment,
-    offset of the bad record, octets discarded) and keeps every record before it."""
+    offset of the bad record, its length, the quarantine file holding those octets) and
+    keeps every record before it."""
 
     relay_kwargs = {"workers": 1}
     FIRST_RUN, SECOND_RUN = 3, 3
@@ -745,6 +749,9 @@ class TornTailTest(CrashCase):
         return bodies, last, recs[-1]
 
     def recover_and_check(self, bodies, segment, torn_offset, file_size):
+        with open(segment, "rb") as f:
+            f.seek(torn_offset)
+            original = f.read()
         self.downstream.start()
         self.relay.start()
         torn = log_events(self.relay.log_text(), "spool_torn_tail")
@@ -753,7 +760,10 @@ class TornTailTest(CrashCase):
         self.assertIn(" level=warning ", line)
         self.assertIn(f" segment={segment} ", line)
         self.assertIn(f" offset={torn_offset} ", line)
-        self.assertTrue(line.endswith(f" discarded_bytes={file_size - torn_offset}"), line)
+        self.assertIn(f" length={file_size - torn_offset} ", line)
+        kept_file = line.split(" quarantine=", 1)[1].strip()
+        with open(kept_file, "rb") as f:
+            self.assertEqual(f.read(), original, "the quarantine holds the torn octets")
         recovered = log_events(self.relay.log_text(), "spool_recovered")[-1][1]
         self.assertIn(f" messages={len(bodies) - 1}", recovered)
 

@@ -51,7 +51,9 @@ class SpoolTest : public ::testing::Test {
 
   std::vector<fs::path> segments() {
     std::vector<fs::path> out;
-    for (auto& e : fs::directory_iterator(dir_)) out.push_back(e.path());
+    for (auto& e : fs::directory_iterator(dir_)) {
+      if (e.path().filename().string().starts_with("seg-")) out.push_back(e.path());
+    }
     std::sort(out.begin(), out.end());
     return out;
   }
