@@ -1,5 +1,7 @@
 #include "queue/segment_replay.h"
 
+#include <algorithm>
+
 #include "queue/record.h"
 
 namespace postern {
@@ -62,8 +64,9 @@ SegmentReplay replaySegment(std::string_view data, uint32_t id, uint64_t fallbac
   SegmentReplay out;
   out.salt = decodeSegmentHeader(data);
   const uint64_t salt = out.salt.value_or(fallback_salt);
-  if (!out.salt) damage(out, 0, kSegmentHeaderSize, data.size());
-  size_t pos = kSegmentHeaderSize;
+  // A segment may be shorter than its header (a crash right after it was created).
+  size_t pos = std::min(kSegmentHeaderSize, data.size());
+  if (!out.salt) damage(out, 0, pos, data.size());
   while (pos < data.size()) {
     RecordRead r = readRecord(data.substr(pos), salt);
     switch (r.status) {
