@@ -8,8 +8,10 @@
 # 2. A container from it, as root with all capabilities like root on a machine of its own
 #    (--privileged: the tests mount a tmpfs, and deploy.dockerfile runs podman inside), its
 #    own network namespace (the demo's fixed ports do not meet this machine's), this
-#    machine's CA store mounted read-only on /etc/ssl/certs so that the registries answer
-#    as they do here, and an empty container storage for the podman inside.
+#    machine's CA bundle (/etc/ssl/certs/ca-certificates.crt) mounted read-only over the
+#    container's so that the registries answer as they do here (only the file: packages
+#    write into /etc/ssl/certs, ssl-cert's snakeoil certificate for postfix among them),
+#    and an empty container storage for the podman inside.
 # 3. Inside, what the README tells a new machine: `apt-get install git make`, `git clone`
 #    (of this repository's committed HEAD, through a git bundle: uncommitted changes are
 #    not checked), then `make demo` and `make test`, each timed.
@@ -87,7 +89,8 @@ done
 
 say "container $NAME from $BASE: apt-get install git make, git clone, make demo, make test"
 podman --runtime runc run --name "$NAME" --privileged "${limits[@]}" \
-  -v /etc/ssl/certs:/etc/ssl/certs:ro -v "$WORK/in:/in:ro" -v "$WORK/out:/out" \
+  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+  -v "$WORK/in:/in:ro" -v "$WORK/out:/out" \
   -v "$WORK/containers:/var/lib/containers" \
   "$BASE" bash /in/inside.sh 2>&1 | grep -v 'unable to get systemd connection' || true
 total_s=$((SECONDS - start))
