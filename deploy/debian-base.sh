@@ -50,8 +50,9 @@ for tool in mmdebstrap podman; do
 done
 [ "$(id -u)" -eq 0 ] || { echo "debian-base: needs root (mmdebstrap, podman import)" >&2; exit 1; }
 
-if [ $rebuild -eq 0 ] && podman image exists "$tag"; then
-  echo "debian-base: $tag is there ($(podman image inspect --format '{{.Id}}' "$tag" | cut -c1-12)); --rebuild makes it anew"
+old=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+if [ $rebuild -eq 0 ] && [ -n "$old" ]; then
+  echo "debian-base: $tag is there (${old:0:12}); --rebuild makes it anew"
   exit 0
 fi
 
@@ -107,4 +108,8 @@ mmdebstrap --variant=minbase --quiet --format=tar ${include:+--include="$include
   bookworm "$work/base.tar" "$work/sources.list"
 podman import --quiet --change 'CMD ["bash"]' --change "LABEL org.postern.base=\"$what\"" \
   "$work/base.tar" "$tag" >/dev/null
+# The image this one replaces, unless something still uses it (a container, an image
+# built on it): --rebuild on every run would otherwise leave one behind each time.
+new=$(podman image inspect --format '{{.Id}}' "$tag")
+if [ -n "$old" ] && [ "$old" != "$new" ]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
 echo "debian-base: $tag imported ($(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.1f MB", $1/1e6}'), $((SECONDS - start)) s)"
