@@ -6,7 +6,7 @@ TSAN      ?= build-tsan
 JOBS      ?= $(shell nproc)
 PYTHON    := /usr/bin/python3
 
-.PHONY: all deps build test asan tsan demo bench clean
+.PHONY: all deps build test asan tsan demo bench fresh-check clean
 
 all: build
 
@@ -49,6 +49,13 @@ bench: deps
 	cmake --build $(BENCH) -j $(JOBS) --target postern postern-load postern-bench
 	./bench/micro.sh $(BENCH)
 	./bench/e2e.sh $(BENCH)
+
+# The two commands above on a plain Debian 12, as a new machine runs them: a minimal base
+# made with mmdebstrap from this machine's Debian mirror, a container from it (podman),
+# `apt-get install git make`, a clone of the committed HEAD, `make demo` and `make test`,
+# each timed (deploy/fresh-check.sh). Needs root; not part of `make test` (about 25 min).
+fresh-check:
+	./deploy/fresh-check.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN) $(TSAN) $(BENCH) build-fuzz

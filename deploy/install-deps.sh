@@ -17,6 +17,7 @@ packages=(
   python3 python3-aiosmtpd python3-dnslib python3-prometheus-client swaks libnet-ssleay-perl postfix openssl
   clang libclang-rt-14-dev
   systemd yamllint ccache
+  podman runc mmdebstrap
 )
 
 missing=()

@@ -48,7 +48,19 @@ function seconds(d) {
 // ---- 1. Compose schema and dclint ---------------------------------------------------
 const [compose] = lib.loadYamlDocuments(c, composeFile);
 const schema = require(path.join(__dirname, "node_modules", "dclint", "schemas", "compose.schema.json"));
+// The copy in dclint 2.x (the last release that runs on Debian 12's Node.js 18) still names
+// its subschemas with draft-04's "id", which Ajv 8 refuses; they are only names, and no
+// $ref uses them.
+(function dropIds(node) {
+  if (Array.isArray(node)) node.forEach(dropIds);
+  else if (node && typeof node === "object") {
+    if (typeof node.id === "string") delete node.id;
+    Object.values(node).forEach(dropIds);
+  }
+})(schema);
 const ajv = new Ajv({ allErrors: true, strict: false, validateSchema: false });
+// That schema's own format for `expose` entries: a port or a range, with a protocol.
+ajv.addFormat("expose", /^[0-9]{1,5}(-[0-9]{1,5})?(\/(tcp|udp|sctp))?$/);
 const validCompose = ajv.compile(schema);
 c.expect(compose && validCompose(compose), W, `schema: ${ajvErrors(validCompose.errors).join("; ")}`);
 
