@@ -195,11 +195,16 @@ if (relay && sink) {
     // The spool: a named volume at spool_dir.
     const spool = volumes(relay).find((v) => v.target === facts.spoolDir);
     c.expect(spool !== undefined && !isPath(spool.source), W, `relay: spool_dir ${facts.spoolDir} must be a named volume`);
-    // Connections from the host arrive from the compose network's gateway.
+    // Connections from the host arrive from the compose network's gateway, whoever made
+    // them: that network relaying would be an open relay. Only loopback may relay.
     const subnet = (((compose.networks || {})[net] || {}).ipam || {}).config;
     const sn = subnet && subnet[0] && subnet[0].subnet;
-    c.expect(sn && (cfg.relay.relay_networks || []).includes(sn), cfgMount.source,
-      `relay_networks should include the compose network ${sn}, the source of published connections`);
+    c.expect(sn && !(cfg.relay.relay_networks || []).includes(sn), cfgMount.source,
+      `relay_networks must not include the compose network ${sn}: published connections all come from its gateway`);
+    c.expect((cfg.relay.relay_networks || []).every((n) => n.startsWith("127.") || n === "::1/128"),
+      cfgMount.source, "relay_networks: loopback only in the shipped compose config");
+    c.expect((cfg.relay.accept_domains || []).includes("sink.test"), cfgMount.source,
+      "accept_domains must include sink.test, the domain postern-load sends to");
   }
   // SIGTERM drains within 10 s plus the last fdatasync; Docker's default wait is 10 s.
   c.expect(seconds(relay.stop_grace_period) >= 15, W, `relay: stop_grace_period (${relay.stop_grace_period}) must be at least 15s for the drain`);
