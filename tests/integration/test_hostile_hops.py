@@ -17,16 +17,9 @@ import time
 import unittest
 
 from harness import HOST, RelayTestCase
+from test_limits import rss_kib
 
 FROM = "sender@sender.test"
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class ScriptedHop:
