@@ -1,6 +1,7 @@
 #include "queue/bounce.h"
 
 #include <ctime>
+#include <span>
 
 #include "core/ascii.h"
 #include "core/random.h"
@@ -209,6 +210,25 @@ std::string composeBounce(const BounceInput& in) {
   if (!quoted.empty() && !quoted.ends_with("\r\n")) m += "\r\n";
   m += "\r\n--" + boundary + "--\r\n";
   return m;
+}
+
+std::vector<std::string> composeNotices(const BounceInput& in) {
+  std::vector<std::string> out;
+  BounceInput part = in;
+  // Halves until each part fits: the report grows with its recipients, nothing else does.
+  auto add = [&](auto& self, std::span<const FailedRecipient> rcpts) -> void {
+    part.failed.assign(rcpts.begin(), rcpts.end());
+    std::string notice = composeBounce(part);
+    if (notice.size() <= in.size_limit || rcpts.size() <= 1) {
+      out.push_back(std::move(notice));
+      return;
+    }
+    const size_t half = rcpts.size() / 2;
+    self(self, rcpts.first(half));
+    self(self, rcpts.subspan(half));
+  };
+  add(add, in.failed);
+  return out;
 }
 
 }  // namespace postern

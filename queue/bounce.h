@@ -67,4 +67,9 @@ std::string statusFromReply(int code, std::string_view text);
 // The complete notice, header included, CRLF line ends, ready to spool.
 std::string composeBounce(const BounceInput& in);
 
+// The notices for in: one, or several, each for some of the recipients, when the report of
+// all of them would not fit size_limit (a notice for one recipient is not split further:
+// its report is bounded, every line of it).
+std::vector<std::string> composeNotices(const BounceInput& in);
+
 }  // namespace postern

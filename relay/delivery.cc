@@ -406,7 +406,7 @@ void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, boo
     if (job_finished) spool_.release(job.message.ref);
     return;
   }
-  std::optional<std::string> notice = composeNotice(job, std::move(reported), DsnAction::kFailed);
+  auto notice = composeNotice(job, std::move(reported), DsnAction::kFailed);
   if (!notice) return;  // the message stays without Done records: the next start retries it
   std::string trailer;
   for (const auto& f : failed) encodeDone(trailer, env.id, f.index, spool_.salt());
@@ -417,9 +417,9 @@ void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, boo
   });
 }
 
-std::optional<std::string> Delivery::composeNotice(const DeliveryJob& job,
-                                                   std::vector<FailedRecipient> rcpts,
-                                                   DsnAction action) {
+std::optional<std::vector<std::string>> Delivery::composeNotice(const DeliveryJob& job,
+                                                                std::vector<FailedRecipient> rcpts,
+                                                                DsnAction action) {
   const Envelope& env = job.message.envelope;
   std::string original;
   if (!spool_.readBody(job.message.ref, original)) {
@@ -437,11 +437,26 @@ std::optional<std::string> Delivery::composeNotice(const DeliveryJob& job,
   in.action = action;
   in.retry_until_ms =
       env.received_ms + static_cast<int64_t>(config_->delivery.queue_lifetime * 1000);
-  return composeBounce(in);
+  return composeNotices(in);
 }
 
-void Delivery::spoolNotice(const Envelope& original, std::string notice, const char* kind,
-                           std::string trailer, std::function<void(bool)> after) {
+void Delivery::spoolNotice(const Envelope& original, std::vector<std::string> notices,
+                           const char* kind, std::string trailer, std::function<void(bool)> after) {
+  if (notices.size() > 1) {
+    // All but the last first, each once the one before is durable; the trailer (the
+    // original's Done records) only with the last.
+    std::string first = std::move(notices.front());
+    notices.erase(notices.begin());
+    spoolNotice(original, {std::move(first)}, kind, {},
+                [this, original, rest = std::move(notices), kind, trailer = std::move(trailer),
+                 after = std::move(after)](bool ok) mutable {
+                  if (!ok || stopping_) return after(false);
+                  spoolNotice(original, std::move(rest), kind, std::move(trailer),
+                              std::move(after));
+                });
+    return;
+  }
+  std::string notice = std::move(notices.front());
   Envelope dsn;
   dsn.id = spool_.nextId();
   dsn.received_ms = unixMillis();

@@ -105,12 +105,15 @@ class Delivery {
   void finishJob(std::unique_ptr<DeliveryJob> job, const std::vector<RecipientResult>& results,
                  const std::string& relay, uint64_t retry_at = 0);
   void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
-  // The notice text about job's message for rcpts; nullopt if its body cannot be read.
-  std::optional<std::string> composeNotice(const DeliveryJob& job,
-                                           std::vector<FailedRecipient> rcpts, DsnAction action);
-  // Spools a notice to original's sender (from <>) with trailer records in the same write,
-  // queues it for delivery, then after(ok).
-  void spoolNotice(const Envelope& original, std::string notice, const char* kind,
+  // The notices about job's message for rcpts (several if one would pass
+  // bounce_size_limit); nullopt if its body cannot be read.
+  std::optional<std::vector<std::string>> composeNotice(const DeliveryJob& job,
+                                                        std::vector<FailedRecipient> rcpts,
+                                                        DsnAction action);
+  // Spools notices to original's sender (from <>), one after the other, the last with
+  // trailer records in the same write, queues each for delivery, then after(ok): a crash
+  // can send one again, never lose one.
+  void spoolNotice(const Envelope& original, std::vector<std::string> notices, const char* kind,
                    std::string trailer, std::function<void(bool)> after);
   // NOTIFY=SUCCESS recipients delivered to a hop without DSN: a "relayed" notice.
   void notifySuccess(const DeliveryJob& job, const std::vector<RecipientResult>& results,

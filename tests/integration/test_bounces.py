@@ -177,6 +177,31 @@ class RetryAndBounceTest(BounceTest):
         self.assertIn(b"Subject: no blank line", dsn.raw)
         self.assertNotIn(b"BODY-MARKER-noblank", dsn.raw)
 
+    def test_many_refused_recipients_get_notices_that_fit(self):
+        """150 recipients refused with long replies: no one notice could report them all
+        within bounce_size_limit (50000), so several do, each within it, each recipient
+        in exactly one."""
+        rcpts = [f"gone{i}@dest.test" for i in range(150)]
+        self.downstream.rcpt_replies = {
+            r: "550 5.1.1 <%s>: %s" % (r, "no such user here " * 25) for r in rcpts}
+        self.send_with(body("many"), FROM, rcpts)
+        deadline = time.monotonic() + 20
+        seen = {}
+        while time.monotonic() < deadline and len(seen) < len(rcpts):
+            time.sleep(0.5)
+            seen = {}
+            for m in self.bounces.snapshot():
+                dsn = Dsn(m)
+                for block in dsn.recipients:
+                    final = block["Final-Recipient"].split(";", 1)[1].strip()
+                    seen[final] = seen.get(final, 0) + 1
+        got = self.bounces.snapshot()
+        self.assertGreater(len(got), 1, "one notice for all")
+        for m in got:
+            self.assertLessEqual(len(m.data), 50000 + 400)   # + the Received: we prepend
+            self.assertEqual((m.mail_from, m.rcpt_tos), ("", [FROM]))
+        self.assertEqual(seen, {r: 1 for r in rcpts})
+
     def test_ret_full_returns_the_whole_message(self):
         self.downstream.data_replies = ["554 5.6.0 Content rejected"]
         original = body("full")

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace postern {
 namespace {
 
@@ -109,6 +111,37 @@ TEST(BounceTest, EveryNoticeFitsTheLimitWhateverTheMessage) {
   BounceInput in = input(env);
   in.original_message = no_blank_line;
   EXPECT_NE(composeBounce(in).find("Subject: no blank line\r\n\r\n--"), std::string::npos);
+}
+
+// A report too long for one notice (many failed recipients with long replies) is split:
+// every notice fits, every recipient is reported exactly once.
+TEST(BounceTest, ManyRecipientsAreSplitOverNoticesThatFit) {
+  Envelope env = original();
+  env.recipients.clear();
+  BounceInput in = input(env);
+  in.failed.clear();
+  for (uint32_t i = 0; i < 300; ++i) {
+    env.recipients.push_back("user" + std::to_string(i) + "@dest.test");
+    in.failed.push_back({i, "5.1.1", "550 5.1.1 " + std::string(600, 'd'), "mx.dest.test",
+                         "mx.dest.test said: 550 " + std::string(300, 'r')});
+  }
+  in.original = &env;
+  const std::vector<std::string> notices = composeNotices(in);
+  EXPECT_GT(notices.size(), 5u);
+  std::vector<int> seen(300, 0);
+  for (const auto& n : notices) {
+    EXPECT_LE(n.size(), in.size_limit);
+    for (uint32_t i = 0; i < 300; ++i) {
+      if (n.find("Final-Recipient: rfc822; user" + std::to_string(i) + "@dest.test\r\n") !=
+          std::string::npos) {
+        ++seen[i];
+      }
+    }
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 300);
+  // One notice when it fits.
+  in.failed.resize(3);
+  EXPECT_EQ(composeNotices(in).size(), 1u);
 }
 
 TEST(BounceTest, SmallMessageReturnedWholeWithinTheLimit) {
