@@ -55,68 +55,13 @@ bool copySpill(int fd, const SpillFile& spill) {
 }
 
 // "/seg-XXXXXXXX.log", to append to a spool directory's path.
-std::string segmentName(uint32_t id) {
-  char name[32];
-  std::snprintf(name, sizeof name, "/seg-%08x.log", id);
-  return name;
-}
+std::string segmentName(uint32_t id) { return "/" + segmentFileName(id); }
 
 bool readWhole(int fd, std::string& data) {
   struct stat st;
   if (fstat(fd, &st) != 0) return false;
   data.assign(static_cast<size_t>(st.st_size), '\0');
   return ::pread(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size());
-}
-
-// Segment ids of dir's seg-XXXXXXXX.log files, in order.
-std::vector<uint32_t> segmentIds(const std::string& dir, std::error_code& ec) {
-  std::vector<uint32_t> ids;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    unsigned id = 0;
-    char tail = 0;
-    std::string name = entry.path().filename().string();
-    if (std::sscanf(name.c_str(), "seg-%8x.lo%c", &id, &tail) == 2 && tail == 'g' &&
-        name.size() == 16) {
-      ids.push_back(id);
-    }
-  }
-  std::sort(ids.begin(), ids.end());
-  return ids;
-}
-
-// The spool's salt (queue/record.h) from dir/salt, else from the first segment whose
-// header is intact; nullopt if neither has one.
-std::optional<uint64_t> findSalt(const std::string& dir, const std::vector<uint32_t>& ids) {
-  std::ifstream in(dir + "/salt");
-  std::string text;
-  if (in >> text && text.size() == 16 && text.find_first_not_of("0123456789abcdef") == text.npos) {
-    return std::stoull(text, nullptr, 16);
-  }
-  for (uint32_t id : ids) {
-    int fd = ::open((dir + segmentName(id)).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    char head[kSegmentHeaderSize];
-    const bool got = ::pread(fd, head, sizeof head, 0) == static_cast<ssize_t>(sizeof head);
-    ::close(fd);
-    if (got) {
-      if (auto salt = decodeSegmentHeader({head, sizeof head})) return salt;
-    }
-  }
-  return std::nullopt;
-}
-
-// Writes dir/salt durably (a temporary file renamed over it, both fsynced).
-bool writeSalt(const std::string& dir, uint64_t salt) {
-  char text[32];
-  const int n =
-      std::snprintf(text, sizeof text, "%016llx\n", static_cast<unsigned long long>(salt));
-  const std::string tmp = dir + "/salt.tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return false;
-  std::vector<iovec> iov{{text, static_cast<size_t>(n)}};
-  bool ok = writeAll(fd, iov) && ::fsync(fd) == 0;
-  ok = ::close(fd) == 0 && ok;
-  return ok && ::rename(tmp.c_str(), (dir + "/salt").c_str()) == 0;
 }
 
 }  // namespace
@@ -176,7 +121,7 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
   std::error_code ec;
   std::vector<uint32_t> ids = segmentIds(dir, ec);
   if (ec) return dir + ": " + ec.message();
-  const uint64_t salt = findSalt(dir, ids).value_or(0);
+  const uint64_t salt = readSpoolSalt(dir, ids).value_or(0);
   std::unordered_map<uint64_t, SpooledMessage> messages;
   std::vector<uint64_t> order;
   for (uint32_t id : ids) {
@@ -221,12 +166,12 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
 
   std::vector<uint32_t> ids = segmentIds(dir_, ec);
   if (ec) return dir_ + ": " + ec.message();
-  if (auto salt = findSalt(dir_, ids)) {
+  if (auto salt = readSpoolSalt(dir_, ids)) {
     salt_ = *salt;
   } else {
     salt_ = std::stoull(randomHex(8), nullptr, 16);
   }
-  if (!findSalt(dir_, {}) && !writeSalt(dir_, salt_)) {
+  if (!readSpoolSalt(dir_, {}) && !writeSpoolSalt(dir_, salt_)) {
     return dir_ + "/salt: " + std::strerror(errno);
   }
 

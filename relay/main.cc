@@ -15,6 +15,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "queue/spool_check.h"
 #include "relay/admin_token.h"
 #include "relay/queue_cli.h"
 #include "relay/reload.h"
@@ -96,8 +97,21 @@ int main(int argc, char** argv) {
   queue->add_flag("--json", qc.json, "JSON instead of text");
   queue->fallthrough();
 
+  std::string spool_check_dir;
+  auto* spool = app.add_subcommand("spool", "offline spool tools");
+  auto* spool_check = spool->add_subcommand(
+      "check", "verify a spool's records without changing it (exit 1 if damaged)");
+  spool_check->add_option("dir", spool_check_dir, "spool_dir, or one worker's wN")->required();
+  spool->require_subcommand(1);
+
   CLI11_PARSE(app, argc, argv);
   if (*check) return checkConfig(check_path);
+  if (*spool_check) {
+    std::string report;
+    const int rc = postern::checkSpool(spool_check_dir, report);
+    std::fputs(report.c_str(), stdout);
+    return rc;
+  }
   if (*queue) {
     qc.admin = admin.empty() ? "127.0.0.1:9025" : admin;
     // The packaged config's place (the container image's too), so that `postern queue`
