@@ -1,6 +1,7 @@
 #include "relay/recipient_probe.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "core/ascii.h"
 #include "core/log.h"
@@ -227,6 +228,8 @@ void RecipientProber::start(const RecipientCheck& check, const std::string& mail
 
 void RecipientProber::finished(const Target& t, ProbeVerdict verdict, std::string reply) {
   pending_.erase(t.key);
+  // Quoted in our own 550: kept short of a reply line's 512 octets (RFC 5321 4.5.3.1.5).
+  if (reply.size() > kQuotedReply) reply.resize(kQuotedReply);
   const double ttl = verdict == ProbeVerdict::kExists    ? t.positive_ttl
                      : verdict == ProbeVerdict::kUnknown ? t.negative_ttl
                                                          : kUnavailableMs / 1000.0;

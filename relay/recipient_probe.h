@@ -71,6 +71,7 @@ class RecipientProber {
   };
   static constexpr size_t kMaxEntries = 100000;
   static constexpr uint64_t kUnavailableMs = 60'000;
+  static constexpr size_t kQuotedReply = 200;
 
   void start(const RecipientCheck& check, const std::string& mailbox);
   void finished(const Target& t, ProbeVerdict verdict, std::string reply);
