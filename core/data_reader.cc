@@ -46,12 +46,30 @@ void DataReader::headerText(std::string_view text) {
 
 void DataReader::headerLineEnd() {
   if (!in_header_) return;
-  if (head_len_ == 0) {
+  headerLine(std::string_view(head_, std::min(head_len_, kHeadPrefix)), head_len_);
+  head_len_ = 0;
+}
+
+// head: the line's first octets (up to kHeadPrefix), length: the whole line's.
+void DataReader::headerLine(std::string_view head, size_t length) {
+  if (head.empty()) {
     in_header_ = false;  // the empty line that ends the header section
-  } else if (isReceivedField({head_, std::min(head_len_, kHeadPrefix)})) {
+    return;
+  }
+  if (head[0] == ' ' || head[0] == '\t') return;  // a field's continuation
+  // A field's first line: a name (printable ASCII but ':'), blanks (obsolete syntax), a
+  // colon. A line that is plainly not one ends the header section, so body lines are not
+  // looked at (a name longer than the prefix is given the benefit of the doubt).
+  size_t i = 0;
+  while (i < head.size() && head[i] > ' ' && head[i] < 0x7f && head[i] != ':') ++i;
+  const size_t name = i;
+  while (i < head.size() && (head[i] == ' ' || head[i] == '\t')) ++i;
+  const bool field = i == head.size() ? length > kHeadPrefix : head[i] == ':' && name > 0;
+  if (!field) {
+    in_header_ = false;
+  } else if (isReceivedField(head)) {
     ++received_;
   }
-  head_len_ = 0;
 }
 
 void DataReader::fail(DataError e, MessageBody& out) {
@@ -66,10 +84,7 @@ void DataReader::append(std::string_view text, std::string_view eol, MessageBody
   if (text.size() + 2 > max_line_) return fail(DataError::kLineTooLong, out);
   size_ += text.size() + 2;
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
-  if (in_header_) {
-    headerText(text);
-    headerLineEnd();
-  }
+  if (in_header_) headerLine(text.substr(0, std::min(text.size(), kHeadPrefix)), text.size());
   if (eol == kCrlf && eol.data() == text.data() + text.size()) {
     out.append({text.data(), text.size() + 2});  // the line and its CRLF where they lie
   } else {

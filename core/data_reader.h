@@ -53,8 +53,9 @@ class DataReader {
 
   DataError error() const { return error_; }
   size_t size() const { return size_; }  // octets stored (after unstuffing)
-  // "Received:" fields in the message's header section (up to its first empty line), for
-  // loop detection (RFC 5321 §6.3): a message that has passed too many hops is refused.
+  // "Received:" fields in the message's header section (up to its first empty line, or
+  // its first line that cannot be a header field), for loop detection (RFC 5321 §6.3): a
+  // message that has passed too many hops is refused.
   size_t receivedCount() const { return received_; }
 
  private:
@@ -65,6 +66,7 @@ class DataReader {
   // Header section scan: a piece of the current line's content, then the line's end.
   void headerText(std::string_view text);
   void headerLineEnd();
+  void headerLine(std::string_view head, size_t length);
 
   size_t max_line_;  // octets including CRLF, after unstuffing
   size_t max_size_;

@@ -213,6 +213,12 @@ TEST(DataReader, CountsReceivedFieldsOfTheHeaderSection) {
   }
   auto stuffed = readEverySplit("..Received: x\r\n.Received: y\r\n.\r\n");
   EXPECT_EQ(stuffed[0].received, 1u);  // ".Received: x" is no field name; "Received: y" is
+  // The header section also ends at a line that cannot be a field; a long field name
+  // (past the 16 octets looked at) does not end it.
+  auto plain = readEverySplit(
+      "Received: a\r\nX-A-Very-Long-Field-Name: v\r\nReceived: b\r\n"
+      "body text: not a field\r\nReceived: c\r\n.\r\n");
+  EXPECT_EQ(plain[0].received, 2u);
   // A header section that never ends still counts, line by line.
   std::string many;
   for (int i = 0; i < 60; ++i) many += "Received: hop\r\n";
