@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/header_field.h"
+
 namespace postern {
 namespace {
 
@@ -57,14 +59,9 @@ void DataReader::headerLine(std::string_view head, size_t length) {
     return;
   }
   if (head[0] == ' ' || head[0] == '\t') return;  // a field's continuation
-  // A field's first line: a name (printable ASCII but ':'), blanks (obsolete syntax), a
-  // colon. A line that is plainly not one ends the header section, so body lines are not
+  // A line that cannot begin a field ends the header section, so body lines are not
   // looked at (a name longer than the prefix is given the benefit of the doubt).
-  size_t i = 0;
-  while (i < head.size() && head[i] > ' ' && head[i] < 0x7f && head[i] != ':') ++i;
-  const size_t name = i;
-  while (i < head.size() && (head[i] == ' ' || head[i] == '\t')) ++i;
-  const bool field = i == head.size() ? length > kHeadPrefix : head[i] == ':' && name > 0;
+  const bool field = canStartHeaderField(head, length > kHeadPrefix);
   if (!field) {
     in_header_ = false;
   } else if (isReceivedField(head)) {

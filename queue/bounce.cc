@@ -4,6 +4,7 @@
 #include <span>
 
 #include "core/ascii.h"
+#include "core/header_field.h"
 #include "core/random.h"
 
 namespace postern {
@@ -40,16 +41,6 @@ std::string rfc5322Date(int64_t ms) {
   return buf;
 }
 
-// A header field's first line: a field name (printable ASCII but ':'), optional blanks
-// (obsolete syntax), a colon.
-bool isFieldLine(std::string_view line) {
-  size_t i = 0;
-  while (i < line.size() && line[i] > ' ' && line[i] < 0x7f && line[i] != ':') ++i;
-  if (i == 0) return false;
-  while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-  return i < line.size() && line[i] == ':';
-}
-
 // The message's header section: its lines up to the first empty one, or up to the first
 // that is neither a field nor a field's continuation, so that a message without an empty
 // line is not returned whole as its "header".
@@ -61,7 +52,7 @@ std::string_view headerSection(std::string_view msg) {
     std::string_view line = msg.substr(pos, end - pos);
     while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
     const bool continuation = pos > 0 && !line.empty() && (line[0] == ' ' || line[0] == '\t');
-    if (!continuation && !isFieldLine(line)) break;
+    if (!continuation && !canStartHeaderField(line)) break;
     pos = end;
   }
   return msg.substr(0, pos);

@@ -166,12 +166,11 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
 
   std::vector<uint32_t> ids = segmentIds(dir_, ec);
   if (ec) return dir_ + ": " + ec.message();
-  if (auto salt = readSpoolSalt(dir_, ids)) {
-    salt_ = *salt;
-  } else {
-    salt_ = std::stoull(randomHex(8), nullptr, 16);
-  }
-  if (!readSpoolSalt(dir_, {}) && !writeSpoolSalt(dir_, salt_)) {
+  // The salt file first; a lost one is found again in a segment header, or made anew.
+  const std::optional<uint64_t> from_file = readSpoolSalt(dir_, {});
+  const std::optional<uint64_t> found = from_file ? from_file : readSpoolSalt(dir_, ids);
+  salt_ = found ? *found : std::stoull(randomHex(8), nullptr, 16);
+  if (!from_file && !writeSpoolSalt(dir_, salt_)) {
     return dir_ + "/salt: " + std::strerror(errno);
   }
 

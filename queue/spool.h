@@ -55,6 +55,8 @@ struct SpooledMessage {
 
 using CommitCallback = std::function<void(bool ok, const StoredRef& ref)>;
 
+struct DamagedRange;  // queue/segment_replay.h
+
 class Spool {
  public:
   // index: the worker's number, folded into every queue id so ids from different
@@ -134,7 +136,7 @@ class Spool {
   std::string openSegment(uint32_t id);
   void maybeDelete(uint32_t id);
   // Copies a damaged range of segment id into dir/quarantine/ and logs it.
-  void quarantine(uint32_t id, std::string_view data, const struct DamagedRange& range);
+  void quarantine(uint32_t id, std::string_view data, const DamagedRange& range);
   void queue(PendingMessage p, CommitCallback cb);  // for the next group commit
   void scheduleFlush();
   void flush(bool probe = false);
