@@ -50,10 +50,11 @@ class Reader {
     v = lo | (uint64_t{hi} << 32);
     return true;
   }
-  bool str(std::string& s) {
+  // A string, copied into s unless s is null (then only checked and skipped).
+  bool str(std::string* s) {
     uint32_t n;
     if (!u32(n) || d_.size() - pos_ < n) return false;
-    s.assign(d_.substr(pos_, n));
+    if (s != nullptr) s->assign(d_.substr(pos_, n));
     pos_ += n;
     return true;
   }
@@ -109,8 +110,11 @@ void finishRecord(std::string& out, size_t start, uint64_t salt) {
   sealRecord(out, start, payload_len, crc, salt);
 }
 
-// A payload's fields; body_offset relative to the payload's start.
-std::optional<DecodedRecord> parsePayload(uint8_t type, std::string_view payload);
+// A payload's fields; body_offset relative to the payload's start. Without `envelope`
+// only a Message's id, arrival time and recipient count are kept. body_size: the body's
+// octets that follow in payload, or (a head read back alone) nullopt for all of them.
+std::optional<DecodedRecord> parsePayload(uint8_t type, std::string_view payload, bool envelope,
+                                          std::optional<uint64_t> head_only = std::nullopt);
 
 }  // namespace
 
@@ -229,7 +233,7 @@ void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index, uint64_t sal
   finishRecord(out, start, salt);
 }
 
-RecordRead readRecord(std::string_view data, uint64_t salt) {
+RecordRead readRecord(std::string_view data, uint64_t salt, bool envelope) {
   RecordRead r;
   if (data.size() < kRecordHeaderSize || getU32(data.data()) != kRecordMagic ||
       headerCrc(data.data(), salt) != getU32(data.data() + 13)) {
@@ -249,8 +253,9 @@ RecordRead readRecord(std::string_view data, uint64_t salt) {
   const std::string_view payload = data.substr(kRecordHeaderSize, len);
   uint32_t crc = crc32c(0, data.data() + 8, 1);
   crc = crc32c(crc, payload.data(), payload.size());
-  auto rec = crc == getU32(data.data() + 9) ? parsePayload(static_cast<uint8_t>(data[8]), payload)
-                                            : std::nullopt;
+  auto rec = crc == getU32(data.data() + 9)
+                 ? parsePayload(static_cast<uint8_t>(data[8]), payload, envelope)
+                 : std::nullopt;
   if (!rec) {
     r.status = RecordStatus::kBadPayload;
     return r;
@@ -275,22 +280,41 @@ size_t findNextRecord(std::string_view data, size_t from, uint64_t salt) {
   return data.size();
 }
 
-std::optional<DecodedRecord> decodeRecordV1(std::string_view data) {
+std::optional<DecodedRecord> decodeRecordV1(std::string_view data, bool envelope) {
   if (data.size() < kV1HeaderSize) return std::nullopt;
   const uint32_t len = getU32(data.data());
   const uint32_t crc = getU32(data.data() + 4);
   if (len > kMaxRecordPayload || data.size() - kV1HeaderSize < len) return std::nullopt;
   if (crc32c(0, data.data() + 8, len + 1) != crc) return std::nullopt;
-  auto rec = parsePayload(static_cast<uint8_t>(data[8]), data.substr(kV1HeaderSize, len));
+  auto rec =
+      parsePayload(static_cast<uint8_t>(data[8]), data.substr(kV1HeaderSize, len), envelope);
   if (!rec) return std::nullopt;
   rec->size = kV1HeaderSize + len;
   rec->body_offset += kV1HeaderSize;
   return rec;
 }
 
+bool decodeMessageHead(std::string_view head, uint64_t salt, uint64_t body_size, Envelope& env) {
+  // Format 2 by its magic and salted header CRC; otherwise it can only be format 1.
+  size_t header = kV1HeaderSize;
+  if (head.size() >= kRecordHeaderSize && getU32(head.data()) == kRecordMagic &&
+      headerCrc(head.data(), salt) == getU32(head.data() + 13)) {
+    header = kRecordHeaderSize;
+    if (getU32(head.data() + 4) != head.size() - header + body_size) return false;
+  } else if (head.size() < kV1HeaderSize || getU32(head.data()) != head.size() - header + body_size) {
+    return false;
+  }
+  if (static_cast<uint8_t>(head[8]) != static_cast<uint8_t>(RecordType::kMessage)) return false;
+  auto rec = parsePayload(head[8], head.substr(header), true, body_size);
+  if (!rec || rec->body_offset + header != head.size()) return false;
+  env = std::move(rec->envelope);
+  return true;
+}
+
 namespace {
 
-std::optional<DecodedRecord> parsePayload(uint8_t type, std::string_view payload) {
+std::optional<DecodedRecord> parsePayload(uint8_t type, std::string_view payload, bool envelope,
+                                          std::optional<uint64_t> head_only) {
   const auto len = payload.size();
   DecodedRecord rec;
   rec.type = static_cast<RecordType>(type);
@@ -299,27 +323,36 @@ std::optional<DecodedRecord> parsePayload(uint8_t type, std::string_view payload
     case RecordType::kMessage: {
       uint64_t received, body_len;
       uint32_t nrcpt;
-      if (!r.u64(rec.envelope.id) || !r.u64(received) || !r.str(rec.envelope.sender) ||
-          !r.u32(nrcpt) || nrcpt > len) {
+      Envelope& e = rec.envelope;
+      auto str = [&](std::string& s) { return r.str(envelope ? &s : nullptr); };
+      if (!r.u64(e.id) || !r.u64(received) || !str(e.sender) || !r.u32(nrcpt) || nrcpt > len) {
         return std::nullopt;
       }
-      rec.envelope.received_ms = static_cast<int64_t>(received);
-      rec.envelope.recipients.resize(nrcpt);
-      Envelope& e = rec.envelope;
-      for (auto& rc : e.recipients) {
-        if (!r.str(rc)) return std::nullopt;
+      e.received_ms = static_cast<int64_t>(received);
+      rec.recipients = nrcpt;
+      if (envelope) e.recipients.resize(nrcpt);
+      for (uint32_t i = 0; i < nrcpt; ++i) {
+        if (!r.str(envelope ? &e.recipients[i] : nullptr)) return std::nullopt;
       }
       uint8_t flags = 0;
-      if (!r.u8(flags) || flags > 1 || !r.str(e.dsn_ret) || !r.str(e.dsn_envid)) {
+      if (!r.u8(flags) || flags > 1 || !str(e.dsn_ret) || !str(e.dsn_envid)) {
         return std::nullopt;
       }
       e.smtputf8 = flags == 1;
-      e.dsn_notify.resize(nrcpt);
-      e.dsn_orcpt.resize(nrcpt);
-      for (uint32_t i = 0; i < nrcpt; ++i) {
-        if (!r.str(e.dsn_notify[i]) || !r.str(e.dsn_orcpt[i])) return std::nullopt;
+      if (envelope) {
+        e.dsn_notify.resize(nrcpt);
+        e.dsn_orcpt.resize(nrcpt);
       }
-      if (!r.u64(body_len) || body_len != r.left()) return std::nullopt;
+      for (uint32_t i = 0; i < nrcpt; ++i) {
+        if (!r.str(envelope ? &e.dsn_notify[i] : nullptr) ||
+            !r.str(envelope ? &e.dsn_orcpt[i] : nullptr)) {
+          return std::nullopt;
+        }
+      }
+      if (!r.u64(body_len) || body_len != (head_only ? *head_only : r.left()) ||
+          (head_only && r.left() != 0)) {
+        return std::nullopt;
+      }
       rec.body_offset = r.pos();
       rec.body_size = body_len;
       return rec;

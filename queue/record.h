@@ -60,8 +60,9 @@ void encodeDone(std::string& out, uint64_t id, uint32_t rcpt_index, uint64_t sal
 
 struct DecodedRecord {
   RecordType type;
-  size_t size = 0;         // whole record, header included
-  Envelope envelope;       // kMessage
+  size_t size = 0;          // whole record, header included
+  Envelope envelope;        // kMessage (id and received_ms only, unless asked for)
+  uint32_t recipients = 0;  // kMessage
   size_t body_offset = 0;  // kMessage: from the record start
   size_t body_size = 0;    // kMessage
   uint64_t done_id = 0;    // kDone
@@ -81,11 +82,17 @@ struct RecordRead {
   DecodedRecord record;  // kOk
 };
 
-// Reads the format 2 record at the start of data.
-RecordRead readRecord(std::string_view data, uint64_t salt);
+// Reads the format 2 record at the start of data. Without `envelope`, a Message record's
+// strings are checked but not copied (recovery keeps no more than where a message lies).
+RecordRead readRecord(std::string_view data, uint64_t salt, bool envelope = true);
 // The offset of the next intact record header in data after `from`, or data.size().
 size_t findNextRecord(std::string_view data, size_t from, uint64_t salt);
 // Decodes the format 1 record at the start of data; nullopt when it is torn or corrupt.
-std::optional<DecodedRecord> decodeRecordV1(std::string_view data);
+std::optional<DecodedRecord> decodeRecordV1(std::string_view data, bool envelope = true);
+// Decodes a Message record's head (header and envelope, without the body) of either
+// format, as read back from a segment; a format 2 header's CRC is checked (the payload's
+// covers the body, not read here). False unless it is exactly a Message head for a body of
+// body_size octets.
+bool decodeMessageHead(std::string_view head, uint64_t salt, uint64_t body_size, Envelope& env);
 
 }  // namespace postern

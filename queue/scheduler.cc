@@ -22,11 +22,11 @@ void Scheduler::setBackoff(double retry_min_s, double retry_max_s) {
   retry_max_ms_ = static_cast<uint64_t>(retry_max_s * 1000);
 }
 
-void Scheduler::addReady(std::unique_ptr<DeliveryJob> job) { ready_.push_back(std::move(job)); }
+void Scheduler::addReady(ParkedJob job) { ready_.push_back(std::move(job)); }
 
-std::unique_ptr<DeliveryJob> Scheduler::takeReady() {
-  if (ready_.empty()) return nullptr;
-  auto job = std::move(ready_.front());
+std::optional<ParkedJob> Scheduler::takeReady() {
+  if (ready_.empty()) return std::nullopt;
+  std::optional<ParkedJob> job = std::move(ready_.front());
   ready_.pop_front();
   return job;
 }
@@ -39,13 +39,13 @@ uint64_t Scheduler::backoffMs(unsigned attempts) {
   return delay + jitter(rng_);
 }
 
-void Scheduler::defer(std::unique_ptr<DeliveryJob> job, uint64_t now_ms) {
-  ++job->attempts;
-  uint64_t when = now_ms + backoffMs(job->attempts);
+void Scheduler::defer(ParkedJob job, uint64_t now_ms) {
+  ++job.attempts;
+  uint64_t when = now_ms + backoffMs(job.attempts);
   deferred_.emplace(when, std::move(job));
 }
 
-void Scheduler::deferUntil(std::unique_ptr<DeliveryJob> job, uint64_t when_ms) {
+void Scheduler::deferUntil(ParkedJob job, uint64_t when_ms) {
   deferred_.emplace(when_ms, std::move(job));
 }
 
@@ -59,10 +59,10 @@ int64_t Scheduler::promote(uint64_t now_ms) {
   return static_cast<int64_t>(deferred_.begin()->first - now_ms);
 }
 
-std::vector<std::unique_ptr<DeliveryJob>> Scheduler::takeDeferred(uint64_t id) {
-  std::vector<std::unique_ptr<DeliveryJob>> out;
+std::vector<ParkedJob> Scheduler::takeDeferred(uint64_t id) {
+  std::vector<ParkedJob> out;
   for (auto it = deferred_.begin(); it != deferred_.end();) {
-    if (it->second->message.envelope.id == id) {
+    if (it->second.message.id == id) {
       out.push_back(std::move(it->second));
       it = deferred_.erase(it);
     } else {
@@ -75,7 +75,7 @@ std::vector<std::unique_ptr<DeliveryJob>> Scheduler::takeDeferred(uint64_t id) {
 size_t Scheduler::flush(uint64_t id) {
   size_t n = 0;
   for (auto it = deferred_.begin(); it != deferred_.end();) {
-    if (id == 0 || it->second->message.envelope.id == id) {
+    if (id == 0 || it->second.message.id == id) {
       ready_.push_back(std::move(it->second));
       it = deferred_.erase(it);
       ++n;

@@ -10,6 +10,8 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -31,17 +33,30 @@ struct DeliveryJob {
   std::vector<uint32_t> pendingRecipients() const;
 };
 
+// A job waiting (for its retry, or in a next hop's queue) without its envelope, which is
+// read back from the spool when it is taken up (Spool::readEnvelope): about 100 octets a
+// job however long its addresses, so a backlog of millions fits in a few hundred MB. A job
+// may keep its DeliveryJob whole instead (`whole`), which spares the read where the queue
+// is short and the job about to go.
+struct ParkedJob {
+  SpooledRef message;  // id, arrival, where it lies, done flags
+  unsigned attempts = 0;
+  bool delay_warned = false;
+  std::shared_ptr<const std::string> last_reply;  // shared by the jobs of one failure
+  std::unique_ptr<DeliveryJob> whole;
+};
+
 class Scheduler {
  public:
   Scheduler(double retry_min_s, double retry_max_s, uint64_t seed = std::random_device{}());
 
-  void addReady(std::unique_ptr<DeliveryJob> job);
-  std::unique_ptr<DeliveryJob> takeReady();
+  void addReady(ParkedJob job);
+  std::optional<ParkedJob> takeReady();
 
   // Counts an attempt and parks the job for its backoff interval.
-  void defer(std::unique_ptr<DeliveryJob> job, uint64_t now_ms);
+  void defer(ParkedJob job, uint64_t now_ms);
   // Parks the job until a given time without counting an attempt (destination down).
-  void deferUntil(std::unique_ptr<DeliveryJob> job, uint64_t when_ms);
+  void deferUntil(ParkedJob job, uint64_t when_ms);
 
   // Moves every deferred job that is due to the ready queue. Returns the delay until the
   // next deferred job is due, or -1 if none waits.
@@ -58,9 +73,9 @@ class Scheduler {
   // taken out; deferred jobs made due now (id 0: all). The latter two return a count.
   template <class F>
   void forEachDeferred(F f) const {
-    for (const auto& [when, job] : deferred_) f(*job, when);
+    for (const auto& [when, job] : deferred_) f(job, when);
   }
-  std::vector<std::unique_ptr<DeliveryJob>> takeDeferred(uint64_t id);
+  std::vector<ParkedJob> takeDeferred(uint64_t id);
   size_t flush(uint64_t id);
 
   size_t readyCount() const { return ready_.size(); }
@@ -70,8 +85,8 @@ class Scheduler {
   uint64_t retry_min_ms_;
   uint64_t retry_max_ms_;
   std::minstd_rand rng_;
-  std::deque<std::unique_ptr<DeliveryJob>> ready_;
-  std::multimap<uint64_t, std::unique_ptr<DeliveryJob>> deferred_;
+  std::deque<ParkedJob> ready_;
+  std::multimap<uint64_t, ParkedJob> deferred_;
 };
 
 }  // namespace postern

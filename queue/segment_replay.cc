@@ -2,23 +2,25 @@
 
 #include <algorithm>
 
+#include "queue/crc32c.h"
 #include "queue/record.h"
 
 namespace postern {
 namespace {
 
-void apply(DecodedRecord& rec, uint32_t id, size_t pos,
-           std::unordered_map<uint64_t, SpooledMessage>& messages, std::vector<uint64_t>& order) {
+void apply(const DecodedRecord& rec, std::string_view data, uint32_t id, size_t pos,
+           std::unordered_map<uint64_t, SpooledRef>& messages, std::vector<uint64_t>& order) {
   if (rec.type == RecordType::kMessage) {
-    SpooledMessage m;
-    m.ref = StoredRef{id, pos + rec.body_offset, rec.body_size};
-    m.done.assign(rec.envelope.recipients.size(), false);
-    m.envelope = std::move(rec.envelope);
-    const uint64_t mid = m.envelope.id;
-    if (messages.emplace(mid, std::move(m)).second) order.push_back(mid);
+    SpooledRef m;
+    m.id = rec.envelope.id;
+    m.received_ms = rec.envelope.received_ms;
+    m.ref = StoredRef{id, static_cast<uint32_t>(rec.body_offset), pos + rec.body_offset,
+                      rec.body_size, crc32c(0, data.data() + pos, rec.body_offset)};
+    m.recipients = rec.recipients;
+    if (messages.emplace(m.id, std::move(m)).second) order.push_back(rec.envelope.id);
   } else if (auto it = messages.find(rec.done_id);
-             it != messages.end() && rec.done_rcpt < it->second.done.size()) {
-    it->second.done[rec.done_rcpt] = true;
+             it != messages.end() && rec.done_rcpt < it->second.recipients) {
+    it->second.done.set(rec.done_rcpt);
   }
 }
 
@@ -34,17 +36,17 @@ void damage(SegmentReplay& out, size_t from, size_t to, size_t end) {
 }
 
 SegmentReplay replayFormat1(std::string_view data, uint32_t id,
-                            std::unordered_map<uint64_t, SpooledMessage>& messages,
+                            std::unordered_map<uint64_t, SpooledRef>& messages,
                             std::vector<uint64_t>& order) {
   SegmentReplay out;
   size_t pos = 0;
   while (pos < data.size()) {
-    auto rec = decodeRecordV1(data.substr(pos));
+    auto rec = decodeRecordV1(data.substr(pos), false);
     if (!rec) {
       damage(out, pos, data.size(), data.size());
       break;
     }
-    apply(*rec, id, pos, messages, order);
+    apply(*rec, data, id, pos, messages, order);
     ++out.records;
     pos += rec->size;
   }
@@ -54,7 +56,7 @@ SegmentReplay replayFormat1(std::string_view data, uint32_t id,
 }  // namespace
 
 SegmentReplay replaySegment(std::string_view data, uint32_t id, uint64_t fallback_salt,
-                            std::unordered_map<uint64_t, SpooledMessage>& messages,
+                            std::unordered_map<uint64_t, SpooledRef>& messages,
                             std::vector<uint64_t>& order) {
   // Format 2 by its segment header, or, if that was damaged, by records that carry the
   // spool's salt (a format 1 segment has none).
@@ -68,10 +70,10 @@ SegmentReplay replaySegment(std::string_view data, uint32_t id, uint64_t fallbac
   size_t pos = std::min(kSegmentHeaderSize, data.size());
   if (!out.salt) damage(out, 0, pos, data.size());
   while (pos < data.size()) {
-    RecordRead r = readRecord(data.substr(pos), salt);
+    RecordRead r = readRecord(data.substr(pos), salt, false);
     switch (r.status) {
       case RecordStatus::kOk:
-        apply(r.record, id, pos, messages, order);
+        apply(r.record, data, id, pos, messages, order);
         ++out.records;
         pos += r.size;
         continue;

@@ -34,10 +34,11 @@ struct SegmentReplay {
   size_t records = 0;
 };
 
-// Replays data (the whole segment id) into messages, first appearance kept in `order`.
+// Replays data (the whole segment id) into messages (where each lies and which recipients
+// are done; envelopes are not kept), first appearance kept in `order`.
 // fallback_salt: for a format 2 segment whose header is damaged (the spool's salt).
 SegmentReplay replaySegment(std::string_view data, uint32_t id, uint64_t fallback_salt,
-                            std::unordered_map<uint64_t, SpooledMessage>& messages,
+                            std::unordered_map<uint64_t, SpooledRef>& messages,
                             std::vector<uint64_t>& order);
 
 }  // namespace postern

@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/random.h"
 #include "core/write_all.h"
+#include "queue/crc32c.h"
 #include "queue/record.h"
 #include "queue/segment_replay.h"
 #include "queue/spool_dirs.h"
@@ -56,6 +57,33 @@ bool copySpill(int fd, const SpillFile& spill) {
 
 // "/seg-XXXXXXXX.log", to append to a spool directory's path.
 std::string segmentName(uint32_t id) { return "/" + segmentFileName(id); }
+
+bool allDone(const SpooledRef& m) {
+  for (uint32_t i = 0; i < m.recipients; ++i) {
+    if (!m.done.test(i)) return false;
+  }
+  return true;
+}
+
+bool preadAll(int fd, char* out, size_t size, uint64_t offset) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::pread(fd, out + got, size - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// The envelope of message id at ref in the segment open at fd.
+bool readEnvelopeAt(int fd, uint64_t id, const StoredRef& ref, uint64_t salt, Envelope& env) {
+  if (ref.head_size == 0 || ref.head_size > ref.body_offset) return false;
+  std::string head(ref.head_size, '\0');
+  return preadAll(fd, head.data(), head.size(), ref.body_offset - ref.head_size) &&
+         crc32c(0, head.data(), head.size()) == ref.head_crc &&
+         decodeMessageHead(head, salt, ref.body_size, env) && env.id == id;
+}
 
 bool readWhole(int fd, std::string& data) {
   struct stat st;
@@ -122,20 +150,31 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
   std::vector<uint32_t> ids = segmentIds(dir, ec);
   if (ec) return dir + ": " + ec.message();
   const uint64_t salt = readSpoolSalt(dir, ids).value_or(0);
-  std::unordered_map<uint64_t, SpooledMessage> messages;
+  std::unordered_map<uint64_t, SpooledRef> messages;
   std::vector<uint64_t> order;
+  std::map<uint32_t, uint64_t> salts;  // segment -> its records' salt
   for (uint32_t id : ids) {
     int fd = ::open((dir + segmentName(id)).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;  // deleted by a running relay meanwhile
     std::string data;
     bool ok = readWhole(fd, data);
     ::close(fd);
-    if (ok) replaySegment(data, id, salt, messages, order);
+    if (ok) salts[id] = replaySegment(data, id, salt, messages, order).salt.value_or(salt);
   }
+  std::map<uint32_t, int> fds;  // segment -> fd, for reading envelopes back
   for (uint64_t mid : order) {
-    SpooledMessage& m = messages[mid];
-    if (std::all_of(m.done.begin(), m.done.end(), [](bool d) { return d; })) continue;
-    pending.push_back(std::move(m));
+    const SpooledRef& m = messages[mid];
+    if (allDone(m)) continue;
+    int& fd = fds.try_emplace(m.ref.segment, -1).first->second;
+    if (fd < 0) fd = ::open((dir + segmentName(m.ref.segment)).c_str(), O_RDONLY | O_CLOEXEC);
+    SpooledMessage full;
+    if (fd < 0 || !readEnvelopeAt(fd, m.id, m.ref, salts[m.ref.segment], full.envelope)) continue;
+    full.ref = m.ref;
+    full.done = m.done.toVector(m.recipients);
+    pending.push_back(std::move(full));
+  }
+  for (auto& [id, fd] : fds) {
+    if (fd >= 0) ::close(fd);
   }
   return "";
 }
@@ -152,13 +191,13 @@ std::string Spool::openSegment(uint32_t id) {
     ::unlink(segmentPath(id).c_str());
     return err;
   }
-  segments_[id] = Segment{fd, header.size(), 0};
+  segments_[id] = Segment{fd, header.size(), 0, salt_};
   active_ = id;
   dir_dirty_ = true;
   return "";
 }
 
-std::string Spool::open(std::vector<SpooledMessage>& recovered) {
+std::string Spool::open(std::vector<SpooledRef>& recovered) {
   if (std::string err = createDurableDirectories(dir_); !err.empty()) return err;
   std::error_code ec;
   dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -174,7 +213,7 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
     return dir_ + "/salt: " + std::strerror(errno);
   }
 
-  std::unordered_map<uint64_t, SpooledMessage> messages;
+  std::unordered_map<uint64_t, SpooledRef> messages;
   std::vector<uint64_t> order;
   for (uint32_t id : ids) {
     int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CLOEXEC);
@@ -184,16 +223,16 @@ std::string Spool::open(std::vector<SpooledMessage>& recovered) {
       ::close(fd);
       return segmentPath(id) + ": short read during recovery";
     }
-    segments_[id] = Segment{fd, data.size(), 0};
     SegmentReplay replay = replaySegment(data, id, salt_, messages, order);
+    segments_[id] = Segment{fd, data.size(), 0, replay.salt.value_or(salt_)};
     for (const DamagedRange& range : replay.damaged) quarantine(id, data, range);
   }
 
   uint64_t max_id = 0;
   for (uint64_t mid : order) {
-    SpooledMessage& m = messages[mid];
+    SpooledRef& m = messages[mid];
     max_id = std::max(max_id, mid);
-    if (std::all_of(m.done.begin(), m.done.end(), [](bool d) { return d; })) continue;
+    if (allDone(m)) continue;
     segments_[m.ref.segment].live++;
     recovered.push_back(std::move(m));
   }
@@ -307,15 +346,12 @@ bool Spool::readBody(const StoredRef& ref, std::string& out) const {
   auto it = segments_.find(ref.segment);
   if (it == segments_.end()) return false;
   out.resize(ref.body_size);
-  size_t got = 0;
-  while (got < out.size()) {
-    ssize_t n = ::pread(it->second.fd, out.data() + got, out.size() - got,
-                        static_cast<off_t>(ref.body_offset + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    got += static_cast<size_t>(n);
-  }
-  return true;
+  return preadAll(it->second.fd, out.data(), out.size(), ref.body_offset);
+}
+
+bool Spool::readEnvelope(uint64_t id, const StoredRef& ref, Envelope& out) const {
+  auto it = segments_.find(ref.segment);
+  return it != segments_.end() && readEnvelopeAt(it->second.fd, id, ref, it->second.salt, out);
 }
 
 void Spool::scheduleFlush() {
@@ -427,7 +463,9 @@ void Spool::afterWork(void* batch) {
     uint64_t offset = b->start;
     for (auto& m : b->messages) {
       seg.live++;
-      m.cb(true, StoredRef{b->segment, offset + m.head.size(), m.bodySize()});
+      m.cb(true, StoredRef{b->segment, static_cast<uint32_t>(m.head.size()),
+                           offset + m.head.size(), m.bodySize(),
+                           crc32c(0, m.head.data(), m.head.size())});
       offset += m.head.size() + m.bodySize() + m.trailer.size();
     }
     seg.size = offset + b->done.size();

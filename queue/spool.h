@@ -37,20 +37,35 @@
 #include "core/metrics.h"
 #include "queue/envelope.h"
 #include "queue/io_thread.h"
+#include "queue/recipient_flags.h"
 #include "queue/spill_file.h"
 
 namespace postern {
 
 struct StoredRef {
   uint32_t segment = 0;
+  uint32_t head_size = 0;    // the record's header and envelope, right before the body
   uint64_t body_offset = 0;  // within the segment file
   uint64_t body_size = 0;
+  // CRC32C of the head as written: what is read back later must still be it (the
+  // record's own payload CRC covers the body too, which a read of the head does not see).
+  uint32_t head_crc = 0;
 };
 
 struct SpooledMessage {
   Envelope envelope;
   StoredRef ref;
   std::vector<bool> done;  // per recipient
+};
+
+// A spooled message known by where it lies, without its envelope (Spool::readEnvelope
+// reads that back): what recovery returns, 72 octets a message however long its addresses.
+struct SpooledRef {
+  uint64_t id = 0;
+  int64_t received_ms = 0;
+  StoredRef ref;
+  uint32_t recipients = 0;
+  RecipientFlags done;
 };
 
 using CommitCallback = std::function<void(bool ok, const StoredRef& ref)>;
@@ -67,7 +82,8 @@ class Spool {
   Spool& operator=(const Spool&) = delete;
 
   // Creates the directory if needed and replays it. Returns "" or an error description.
-  std::string open(std::vector<SpooledMessage>& recovered);
+  // Every message with recipients still to deliver goes to recovered, oldest first.
+  std::string open(std::vector<SpooledRef>& recovered);
 
   uint64_t nextId();
 
@@ -99,6 +115,9 @@ class Spool {
   void release(const StoredRef& ref);
 
   bool readBody(const StoredRef& ref, std::string& out) const;
+  // Reads back the envelope of message id at ref (its record's header is checked again:
+  // the disk may have changed since). False if it cannot be read or is not that message.
+  bool readEnvelope(uint64_t id, const StoredRef& ref, Envelope& out) const;
 
   // Flushes nothing further and closes the loop handles (for shutdown).
   void close();
@@ -120,7 +139,8 @@ class Spool {
   struct Segment {
     int fd = -1;
     uint64_t size = 0;
-    size_t live = 0;  // committed messages with recipients still to deliver
+    size_t live = 0;    // committed messages with recipients still to deliver
+    uint64_t salt = 0;  // its records' (another spool's, for a segment merged from one)
   };
   struct PendingMessage {
     std::string head;  // record header and envelope

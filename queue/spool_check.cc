@@ -26,7 +26,7 @@ bool checkWorkerDir(const std::string& dir, std::string& out) {
   out += dir + ": " + std::to_string(ids.size()) + " segments" +
          (salt ? "" : ", no salt found (format 1 segments only)") + "\n";
   bool bad = false;
-  std::unordered_map<uint64_t, SpooledMessage> messages;
+  std::unordered_map<uint64_t, SpooledRef> messages;
   std::vector<uint64_t> order;
   for (uint32_t id : ids) {
     std::ifstream in(dir + "/" + segmentFileName(id), std::ios::binary);
@@ -47,8 +47,13 @@ bool checkWorkerDir(const std::string& dir, std::string& out) {
   }
   size_t queued = 0;
   for (uint64_t mid : order) {
-    const auto& done = messages[mid].done;
-    queued += std::any_of(done.begin(), done.end(), [](bool d) { return !d; }) ? 1 : 0;
+    const SpooledRef& m = messages[mid];
+    for (uint32_t i = 0; i < m.recipients; ++i) {
+      if (!m.done.test(i)) {
+        ++queued;
+        break;
+      }
+    }
   }
   out += "  messages with recipients still to deliver: " + std::to_string(queued) + "\n";
   for (const auto& e : fs::directory_iterator(dir + "/quarantine", ec)) {

@@ -17,6 +17,10 @@ namespace {
 constexpr uint64_t kPlainAfterTlsFailureMs = 3600'000;
 // A DNS answer is used for at least this long, whatever its TTL (see resolve()).
 constexpr uint64_t kMinAnswerMs = 1000;
+// The first jobs of a next hop's queue wait whole; the rest have their envelopes read back
+// from the spool when their turn comes (ParkedJob): a short queue costs no reads, a long
+// one no memory beyond its index.
+constexpr size_t kWholeJobsPerHop = 256;
 
 uint64_t addSaturating(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
 
@@ -63,7 +67,7 @@ void Delivery::reload(std::shared_ptr<const Config> config,
   scheduler_.setBackoff(config_->delivery.retry_min, config_->delivery.retry_max);
   // Every waiting job is routed afresh: a new exact or suffix route can take a domain
   // away from a destination that is otherwise kept.
-  std::vector<std::unique_ptr<DeliveryJob>> waiting;
+  std::vector<ParkedJob> waiting;
   for (auto it = destinations_.begin(); it != destinations_.end();) {
     Destination& d = *it->second;
     for (auto& job : d.ready) waiting.push_back(std::move(job));
@@ -167,17 +171,84 @@ void Delivery::enqueue(SpooledMessage message) {
   dispatch(std::move(job));
 }
 
+void Delivery::enqueue(SpooledRef message) {
+  SpooledMessage whole;
+  if (!spool_.readEnvelope(message.id, message.ref, whole.envelope)) {
+    logEvent(spdlog::level::err, "spool_unreadable",
+             {{"id", queueIdString(message.id)}, {"segment", uint64_t{message.ref.segment}}});
+    return;  // the segment is kept: it holds a message not finished
+  }
+  whole.ref = message.ref;
+  whole.done = message.done.toVector(whole.envelope.recipients.size());
+  enqueue(std::move(whole));
+}
+
 void Delivery::dispatch(std::unique_ptr<DeliveryJob> job) {
   Destination& d = destinationFor(*job);
   // Oldest first: a job back from a retry goes before what arrived while it waited (the
   // walk is from the back, so a new arrival costs nothing).
+  const int64_t received = job->message.envelope.received_ms;
   auto pos = d.ready.end();
-  while (pos != d.ready.begin() &&
-         (*std::prev(pos))->message.envelope.received_ms > job->message.envelope.received_ms) {
-    --pos;
-  }
-  d.ready.insert(pos, std::move(job));
+  while (pos != d.ready.begin() && std::prev(pos)->message.received_ms > received) --pos;
+  const bool whole = static_cast<size_t>(pos - d.ready.begin()) < kWholeJobsPerHop;
+  d.ready.insert(pos, park(std::move(job), whole));
   pump(d);
+}
+
+void Delivery::dispatch(ParkedJob job) {
+  if (auto whole = unpark(std::move(job))) dispatch(std::move(whole));
+}
+
+ParkedJob Delivery::park(std::unique_ptr<DeliveryJob> job, bool whole) {
+  ParkedJob p;
+  const SpooledMessage& m = job->message;
+  p.message.id = m.envelope.id;
+  p.message.received_ms = m.envelope.received_ms;
+  p.message.ref = m.ref;
+  p.message.recipients = static_cast<uint32_t>(m.envelope.recipients.size());
+  p.message.done = RecipientFlags(m.done);
+  p.attempts = job->attempts;
+  p.delay_warned = job->delay_warned;
+  if (!job->last_reply.empty()) {
+    // The jobs of one failed next hop share its reply instead of a copy each.
+    if (!last_reply_ || *last_reply_ != job->last_reply) {
+      last_reply_ = std::make_shared<const std::string>(job->last_reply);
+    }
+    p.last_reply = last_reply_;
+  }
+  if (whole) p.whole = std::move(job);
+  return p;
+}
+
+std::unique_ptr<DeliveryJob> Delivery::unpark(ParkedJob p) {
+  if (p.whole) {
+    p.whole->attempts = p.attempts;
+    p.whole->delay_warned = p.delay_warned;
+    return std::move(p.whole);
+  }
+  auto job = std::make_unique<DeliveryJob>();
+  if (!spool_.readEnvelope(p.message.id, p.message.ref, job->message.envelope)) {
+    logEvent(spdlog::level::err, "spool_unreadable",
+             {{"id", queueIdString(p.message.id)}, {"segment", uint64_t{p.message.ref.segment}}});
+    return nullptr;  // its segment is kept (still live): the next start's recovery decides
+  }
+  job->message.ref = p.message.ref;
+  job->message.done = p.message.done.toVector(p.message.recipients);
+  job->attempts = p.attempts;
+  job->delay_warned = p.delay_warned;
+  if (p.last_reply) job->last_reply = *p.last_reply;
+  return job;
+}
+
+bool Delivery::peek(const ParkedJob& p, SpooledMessage& out) const {
+  if (p.whole) {
+    out = p.whole->message;
+    return true;
+  }
+  if (!spool_.readEnvelope(p.message.id, p.message.ref, out.envelope)) return false;
+  out.ref = p.message.ref;
+  out.done = p.message.done.toVector(p.message.recipients);
+  return true;
 }
 
 void Delivery::pump(Destination& d) {
@@ -189,8 +260,9 @@ void Delivery::pump(Destination& d) {
   if (d.resolution.status == HopResolution::Status::kPermanent) {
     // The domain cannot receive mail (no such domain, null MX, no address): bounce.
     while (!d.ready.empty()) {
-      auto job = std::move(d.ready.front());
+      auto job = unpark(std::move(d.ready.front()));
       d.ready.pop_front();
+      if (!job) continue;
       std::vector<RecipientResult> results;
       for (uint32_t i : job->pendingRecipients()) results.push_back({i, 550, d.resolution.error});
       finishJob(std::move(job), results, "");
@@ -290,8 +362,12 @@ bool Delivery::startJob(Destination& d, SmtpClient* c) {
     const double interval = 1000.0 * config_->workers / d.route.max_rate;
     d.next_send = std::max(d.next_send, static_cast<double>(now) - 1.0) + interval;
   }
-  auto job = std::move(d.ready.front());
-  d.ready.pop_front();
+  std::unique_ptr<DeliveryJob> job;
+  while (!job && !d.ready.empty()) {
+    job = unpark(std::move(d.ready.front()));
+    d.ready.pop_front();
+  }
+  if (!job) return false;
   job->started_ms = uv_now(loop_);
   c->deliver(std::move(job));
   return true;
@@ -526,14 +602,14 @@ void Delivery::warnDelayed(DeliveryJob& job) {
 void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
   if (retry_at != 0) {
     ++job->attempts;
-    scheduler_.deferUntil(std::move(job), retry_at);
+    scheduler_.deferUntil(park(std::move(job), false), retry_at);
     armTimer();
     return;
   }
   const StoredRef old_ref = job->message.ref;
   std::string body;
   if (stopping_ || old_ref.segment == spool_.activeSegment() || !spool_.readBody(old_ref, body)) {
-    scheduler_.defer(std::move(job), uv_now(loop_));
+    scheduler_.defer(park(std::move(job), false), uv_now(loop_));
     armTimer();
     return;
   }
@@ -567,7 +643,7 @@ void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
           job->message.done.assign(fresh.recipients.size(), false);
         }
         if (stopping_) return;  // recovery at the next start retries it
-        scheduler_.defer(std::move(job), uv_now(loop_));
+        scheduler_.defer(park(std::move(job), false), uv_now(loop_));
         armTimer();
       },
       std::move(trailer));
@@ -616,9 +692,11 @@ void Delivery::destinationFailed(Destination& d, const std::string& why) {
   const std::string reason = withStatus("4.4.1", why);
   logEvent(spdlog::level::warn, "next_hop_down",
            {{"next_hop", d.key}, {"error", reason}, {"retry_in_ms", backoff}});
-  auto jobs = std::move(d.ready);
+  auto parked = std::move(d.ready);
   d.ready.clear();
-  for (auto& job : jobs) {
+  for (auto& p : parked) {
+    auto job = unpark(std::move(p));
+    if (!job) continue;
     std::vector<RecipientResult> results;
     for (uint32_t i : job->pendingRecipients()) results.push_back({i, 451, reason});
     finishJob(std::move(job), results, "", d.down_until);
@@ -647,7 +725,7 @@ void Delivery::armTimer() {
 void Delivery::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Delivery*>(t->data);
   self->scheduler_.promote(uv_now(self->loop_));
-  while (auto job = self->scheduler_.takeReady()) self->dispatch(std::move(job));
+  while (auto job = self->scheduler_.takeReady()) self->dispatch(std::move(*job));
   const uint64_t now = uv_now(self->loop_);
   std::vector<Destination*> waiting;
   for (auto it = self->destinations_.begin(); it != self->destinations_.end();) {
@@ -665,25 +743,36 @@ void Delivery::onTimer(uv_timer_t* t) {
 
 std::vector<QueueEntry> Delivery::queueEntries() const {
   std::vector<QueueEntry> out;
-  auto add = [&](const DeliveryJob& job, const std::string& state, const std::string& hop) {
-    QueueEntry e = entryFromSpool(job.message);
+  auto add = [&](const SpooledMessage& m, unsigned attempts, const std::string& last_reply,
+                 const std::string& state, const std::string& hop) {
+    QueueEntry e = entryFromSpool(m);
     e.state = state;
-    e.attempts = job.attempts;
+    e.attempts = attempts;
     e.next_hop = hop;
-    e.last_reply = job.last_reply;
+    e.last_reply = last_reply;
     out.push_back(std::move(e));
   };
+  // A waiting job's envelope is read back from the spool (one small read each).
+  auto addParked = [&](const ParkedJob& p, const std::string& state, const std::string& hop) {
+    SpooledMessage m;
+    if (!peek(p, m)) return false;
+    add(m, p.attempts, p.last_reply ? *p.last_reply : "", state, hop);
+    return true;
+  };
   forEachDestination([&](const Destination& d) {
-    for (const auto& job : d.ready) add(*job, "ready", d.key);
+    for (const auto& job : d.ready) addParked(job, "ready", d.key);
     for (const SmtpClient* c : d.clients) {
-      if (c->job() != nullptr) add(*c->job(), "active", d.key);
+      if (const DeliveryJob* job = c->job()) {
+        add(job->message, job->attempts, job->last_reply, "active", d.key);
+      }
     }
   });
   const uint64_t now = uv_now(loop_);
   const int64_t wall = unixMillis();
-  scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t when) {
-    add(job, "deferred", "");
-    out.back().next_attempt_ms = wall + static_cast<int64_t>(when > now ? when - now : 0);
+  scheduler_.forEachDeferred([&](const ParkedJob& job, uint64_t when) {
+    if (addParked(job, "deferred", "")) {
+      out.back().next_attempt_ms = wall + static_cast<int64_t>(when > now ? when - now : 0);
+    }
   });
   std::sort(out.begin(), out.end(),
             [](const QueueEntry& a, const QueueEntry& b) { return a.received_ms < b.received_ms; });
@@ -695,34 +784,37 @@ void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
   ready = active = 0;
   deferred = scheduler_.deferredCount();
   oldest_ms = 0;
-  auto older = [&](const DeliveryJob& job) {
-    int64_t t = job.message.envelope.received_ms;
+  auto older = [&](int64_t t) {
     if (oldest_ms == 0 || t < oldest_ms) oldest_ms = t;
   };
   forEachDestination([&](const Destination& d) {
     ready += d.ready.size();
-    for (const auto& job : d.ready) older(*job);
+    if (!d.ready.empty()) older(d.ready.front().message.received_ms);  // oldest first
     for (const SmtpClient* c : d.clients) {
       if (c->job() != nullptr) {
         ++active;
-        older(*c->job());
+        older(c->job()->message.envelope.received_ms);
       }
     }
   });
-  scheduler_.forEachDeferred([&](const DeliveryJob& job, uint64_t) { older(job); });
+  scheduler_.forEachDeferred([&](const ParkedJob& job, uint64_t) { older(job.message.received_ms); });
 }
 
 std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id) {
-  std::vector<std::unique_ptr<DeliveryJob>> jobs = scheduler_.takeDeferred(id);
+  std::vector<ParkedJob> parked = scheduler_.takeDeferred(id);
   for (auto& [key, d] : destinations_) {
     for (auto it = d->ready.begin(); it != d->ready.end();) {
-      if ((*it)->message.envelope.id == id) {
-        jobs.push_back(std::move(*it));
+      if (it->message.id == id) {
+        parked.push_back(std::move(*it));
         it = d->ready.erase(it);
       } else {
         ++it;
       }
     }
+  }
+  std::vector<std::unique_ptr<DeliveryJob>> jobs;
+  for (auto& p : parked) {
+    if (auto job = unpark(std::move(p))) jobs.push_back(std::move(job));
   }
   return jobs;
 }
@@ -733,7 +825,9 @@ size_t Delivery::flush(uint64_t id) {
   if (id == 0) {
     for (auto& [key, d] : destinations_) d->down_until = 0;
   }
-  while (auto job = scheduler_.takeReady()) {
+  while (auto parked = scheduler_.takeReady()) {
+    auto job = unpark(std::move(*parked));
+    if (!job) continue;
     // An operator's flush is a retry now, also when the message's next hop is backed off.
     destinationFor(*job).down_until = 0;
     dispatch(std::move(job));

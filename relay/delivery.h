@@ -61,6 +61,8 @@ class Delivery {
   std::string init();
 
   void enqueue(SpooledMessage message);
+  // A message found by recovery: its envelope is read back from the spool.
+  void enqueue(SpooledRef message);
   // Switches to a new configuration and its verifying context.
   void reload(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> verifying);
   // Stops new attempts and ends idle connections; a message on a connection finishes
@@ -95,6 +97,14 @@ class Delivery {
   Destination& destinationFor(const std::string& recipient);
   Destination& destinationFor(const DeliveryJob& job);
   void dispatch(std::unique_ptr<DeliveryJob> job);
+  void dispatch(ParkedJob job);
+  // A waiting job in its compact form (scheduler.h); whole: keep the DeliveryJob too.
+  ParkedJob park(std::unique_ptr<DeliveryJob> job, bool whole);
+  // The job again with its envelope; nullptr if that cannot be read back (logged; the
+  // message stays in the spool, and the next start's recovery deals with it).
+  std::unique_ptr<DeliveryJob> unpark(ParkedJob job);
+  // The message of a waiting job with its envelope, for queue listings; false as unpark.
+  bool peek(const ParkedJob& job, SpooledMessage& out) const;
   void pump(Destination& d);
   void resolve(Destination& d);
   void openClient(Destination& d);
@@ -146,6 +156,7 @@ class Delivery {
   // Retired by a reload, with connections still finishing their messages.
   std::vector<std::unique_ptr<Destination>> retired_;
   uint64_t next_serial_ = 1;
+  std::shared_ptr<const std::string> last_reply_;  // the latest parked, to share
   size_t clients_ = 0;  // open SmtpClients over all destinations
   uv_timer_t timer_;
   bool stopping_ = false;

@@ -41,7 +41,7 @@ struct Destination {
   uint64_t resolved_until = 0;  // loop time the answer expires
   size_t next_address = 0;      // first address of resolution.addresses not yet failed
 
-  std::deque<std::unique_ptr<DeliveryJob>> ready;
+  std::deque<ParkedJob> ready;  // oldest first
   std::set<SmtpClient*> clients;
   size_t connecting = 0;     // clients not yet ready
   unsigned failures = 0;     // consecutive rounds in which no address could be used

@@ -53,7 +53,7 @@ std::string Worker::start(bool own_listeners) {
   prober_ = std::make_unique<RecipientProber>(&loop_, config_);
   if (std::string err = prober_->init(); !err.empty()) return "recipient probes: dns: " + err;
 
-  std::vector<SpooledMessage> recovered;
+  std::vector<SpooledRef> recovered;
   if (std::string err = spool_->open(recovered); !err.empty()) return "spool: " + err;
   logEvent(spdlog::level::info, "spool_recovered",
            {{"worker", uint64_t{index_}},

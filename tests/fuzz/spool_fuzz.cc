@@ -50,7 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     seg = kValid;
     for (size_t i = 1; i < size; ++i) seg[(i - 1) % seg.size()] ^= static_cast<char>(data[i]);
   }
-  std::unordered_map<uint64_t, SpooledMessage> messages;
+  std::unordered_map<uint64_t, SpooledRef> messages;
   std::vector<uint64_t> order;
   SegmentReplay r = replaySegment(seg, 1, kSalt, messages, order);
   uint64_t last_end = 0;
@@ -61,8 +61,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     last_end = d.offset + d.length;
   }
   for (const auto& [id, m] : messages) {
-    const uint64_t begin = m.ref.body_offset, end = begin + m.ref.body_size;
+    FUZZ_CHECK(m.ref.head_size > 0 && m.ref.head_size <= m.ref.body_offset);
+    const uint64_t begin = m.ref.body_offset - m.ref.head_size;
+    const uint64_t end = m.ref.body_offset + m.ref.body_size;
     FUZZ_CHECK(end <= seg.size() && begin <= end);
+    // What recovery found, its envelope can be read back (as delivery does).
+    Envelope env;
+    FUZZ_CHECK(decodeMessageHead(std::string_view(seg).substr(begin, m.ref.head_size), kSalt,
+                                 m.ref.body_size, env));
+    FUZZ_CHECK(env.id == id && env.recipients.size() == m.recipients);
     for (const DamagedRange& d : r.damaged) {
       FUZZ_CHECK(end <= d.offset || begin >= d.offset + d.length);
     }

@@ -2,16 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 namespace postern {
 namespace {
 
-std::unique_ptr<DeliveryJob> job(uint64_t id) {
-  auto j = std::make_unique<DeliveryJob>();
-  j->message.envelope.id = id;
-  j->message.envelope.recipients = {"a@b", "c@d"};
-  j->message.done = {false, true};
+ParkedJob job(uint64_t id) {
+  ParkedJob j;
+  j.message.id = id;
+  j.message.recipients = 2;
+  j.message.done.set(1);
   return j;
 }
 
@@ -44,19 +45,48 @@ TEST(Scheduler, DeferredJobsBecomeReadyInDueOrder) {
   Scheduler s(1, 10, 1);
   s.addReady(job(1));
   auto a = s.takeReady();
-  EXPECT_EQ(s.takeReady(), nullptr);
-  s.defer(std::move(a), 1000);  // due at ~2000
+  ASSERT_TRUE(a.has_value());
+  EXPECT_FALSE(s.takeReady().has_value());
+  s.defer(std::move(*a), 1000);  // due at ~2000
   s.deferUntil(job(2), 1500);
   EXPECT_EQ(s.promote(1000), 500);
   EXPECT_EQ(s.readyCount(), 0u);
   EXPECT_GT(s.promote(1500), 0);
   ASSERT_EQ(s.readyCount(), 1u);
-  EXPECT_EQ(s.takeReady()->message.envelope.id, 2u);
+  EXPECT_EQ(s.takeReady()->message.id, 2u);
   EXPECT_EQ(s.promote(2200), -1);
   auto back = s.takeReady();
-  ASSERT_NE(back, nullptr);
+  ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->attempts, 1u);
-  EXPECT_EQ(back->pendingRecipients(), std::vector<uint32_t>{0});
+  EXPECT_FALSE(back->message.done.test(0));
+  EXPECT_TRUE(back->message.done.test(1));
+}
+
+TEST(Scheduler, TakesAndFlushesTheJobsOfOneMessage) {
+  Scheduler s(1, 10, 1);
+  s.deferUntil(job(7), 5000);
+  s.deferUntil(job(8), 6000);
+  s.deferUntil(job(7), 7000);
+  EXPECT_EQ(s.takeDeferred(7).size(), 2u);
+  EXPECT_EQ(s.deferredCount(), 1u);
+  EXPECT_EQ(s.flush(0), 1u);
+  EXPECT_EQ(s.takeReady()->message.id, 8u);
+}
+
+TEST(RecipientFlags, InlineAndBeyondSixtyFour) {
+  RecipientFlags f;
+  f.set(0);
+  f.set(63);
+  f.set(64);
+  f.set(200);
+  EXPECT_TRUE(f.test(0) && f.test(63) && f.test(64) && f.test(200));
+  EXPECT_FALSE(f.test(1) || f.test(65) || f.test(199) || f.test(201) || f.test(100000));
+  RecipientFlags copy = f;
+  copy.set(5);
+  EXPECT_FALSE(f.test(5));
+  std::vector<bool> v = copy.toVector(202);
+  EXPECT_EQ(std::count(v.begin(), v.end(), true), 5);
+  EXPECT_EQ(RecipientFlags(v).toVector(202), v);
 }
 
 }  // namespace

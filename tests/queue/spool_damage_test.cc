@@ -44,7 +44,7 @@ class SpoolDamageTest : public ::testing::Test {
   // Commits n messages of about 1 KB into one segment; returns where each record lies.
   std::vector<Written> writeMessages(int n) {
     std::vector<Written> out;
-    run([&](Spool& s, std::vector<SpooledMessage>&) {
+    run([&](Spool& s, std::vector<SpooledRef>&) {
       uint64_t prev_end = kSegmentHeaderSize;
       for (int i = 0; i < n; ++i) {
         Envelope e;
@@ -71,7 +71,7 @@ class SpoolDamageTest : public ::testing::Test {
   template <typename Fn>
   void run(Fn fn) {
     Spool spool(&loop_, dir_.string());
-    std::vector<SpooledMessage> recovered;
+    std::vector<SpooledRef> recovered;
     ASSERT_EQ(spool.open(recovered), "");
     fn(spool, recovered);
     while (spool.busy()) uv_run(&loop_, UV_RUN_ONCE);
@@ -82,13 +82,13 @@ class SpoolDamageTest : public ::testing::Test {
   // Reopens the spool: the ids it recovered (with their bodies checked) and its quarantine.
   std::set<uint64_t> reopen(const std::vector<Written>& written, uint64_t* quarantined = nullptr) {
     std::set<uint64_t> ids;
-    run([&](Spool& s, std::vector<SpooledMessage>& recovered) {
+    run([&](Spool& s, std::vector<SpooledRef>& recovered) {
       for (const auto& m : recovered) {
-        ids.insert(m.envelope.id);
+        ids.insert(m.id);
         std::string body;
         EXPECT_TRUE(s.readBody(m.ref, body));
         auto w = std::find_if(written.begin(), written.end(),
-                              [&](const Written& x) { return x.id == m.envelope.id; });
+                              [&](const Written& x) { return x.id == m.id; });
         ASSERT_NE(w, written.end());
         EXPECT_EQ(body, w->body) << "a recovered body differs";
       }

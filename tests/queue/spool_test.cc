@@ -32,7 +32,7 @@ class SpoolTest : public ::testing::Test {
   template <typename Fn>
   void withSpool(Fn fn, size_t segment_limit = 64u << 20) {
     auto spool = std::make_unique<Spool>(&loop_, dir_.string(), 0, segment_limit);
-    std::vector<SpooledMessage> recovered;
+    std::vector<SpooledRef> recovered;
     ASSERT_EQ(spool->open(recovered), "");
     fn(*spool, recovered);
     while (spool->busy()) uv_run(&loop_, UV_RUN_ONCE);
@@ -86,13 +86,50 @@ TEST_F(SpoolTest, CommittedMessagesAreRecoveredUntilDone) {
   // "Restart": message 0 is done, message 1 has recipient 0 left, message 2 both.
   withSpool([&](Spool& s, auto& rec) {
     ASSERT_EQ(rec.size(), 2u);
-    EXPECT_EQ(rec[0].envelope.id, ids[1]);
-    EXPECT_EQ(rec[0].done, (std::vector<bool>{false, true}));
-    EXPECT_EQ(rec[1].envelope.id, ids[2]);
+    EXPECT_EQ(rec[0].id, ids[1]);
+    EXPECT_EQ(rec[0].done.toVector(2), (std::vector<bool>{false, true}));
+    EXPECT_EQ(rec[1].id, ids[2]);
+    EXPECT_EQ(rec[1].recipients, 2u);
+    EXPECT_EQ(rec[1].received_ms, 1);
     std::string body;
     ASSERT_TRUE(s.readBody(rec[1].ref, body));
     EXPECT_EQ(body, "body 2\r\n");
     EXPECT_GT(s.nextId(), ids[2]);
+    // Recovery keeps where a message lies; its envelope is read back when it is due.
+    Envelope e;
+    ASSERT_TRUE(s.readEnvelope(ids[2], rec[1].ref, e));
+    EXPECT_EQ(e.sender, "sender@x.test");
+    EXPECT_EQ(e.recipients, (std::vector<std::string>{"a@y.test", "b@y.test"}));
+    EXPECT_FALSE(s.readEnvelope(ids[1], rec[1].ref, e)) << "another message's id";
+  });
+}
+
+TEST_F(SpoolTest, AnEnvelopeDamagedAfterRecoveryIsNotReadBack) {
+  uint64_t id = 0;
+  withSpool([&](Spool& s, auto&) {
+    Envelope e = env(s, {"a@y.test"});
+    id = e.id;
+    bool done = false;
+    s.append(e, "body\r\n", [&](bool ok, const StoredRef&) { done = ok; });
+    while (!done) uv_run(&loop_, UV_RUN_ONCE);
+  });
+  withSpool([&](Spool& s, auto& rec) {
+    ASSERT_EQ(rec.size(), 1u);
+    Envelope e;
+    ASSERT_TRUE(s.readEnvelope(id, rec[0].ref, e));
+    // A bit flipped in the sender while the relay runs (17-octet record header, id, arrival
+    // time, the sender's length): it must not be read back as this message's sender.
+    const auto seg = segments()[0];
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(rec[0].ref.body_offset - rec[0].ref.head_size + 17 + 8 + 8 + 4);
+    f.seekg(at);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x10;
+    f.seekp(at);
+    f.write(&c, 1);
+    f.close();
+    EXPECT_FALSE(s.readEnvelope(id, rec[0].ref, e));
   });
 }
 
@@ -187,8 +224,8 @@ TEST_F(SpoolTest, FailedWriteIsRefusedAndTruncatedAway) {
   });
   withSpool([&](Spool& s, auto& rec) {
     ASSERT_EQ(rec.size(), 2u);
-    EXPECT_EQ(rec[0].envelope.id, ids[0]);
-    EXPECT_EQ(rec[1].envelope.id, ids[1]);
+    EXPECT_EQ(rec[0].id, ids[0]);
+    EXPECT_EQ(rec[1].id, ids[1]);
     std::string body;
     ASSERT_TRUE(s.readBody(rec[1].ref, body));
     EXPECT_EQ(body, "after\r\n");
@@ -231,7 +268,7 @@ TEST_F(SpoolTest, SpilledBodiesShareABatchWithBodiesInMemory) {
     ASSERT_EQ(rec.size(), 3u);  // recovery checks every record's CRC
     std::string body;
     ASSERT_TRUE(s.readBody(rec[1].ref, body));
-    EXPECT_EQ(rec[1].envelope.id, ids[1]);
+    EXPECT_EQ(rec[1].id, ids[1]);
     EXPECT_TRUE(body == big) << body.size() << " octets instead of " << big.size();
     ASSERT_TRUE(s.readBody(rec[2].ref, body));
     EXPECT_EQ(body, "small 2\r\n");
@@ -242,7 +279,7 @@ TEST_F(SpoolTest, UnwritableSpoolDirectoryFailsToOpen) {
   fs::create_directories(dir_.parent_path());
   std::ofstream(dir_.string()) << "not a directory";
   Spool s(&loop_, dir_.string());
-  std::vector<SpooledMessage> rec;
+  std::vector<SpooledRef> rec;
   EXPECT_NE(s.open(rec), "");
   s.close();
   uv_run(&loop_, UV_RUN_DEFAULT);
