@@ -249,11 +249,7 @@ void Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& r
   // Kept, not thrown away: an operator can look at what was there (Postfix's "corrupt"
   // queue). A range quarantined at an earlier start is not copied again.
   const std::string qdir = dir_ + "/quarantine";
-  char name[64];
-  std::snprintf(name, sizeof name, "%s.%llu+%llu", segmentName(id).c_str() + 1,
-                static_cast<unsigned long long>(range.offset),
-                static_cast<unsigned long long>(range.length));
-  const std::string path = qdir + "/" + name;
+  const std::string path = qdir + "/" + quarantineFileName({id, range.offset, range.length});
   std::string err = createDurableDirectories(qdir);
   bool fresh = false;
   if (err.empty()) {

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "queue/quarantine_list.h"
 #include "queue/record.h"
 #include "queue/segment_replay.h"
 #include "queue/spool_dirs.h"
@@ -56,12 +57,22 @@ bool checkWorkerDir(const std::string& dir, std::string& out) {
     }
   }
   out += "  messages with recipients still to deliver: " + std::to_string(queued) + "\n";
-  for (const auto& e : fs::directory_iterator(dir + "/quarantine", ec)) {
-    bad = true;
-    out += "  quarantined: " + e.path().string() + " (" +
-           std::to_string(fs::file_size(e.path(), ec)) + " octets)\n";
+  QuarantineListing q;
+  listWorkerQuarantine(dir, 0, q);
+  for (const QuarantinedRange& r : q.ranges) {
+    out += "  quarantined: " + printableName(r.path) + " (octets " +
+           std::to_string(r.range.offset) + " to " +
+           std::to_string(r.range.offset + r.range.length) + " of " +
+           segmentFileName(r.range.segment) + ", " + std::to_string(r.size) + " octets)\n";
   }
-  return bad;
+  for (const std::string& path : q.ignored) {
+    out += "  in the quarantine, not a range: " + path + "\n";
+  }
+  for (const std::string& err : q.errors) out += "  unreadable: " + err + "\n";
+  if (q.truncated) {
+    out += "  quarantine listing stopped after " + std::to_string(q.examined) + " entries\n";
+  }
+  return bad || !q.ranges.empty() || !q.ignored.empty() || !q.errors.empty() || q.truncated;
 }
 
 }  // namespace

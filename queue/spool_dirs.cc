@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -37,13 +38,7 @@ bool syncDir(const fs::path& dir) {
 std::vector<uint32_t> segmentIds(const std::string& dir, std::error_code& ec) {
   std::vector<uint32_t> ids;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    unsigned id = 0;
-    char tail = 0;
-    std::string name = e.path().filename().string();
-    if (name.size() == 16 && std::sscanf(name.c_str(), "seg-%8x.lo%c", &id, &tail) == 2 &&
-        tail == 'g') {
-      ids.push_back(id);
-    }
+    if (auto id = parseSegmentFileName(e.path().filename().string())) ids.push_back(*id);
   }
   std::sort(ids.begin(), ids.end());
   return ids;
@@ -53,6 +48,61 @@ std::string segmentFileName(uint32_t id) {
   char name[32];
   std::snprintf(name, sizeof name, "seg-%08x.log", id);
   return name;
+}
+
+std::optional<uint32_t> parseSegmentFileName(std::string_view name) {
+  // Not sscanf("%8x"): it skips blanks and takes a sign, "0x" or upper case, so names
+  // that segmentFileName() never makes would map onto a segment path that is not them.
+  constexpr std::string_view kHead = "seg-", kTail = ".log";
+  constexpr size_t kDigits = 8;
+  if (name.size() != kHead.size() + kDigits + kTail.size() || !name.starts_with(kHead) ||
+      !name.ends_with(kTail)) {
+    return std::nullopt;
+  }
+  uint32_t id = 0;
+  for (char c : name.substr(kHead.size(), kDigits)) {
+    unsigned digit = 0;
+    if (c >= '0' && c <= '9') {
+      digit = static_cast<unsigned>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      digit = static_cast<unsigned>(c - 'a' + 10);
+    } else {
+      return std::nullopt;
+    }
+    id = id << 4 | digit;
+  }
+  return id;
+}
+
+std::string quarantineFileName(const QuarantineName& q) {
+  return segmentFileName(q.segment) + "." + std::to_string(q.offset) + "+" +
+         std::to_string(q.length);
+}
+
+std::optional<QuarantineName> parseQuarantineFileName(std::string_view name) {
+  constexpr size_t kSegment = 16;  // "seg-XXXXXXXX.log"
+  if (name.size() <= kSegment || name[kSegment] != '.') return std::nullopt;
+  auto segment = parseSegmentFileName(name.substr(0, kSegment));
+  if (!segment) return std::nullopt;
+  // All of digits as one decimal number.
+  auto number = [](std::string_view digits) -> std::optional<uint64_t> {
+    if (digits.empty() || (digits.size() > 1 && digits[0] == '0')) return std::nullopt;
+    uint64_t v = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return std::nullopt;
+      const auto d = static_cast<uint64_t>(c - '0');
+      if (v > (UINT64_MAX - d) / 10) return std::nullopt;
+      v = v * 10 + d;
+    }
+    return v;
+  };
+  const std::string_view range = name.substr(kSegment + 1);
+  const size_t plus = range.find('+');
+  if (plus == std::string_view::npos) return std::nullopt;
+  auto offset = number(range.substr(0, plus));
+  auto length = number(range.substr(plus + 1));
+  if (!offset || !length || *length > UINT64_MAX - *offset) return std::nullopt;
+  return QuarantineName{*segment, *offset, *length};
 }
 
 std::optional<uint64_t> readSpoolSalt(const std::string& dir, const std::vector<uint32_t>& ids) {

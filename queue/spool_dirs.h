@@ -4,11 +4,17 @@
 // worker (K mod workers) first, renumbered after that directory's own segments, with a
 // rename (atomic per file) and directory fsyncs. A crash part-way leaves every segment in
 // one directory or the other, and the next start finishes the move.
+//
+// The names of the files in those directories are made and read here, in one place: a
+// segment's (seg-XXXXXXXX.log) and a quarantined range's (seg-XXXXXXXX.log.OFFSET+LENGTH,
+// queue/spool.h). A directory on disk is input from outside: the parsers take only the
+// exact shape the writers produce and answer nullopt for anything else.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -21,6 +27,22 @@ std::string mergeOrphanSpools(const std::string& spool_dir, unsigned workers);
 std::vector<uint32_t> segmentIds(const std::string& dir, std::error_code& ec);
 // "seg-XXXXXXXX.log".
 std::string segmentFileName(uint32_t id);
+// The id of a name segmentFileName() makes (8 lowercase hex digits); nullopt otherwise.
+std::optional<uint32_t> parseSegmentFileName(std::string_view name);
+
+// A damaged octet range of a segment, as its copy in wN/quarantine/ is named.
+struct QuarantineName {
+  uint32_t segment = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const QuarantineName&) const = default;
+};
+// "seg-XXXXXXXX.log.OFFSET+LENGTH", both numbers in decimal.
+std::string quarantineFileName(const QuarantineName& q);
+// The inverse, strictly: a segment file name, '.', then OFFSET '+' LENGTH as decimal
+// digits without sign or leading zeros, within 64 bits, the range's end too. nullopt for
+// anything else.
+std::optional<QuarantineName> parseQuarantineFileName(std::string_view name);
 
 // The spool's salt (queue/record.h) from dir/salt, else from the first of the segments
 // whose header is intact; nullopt if neither has one.

@@ -168,11 +168,13 @@ struct Admin::Conn {
 };
 
 Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
-             std::string token, std::vector<Worker*> workers, std::function<bool()> draining)
+             std::string token, std::string spool_dir, std::vector<Worker*> workers,
+             std::function<bool()> draining)
     : loop_(loop),
       address_(std::move(address)),
       queue_networks_(std::move(queue_networks)),
       token_(std::move(token)),
+      spool_dir_(std::move(spool_dir)),
       workers_(std::move(workers)),
       draining_(std::move(draining)),
       shared_(std::make_shared<Shared>()) {}
@@ -302,17 +304,28 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
     const bool summary = target == "/queue/summary";
     return askWorkers(
         c, [](Worker& w, WorkerAnswer& a) { a.entries = w.delivery().queueEntries(); },
-        [c, summary, as_text](std::vector<WorkerAnswer>& all) {
+        [c, summary, as_text, spool_dir = spool_dir_](std::vector<WorkerAnswer>& all) {
           std::vector<QueueEntry> entries;
           for (auto& a : all) {
             for (auto& e : a.entries) entries.push_back(std::move(e));
           }
           std::sort(entries.begin(), entries.end(),
                     [](auto& a, auto& b) { return a.received_ms < b.received_ms; });
-          if (summary) return c->text(200, queueSummary(entries, unixMillis()));
+          if (summary) {
+            return c->text(200, queueSummary(entries, unixMillis()) +
+                                    quarantineSummary(listQuarantine(spool_dir)));
+          }
           if (as_text) return c->text(200, queueText(entries, unixMillis()));
           c->respond(200, "application/json", queueJson(entries));
         });
+  }
+  if (target == "/queue/quarantine") {
+    if (!get) return c->text(405, "GET only\n");
+    // Read here on the admin loop, not asked of the workers: only directory listings and
+    // lstat()s, bounded (queue/quarantine_list.h), and no worker state is involved.
+    const QuarantineListing q = listQuarantine(spool_dir_);
+    if (as_text) return c->text(200, quarantineText(q));
+    return c->respond(200, "application/json", quarantineJson(q));
   }
   if (target == "/queue/flush") {
     if (!post) return c->text(405, "POST only\n");

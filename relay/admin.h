@@ -4,7 +4,10 @@
 //   GET  /readyz                   200, or 503 while draining or when a spool cannot write
 //   GET  /metrics                  Prometheus text format, worker="N" on every sample
 //   GET  /queue[?format=text]      every queued message (JSON, or a table)
-//   GET  /queue/summary            messages by recipient domain and age (like qshape)
+//   GET  /queue/summary            messages by recipient domain and age (like qshape),
+//                                  and the quarantine's count and octets
+//   GET  /queue/quarantine[?format=text]
+//                                  the damaged spool ranges starts have quarantined
 //   GET  /queue/ID[?format=text]   one message
 //   POST /queue/flush              retry everything deferred now (and backed-off hops)
 //   POST /queue/ID/flush|delete|bounce
@@ -17,8 +20,10 @@
 //
 // Answers that need a worker's state are computed on each worker's own loop (Worker::post)
 // and gathered back here through a uv_async; a worker that does not answer within 2 s
-// makes the request fail with 503 rather than hang. One request per connection, bounded
-// in size and time; nothing here is on the mail path.
+// makes the request fail with 503 rather than hang. The quarantine is read from
+// spool_dir/wN/quarantine/ here, on request (a bounded directory listing,
+// queue/quarantine_list.h). One request per connection, bounded in size and time; nothing
+// here is on the mail path.
 #pragma once
 
 #include <uv.h>
@@ -39,7 +44,8 @@ class Worker;
 class Admin {
  public:
   Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
-        std::string token, std::vector<Worker*> workers, std::function<bool()> draining);
+        std::string token, std::string spool_dir, std::vector<Worker*> workers,
+        std::function<bool()> draining);
   ~Admin();
   // Binds the address; "" or why not.
   std::string start();
@@ -69,6 +75,7 @@ class Admin {
   std::string address_;
   std::vector<Network> queue_networks_;
   std::string token_;
+  std::string spool_dir_;
   std::vector<Worker*> workers_;
   std::function<bool()> draining_;
   uv_tcp_t listener_;

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   auto* queue = app.add_subcommand("queue", "list, inspect and act on the relay's queue");
   queue
       ->add_option("action", qc.action,
-                   "list | summary | show ID | flush [ID] | delete ID | bounce ID")
+                   "list | summary | show ID | quarantine | flush [ID] | delete ID | bounce ID")
       ->required();
   queue->add_option("id", qc.id, "queue id (16 hex digits)");
   queue->add_option("--admin", admin,

@@ -60,7 +60,8 @@ int httpRequest(const std::string& address, const std::string& method, const std
 }
 
 int offline(const QueueCommand& cmd) {
-  if (cmd.action != "list" && cmd.action != "summary" && cmd.action != "show") {
+  if (cmd.action != "list" && cmd.action != "summary" && cmd.action != "show" &&
+      cmd.action != "quarantine") {
     std::fprintf(stderr, "postern: queue %s needs the running relay (not --spool-dir)\n",
                  cmd.action.c_str());
     return 2;
@@ -77,6 +78,11 @@ int offline(const QueueCommand& cmd) {
     std::fprintf(stderr, "postern: %s: %s\n", cmd.spool_dir.c_str(), ec.message().c_str());
     return 1;
   }
+  if (cmd.action == "quarantine") {
+    const QuarantineListing q = listQuarantine(cmd.spool_dir);
+    std::fputs((cmd.json ? quarantineJson(q) : quarantineText(q)).c_str(), stdout);
+    return 0;
+  }
   std::sort(dirs.begin(), dirs.end());
   std::vector<QueueEntry> entries;
   for (const auto& d : dirs) {
@@ -92,6 +98,7 @@ int offline(const QueueCommand& cmd) {
   const int64_t now = unixMillis();
   if (cmd.action == "summary") {
     std::fputs(queueSummary(entries, now).c_str(), stdout);
+    std::fputs(quarantineSummary(listQuarantine(cmd.spool_dir)).c_str(), stdout);
     return 0;
   }
   if (cmd.action == "show") {
@@ -129,6 +136,8 @@ int runQueueCommand(const QueueCommand& cmd) {
     target = "/queue" + format;
   } else if (cmd.action == "summary") {
     target = "/queue/summary";
+  } else if (cmd.action == "quarantine") {
+    target = "/queue/quarantine" + format;
   } else if (cmd.action == "show") {
     target = "/queue/" + cmd.id + format;
   } else if (cmd.action == "flush") {

@@ -1,11 +1,14 @@
 // `postern queue`: the operator's queue tool.
 //
-//   postern queue list | summary | show ID | flush [ID] | delete ID | bounce ID
+//   postern queue list | summary | show ID | quarantine | flush [ID] | delete ID | bounce ID
+//
+// quarantine lists the damaged spool ranges earlier starts copied aside (queue/spool.h):
+// worker, segment, offset, length, file and when; summary ends with their count and octets.
 //
 // It talks to the running relay's admin endpoint (--admin ip:port, else the [admin]
 // address of --config, else 127.0.0.1:9025). With --spool-dir it reads a spool directory
-// instead, without changing it (list, summary and show only): for a relay that is not
-// running, or a volume copied off a dead machine.
+// instead, without changing it (list, summary, show and quarantine only): for a relay that
+// is not running, or a volume copied off a dead machine.
 #pragma once
 
 #include <string>
@@ -13,7 +16,7 @@
 namespace postern {
 
 struct QueueCommand {
-  std::string action;  // list, summary, show, flush, delete, bounce
+  std::string action;  // list, summary, show, quarantine, flush, delete, bounce
   std::string id;      // queue id, or "" (flush: all)
   std::string admin;   // ip:port
   std::string token;   // the queue API's bearer token (relay/admin_token.h)

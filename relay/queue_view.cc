@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <set>
 
@@ -22,6 +23,18 @@ std::string age(int64_t ms) {
     std::snprintf(buf, sizeof buf, "%lldh", static_cast<long long>(s / 3600));
   } else {
     std::snprintf(buf, sizeof buf, "%lldd", static_cast<long long>(s / 86400));
+  }
+  return buf;
+}
+
+// Unix ms as "YYYY-MM-DD HH:MM:SS" in UTC.
+std::string utcTime(int64_t ms) {
+  const time_t t = static_cast<time_t>(ms / 1000);
+  tm parts{};
+  char buf[32];
+  if (gmtime_r(&t, &parts) == nullptr ||
+      std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &parts) == 0) {
+    return "?";
   }
   return buf;
 }
@@ -154,6 +167,68 @@ std::string queueSummary(const std::vector<QueueEntry>& entries, int64_t now_ms)
   row("TOTAL", total);
   for (const auto& [d, v] : rows) row(d, v);
   return out;
+}
+
+std::string quarantineJson(const QuarantineListing& q) {
+  std::string out = "{\"ranges\":[";
+  for (size_t i = 0; i < q.ranges.size(); ++i) {
+    const QuarantinedRange& r = q.ranges[i];
+    out += i ? ",\n " : "\n ";
+    out += "{\"worker\":" + std::to_string(r.worker) + ",\"segment\":\"" +
+           segmentFileName(r.range.segment) + "\",\"offset\":" + std::to_string(r.range.offset) +
+           ",\"length\":" + std::to_string(r.range.length) + ",\"size\":" + std::to_string(r.size) +
+           ",\"path\":\"" + jsonEscape(printableName(r.path)) +
+           "\",\"quarantined_ms\":" + std::to_string(r.mtime_ms) + "}";
+  }
+  out += q.ranges.empty() ? "],\n" : "\n],\n";
+  out += "\"count\":" + std::to_string(q.ranges.size()) +
+         ",\"bytes\":" + std::to_string(q.bytes()) +
+         ",\"truncated\":" + (q.truncated ? "true" : "false");
+  auto strings = [&out](const char* name, const std::vector<std::string>& v) {
+    out += ",\n\"" + std::string(name) + "\":[";
+    for (size_t i = 0; i < v.size(); ++i) out += (i ? ",\"" : "\"") + jsonEscape(v[i]) + "\"";
+    out += "]";
+  };
+  strings("ignored", q.ignored);
+  strings("errors", q.errors);
+  out += "}\n";
+  return out;
+}
+
+std::string quarantineText(const QuarantineListing& q) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-6s %-16s %12s %10s  %-19s  %s\n", "WORKER", "SEGMENT",
+                "OFFSET", "LENGTH", "QUARANTINED (UTC)", "FILE");
+  out += line;
+  for (const QuarantinedRange& r : q.ranges) {
+    std::snprintf(line, sizeof line, "%-6s %-16s %12llu %10llu  %-19s  ",
+                  ("w" + std::to_string(r.worker)).c_str(),
+                  segmentFileName(r.range.segment).c_str(),
+                  static_cast<unsigned long long>(r.range.offset),
+                  static_cast<unsigned long long>(r.range.length), utcTime(r.mtime_ms).c_str());
+    out += line + printableName(r.path);
+    if (r.size != r.range.length) out += " (the file holds " + std::to_string(r.size) + " octets)";
+    out += "\n";
+  }
+  for (const auto& path : q.ignored) out += "ignored, not a quarantined range: " + path + "\n";
+  for (const auto& err : q.errors) out += "unreadable: " + err + "\n";
+  if (q.truncated) {
+    out += "listing stopped after " + std::to_string(q.examined) + " entries: there are more\n";
+  }
+  out += std::to_string(q.ranges.size()) + " quarantined range(s), " + std::to_string(q.bytes()) +
+         " octets\n";
+  return out;
+}
+
+std::string quarantineSummary(const QuarantineListing& q) {
+  std::string out = "quarantined: " + std::string(q.truncated ? "at least " : "") +
+                    std::to_string(q.ranges.size()) + " range(s), " + std::to_string(q.bytes()) +
+                    " octets";
+  if (!q.ranges.empty() || !q.ignored.empty() || !q.errors.empty() || q.truncated) {
+    out += " (postern queue quarantine lists them)";
+  }
+  return out + "\n";
 }
 
 }  // namespace postern

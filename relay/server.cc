@@ -52,7 +52,8 @@ int Server::run() {
     std::string token = loadOrCreateAdminToken(config_, err);
     if (err.empty()) {
       admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, config_.admin_queue_networks,
-                                       std::move(token), workers, [this] { return stopping_; });
+                                       std::move(token), config_.spool_dir, workers,
+                                       [this] { return stopping_; });
       err = admin_->start();
     }
   }

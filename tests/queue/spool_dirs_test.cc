@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 
@@ -74,6 +75,68 @@ TEST(SpoolIds, WorkersNeverCollide) {
     uv_run(&loop, UV_RUN_DEFAULT);
   }
   uv_loop_close(&loop);
+}
+
+TEST(SpoolNames, SegmentNamesRoundTripAndNothingElseParses) {
+  for (uint32_t id : {0u, 1u, 0xabcdefu, 0xffffffffu}) {
+    EXPECT_EQ(parseSegmentFileName(segmentFileName(id)), id);
+  }
+  // What sscanf("%8x") would have taken: upper case, a sign, "0x", blanks.
+  for (const char* bad :
+       {"seg-0000000A.log", "seg-+0000001.log", "seg-0x000001.log", "seg- 0000001.log",
+        "seg-0000001.log", "seg-000000001.log", "seg-00000001.lo", "seg-00000001.logx",
+        "SEG-00000001.log", "seg-0000000g.log", ""}) {
+    EXPECT_EQ(parseSegmentFileName(bad), std::nullopt) << bad;
+  }
+}
+
+TEST(SpoolNames, QuarantineNamesRoundTrip) {
+  const QuarantineName cases[] = {
+      {1, 0, 0}, {1, 24, 317}, {0xffffffffu, UINT64_MAX - 1, 1}, {0x10, 0, UINT64_MAX}};
+  for (const QuarantineName& q : cases) {
+    const std::string name = quarantineFileName(q);
+    EXPECT_EQ(parseQuarantineFileName(name), q) << name;
+  }
+  EXPECT_EQ(quarantineFileName({0x2a, 4096, 77}), "seg-0000002a.log.4096+77");
+}
+
+TEST(SpoolNames, HostileQuarantineNamesAreRefused) {
+  const std::string kNul("seg-00000001.log.1+2\0", 22);
+  for (std::string_view bad : std::initializer_list<std::string_view>{
+           "",
+           ".",
+           "..",
+           "seg-00000001.log",
+           "seg-00000001.log.",
+           "seg-00000001.log.+",
+           "seg-00000001.log.1+",
+           "seg-00000001.log.+1",
+           "seg-00000001.log.1",
+           "seg-00000001.log.1-2",
+           "seg-00000001.log.1+2+3",
+           "seg-00000001.log.01+2",
+           "seg-00000001.log.1+02",
+           "seg-00000001.log.-1+2",
+           "seg-00000001.log.1+-2",
+           "seg-00000001.log. 1+2",
+           "seg-00000001.log.1+2 ",
+           "seg-00000001.log.0x1+2",
+           "seg-00000001.log.1+2\n",
+           "seg-00000001.log1+2",
+           "seg-0000000A.log.1+2",
+           "seg-00000001.log.1+2.tmp",
+           "seg-00000001.log.18446744073709551616+0",  // offset past 64 bits
+           "seg-00000001.log.0+18446744073709551616",  // length past 64 bits
+           "seg-00000001.log.18446744073709551615+1",  // the end past 64 bits
+           "seg-00000001.log.99999999999999999999999999999999999999+1",
+           "../seg-00000001.log.1+2",
+           "seg-00000001.log/1+2",
+           "seg-00000001.log.\xd9\xa1+2",
+           kNul}) {
+    EXPECT_EQ(parseQuarantineFileName(bad), std::nullopt) << bad;
+  }
+  EXPECT_EQ(parseQuarantineFileName("seg-00000001.log.18446744073709551615+0"),
+            (QuarantineName{1, UINT64_MAX, 0}));
 }
 
 }  // namespace
