@@ -94,6 +94,22 @@ bool readWhole(int fd, std::string& data) {
 
 }  // namespace
 
+struct Spool::Recovery {
+  struct Found {
+    uint32_t id;
+    int fd;
+    uint64_t size;
+    uint64_t salt;
+  };
+  std::vector<Found> segments;
+  std::vector<SpooledRef> recovered;
+  uint64_t max_id = 0;
+  uint64_t bytes = 0;  // read
+  uint64_t quarantined_bytes = 0;
+  double seconds = 0;
+  std::string error;  // the first segment that could not be read; replay stopped there
+};
+
 // One group commit: everything the I/O thread needs, owned here so the loop thread and
 // the I/O thread never share Spool state while the write runs.
 struct Spool::Batch {
@@ -128,6 +144,13 @@ Spool::Spool(uv_loop_t* loop, std::string dir, unsigned index, size_t segment_li
 
 Spool::~Spool() {
   POSTERN_ASSERT(!in_flight_);
+  if (replay_thread_.joinable()) {
+    replay_stop_ = true;
+    replay_thread_.join();
+    if (replayed_) {
+      for (const auto& f : replayed_->segments) ::close(f.fd);
+    }
+  }
   for (auto& [id, seg] : segments_) ::close(seg.fd);
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
@@ -135,6 +158,20 @@ Spool::~Spool() {
 void Spool::close() {
   if (closed_) return;
   closed_ = true;
+  if (replay_thread_.joinable()) {
+    // A replay still running is stopped between segments and dropped: it changed nothing
+    // but the quarantine, and the next start replays again.
+    replay_stop_ = true;
+    replay_thread_.join();
+    if (replayed_) {
+      for (const auto& f : replayed_->segments) ::close(f.fd);
+      replayed_.reset();
+    }
+  }
+  if (replay_async_open_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&replay_async_), nullptr);
+    replay_async_open_ = false;
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&prepare_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&done_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&probe_timer_), nullptr);
@@ -197,55 +234,141 @@ std::string Spool::openSegment(uint32_t id) {
   return "";
 }
 
-std::string Spool::open(std::vector<SpooledRef>& recovered) {
+std::string Spool::prepare(std::vector<uint32_t>& old_ids) {
   if (std::string err = createDurableDirectories(dir_); !err.empty()) return err;
   std::error_code ec;
   dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) return dir_ + ": " + std::strerror(errno);
 
-  std::vector<uint32_t> ids = segmentIds(dir_, ec);
+  old_ids = segmentIds(dir_, ec);
   if (ec) return dir_ + ": " + ec.message();
   // The salt file first; a lost one is found again in a segment header, or made anew.
   const std::optional<uint64_t> from_file = readSpoolSalt(dir_, {});
-  const std::optional<uint64_t> found = from_file ? from_file : readSpoolSalt(dir_, ids);
+  const std::optional<uint64_t> found = from_file ? from_file : readSpoolSalt(dir_, old_ids);
   salt_ = found ? *found : std::stoull(randomHex(8), nullptr, 16);
   if (!from_file && !writeSpoolSalt(dir_, salt_)) {
     return dir_ + "/salt: " + std::strerror(errno);
   }
+  // New ids must not meet old ones, and new mail is taken before the replay has seen them
+  // all. An id is the clock in ms << 16 plus 256 per message (queue ids run ahead of the
+  // clock only past 256 messages a millisecond), so ids made after the newest segment's
+  // last write are new ones, even if the clock has been set back since. adopt() checks
+  // once the replay knows the largest id.
+  for (uint32_t id : old_ids) {
+    struct stat st;
+    if (::stat(segmentPath(id).c_str(), &st) != 0) continue;
+    const auto mtime_ms = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000 +
+                          static_cast<uint64_t>(st.st_mtim.tv_nsec) / 1000000;
+    id_base_ = std::max(id_base_, (mtime_ms + 1000) << 16);
+  }
+  return openSegment(old_ids.empty() ? 1 : old_ids.back() + 1);
+}
 
+Spool::Recovery Spool::replay(const std::vector<uint32_t>& ids) const {
+  Recovery r;
+  const uint64_t start = uv_hrtime();
   std::unordered_map<uint64_t, SpooledRef> messages;
   std::vector<uint64_t> order;
-  for (uint32_t id : ids) {
+  uint64_t last_log = start;
+  for (size_t i = 0; i < ids.size() && !replay_stop_; ++i) {
+    const uint32_t id = ids[i];
     int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
     std::string data;
-    if (!readWhole(fd, data)) {
-      ::close(fd);
-      return segmentPath(id) + ": short read during recovery";
+    if (fd < 0 || !readWhole(fd, data)) {
+      r.error = segmentPath(id) + ": " + std::strerror(errno ? errno : EIO);
+      if (fd >= 0) ::close(fd);
+      break;
     }
-    SegmentReplay replay = replaySegment(data, id, salt_, messages, order);
-    segments_[id] = Segment{fd, data.size(), 0, replay.salt.value_or(salt_)};
-    for (const DamagedRange& range : replay.damaged) quarantine(id, data, range);
+    SegmentReplay sr = replaySegment(data, id, salt_, messages, order);
+    r.segments.push_back({id, fd, data.size(), sr.salt.value_or(salt_)});
+    r.bytes += data.size();
+    for (const DamagedRange& range : sr.damaged) r.quarantined_bytes += quarantine(id, data, range);
+    if (const uint64_t now = uv_hrtime(); now - last_log > 1'000'000'000 && i + 1 < ids.size()) {
+      last_log = now;  // a long replay says how far it has come, once a second
+      logEvent(spdlog::level::info, "spool_replaying",
+               {{"dir", dir_},
+                {"segments", uint64_t{i + 1}},
+                {"of", uint64_t{ids.size()}},
+                {"bytes", r.bytes},
+                {"messages", uint64_t{order.size()}}});
+    }
   }
-
-  uint64_t max_id = 0;
+  r.recovered.reserve(order.size());
   for (uint64_t mid : order) {
     SpooledRef& m = messages[mid];
-    max_id = std::max(max_id, mid);
-    if (allDone(m)) continue;
-    segments_[m.ref.segment].live++;
-    recovered.push_back(std::move(m));
+    r.max_id = std::max(r.max_id, mid);
+    if (!allDone(m)) r.recovered.push_back(std::move(m));
   }
-  // Ids stay unique across restarts even if the clock went backwards.
-  id_base_ = std::max(id_base_, (max_id + 256) & ~uint64_t{0xff});
+  r.seconds = static_cast<double>(uv_hrtime() - start) / 1e9;
+  return r;
+}
 
-  std::string err = openSegment(ids.empty() ? 1 : ids.back() + 1);
-  if (!err.empty()) return err;
-  for (uint32_t id : ids) maybeDelete(id);
+void Spool::adopt(Recovery& r, std::vector<SpooledRef>& recovered) {
+  for (const auto& f : r.segments) segments_[f.id] = Segment{f.fd, f.size, 0, f.salt};
+  for (const SpooledRef& m : r.recovered) segments_[m.ref.segment].live++;
+  quarantined_bytes_ += r.quarantined_bytes;
+  const uint64_t floor = (r.max_id + 256) & ~uint64_t{0xff};
+  if (nextId() < floor) {
+    // The clock went back past a segment's last write and its mtime: ids made since the
+    // start may repeat old ones. Not expected; said loudly, and no more from now on.
+    logEvent(spdlog::level::critical, "spool_id_overlap",
+             {{"dir", dir_}, {"largest_old_id", queueIdString(r.max_id)}});
+    id_base_ = floor;
+    id_counter_ = 0;
+  }
+  if (!r.error.empty()) {
+    logEvent(spdlog::level::critical, "spool_replay_failed",
+             {{"error", r.error}, {"action", "that segment and later ones are left alone"}});
+  }
+  logEvent(spdlog::level::info, "spool_replayed",
+           {{"dir", dir_},
+            {"segments", uint64_t{r.segments.size()}},
+            {"bytes", r.bytes},
+            {"seconds", r.seconds},
+            {"mb_per_s", r.seconds > 0 ? static_cast<double>(r.bytes) / 1e6 / r.seconds : 0.0}});
+  for (const auto& f : r.segments) maybeDelete(f.id);
+  recovered = std::move(r.recovered);
+}
+
+std::string Spool::open(std::vector<SpooledRef>& recovered) {
+  std::vector<uint32_t> ids;
+  if (std::string err = prepare(ids); !err.empty()) return err;
+  Recovery r = replay(ids);
+  if (!r.error.empty()) {
+    for (const auto& f : r.segments) ::close(f.fd);
+    return r.error;
+  }
+  adopt(r, recovered);
   return "";
 }
 
-void Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& range) {
+std::string Spool::openAsync(RecoveredCallback done) {
+  std::vector<uint32_t> ids;
+  if (std::string err = prepare(ids); !err.empty()) return err;
+  replay_done_ = std::move(done);
+  uv_async_init(loop_, &replay_async_, onReplayDone);
+  replay_async_.data = this;
+  replay_async_open_ = true;
+  replay_thread_ = std::thread([this, ids = std::move(ids)] {
+    replayed_ = std::make_unique<Recovery>(replay(ids));
+    uv_async_send(&replay_async_);
+  });
+  return "";
+}
+
+void Spool::onReplayDone(uv_async_t* h) {
+  auto* self = static_cast<Spool*>(h->data);
+  if (!self->replay_thread_.joinable()) return;
+  self->replay_thread_.join();
+  uv_close(reinterpret_cast<uv_handle_t*>(&self->replay_async_), nullptr);
+  self->replay_async_open_ = false;
+  std::vector<SpooledRef> recovered;
+  self->adopt(*self->replayed_, recovered);
+  self->replayed_.reset();
+  if (!self->closed_) self->replay_done_(std::move(recovered));
+}
+
+uint64_t Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& range) const {
   // Kept, not thrown away: an operator can look at what was there (Postfix's "corrupt"
   // queue). A range quarantined at an earlier start is not copied again.
   const std::string qdir = dir_ + "/quarantine";
@@ -267,14 +390,14 @@ void Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& r
       err = path + ": " + std::strerror(errno);
     }
   }
-  if (fresh) quarantined_bytes_ += range.length;
-  if (!fresh && err.empty()) return;
+  if (!fresh && err.empty()) return 0;
   logEvent(range.tail ? spdlog::level::warn : spdlog::level::err,
            range.tail ? "spool_torn_tail" : "spool_damaged",
            {{"segment", segmentPath(id)},
             {"offset", range.offset},
             {"length", range.length},
             {"quarantine", err.empty() ? path : "failed: " + err}});
+  return err.empty() ? range.length : 0;
 }
 
 void Spool::maybeDelete(uint32_t id) {

@@ -27,11 +27,14 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "core/metrics.h"
@@ -84,6 +87,14 @@ class Spool {
   // Creates the directory if needed and replays it. Returns "" or an error description.
   // Every message with recipients still to deliver goes to recovered, oldest first.
   std::string open(std::vector<SpooledRef>& recovered);
+  // The same, but the segments already there are replayed on a thread of their own while
+  // the loop runs (and the spool takes new messages, into a new segment): done(recovered)
+  // comes on the loop once the replay is over (not if close() comes first). An error
+  // opening the directory is returned; one reading an old segment is logged, and that
+  // segment is left alone, neither replayed nor deleted.
+  using RecoveredCallback = std::function<void(std::vector<SpooledRef> recovered)>;
+  std::string openAsync(RecoveredCallback done);
+  bool replaying() const { return replay_thread_.joinable(); }
 
   uint64_t nextId();
 
@@ -142,6 +153,7 @@ class Spool {
     size_t live = 0;    // committed messages with recipients still to deliver
     uint64_t salt = 0;  // its records' (another spool's, for a segment merged from one)
   };
+  struct Recovery;  // what replaying the old segments found
   struct PendingMessage {
     std::string head;  // record header and envelope
     MessageBody body;
@@ -155,8 +167,17 @@ class Spool {
   std::string segmentPath(uint32_t id) const;
   std::string openSegment(uint32_t id);
   void maybeDelete(uint32_t id);
-  // Copies a damaged range of segment id into dir/quarantine/ and logs it.
-  void quarantine(uint32_t id, std::string_view data, const DamagedRange& range);
+  // Directory, salt, id base and a new active segment; the segments there before go to
+  // old_ids, to be replayed.
+  std::string prepare(std::vector<uint32_t>& old_ids);
+  // Reads and replays the old segments (any thread: touches no member but const ones).
+  Recovery replay(const std::vector<uint32_t>& ids) const;
+  // Takes over what replay() found, on the loop.
+  void adopt(Recovery& r, std::vector<SpooledRef>& recovered);
+  static void onReplayDone(uv_async_t* h);
+  // Copies a damaged range of segment id into dir/quarantine/ and logs it; returns the
+  // octets newly quarantined (0 if it was there already, or could not be written).
+  uint64_t quarantine(uint32_t id, std::string_view data, const DamagedRange& range) const;
   void queue(PendingMessage p, CommitCallback cb);  // for the next group commit
   void scheduleFlush();
   void flush(bool probe = false);
@@ -187,6 +208,13 @@ class Spool {
   bool broken_ = false;  // a failed write could not be truncated away: fail-stop
   uint64_t salt_ = 0;
   uint64_t quarantined_bytes_ = 0;
+  // openAsync: the replay's thread, its result, and the wake-up that hands it over.
+  std::thread replay_thread_;
+  std::unique_ptr<Recovery> replayed_;
+  uv_async_t replay_async_;
+  bool replay_async_open_ = false;
+  std::atomic<bool> replay_stop_{false};
+  RecoveredCallback replay_done_;
 
   // Queue ids: id_base_ (a multiple of 256, from the clock or past the largest recovered
   // id) + counter * 256 + worker index.

@@ -45,6 +45,8 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
       tls_verifying_(std::move(verifying)) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
+  uv_idle_init(loop_, &recover_idle_);
+  recover_idle_.data = this;
 }
 
 Delivery::~Delivery() = default;
@@ -181,6 +183,34 @@ void Delivery::enqueue(SpooledRef message) {
   whole.ref = message.ref;
   whole.done = message.done.toVector(whole.envelope.recipients.size());
   enqueue(std::move(whole));
+}
+
+void Delivery::recover(std::vector<SpooledRef> messages) {
+  if (stopping_ || messages.empty()) return;
+  if (recovering_next_ < recovering_.size()) {
+    recovering_.insert(recovering_.end(), std::make_move_iterator(messages.begin()),
+                       std::make_move_iterator(messages.end()));
+    return;
+  }
+  recovering_ = std::move(messages);
+  recovering_next_ = 0;
+  uv_idle_start(&recover_idle_, onRecoverIdle);
+}
+
+void Delivery::onRecoverIdle(uv_idle_t* h) {
+  // A few milliseconds of work per iteration: reads of envelopes the replay just had in
+  // the page cache.
+  constexpr size_t kSlice = 2048;
+  auto* self = static_cast<Delivery*>(h->data);
+  const size_t end = std::min(self->recovering_.size(), self->recovering_next_ + kSlice);
+  for (; self->recovering_next_ < end && !self->stopping_; ++self->recovering_next_) {
+    self->enqueue(std::move(self->recovering_[self->recovering_next_]));
+  }
+  if (self->stopping_ || self->recovering_next_ == self->recovering_.size()) {
+    uv_idle_stop(h);
+    std::vector<SpooledRef>().swap(self->recovering_);  // its memory back
+    self->recovering_next_ = 0;
+  }
 }
 
 void Delivery::dispatch(std::unique_ptr<DeliveryJob> job) {
@@ -870,6 +900,7 @@ size_t Delivery::bounceNow(uint64_t id) {
 void Delivery::stop() {
   stopping_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&recover_idle_), nullptr);
   resolver_.close();
   forEachDestination([](const Destination& d) {
     for (auto* c : std::set<SmtpClient*>(d.clients)) {

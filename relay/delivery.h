@@ -63,6 +63,9 @@ class Delivery {
   void enqueue(SpooledMessage message);
   // A message found by recovery: its envelope is read back from the spool.
   void enqueue(SpooledRef message);
+  // All that recovery found, taken up a slice per loop iteration (each is a read and a
+  // routing), so that a backlog of millions does not hold up the sessions meanwhile.
+  void recover(std::vector<SpooledRef> messages);
   // Switches to a new configuration and its verifying context.
   void reload(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> verifying);
   // Stops new attempts and ends idle connections; a message on a connection finishes
@@ -141,6 +144,7 @@ class Delivery {
   }
   void armTimer();
   static void onTimer(uv_timer_t* t);
+  static void onRecoverIdle(uv_idle_t* h);
 
   uv_loop_t* loop_;
   Spool& spool_;
@@ -160,6 +164,9 @@ class Delivery {
   size_t clients_ = 0;  // open SmtpClients over all destinations
   uv_timer_t timer_;
   bool stopping_ = false;
+  std::vector<SpooledRef> recovering_;  // recover(): still to enqueue from recovering_next_
+  size_t recovering_next_ = 0;
+  uv_idle_t recover_idle_;
 };
 
 }  // namespace postern

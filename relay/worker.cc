@@ -53,13 +53,15 @@ std::string Worker::start(bool own_listeners) {
   prober_ = std::make_unique<RecipientProber>(&loop_, config_);
   if (std::string err = prober_->init(); !err.empty()) return "recipient probes: dns: " + err;
 
-  std::vector<SpooledRef> recovered;
-  if (std::string err = spool_->open(recovered); !err.empty()) return "spool: " + err;
-  logEvent(spdlog::level::info, "spool_recovered",
-           {{"worker", uint64_t{index_}},
-            {"dir", config_->spool_dir},
-            {"messages", uint64_t{recovered.size()}}});
-  for (auto& m : recovered) delivery_->enqueue(std::move(m));
+  // The spool takes mail at once; what it held is replayed meanwhile, off the loop.
+  auto recovered = [this](std::vector<SpooledRef> messages) {
+    logEvent(spdlog::level::info, "spool_recovered",
+             {{"worker", uint64_t{index_}},
+              {"dir", config_->spool_dir},
+              {"messages", uint64_t{messages.size()}}});
+    delivery_->recover(std::move(messages));
+  };
+  if (std::string err = spool_->openAsync(recovered); !err.empty()) return "spool: " + err;
 
   if (!own_listeners) return "";
 
@@ -102,6 +104,7 @@ void Worker::abandon() {
   // callbacks run.
   closeListeners();
   if (prober_) prober_->stop();
+  if (spool_) spool_->close();  // first: it stops a replay thread before its handle goes
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {

@@ -173,6 +173,7 @@ class Relay:
             self.port = port
         self.next_hop_port = next_hop_port
         self.spool_dir = os.path.join(self.tmp, "spool")
+        self.workers = workers
         self.spool_override = spool_override
         self.config_path = os.path.join(self.tmp, "postern.toml")
         self.log_path = os.path.join(self.tmp, "postern.log")
@@ -233,6 +234,7 @@ class Relay:
     def start(self, timeout=START_TIMEOUT):
         assert self.proc is None, "relay already running"
         listening_before = self._listening_lines()
+        recovered_before = self._recovered_lines()
         with open(self.log_path, "ab") as log:
             log.write(f"---- harness: starting {' '.join(self.argv())}\n".encode())
             log.flush()
@@ -252,7 +254,10 @@ class Relay:
                     f"config:\n{self.config_text}\nlog:\n{self.log_text()}")
             # Our own "listening" line, not just an open port: a port picked free can be
             # taken by another test's server meanwhile, and would then accept for us.
-            if self._listening_lines() > listening_before and port_accepts(HOST, self.port):
+            # The relay takes mail while its spool replays; tests start from a replayed
+            # one (every worker's spool_recovered), as they did before replay went async.
+            if (self._listening_lines() > listening_before and port_accepts(HOST, self.port)
+                    and self._recovered_lines() >= recovered_before + self.workers):
                 return self
             time.sleep(0.05)
         self.kill9()
@@ -307,6 +312,10 @@ class Relay:
 
     def _listening_lines(self):
         return len(re.findall(r'event=listening|"event":\s*"listening"', self.log_text()))
+
+    def _recovered_lines(self):
+        return len(re.findall(r'event=spool_recovered|"event":\s*"spool_recovered"',
+                              self.log_text()))
 
     def log_text(self):
         try:
