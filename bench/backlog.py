@@ -26,16 +26,22 @@ is deferred; retry_min = retry_max = one day, so the queue waits for the operato
      the queue in /metrics and the spool left on disk.
   5. a Markdown table of every figure, on stdout and in BUILD_DIR/bench-backlog.md.
 
+The machine may be shared: before steps 2, 3 and 4 the script waits (at most
+--quiet-wait, 60 s) for other load to fall under --quiet-pct (15%) of the machine, and
+notes what it saw; the relay's own CPU time (utime+stime from /proc/PID/stat) and the
+machine's busy share are noted for each step, so a slow figure can be told from a busy
+machine.
+
 Exit status 1 if a message was lost (the sink's unique count below what the relay
 accepted), one arrived corrupt, or a step failed or timed out; figures measured before are
 still reported. The probe message carries a valid X-Postern-Load tag (seq above N), so
 the sink verifies it like the others.
 
 Bounded: N messages; every wait has a deadline (--step-timeout, default 60 s + 1 ms per
-message, for the source, the replay and the drain each; 60 s for a stop). Loopback only
-(127.0.0.1). Everything started here is stopped in a finally block (also on SIGTERM or
-SIGINT) by its PID, and the work directory (default under /var/tmp: a disk, not tmpfs,
-for fdatasync to mean something) is removed unless --keep. N = 1,000,000 needs about
+message, for the source, the replay and the drain each; 60 s for a stop; the quiet
+waits above). Loopback only (127.0.0.1). Everything started here is stopped in a finally
+block (also on SIGTERM or SIGINT) by its PID, and the work directory (default under
+/var/tmp: a disk, not tmpfs, for fdatasync to mean something) is removed unless --keep. N = 1,000,000 needs about
 1.5 GB there (spool and relay logs)."""
 
 import argparse
@@ -84,6 +90,34 @@ def status_kb(pid, key):
     except OSError:
         pass
     return None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    """utime+stime of pid, all its threads, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0.0
+    rest = data[data.rindex(b")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def machine_snapshot():
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    total = sum(vals[:8])
+    return total - idle, total
+
+
+def busy_pct(a, b):
+    busy, total = b[0] - a[0], b[1] - a[1]
+    return 100.0 * busy / total if total > 0 else 0.0
 
 
 def wait_until(pred, timeout, step=0.05):
@@ -307,10 +341,27 @@ class Bench:
         self.idle_kb = None
         self.figures = []  # (step, figure, value)
         self.failures = []
+        self.busy_steps = []  # steps that began on a machine busy with other work
 
     def note(self, step, figure, value):
         self.figures.append((step, figure, value))
         log(f"{step}: {figure}: {value}")
+
+    def quiet(self, step):
+        """Waits (at most --quiet-wait s) for other load on the machine to fall below
+        --quiet-pct, measured over 1 s while nothing of ours works; notes what it saw."""
+        waited = 0.0
+        while True:
+            a = machine_snapshot()
+            time.sleep(1)
+            pct = busy_pct(a, machine_snapshot())
+            waited += 1
+            if pct < self.args.quiet_pct or waited >= self.args.quiet_wait:
+                break
+        self.note(step, "machine busy before (others)", f"{pct:.0f}% of {os.cpu_count()} "
+                  f"cores (waited {waited:.0f} s, at most {self.args.quiet_wait:.0f})")
+        if pct >= self.args.quiet_pct:
+            self.busy_steps.append(step)
 
     def fail(self, what):
         self.failures.append(what)
@@ -406,7 +457,9 @@ def step2_queue(b, relay):
             str(a.messages), "--concurrency", str(a.concurrency), "--messages-per-connection",
             str(a.messages_per_connection), "--size", str(a.size), "--to-domain", "sink.test",
             "--timeout", str(a.step_timeout)]
+    b.quiet("2 queue")
     log("queueing: " + " ".join(argv[1:]))
+    cpu0, mach0 = cpu_s(relay.pid), machine_snapshot()
     with open(out_path, "w") as out, open(err_path, "w") as err:
         src = Child(b, argv, out, err)
         try:
@@ -435,6 +488,9 @@ def step2_queue(b, relay):
         b.fail("step 2: the source timed out")
     if b.accepted == 0:
         raise StepFailed("the relay accepted nothing")
+    b.note("2 queue", "relay CPU while queueing", f"{cpu_s(relay.pid) - cpu0:.2f} s, "
+           f"{1000 * (cpu_s(relay.pid) - cpu0) / b.accepted:.3f} ms/msg (machine "
+           f"{busy_pct(mach0, machine_snapshot()):.0f}% busy, all processes)")
 
     # The queue as the relay reports it: every accepted message a job (ready, deferred or
     # active), before RSS is taken.
@@ -553,6 +609,8 @@ def step3_restart(b, relay):
            f"({size / MIB:,.1f} MiB apparent; {b.spool_bytes / MIB:,.1f} MiB of worker "
            f"spool files, {b.spool_bytes / b.accepted:,.0f} bytes per message)")
 
+    b.quiet("3 restart")
+    mach0 = machine_snapshot()
     relay = Relay(b, "2")
     deadline = relay.t0 + a.step_timeout
     seq = a.messages + 1
@@ -583,6 +641,8 @@ def step3_restart(b, relay):
         time.sleep(0.02)
     probe.join(max(deadline - time.monotonic(), 0) + 1)
     health.join(max(deadline - time.monotonic(), 0) + 1)
+    cpu_text = (f"{cpu_s(relay.pid):.2f} s in {time.monotonic() - relay.t0:.2f} s (machine "
+                f"{busy_pct(mach0, machine_snapshot()):.0f}% busy, all processes)")
 
     if len(recovered) < a.workers:
         b.fail(f"step 3: {len(recovered)} of {a.workers} spool_recovered lines within "
@@ -617,6 +677,8 @@ def step3_restart(b, relay):
     b.note("3 restart", "first 250 for a new message",
            f"{fmt_s(probe.accepted)} (TCP connect at {fmt_s(probe.connected)}, "
            f"greeting at {fmt_s(probe.greeted)})")
+    b.note("3 restart", "relay CPU from the start to the first 250 and the last "
+           "spool_recovered", cpu_text)
 
     m = {}
 
@@ -641,6 +703,7 @@ def step3_restart(b, relay):
 def step4_drain(b, relay):
     a = b.args
     expect = b.accepted + b.probes
+    b.quiet("4 drain")
     out_path = os.path.join(b.work, "sink.out")
     err_path = os.path.join(b.work, "sink.err")
     with open(out_path, "w") as out, open(err_path, "w") as err:
@@ -652,6 +715,7 @@ def step4_drain(b, relay):
     if sink.proc.poll() is not None:
         raise StepFailed("the sink exited: " + open(err_path).read()[-500:])
 
+    cpu0, mach0 = cpu_s(relay.pid), machine_snapshot()
     t_flush = time.time()
     r = subprocess.run([b.postern, "queue", "flush", "--config", b.config, "--admin",
                         f"127.0.0.1:{b.admin_port}"], capture_output=True, text=True,
@@ -666,6 +730,7 @@ def step4_drain(b, relay):
     except subprocess.TimeoutExpired:
         b.fail("step 4: the sink did not finish")
     sink.stop()
+    cpu1, mach1 = cpu_s(relay.pid), machine_snapshot()
     res = {}
     text = open(out_path).read()
     for line in text.splitlines():
@@ -682,7 +747,10 @@ def step4_drain(b, relay):
            f"{unique:,} unique of {expect:,} accepted ({b.accepted:,} queued + {b.probes} "
            f"probe), {dups:,} duplicates, {corrupt:,} corrupt")
     b.note("4 drain", "drain (flush -> last new message at the sink)",
-           f"{fmt_s(drain_s)}, {fmt_rate(unique / drain_s if drain_s else None)}")
+           f"{fmt_s(drain_s)}, {fmt_rate(unique / drain_s)}" if drain_s else "nothing arrived")
+    per_msg = f", {1000 * (cpu1 - cpu0) / unique:.3f} ms/msg" if unique else ""
+    b.note("4 drain", "relay CPU during the drain", f"{cpu1 - cpu0:.2f} s{per_msg} "
+           f"(machine {busy_pct(mach0, mach1):.0f}% busy, all processes)")
     b.lost = expect - unique
     if b.lost > 0:
         b.fail(f"step 4: {b.lost:,} accepted messages did not arrive")
@@ -735,6 +803,11 @@ def render(b, started, elapsed, ok):
     if b.failures:
         w("**Failed:** " + "; ".join(b.failures) + ".")
         w("")
+    if b.busy_steps:
+        w(f"**Other work was running on the machine** when step(s) "
+          f"{', '.join(b.busy_steps)} began (≥ {a.quiet_pct:.0f}% busy after waiting up "
+          f"to {a.quiet_wait:.0f} s): rates there are lower than on an idle machine.")
+        w("")
     if not ok:
         w("**Interrupted: the table is incomplete.**")
         w("")
@@ -763,6 +836,11 @@ def main():
     ap.add_argument("--step-timeout", type=float, default=None,
                     help="seconds for the source, the replay and the drain each "
                          "(default 60 + messages / 1000)")
+    ap.add_argument("--quiet-wait", type=float, default=60,
+                    help="seconds to wait before each step for other load on the machine "
+                         "to pass (default 60; then the step runs anyway, noted)")
+    ap.add_argument("--quiet-pct", type=float, default=15,
+                    help="machine busy %% below which it counts as quiet (default 15)")
     ap.add_argument("--workdir", default=os.environ.get("TMPDIR", "/var/tmp"),
                     help="where the spool and logs go (a real disk; default /var/tmp)")
     ap.add_argument("--out", default=None, help="Markdown output (BUILD/bench-backlog.md)")
