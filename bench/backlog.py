@@ -821,11 +821,15 @@ def render(b, started, elapsed, ok):
 
 
 def fs_type(path):
-    try:
-        r = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
-        return r.stdout.strip() or "?"
-    except OSError:
-        return "?"
+    """ext4, xfs, tmpfs...: findmnt's name (stat -f says ext2/ext3 for ext4), else stat's."""
+    for argv in (["findmnt", "-no", "FSTYPE", "-T", path], ["stat", "-f", "-c", "%T", path]):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True)
+        except OSError:
+            continue
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    return "?"
 
 
 def main():
