@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -108,6 +109,36 @@ struct Spool::Recovery {
   uint64_t quarantined_bytes = 0;
   double seconds = 0;
   std::string error;  // the first segment that could not be read; replay stopped there
+};
+
+// A whole segment mapped for reading: no buffer to zero and no copy, which were most of a
+// replay's time with read(2) (the page cache is mapped in, MAP_POPULATE, in big steps).
+class MappedFile {
+ public:
+  MappedFile() = default;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile() {
+    if (base_ != nullptr) ::munmap(base_, size_);
+  }
+  bool open(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return false;
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ == 0) return true;
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) return false;
+    base_ = p;
+    ::madvise(base_, size_, MADV_SEQUENTIAL);
+    return true;
+  }
+  std::string_view data() const {
+    return base_ == nullptr ? std::string_view() : std::string_view(static_cast<char*>(base_), size_);
+  }
+
+ private:
+  void* base_ = nullptr;
+  size_t size_ = 0;
 };
 
 // One group commit: everything the I/O thread needs, owned here so the loop thread and
@@ -273,12 +304,13 @@ Spool::Recovery Spool::replay(const std::vector<uint32_t>& ids) const {
   for (size_t i = 0; i < ids.size() && !replay_stop_; ++i) {
     const uint32_t id = ids[i];
     int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CLOEXEC);
-    std::string data;
-    if (fd < 0 || !readWhole(fd, data)) {
+    MappedFile map;
+    if (fd < 0 || !map.open(fd)) {
       r.error = segmentPath(id) + ": " + std::strerror(errno ? errno : EIO);
       if (fd >= 0) ::close(fd);
       break;
     }
+    const std::string_view data = map.data();
     SegmentReplay sr = replaySegment(data, id, salt_, messages, order);
     r.segments.push_back({id, fd, data.size(), sr.salt.value_or(salt_)});
     r.bytes += data.size();
