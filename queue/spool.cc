@@ -291,6 +291,7 @@ std::string Spool::prepare(std::vector<uint32_t>& old_ids) {
     const auto mtime_ms = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000 +
                           static_cast<uint64_t>(st.st_mtim.tv_nsec) / 1000000;
     id_base_ = std::max(id_base_, (mtime_ms + 1000) << 16);
+    old_bytes_ += static_cast<uint64_t>(st.st_size);
   }
   return openSegment(old_ids.empty() ? 1 : old_ids.back() + 1);
 }
@@ -378,6 +379,8 @@ std::string Spool::openAsync(RecoveredCallback done) {
   std::vector<uint32_t> ids;
   if (std::string err = prepare(ids); !err.empty()) return err;
   replay_done_ = std::move(done);
+  logEvent(spdlog::level::info, "spool_replay_started",
+           {{"dir", dir_}, {"segments", uint64_t{ids.size()}}, {"bytes", old_bytes_}});
   uv_async_init(loop_, &replay_async_, onReplayDone);
   replay_async_.data = this;
   replay_async_open_ = true;

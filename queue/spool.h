@@ -215,6 +215,7 @@ class Spool {
   bool replay_async_open_ = false;
   std::atomic<bool> replay_stop_{false};
   RecoveredCallback replay_done_;
+  uint64_t old_bytes_ = 0;  // the segments there at the start, to replay
 
   // Queue ids: id_base_ (a multiple of 256, from the clock or past the largest recovered
   // id) + counter * 256 + worker index.

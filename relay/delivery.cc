@@ -215,11 +215,16 @@ void Delivery::onRecoverIdle(uv_idle_t* h) {
 
 void Delivery::dispatch(std::unique_ptr<DeliveryJob> job) {
   Destination& d = destinationFor(*job);
-  // Oldest first: a job back from a retry goes before what arrived while it waited (the
-  // walk is from the back, so a new arrival costs nothing).
+  // Oldest first: a job back from a retry goes before what arrived while it waited. The
+  // queue is in order, so its place is found by halving (a walk from the back cost a
+  // flush of 2,000 old jobs into a queue of 500,000 a billion steps), and a new arrival,
+  // the usual case, is checked first.
   const int64_t received = job->message.envelope.received_ms;
   auto pos = d.ready.end();
-  while (pos != d.ready.begin() && std::prev(pos)->message.received_ms > received) --pos;
+  if (!d.ready.empty() && d.ready.back().message.received_ms > received) {
+    pos = std::upper_bound(d.ready.begin(), d.ready.end(), received,
+                           [](int64_t t, const ParkedJob& p) { return t < p.message.received_ms; });
+  }
   const bool whole = static_cast<size_t>(pos - d.ready.begin()) < kWholeJobsPerHop;
   d.ready.insert(pos, park(std::move(job), whole));
   pump(d);

@@ -7,6 +7,8 @@
  *                                DIR/open exists (polled every 10 ms, at most 60 s)
  *   POSTERN_SHIM_FAIL=FILE       while FILE exists, writev() and ftruncate() on regular
  *                                files fail with EIO
+ *   POSTERN_SHIM_MAP_GATE=DIR    mmap() of a regular file (a segment being replayed)
+ *                                creates DIR/waiting, then waits until DIR/open exists
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -35,20 +38,31 @@ static int failing(int fd) {
   return flag != NULL && is_regular(fd) && exists(flag);
 }
 
+/* Creates gate/waiting, then waits until gate/open exists (at most 60 s). */
+static void hold(const char* gate) {
+  char waiting[4096], open_path[4096];
+  snprintf(waiting, sizeof waiting, "%s/waiting", gate);
+  snprintf(open_path, sizeof open_path, "%s/open", gate);
+  int w = open(waiting, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  if (w >= 0) close(w);
+  struct timespec tick = {0, 10 * 1000 * 1000};
+  for (int i = 0; i < 6000 && !exists(open_path); ++i) nanosleep(&tick, NULL);
+}
+
 int fdatasync(int fd) {
   static int (*real)(int) = NULL;
   if (real == NULL) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
   const char* gate = getenv("POSTERN_SHIM_SYNC_GATE");
-  if (gate != NULL) {
-    char waiting[4096], open_path[4096];
-    snprintf(waiting, sizeof waiting, "%s/waiting", gate);
-    snprintf(open_path, sizeof open_path, "%s/open", gate);
-    int w = open(waiting, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-    if (w >= 0) close(w);
-    struct timespec tick = {0, 10 * 1000 * 1000};
-    for (int i = 0; i < 6000 && !exists(open_path); ++i) nanosleep(&tick, NULL);
-  }
+  if (gate != NULL) hold(gate);
   return real(fd);
+}
+
+void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+  static void* (*real)(void*, size_t, int, int, int, off_t) = NULL;
+  if (real == NULL) real = (void* (*)(void*, size_t, int, int, int, off_t))dlsym(RTLD_NEXT, "mmap");
+  const char* gate = getenv("POSTERN_SHIM_MAP_GATE");
+  if (gate != NULL && fd >= 0 && is_regular(fd)) hold(gate);
+  return real(addr, len, prot, flags, fd, off);
 }
 
 ssize_t writev(int fd, const struct iovec* iov, int n) {

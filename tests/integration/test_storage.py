@@ -6,7 +6,10 @@
   would pass with the sync removed; this one does not.)
 * A failed write whose truncation also fails leaves the segment's end unknown: the spool
   stops writing for good (fail-stop): 452 4.3.1 for every message, /readyz 503, a
-  spool_broken line, even once the disk works again; a restart takes mail again."""
+  spool_broken line, even once the disk works again; a restart takes mail again.
+* A restart takes mail while the spool replays: with the replay held (the shim holds its
+  mmap of the old segment), /healthz and /readyz answer and a new message gets its 250;
+  once the replay goes on, the old message is recovered and both are delivered."""
 
 import os
 import socket
@@ -17,7 +20,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import HOST, RelayTestCase, ReplyReader
+from harness import HOST, RelayTestCase, ReplyReader, smtp_client
 
 FROM = "sender@origin.test"
 
@@ -45,7 +48,7 @@ class StorageTest(RelayTestCase):
 
     auto_relay = False
 
-    def start_with(self, **env):
+    def start_with(self, wait_recovered=True, **env):
         self.state = tempfile.mkdtemp(prefix="postern-shim-")
         self.relay = None
         from harness import Relay
@@ -55,8 +58,41 @@ class StorageTest(RelayTestCase):
                      + os.environ.get("ASAN_OPTIONS", ""), **env}
         self.relay = relay
         self.addCleanup(self._cleanup_relay)
-        relay.start()
+        relay.start(wait_recovered=wait_recovered)
         return relay
+
+    def send(self, rcpt):
+        with smtp_client(HOST, self.relay.port) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.sendmail(FROM, [rcpt], b"Subject: replay\r\n\r\nhi\r\n"), {})
+
+    def test_mail_is_taken_while_the_spool_replays(self):
+        self.downstream.stop()  # the first message stays queued
+        self.start_with()
+        self.send("old@dest.test")
+        self.relay.stop()
+        gate = tempfile.mkdtemp(prefix="postern-gate-")
+        self.relay.env["POSTERN_SHIM_MAP_GATE"] = gate
+        self.relay.start(wait_recovered=False)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(gate, "waiting")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(os.path.exists(os.path.join(gate, "waiting")), "no segment was mapped")
+        self.assertEqual(readyz(self.relay.admin_port), 200)
+        with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/healthz",
+                                    timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        self.send("new@dest.test")
+        self.assertEqual(self.relay.log_text().count("event=spool_recovered"), 1,
+                         "the replay was not held")
+        open(os.path.join(gate, "open"), "w").close()
+        self.assertTrue(self.relay.wait_log(r"event=spool_recovered worker=0 \S+ messages=1", 10))
+        self.downstream.start()
+        subprocess.run([self.relay.bin, "queue", "flush", "--config", self.relay.config_path],
+                       capture_output=True, timeout=30, check=True)
+        self.assertEqual(self.downstream.wait_for(2, 15), 2)
+        self.assertEqual(sorted(m.rcpt_tos[0] for m in self.downstream.snapshot()),
+                         ["new@dest.test", "old@dest.test"])
 
     def open_transaction(self):
         sock = socket.create_connection((HOST, self.relay.port), timeout=10)
