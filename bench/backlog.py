@@ -626,10 +626,17 @@ def step3_restart(b, relay):
 
     tail = LogTail(relay.log_path)
     recovered = {}  # worker -> (seconds since start, messages)
+    progress = 0  # spool_replaying lines
+    replayed_rates = []  # per worker, from spool_replayed
     listening = None
     while time.monotonic() < deadline:
         for line in tail.lines():
-            if "event=spool_recovered" in line:
+            if "event=spool_replaying" in line:
+                progress += 1
+            elif "event=spool_replayed" in line:
+                f = fields(line)
+                replayed_rates.append(f"{f.get('mb_per_s', '?')} MB/s in {f.get('seconds', '?')} s")
+            elif "event=spool_recovered" in line:
                 f = fields(line)
                 ts = log_time(line)
                 at = ts - relay.t0_wall if ts is not None else time.monotonic() - relay.t0
@@ -662,7 +669,9 @@ def step3_restart(b, relay):
         prev = t
     b.note("3 restart", "spool_recovered (per worker, from the start)",
            "; ".join(per_worker) or "none")
-    b.note("3 restart", "replay progress lines", "none logged (only spool_recovered)")
+    b.note("3 restart", "replay progress lines (spool_replaying, one a second)", f"{progress}")
+    b.note("3 restart", "replay per worker (spool_replayed: reading and checking only)",
+           "; ".join(replayed_rates) or "not logged")
     b.note("3 restart", "replay finished (last spool_recovered)",
            f"{fmt_s(replay_s)}; {replayed:,} messages recovered")
     if replayed != b.accepted:
