@@ -101,6 +101,7 @@ struct Spool::Recovery {
     int fd;
     uint64_t size;
     uint64_t salt;
+    bool keep;  // a damaged range of it could not be quarantined
   };
   std::vector<Found> segments;
   std::vector<SpooledRef> recovered;
@@ -313,9 +314,12 @@ Spool::Recovery Spool::replay(const std::vector<uint32_t>& ids) const {
     }
     const std::string_view data = map.data();
     SegmentReplay sr = replaySegment(data, id, salt_, messages, order);
-    r.segments.push_back({id, fd, data.size(), sr.salt.value_or(salt_)});
+    bool keep = false;
+    for (const DamagedRange& range : sr.damaged) {
+      keep = !quarantine(id, data, range, r.quarantined_bytes) || keep;
+    }
+    r.segments.push_back({id, fd, data.size(), sr.salt.value_or(salt_), keep});
     r.bytes += data.size();
-    for (const DamagedRange& range : sr.damaged) r.quarantined_bytes += quarantine(id, data, range);
     if (const uint64_t now = uv_hrtime(); now - last_log > 1'000'000'000 && i + 1 < ids.size()) {
       last_log = now;  // a long replay says how far it has come, once a second
       logEvent(spdlog::level::info, "spool_replaying",
@@ -337,7 +341,7 @@ Spool::Recovery Spool::replay(const std::vector<uint32_t>& ids) const {
 }
 
 void Spool::adopt(Recovery& r, std::vector<SpooledRef>& recovered) {
-  for (const auto& f : r.segments) segments_[f.id] = Segment{f.fd, f.size, 0, f.salt};
+  for (const auto& f : r.segments) segments_[f.id] = Segment{f.fd, f.size, 0, f.salt, f.keep};
   for (const SpooledRef& m : r.recovered) segments_[m.ref.segment].live++;
   quarantined_bytes_ += r.quarantined_bytes;
   const uint64_t floor = (r.max_id + 256) & ~uint64_t{0xff};
@@ -403,7 +407,8 @@ void Spool::onReplayDone(uv_async_t* h) {
   if (!self->closed_) self->replay_done_(std::move(recovered));
 }
 
-uint64_t Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& range) const {
+bool Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& range,
+                       uint64_t& fresh_bytes) const {
   // Kept, not thrown away: an operator can look at what was there (Postfix's "corrupt"
   // queue). A range quarantined at an earlier start is not copied again.
   const std::string qdir = dir_ + "/quarantine";
@@ -425,19 +430,21 @@ uint64_t Spool::quarantine(uint32_t id, std::string_view data, const DamagedRang
       err = path + ": " + std::strerror(errno);
     }
   }
-  if (!fresh && err.empty()) return 0;
+  if (!fresh && err.empty()) return true;
   logEvent(range.tail ? spdlog::level::warn : spdlog::level::err,
            range.tail ? "spool_torn_tail" : "spool_damaged",
            {{"segment", segmentPath(id)},
             {"offset", range.offset},
             {"length", range.length},
-            {"quarantine", err.empty() ? path : "failed: " + err}});
-  return err.empty() ? range.length : 0;
+            {"quarantine", err.empty() ? path : "failed: " + err + "; the segment is kept"}});
+  if (!err.empty()) return false;
+  fresh_bytes += range.length;
+  return true;
 }
 
 void Spool::maybeDelete(uint32_t id) {
   auto it = segments_.find(id);
-  if (it == segments_.end() || id == active_ || it->second.live > 0) return;
+  if (it == segments_.end() || id == active_ || it->second.live > 0 || it->second.keep) return;
   ::close(it->second.fd);
   ::unlink(segmentPath(id).c_str());
   segments_.erase(it);

@@ -152,6 +152,7 @@ class Spool {
     uint64_t size = 0;
     size_t live = 0;    // committed messages with recipients still to deliver
     uint64_t salt = 0;  // its records' (another spool's, for a segment merged from one)
+    bool keep = false;  // damage in it could not be quarantined: never deleted
   };
   struct Recovery;  // what replaying the old segments found
   struct PendingMessage {
@@ -175,9 +176,11 @@ class Spool {
   // Takes over what replay() found, on the loop.
   void adopt(Recovery& r, std::vector<SpooledRef>& recovered);
   static void onReplayDone(uv_async_t* h);
-  // Copies a damaged range of segment id into dir/quarantine/ and logs it; returns the
-  // octets newly quarantined (0 if it was there already, or could not be written).
-  uint64_t quarantine(uint32_t id, std::string_view data, const DamagedRange& range) const;
+  // Copies a damaged range of segment id into dir/quarantine/ and logs it; adds the
+  // octets newly quarantined to fresh. False if the copy could not be made: then the
+  // segment must stay, since those octets are nowhere else.
+  bool quarantine(uint32_t id, std::string_view data, const DamagedRange& range,
+                  uint64_t& fresh) const;
   void queue(PendingMessage p, CommitCallback cb);  // for the next group commit
   void scheduleFlush();
   void flush(bool probe = false);

@@ -156,6 +156,22 @@ TEST_F(SpoolDamageTest, FlippedBitCostsOneRecord) {
   EXPECT_EQ(quarantine().size(), 1u);
 }
 
+TEST_F(SpoolDamageTest, ASegmentIsKeptWhileItsDamageCannotBeQuarantined) {
+  auto w = writeMessages(1);
+  fs::path seg = firstSegment();
+  std::string data = read(seg);
+  data[w[0].begin + 100] ^= 0x01;  // the only message: nothing in the segment is live
+  write(seg, data);
+  write(dir_ / "quarantine", "a file where the directory should be");
+  EXPECT_TRUE(reopen(w).empty());
+  EXPECT_TRUE(fs::exists(seg)) << "deleted with its damaged octets copied nowhere";
+  fs::remove(dir_ / "quarantine");
+  uint64_t quarantined = 0;
+  EXPECT_TRUE(reopen(w, &quarantined).empty());
+  EXPECT_EQ(quarantined, w[0].end - w[0].begin);
+  EXPECT_FALSE(fs::exists(seg)) << "every octet is accounted for now";
+}
+
 TEST_F(SpoolDamageTest, FlippedBitInAHeaderCostsOneRecord) {
   auto w = writeMessages(10);
   fs::path seg = firstSegment();
