@@ -7,7 +7,7 @@
 #include "bench/load_stats.h"
 #include "core/smtp_command.h"
 #include "core/stream_write.h"
-#include "relay/tls.h"
+#include "core/tls.h"
 
 namespace postern {
 namespace {

@@ -30,8 +30,8 @@
 #include "core/line_splitter.h"
 #include "core/network.h"
 #include "core/smtp_command.h"
+#include "core/tls.h"
 #include "queue/spool.h"
-#include "relay/tls.h"
 
 namespace postern {
 

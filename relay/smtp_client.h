@@ -24,9 +24,9 @@
 #include "core/config.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
+#include "core/tls.h"
 #include "queue/scheduler.h"
 #include "relay/resolver.h"
-#include "relay/tls.h"
 
 namespace postern {
 

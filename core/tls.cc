@@ -1,4 +1,4 @@
-#include "relay/tls.h"
+#include "core/tls.h"
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
