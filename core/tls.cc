@@ -137,6 +137,11 @@ bool TlsConnection::writePlain(std::string_view plain) {
   return false;
 }
 
+void TlsConnection::shutdown() {
+  // With memory BIOs this only writes the alert; the peer's answer is not waited for.
+  if (SSL_shutdown(ssl_) < 0) ERR_clear_error();  // before the handshake: nothing to close
+}
+
 void TlsConnection::takeCipher(std::string& out) {
   char buf[16384];
   int n;
