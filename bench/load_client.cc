@@ -7,7 +7,7 @@
 #include "bench/load_stats.h"
 #include "core/smtp_command.h"
 #include "core/stream_write.h"
-#include "relay/tls.h"
+#include "core/tls_stream.h"
 
 namespace postern {
 namespace {
@@ -55,7 +55,6 @@ void LoadClient::connect() {
   done_on_connection_ = 0;
   in_transaction_ = false;
   tls_.reset();
-  cipher_out_.clear();
 
   uv_tcp_init(src_.loop(), &tcp_);
   tcp_.data = this;
@@ -93,7 +92,7 @@ void LoadClient::onConnect(uv_connect_t* req, int status) {
 void LoadClient::onAlloc(uv_handle_t* h, size_t /*suggested*/, uv_buf_t* buf) {
   auto* c = static_cast<LoadClient*>(h->data);
   if (c->tls_) {
-    *buf = uv_buf_init(c->cipher_in_.get(), static_cast<unsigned>(kCipherBuffer));
+    *buf = c->tls_->readBuffer();
     return;
   }
   std::span<char> free = c->in_.writable();
@@ -124,7 +123,7 @@ void LoadClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void LoadClient::processLines() {
   Line line;
-  TlsConnection* const before = tls_.get();
+  TlsStream* const before = tls_.get();
   while (phase_ == Phase::kOpen && tls_.get() == before && splitter_.next(in_, line)) {
     if (line.too_long) {
       fail("reply line too long");
@@ -139,9 +138,9 @@ void LoadClient::startTls() {
   in_.clear();
   splitter_.reset();
   reply_code_ = 0;
-  if (!cipher_in_) cipher_in_ = std::make_unique<char[]>(kCipherBuffer);
-  tls_ = std::make_unique<TlsConnection>(*src_.tlsContext(), TlsConnection::Side::kClient);
-  if (tls_->handshake() < 0) {
+  tls_ =
+      std::make_unique<TlsStream>(*src_.tlsContext(), TlsConnection::Side::kClient, kCipherBuffer);
+  if (tls_->handshake() == TlsStream::Handshake::kFailed) {
     fail("TLS handshake: " + tls_->error());
     return;
   }
@@ -149,14 +148,14 @@ void LoadClient::startTls() {
 }
 
 void LoadClient::onCipher(const char* data, size_t len) {
-  tls_->feedCipher(data, len);
+  tls_->received(data, len);
   if (!tls_->established()) {
-    int r = tls_->handshake();
-    if (r < 0) {
+    TlsStream::Handshake h = tls_->handshake();
+    if (h == TlsStream::Handshake::kFailed) {
       fail("TLS handshake: " + tls_->error());
       return;
     }
-    if (r == 1) {
+    if (h == TlsStream::Handshake::kDone) {
       // Start over inside TLS: EHLO again, and forget what the plain-text EHLO offered.
       offers_pipelining_ = false;
       out_ += "EHLO ";
@@ -168,18 +167,16 @@ void LoadClient::onCipher(const char* data, size_t len) {
     if (phase_ != Phase::kOpen || !tls_->established()) return;
   }
   for (;;) {
-    std::span<char> free = in_.writable();
-    if (free.empty()) {
+    TlsStream::Read r = tls_->read(in_);
+    if (r == TlsStream::Read::kFull) {
       fail("reply line too long");
       return;
     }
-    int n = tls_->readPlain(free.data(), free.size());
-    if (n < 0) {
+    if (r == TlsStream::Read::kFailed) {
       fail("TLS read: " + tls_->error());
       return;
     }
-    if (n == 0) break;
-    in_.commit(static_cast<size_t>(n));
+    if (r == TlsStream::Read::kNone) break;
     processLines();
     if (phase_ != Phase::kOpen) return;
   }
@@ -432,23 +429,16 @@ void LoadClient::flush() {
     out_.clear();
     return;
   }
-  std::string* wire = &out_;
-  if (tls_) {
-    // Plaintext waits for the end of the handshake; the handshake's own records do not.
-    if (tls_->established() && !out_.empty()) {
-      if (!tls_->writePlain(out_)) {
-        out_.clear();
-        fail("TLS write: " + tls_->error());
-        return;
-      }
-      out_.clear();
-    }
-    tls_->takeCipher(cipher_out_);
-    wire = &cipher_out_;
-  }
-  if (wire->empty()) return;
   // A failed queued write also shows up on the read side (reset or EOF), which handles it.
-  int r = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), *wire, nullptr, nullptr);
+  // With TLS, plaintext waits for the end of the handshake; the handshake's records do not.
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  int r =
+      tls_ ? tls_->write(stream, out_, nullptr, nullptr) : writeOut(stream, out_, nullptr, nullptr);
+  if (r == UV_EPROTO && tls_) {
+    out_.clear();
+    fail("TLS write: " + tls_->error());
+    return;
+  }
   if (r < 0) fail(std::string("write: ") + uv_strerror(r));
 }
 

@@ -11,8 +11,8 @@
 // clients only after the loop has closed every handle.
 //
 // With --starttls the client sends STARTTLS after the first EHLO (a server that does not
-// offer it is a connection error), runs the TLS handshake over memory BIOs (relay/tls.h),
-// and greets again with EHLO inside TLS before its first transaction.
+// offer it is a connection error), runs the TLS handshake through a TlsStream
+// (core/tls_stream.h), and greets again with EHLO inside TLS before its first transaction.
 #pragma once
 
 #include <uv.h>
@@ -28,8 +28,8 @@
 
 namespace postern {
 
-class TlsConnection;
 class Source;
+class TlsStream;
 
 class LoadClient {
  public:
@@ -107,11 +107,9 @@ class LoadClient {
   bool pipelining_ = false;
   int done_on_connection_ = 0;
 
-  // TLS after STARTTLS (--starttls): ciphertext is read into cipher_in_ and written from
-  // cipher_out_; in_ and out_ then hold plaintext.
-  std::unique_ptr<TlsConnection> tls_;
-  std::unique_ptr<char[]> cipher_in_;
-  std::string cipher_out_;
+  // TLS after STARTTLS (--starttls): ciphertext is read into the stream's buffer; in_ and
+  // out_ then hold plaintext.
+  std::unique_ptr<TlsStream> tls_;
 
   // The transaction in progress.
   bool in_transaction_ = false;

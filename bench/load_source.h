@@ -32,7 +32,7 @@
 
 #include "bench/load_message.h"
 #include "bench/load_stats.h"
-#include "relay/tls.h"
+#include "core/tls.h"
 
 namespace postern {
 

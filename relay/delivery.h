@@ -37,6 +37,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/tls.h"
 #include "queue/bounce.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
@@ -46,7 +47,6 @@
 #include "relay/resolver.h"
 #include "relay/router.h"
 #include "relay/smtp_client.h"
-#include "relay/tls.h"
 
 namespace postern {
 

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "core/config.h"
-#include "relay/tls.h"
+#include "core/tls.h"
 
 namespace postern {
 

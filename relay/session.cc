@@ -224,7 +224,7 @@ void Session::resumeReading() {
 void Session::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* s = static_cast<Session*>(h->data);
   if (s->tls_) {
-    *buf = uv_buf_init(s->cipher_in_.get(), kCipherBuffer);
+    *buf = s->tls_->readBuffer();
     return;
   }
   std::span<char> w = s->in_.writable();
@@ -249,7 +249,7 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (s->tls_) {
-    s->tls_->feedCipher(buf->base, static_cast<size_t>(nread));
+    s->tls_->received(buf->base, static_cast<size_t>(nread));
     s->pumpTls();
     return;
   }
@@ -260,24 +260,21 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 
 void Session::pumpTls() {
   if (!tls_->established()) {
-    int rc = tls_->handshake();
+    TlsStream::Handshake hs = tls_->handshake();
     sendCipher();
-    if (rc < 0) {
+    if (hs == TlsStream::Handshake::kFailed) {
       logEvent(spdlog::level::info, "tls_failed",
                {{"client", client_text_}, {"error", tls_->error()}});
       return close();
     }
-    if (rc == 0) return;
+    if (hs == TlsStream::Handshake::kPending) return;
     logEvent(spdlog::level::info, "tls", {{"client", client_text_}, {"tls", tls_->describe()}});
     progress();
   }
   while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
-    std::span<char> w = in_.writable();
-    if (w.empty()) break;
-    int n = tls_->readPlain(w.data(), w.size());
-    if (n < 0) return close();
-    if (n == 0) break;
-    in_.commit(static_cast<size_t>(n));
+    TlsStream::Read r = tls_->read(in_);
+    if (r == TlsStream::Read::kFailed) return close();
+    if (r != TlsStream::Read::kData) break;  // a full buffer waits for processInput
     processInput();
   }
   in_.release();  // writable() may have taken a buffer that nothing filled
@@ -336,9 +333,8 @@ void Session::closeAfterFlush() {
 }
 
 void Session::sendCipher() {
-  std::string cipher;
-  tls_->takeCipher(cipher);
-  int rc = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), cipher, onWriteDone, this);
+  std::string none;  // only the handshake's records
+  int rc = tls_->write(reinterpret_cast<uv_stream_t*>(&tcp_), none, onWriteDone, this);
   if (rc < 0) return close();
   if (rc == 0) {
     ++refs_;
@@ -349,17 +345,11 @@ void Session::sendCipher() {
 
 void Session::flushOutput() {
   if (closing_) return;
-  int rc = 1;
-  if (tls_ && tls_->established()) {
-    if (!out_.empty()) {
-      if (!tls_->writePlain(out_)) return close();
-      out_.clear();
-      sendCipher();
-      if (closing_) return;
-    }
-  } else {
-    rc = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), out_, onWriteDone, this);
-  }
+  // With TLS a reply made during the handshake (a timeout's 421) is held until it ends, and
+  // is lost if the session closes first: after STARTTLS nothing goes out in the clear.
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  int rc = tls_ ? tls_->write(stream, out_, onWriteDone, this)
+                : writeOut(stream, out_, onWriteDone, this);
   if (rc < 0) return close();
   if (rc == 0) {
     ++refs_;  // the queued write refers to this session

@@ -2,7 +2,7 @@
 // PIPELINING (RFC 2920), CHUNKING (RFC 3030), STARTTLS (RFC 3207), SMTPUTF8 (RFC 6531),
 // DSN parameters (RFC 3461) and the PROXY protocol.
 //
-// Input is read into the session's InputBuffer (through TLS when active) and split into
+// Input is read into the session's InputBuffer (through a TlsStream when active) and split into
 // lines in place; every complete line in a read is handled before the replies go out, so
 // the replies to a pipelined group leave in one write. After the end of a message the
 // session pauses (stops reading and parsing) until the spool has fsynced it, then answers
@@ -30,8 +30,8 @@
 #include "core/line_splitter.h"
 #include "core/network.h"
 #include "core/smtp_command.h"
+#include "core/tls_stream.h"
 #include "queue/spool.h"
-#include "relay/tls.h"
 
 namespace postern {
 
@@ -152,8 +152,8 @@ class Session {
   size_t errors_ = 0;
   size_t messages_ = 0;  // accepted on this connection
 
-  std::unique_ptr<TlsConnection> tls_;
-  std::unique_ptr<char[]> cipher_in_;  // read buffer for ciphertext once TLS starts
+  // After STARTTLS: ciphertext is read into the stream's own buffer, in_ holds plaintext.
+  std::unique_ptr<TlsStream> tls_;
 
   State state_ = State::kConnected;
   std::string helo_;

@@ -294,8 +294,7 @@ void Session::cmdStartTls(const Command& cmd) {
   // could be commands injected in plain text), and the session starts over.
   in_.clear();
   splitter_.reset();
-  cipher_in_ = std::make_unique<char[]>(kCipherBuffer);
-  tls_ = std::make_unique<TlsConnection>(*worker_.tls());
+  tls_ = std::make_unique<TlsStream>(*worker_.tls(), TlsConnection::Side::kServer, kCipherBuffer);
   state_ = State::kConnected;
   helo_.clear();
   esmtp_ = false;

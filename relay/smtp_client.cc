@@ -78,7 +78,7 @@ void SmtpClient::onConnect(uv_connect_t* req, int status) {
 void SmtpClient::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* c = static_cast<SmtpClient*>(h->data);
   if (c->tls_) {
-    *buf = uv_buf_init(c->cipher_in_.get(), kCipherBuffer);
+    *buf = c->tls_->readBuffer();
     return;
   }
   std::span<char> w = c->in_.writable();
@@ -93,7 +93,7 @@ void SmtpClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
                                    : uv_strerror(static_cast<int>(nread)));
   }
   if (c->tls_) {
-    c->tls_->feedCipher(buf->base, static_cast<size_t>(nread));
+    c->tls_->received(buf->base, static_cast<size_t>(nread));
     return c->pumpTls();
   }
   c->in_.commit(static_cast<size_t>(nread));
@@ -102,16 +102,14 @@ void SmtpClient::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void SmtpClient::pumpTls() {
   if (!tls_->established()) {
-    int rc = tls_->handshake();
-    std::string cipher;
-    tls_->takeCipher(cipher);
-    sendRaw(cipher);
+    TlsStream::Handshake hs = tls_->handshake();
+    send(std::string());  // its records
     if (state_ == State::kClosed) return;
-    if (rc < 0) {
+    if (hs == TlsStream::Handshake::kFailed) {
       tls_failed_ = true;
       return fail("4.7.5 TLS handshake with " + host() + " failed: " + tls_->error());
     }
-    if (rc == 0) return;
+    if (hs == TlsStream::Handshake::kPending) return;
     logEvent(spdlog::level::info, "tls_out", {{"relay", host()}, {"tls", tls_->describe()}});
     // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
     pipelining_ = eight_bit_mime_ = smtputf8_ = dsn_ = starttls_ = size_ext_ = false;
@@ -121,12 +119,10 @@ void SmtpClient::pumpTls() {
     send("EHLO " + delivery_.config().hostname + "\r\n");
   }
   while (state_ != State::kClosed) {
-    std::span<char> w = in_.writable();
-    if (w.empty()) return fail("reply line too long");
-    int n = tls_->readPlain(w.data(), w.size());
-    if (n < 0) return fail("TLS: " + tls_->error());
-    if (n == 0) break;
-    in_.commit(static_cast<size_t>(n));
+    TlsStream::Read r = tls_->read(in_);
+    if (r == TlsStream::Read::kFull) return fail("reply line too long");
+    if (r == TlsStream::Read::kFailed) return fail("TLS: " + tls_->error());
+    if (r == TlsStream::Read::kNone) break;
     processInput();
   }
 }
@@ -177,19 +173,11 @@ void SmtpClient::onEhloLine(std::string_view line) {
 }
 
 void SmtpClient::send(std::string data, bool body) {
-  if (tls_ && tls_->established()) {
-    if (!tls_->writePlain(data)) return fail("TLS: " + tls_->error());
-    data.clear();
-    tls_->takeCipher(data);
-  }
-  sendRaw(data, body);
-}
-
-void SmtpClient::sendRaw(std::string& data, bool body) {
-  if (data.empty()) return;
   // A failed queued write shows up as a read error too; the read side handles it.
-  int rc =
-      writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), data, body ? onBodyWritten : nullptr, this);
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  WriteDone done = body ? onBodyWritten : nullptr;
+  int rc = tls_ ? tls_->write(stream, data, done, this) : writeOut(stream, data, done, this);
+  if (rc == UV_EPROTO && tls_) return fail("TLS: " + tls_->error());
   if (rc < 0) return fail(uv_strerror(rc));
   if (body) body_in_flight_ = rc == 0;
 }
@@ -261,9 +249,9 @@ void SmtpClient::afterEhlo() {
 
 void SmtpClient::startTls() {
   state_ = State::kTlsHandshake;
-  tls_ = std::make_unique<TlsConnection>(*options_.tls_context, TlsConnection::Side::kClient);
+  tls_ = std::make_unique<TlsStream>(*options_.tls_context, TlsConnection::Side::kClient,
+                                     kCipherBuffer);
   tls_->expectPeer(host(), options_.tls == TlsPolicy::kRequired);
-  cipher_in_ = std::make_unique<char[]>(kCipherBuffer);
   pumpTls();
 }
 

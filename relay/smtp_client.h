@@ -24,9 +24,9 @@
 #include "core/config.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
+#include "core/tls_stream.h"
 #include "queue/scheduler.h"
 #include "relay/resolver.h"
-#include "relay/tls.h"
 
 namespace postern {
 
@@ -102,8 +102,8 @@ class SmtpClient {
   void finishAll(int code, const std::string& text);
   void becomeReady();
   // body: the message and its final dot (body_in_flight_ until the kernel has it all).
+  // Through TLS once it is on; an empty data sends only the handshake's records.
   void send(std::string data, bool body = false);
-  void sendRaw(std::string& data, bool body = false);
   void fail(std::string_view why);
   void close();
   void armTimer(double seconds);
@@ -135,8 +135,7 @@ class SmtpClient {
   int reply_code_ = 0;
   bool body_in_flight_ = false;  // some of the message is still queued for the socket
 
-  std::unique_ptr<TlsConnection> tls_;
-  std::unique_ptr<char[]> cipher_in_;
+  std::unique_ptr<TlsStream> tls_;  // after STARTTLS: in_ holds the decrypted replies
   bool tls_failed_ = false;
 
   bool pipelining_ = false;

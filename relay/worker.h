@@ -29,11 +29,11 @@
 #include "core/memory_budget.h"
 #include "core/metrics.h"
 #include "core/network.h"
+#include "core/tls.h"
 #include "queue/spool.h"
 #include "relay/connection_limiter.h"
 #include "relay/delivery.h"
 #include "relay/recipient_probe.h"
-#include "relay/tls.h"
 
 namespace postern {
 

@@ -1,4 +1,4 @@
-#include "relay/tls.h"
+#include "core/tls.h"
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
@@ -135,6 +135,11 @@ bool TlsConnection::writePlain(std::string_view plain) {
   if (n == static_cast<int>(plain.size())) return true;
   error_ = lastError();
   return false;
+}
+
+void TlsConnection::shutdown() {
+  // With memory BIOs this only writes the alert; the peer's answer is not waited for.
+  if (SSL_shutdown(ssl_) < 0) ERR_clear_error();  // before the handshake: nothing to close
 }
 
 void TlsConnection::takeCipher(std::string& out) {

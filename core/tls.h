@@ -1,12 +1,13 @@
-// TLS for inbound STARTTLS (RFC 3207) with OpenSSL over memory BIOs: the socket stays a
-// plain libuv stream, ciphertext is moved between it and OpenSSL by the session, and no
-// OpenSSL call ever blocks the loop.
+// TLS with OpenSSL over memory BIOs: the socket stays a plain libuv stream, ciphertext is
+// moved between it and OpenSSL by a TlsStream (core/tls_stream.h), and no OpenSSL call ever
+// blocks the loop.
 //
-// TlsContext holds the certificate and key (TLS 1.2 or later), or for the client side
-// (outbound delivery, postern-load's --starttls) what the peer is checked against. TlsConnection is
-// one TLS session, server or client: feedCipher() takes bytes read from the socket, handshake() and
-// readPlain() consume them, writePlain() encrypts, and takeCipher() returns what must be
-// written to the socket (handshake records included). Errors are reported, never thrown.
+// TlsContext holds the certificate and key (TLS 1.2 or later) for inbound STARTTLS (RFC
+// 3207), or for the client side (outbound delivery, postern-load's --starttls) what the peer
+// is checked against. TlsConnection is one TLS session, server or client: feedCipher() takes
+// bytes read from the socket, handshake() and readPlain() consume them, writePlain()
+// encrypts, and takeCipher() returns what must be written to the socket (handshake records
+// included). Errors are reported, never thrown.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -66,6 +67,8 @@ class TlsConnection {
   // Decrypted bytes into dst; 0 when none is available now; -1 on error or close_notify.
   int readPlain(char* dst, size_t cap);
   bool writePlain(std::string_view plain);
+  // Queues a close_notify alert (the peer's readPlain then fails with "closed by peer").
+  void shutdown();
   // Appends pending ciphertext for the socket to out.
   void takeCipher(std::string& out);
 

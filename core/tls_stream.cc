@@ -1,0 +1,49 @@
+#include "core/tls_stream.h"
+
+namespace postern {
+
+TlsStream::TlsStream(const TlsContext& ctx, TlsConnection::Side side, size_t read_size)
+    : tls_(ctx, side), read_buffer_(std::make_unique<char[]>(read_size)), read_size_(read_size) {}
+
+uv_buf_t TlsStream::readBuffer() {
+  return uv_buf_init(read_buffer_.get(), static_cast<unsigned>(read_size_));
+}
+
+TlsStream::Handshake TlsStream::handshake() {
+  if (tls_.established()) return Handshake::kDone;
+  switch (tls_.handshake()) {
+    case 1:
+      return Handshake::kDone;
+    case 0:
+      return Handshake::kPending;
+    default:
+      return Handshake::kFailed;
+  }
+}
+
+TlsStream::Read TlsStream::read(InputBuffer& in) {
+  std::span<char> free = in.writable();
+  if (free.empty()) return Read::kFull;
+  int n = tls_.readPlain(free.data(), free.size());
+  if (n < 0) return Read::kFailed;
+  if (n == 0) return Read::kNone;
+  in.commit(static_cast<size_t>(n));
+  return Read::kData;
+}
+
+bool TlsStream::seal(std::string& plain, std::string& wire) {
+  if (tls_.established() && !plain.empty()) {
+    if (!tls_.writePlain(plain)) return false;
+    plain.clear();
+  }
+  tls_.takeCipher(wire);
+  return true;
+}
+
+int TlsStream::write(uv_stream_t* socket, std::string& plain, WriteDone done, void* ctx) {
+  std::string wire;
+  if (!seal(plain, wire)) return UV_EPROTO;
+  return writeOut(socket, wire, done, ctx);
+}
+
+}  // namespace postern
