@@ -48,7 +48,6 @@ import argparse
 import datetime
 import os
 import re
-import signal
 import smtplib
 import socket
 import subprocess
@@ -58,14 +57,16 @@ import threading
 import time
 import shutil
 
-KIB = 1024
-MIB = 1024 * 1024
+import benchlib
+from benchlib import (CLK_TCK, KIB, MIB, Child, accepting, busy_pct, check_build, cpu_s,
+                      fields, free_port, machine_snapshot, read_text, result_fields,
+                      status_kb, stop_all, wait_until, write_report)
+
 STOP_TIMEOUT = 60  # seconds for the relay to exit after SIGTERM (drain_timeout is 10)
 RETRY_S = 86400  # retry_min and retry_max: the queue waits for the flush
 
 
-def log(msg):
-    print(f"backlog: {msg}", file=sys.stderr, flush=True)
+log = benchlib.logger("backlog")
 
 
 class StepFailed(Exception):
@@ -73,60 +74,6 @@ class StepFailed(Exception):
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def status_kb(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid):
-    """utime+stime of pid, all its threads, in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0.0
-    rest = data[data.rindex(b")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def machine_snapshot():
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    idle = vals[3] + vals[4]  # idle + iowait
-    total = sum(vals[:8])
-    return total - idle, total
-
-
-def busy_pct(a, b):
-    busy, total = b[0] - a[0], b[1] - a[1]
-    return 100.0 * busy / total if total > 0 else 0.0
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def http_get(port, target, timeout):
@@ -170,6 +117,19 @@ def metric_sums(port, timeout=10):
 
 def queued_jobs(metrics):
     return int(sum(v for (name, _), v in metrics.items() if name == "postern_queue_jobs"))
+
+
+def wait_metrics(port, pred, timeout):
+    """Reads /metrics every 0.5 s until pred(metrics) holds or timeout s have passed:
+    (pred held, the last metrics read)."""
+    m = {}
+
+    def met():
+        nonlocal m
+        m = metric_sums(port)
+        return pred(m)
+
+    return wait_until(met, timeout, step=0.5), m
 
 
 def tree_size(path):
@@ -251,33 +211,24 @@ class LogTail:
         return data[:cut].decode(errors="replace").splitlines()
 
 
-def fields(line):
-    return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
-
-
 # ---------------------------------------------------------------------------- processes
 
 
-class Relay:
+class Relay(Child):
     def __init__(self, bench, tag):
-        self.bench = bench
         self.log_path = os.path.join(bench.work, f"relay-{tag}.log")
         self.t0_wall = time.time()
         self.t0 = time.monotonic()
         with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen([bench.postern, "--config", bench.config],
-                                         stdout=logf, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-        bench.running.append(self)
+            super().__init__(bench.running, [bench.postern, "--config", bench.config], logf,
+                             subprocess.STDOUT, stop_timeout=STOP_TIMEOUT, name="relay",
+                             log=log)
 
     def rss_kb(self):
         return status_kb(self.pid, "VmRSS")
 
     def hwm_kb(self):
         return status_kb(self.pid, "VmHWM")
-
-    def alive(self):
-        return self.proc.poll() is None
 
     def tail(self, n=15):
         try:
@@ -286,43 +237,6 @@ class Relay:
                 return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        """SIGTERM and wait; seconds it took, None if it had to be killed."""
-        took = None
-        if self.proc.poll() is None:
-            t = time.monotonic()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-                took = time.monotonic() - t
-            except subprocess.TimeoutExpired:
-                log(f"relay still running {timeout} s after SIGTERM; SIGKILL")
-                self.proc.kill()
-                self.proc.wait()
-        if self in self.bench.running:
-            self.bench.running.remove(self)
-        return took
-
-
-class Child:
-    """Any other process we start (source, sink): stopped by PID."""
-
-    def __init__(self, bench, argv, out, err):
-        self.bench = bench
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=err)
-        bench.running.append(self)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self in self.bench.running:
-            self.bench.running.remove(self)
 
 
 class Bench:
@@ -401,14 +315,6 @@ retry_min = {RETRY_S}
 retry_max = {RETRY_S}
 """)
 
-    def stop_all(self):
-        while self.running:
-            obj = self.running.pop()
-            try:
-                obj.stop()
-            except Exception as e:  # keep stopping the others
-                log(f"while stopping {obj}: {e}")
-
 
 def fmt_mib(kb):
     return "–" if kb is None else f"{kb / KIB:.1f} MiB"
@@ -446,14 +352,6 @@ def step1_start(b):
     return relay
 
 
-def accepting(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def step2_queue(b, relay):
     a = b.args
     out_path = os.path.join(b.work, "source.out")
@@ -466,18 +364,14 @@ def step2_queue(b, relay):
     log("queueing: " + " ".join(argv[1:]))
     cpu0, mach0 = cpu_s(relay.pid), machine_snapshot()
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        src = Child(b, argv, out, err)
+        src = Child(b.running, argv, out, err)
         try:
             src.proc.wait(a.step_timeout + 30)
         except subprocess.TimeoutExpired:
             src.stop()
             raise StepFailed("postern-load source did not finish")
     src.stop()
-    result = {}
-    with open(out_path) as f:
-        for line in f:
-            if line.startswith("result "):
-                result = fields(line)
+    result = result_fields(open(out_path).read(), "result ")
     if not result:
         raise StepFailed("no result from postern-load source: "
                          + open(err_path).read()[-500:])
@@ -499,14 +393,8 @@ def step2_queue(b, relay):
 
     # The queue as the relay reports it: every accepted message a job (ready, deferred or
     # active), before RSS is taken.
-    m = {}
-
-    def all_queued():
-        nonlocal m
-        m = metric_sums(b.admin_port)
-        return queued_jobs(m) >= b.accepted
-
-    if not wait_until(all_queued, 60, step=0.5):
+    all_queued, m = wait_metrics(b.admin_port, lambda m: queued_jobs(m) >= b.accepted, 60)
+    if not all_queued:
         b.fail(f"step 2: /metrics shows {queued_jobs(m):,} queued jobs, not {b.accepted:,}")
     time.sleep(1)
     m = metric_sums(b.admin_port)
@@ -694,15 +582,11 @@ def step3_restart(b, relay):
     b.note("3 restart", "relay CPU from the start to the first 250 and the last "
            "spool_recovered", cpu_text)
 
-    m = {}
-
-    def all_queued():
-        nonlocal m
-        m = metric_sums(b.admin_port)
-        return (queued_jobs(m) >= b.accepted + b.probes
-                and m.get(("postern_queue_jobs", "active"), 0) == 0)
-
-    if not wait_until(all_queued, max(deadline - time.monotonic(), 30), step=0.5):
+    all_queued, m = wait_metrics(
+        b.admin_port, lambda m: (queued_jobs(m) >= b.accepted + b.probes
+                                 and m.get(("postern_queue_jobs", "active"), 0) == 0),
+        max(deadline - time.monotonic(), 30))
+    if not all_queued:
         b.fail(f"step 3: /metrics shows {queued_jobs(m):,} queued jobs after the restart, "
                f"not {b.accepted + b.probes:,}")
     time.sleep(1)
@@ -718,16 +602,7 @@ def step4_drain(b, relay):
     a = b.args
     expect = b.accepted + b.probes
     b.quiet("4 drain", relay)
-    out_path = os.path.join(b.work, "sink.out")
-    err_path = os.path.join(b.work, "sink.err")
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        sink = Child(b, [b.load, "sink", "--listen", f"127.0.0.1:{b.hop_port}", "--expect",
-                         str(expect), "--timeout", str(a.step_timeout)], out, err)
-    if not wait_until(lambda: "sink listening" in open(out_path).read()
-                      or sink.proc.poll() is not None, 10):
-        raise StepFailed("the sink did not start")
-    if sink.proc.poll() is not None:
-        raise StepFailed("the sink exited: " + open(err_path).read()[-500:])
+    sink = benchlib.Sink(b.running, b.load, b.work, b.hop_port, expect, a.step_timeout)
 
     cpu0, mach0 = cpu_s(relay.pid), machine_snapshot()
     t_flush = time.time()
@@ -745,14 +620,10 @@ def step4_drain(b, relay):
         b.fail("step 4: the sink did not finish")
     sink.stop()
     cpu1, mach1 = cpu_s(relay.pid), machine_snapshot()
-    res = {}
-    text = open(out_path).read()
-    for line in text.splitlines():
-        if line.startswith("sink received="):
-            res = fields(line)
+    res = sink.result()
     if not res:
-        raise StepFailed("no result from the sink: " + open(err_path).read()[-500:])
-    if "TIMED OUT" in text:
+        raise StepFailed("no result from the sink: " + read_text(sink.err_path)[-500:])
+    if "TIMED OUT" in read_text(sink.out_path):
         b.fail(f"step 4: the sink timed out after {a.step_timeout:.0f} s")
     unique, corrupt = int(res["unique"]), int(res["corrupt"])
     dups = int(res["duplicates"])
@@ -778,14 +649,8 @@ def step4_drain(b, relay):
     b.note("4 drain", "relay VmRSS after the drain (5 s later)",
            f"{fmt_mib(samples[-1])} (samples {fmt_mib(min(samples))} - "
            f"{fmt_mib(max(samples))}; VmHWM {fmt_mib(relay.hwm_kb())})")
-    m = {}
-
-    def empty():
-        nonlocal m
-        m = metric_sums(b.admin_port)
-        return bool(m) and queued_jobs(m) == 0
-
-    if not wait_until(empty, 30, step=0.5):
+    empty, m = wait_metrics(b.admin_port, lambda m: bool(m) and queued_jobs(m) == 0, 30)
+    if not empty:
         b.fail(f"step 4: /metrics still shows {queued_jobs(m):,} queued jobs")
     b.note("4 drain", "queue in /metrics after the drain", queue_text(m))
     took = relay.stop()
@@ -871,9 +736,7 @@ def main():
     args.build_arg = args.build
     args.build = os.path.abspath(args.build)
     out_path = args.out or os.path.join(args.build, "bench-backlog.md")
-    for exe in ("postern", "postern-load"):
-        if not os.access(os.path.join(args.build, exe), os.X_OK):
-            sys.exit(f"backlog: {args.build}/{exe} not found (build first)")
+    check_build(args.build, "backlog")
 
     b = Bench(args)
     if fs_type(b.work) in ("tmpfs", "ramfs"):
@@ -882,11 +745,7 @@ def main():
         f"127.0.0.1:{b.admin_port}, next hop 127.0.0.1:{b.hop_port}")
     b.write_config()
 
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    benchlib.exit_on_signals()
 
     started = datetime.datetime.utcnow()
     t_start = time.monotonic()
@@ -897,19 +756,16 @@ def main():
         relay = step3_restart(b, relay)
         step4_drain(b, relay)
         ok = True
-    except StepFailed as e:
+    except (StepFailed, benchlib.StartFailed) as e:
         b.fail(str(e))
         ok = True  # reported as a failure, not an interruption
     finally:
         for r in b.running:
             if isinstance(r, Relay) and b.failures:
                 log(f"{r.log_path} ends:\n" + r.tail())
-        b.stop_all()
+        stop_all(b.running, log)
         md = render(b, started, time.monotonic() - t_start, ok)
-        with open(out_path, "w") as f:
-            f.write(md)
-        print(md, end="")
-        log(f"wrote {out_path}")
+        write_report(md, out_path, log)
         if args.keep:
             log(f"kept {b.work}")
         else:

@@ -46,8 +46,11 @@ import tempfile
 import threading
 import time
 
-KIB = 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import benchlib
+from benchlib import (CLK_TCK, KIB, accepting, busy_pct, check_build, cpu_ticks,
+                      free_port, machine_snapshot, proc_stat, read_text, result_fields,
+                      status_kb, stop_all, wait_until, write_report)
+
 SOURCE_TIMEOUT = 30  # seconds, every source run
 DRAIN_TIMEOUT = 30  # seconds after the source ends for the sink to get what was accepted
 CONCURRENCIES = [1, 10, 100, 1000]
@@ -73,8 +76,7 @@ QUIET_WAIT_TOTAL = 180  # ...and all runs together
 RUN_WORST_CASE = 75  # seconds one run can take (start, source cap, drain cap, stop)
 
 
-def log(msg):
-    print(f"e2e: {msg}", file=sys.stderr, flush=True)
+log = benchlib.logger("e2e")
 
 
 def fmt_size(size):
@@ -90,13 +92,9 @@ def proc_parents():
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rindex(b")") + 2 :].split()
-        out[int(name)] = int(rest[1])
+        rest = proc_stat(name)
+        if rest is not None:
+            out[int(name)] = int(rest[1])
     return out
 
 
@@ -116,46 +114,9 @@ def tree_pids(root):
     return out
 
 
-def cpu_ticks(pid):
-    """utime+stime+cutime+cstime of pid (all its threads, and reaped children)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0
-    rest = data[data.rindex(b")") + 2 :].split()
-    # Fields 14-17 of stat(5); rest starts at field 3.
-    return sum(int(x) for x in rest[11:15])
-
-
-def cpu_busy_snapshot():
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    idle = vals[3] + vals[4]  # idle + iowait
-    total = sum(vals[:8])
-    return total - idle, total
-
-
-def busy_percent(a, b):
-    """Share of all cores busy between two snapshots, in % of the machine."""
-    busy, total = b[0] - a[0], b[1] - a[1]
-    return 100.0 * busy / total if total > 0 else 0.0
-
-
 def tree_cpu_s(root):
-    return sum(cpu_ticks(p) for p in tree_pids(root)) / CLK_TCK
-
-
-def status_kb(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    """utime+stime+cutime+cstime over the tree (all threads, and reaped children), s."""
+    return sum(cpu_ticks(p, children=True) for p in tree_pids(root)) / CLK_TCK
 
 
 def pss_kb(pid):
@@ -182,7 +143,7 @@ class RssSampler:
 
     def _sample(self):
         pids = tree_pids(self.root)
-        total = sum(status_kb(p, "VmRSS") for p in pids)
+        total = sum(status_kb(p, "VmRSS", 0) for p in pids)
         self.peak_kb = max(self.peak_kb, total)
         self.max_procs = max(self.max_procs, len(pids))
 
@@ -201,39 +162,6 @@ class RssSampler:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def accepting(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
-def fields(line):
-    """key=value pairs of a result line."""
-    out = {}
-    for tok in line.split():
-        if "=" in tok:
-            k, v = tok.split("=", 1)
-            out[k] = v
-    return out
 
 
 def kill_pids(pids, sig=signal.SIGKILL):
@@ -263,47 +191,16 @@ class Bench:
         os.makedirs(d)
         return d
 
-    def stop_all(self):
-        while self.running:
-            obj = self.running.pop()
-            try:
-                obj.stop()
-            except Exception as e:  # keep stopping the others
-                log(f"while stopping {obj}: {e}")
-
 
 # ---------------------------------------------------------------------------- processes
 
 
-class Sink:
+class Sink(benchlib.Sink):
     def __init__(self, bench, d, expect, timeout):
-        self.bench = bench
-        self.port = free_port()
-        self.out_path = os.path.join(d, "sink.out")
-        self.err_path = os.path.join(d, "sink.err")
-        self.expect = expect
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [bench.load, "sink", "--listen", f"127.0.0.1:{self.port}",
-                 "--expect", str(expect), "--timeout", str(timeout)],
-                stdout=out, stderr=err)
-        bench.running.append(self)
-        if not wait_until(lambda: "sink listening" in self._read(self.out_path)
-                          or self.proc.poll() is not None, 10):
-            raise RuntimeError("the sink did not start")
-        if self.proc.poll() is not None:
-            raise RuntimeError("the sink exited: " + self._read(self.err_path)[-500:])
-
-    @staticmethod
-    def _read(path):
-        try:
-            with open(path) as f:
-                return f.read()
-        except OSError:
-            return ""
+        super().__init__(bench.running, bench.load, d, free_port(), expect, timeout)
 
     def unique_so_far(self):
-        m = re.findall(r"unique (\d+)/", self._read(self.err_path))
+        m = re.findall(r"unique (\d+)/", read_text(self.err_path))
         return int(m[-1]) if m else 0
 
     def finish(self, wanted, deadline):
@@ -316,28 +213,11 @@ class Sink:
                 break
             time.sleep(0.1)
         self.stop()
-        for line in self._read(self.out_path).splitlines():
-            if line.startswith("sink received="):
-                return fields(line)
-        return {}
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self in self.bench.running:
-            self.bench.running.remove(self)
+        return self.result()
 
 
-class PosternRelay:
-    name = "Postern"
-
+class PosternRelay(benchlib.Child):
     def __init__(self, bench, d, sink_port, tls=False):
-        self.bench = bench
         self.port = free_port()
         self.dir = d
         self.log_path = os.path.join(d, "relay.log")
@@ -386,10 +266,8 @@ connections_per_host = {bench.args.postern_delivery_connections}
                                             f"workers = {bench.args.workers}")
             open(cfg, "w").write(text)
         with open(self.log_path, "w") as logf:
-            self.proc = subprocess.Popen([bench.postern, "--config", cfg], stdout=logf,
-                                         stderr=subprocess.STDOUT)
-        bench.running.append(self)
-        self.pid = self.proc.pid
+            super().__init__(bench.running, [bench.postern, "--config", cfg], logf,
+                             subprocess.STDOUT, name="Postern", log=log)
         if not wait_until(lambda: self.proc.poll() is not None or accepting(self.port), 15):
             raise RuntimeError(f"Postern is not accepting on 127.0.0.1:{self.port}")
         if self.proc.poll() is not None:
@@ -400,7 +278,7 @@ connections_per_host = {bench.args.postern_delivery_connections}
         return tree_cpu_s(self.pid)
 
     def threads(self):
-        return status_kb(self.pid, "Threads")
+        return status_kb(self.pid, "Threads", 0)
 
     def workers(self):
         """What the relay says it runs: "workers=2 accept=reuseport" from its listening
@@ -413,18 +291,6 @@ connections_per_host = {bench.args.postern_delivery_connections}
                     return (f"{w.group(1) if w else 1} worker(s)"
                             + (f", accept={a.group(1)}" if a else ""))
         return "?"
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                log("Postern still running 10 s after SIGTERM; SIGKILL")
-                self.proc.kill()
-                self.proc.wait()
-        if self in self.bench.running:
-            self.bench.running.remove(self)
 
 
 class PostfixRelay:
@@ -507,9 +373,9 @@ def wait_quiet(bench, r):
     machine is more than BACKGROUND_WARN_PCT busy, within the per-run and total budgets."""
     waited = 0
     while True:
-        snap = cpu_busy_snapshot()
+        snap = machine_snapshot()
         time.sleep(1.0)
-        pct = busy_percent(snap, cpu_busy_snapshot())
+        pct = busy_pct(snap, machine_snapshot())
         if pct <= BACKGROUND_WARN_PCT or waited >= QUIET_WAIT_PER_RUN or bench.quiet_budget <= 0:
             break
         if waited == 0:
@@ -537,12 +403,11 @@ def run_source(bench, port, n, conc, size, d, tls=False):
             log("source did not exit in time (killed)")
     with open(os.path.join(d, "source.txt")) as f:
         text = f.read()
-    for line in text.splitlines():
-        if line.startswith("result "):
-            res = fields(line)
-            res["timed_out"] = "TIMED OUT" in text
-            return res
-    return {"timed_out": True}
+    res = result_fields(text, "result ")
+    if not res:
+        return {"timed_out": True}
+    res["timed_out"] = "TIMED OUT" in text
+    return res
 
 
 def run_cell(bench, system, conc, size, n, tls=False):
@@ -570,7 +435,7 @@ def run_cell(bench, system, conc, size, n, tls=False):
         # /proc/stat minus the relay, the source and sink (reaped children) and ourselves.
         ru_c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         ru_s0 = resource.getrusage(resource.RUSAGE_SELF)
-        stat0, wall0 = cpu_busy_snapshot(), time.monotonic()
+        stat0, wall0 = machine_snapshot(), time.monotonic()
 
         t0 = time.time()
         src = run_source(bench, target, n, conc, size, d, tls)
@@ -580,7 +445,7 @@ def run_cell(bench, system, conc, size, n, tls=False):
         unique = int(snk.get("unique", 0))
         r.update(src=src, sink=snk, accepted=accepted, unique=unique)
         cpu = relay.cpu_s() - cpu0 if relay else 0.0
-        stat1, wall1 = cpu_busy_snapshot(), time.monotonic()
+        stat1, wall1 = machine_snapshot(), time.monotonic()
         ru_c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         ru_s1 = resource.getrusage(resource.RUSAGE_SELF)
         tools = (ru_c1.ru_utime + ru_c1.ru_stime) - (ru_c0.ru_utime + ru_c0.ru_stime)
@@ -593,7 +458,7 @@ def run_cell(bench, system, conc, size, n, tls=False):
         if relay:
             r["cpu_ms_per_msg"] = cpu * 1000 / accepted if accepted else None
             if system == "postern":
-                r["peak_rss_mib"] = status_kb(relay.pid, "VmHWM") / KIB
+                r["peak_rss_mib"] = status_kb(relay.pid, "VmHWM", 0) / KIB
                 r["threads"] = relay.threads()
                 r["workers"] = relay.workers()
             else:
@@ -689,11 +554,11 @@ def run_idle(bench, count):
     socks = []
     try:
         time.sleep(1)
-        before = status_kb(relay.pid, "VmRSS")
+        before = status_kb(relay.pid, "VmRSS", 0)
         socks, greeted, failures = open_idle(relay.port, count)
         time.sleep(1)
-        after = status_kb(relay.pid, "VmRSS")
-        hwm = status_kb(relay.pid, "VmHWM")
+        after = status_kb(relay.pid, "VmRSS", 0)
+        hwm = status_kb(relay.pid, "VmHWM", 0)
         cpu = relay.cpu_s()
     finally:
         for s in socks:
@@ -969,9 +834,7 @@ def main():
     args.build = os.path.abspath(args.build)
     out_path = args.out or os.path.join(args.build, "bench-e2e.md")
 
-    for b in ("postern", "postern-load"):
-        if not os.access(os.path.join(args.build, b), os.X_OK):
-            sys.exit(f"e2e: {args.build}/{b} not found (build first)")
+    check_build(args.build, "e2e")
     if not args.no_postfix and (shutil.which("postfix") is None or os.geteuid() != 0):
         log("Postfix runs need the postfix package and root; skipping them")
         args.no_postfix = True
@@ -1024,11 +887,7 @@ def main():
             "durability costs nothing; use --workdir on a real disk")
     log(f"working directory {bench.work}")
 
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    benchlib.exit_on_signals()
 
     started = datetime.datetime.utcnow()
     t_start = time.monotonic()
@@ -1057,7 +916,7 @@ def main():
             idle = run_idle(bench, idle_count)
         ok = True
     finally:
-        bench.stop_all()
+        stop_all(bench.running, log)
         if results or idle:
             md = render(bench, results, idle, cells, started, time.monotonic() - t_start)
             if skipped:
@@ -1065,10 +924,7 @@ def main():
                        + ", ".join(skipped) + ".\n")
             if not ok:
                 md += "\n**Interrupted: the tables above are incomplete.**\n"
-            with open(out_path, "w") as f:
-                f.write(md)
-            print(md, end="")
-            log(f"wrote {out_path}")
+            write_report(md, out_path, log)
         if args.keep or not ok:
             log(f"per-run logs kept in {bench.work}")
         else:

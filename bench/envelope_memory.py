@@ -15,23 +15,12 @@ import argparse
 import asyncio
 import os
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchlib import accepting, free_port, status_kb, terminate, wait_until
 
 
 async def read_replies(reader, n):
@@ -87,7 +76,7 @@ async def crowd(port, pid, sessions, rcpts, timeout):
     deadline = time.monotonic() + timeout
     while stats["ready"] + stats["errors"] < sessions and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    peak = rss_kib(pid)
+    peak = status_kb(pid, "VmRSS")
     hold.set()
     await asyncio.wait(tasks, timeout=60)
     return stats, peak
@@ -114,14 +103,9 @@ def main():
                 f'memory_budget = {a.budget}\n')
     relay = subprocess.Popen([a.postern, "--config", conf], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_until(lambda: accepting(port), 5)
         time.sleep(0.3)
-        before = rss_kib(relay.pid)
+        before = status_kb(relay.pid, "VmRSS")
         t0 = time.monotonic()
         stats, peak = asyncio.run(crowd(port, relay.pid, a.sessions, a.recipients, a.timeout))
         wanted = a.sessions * a.recipients * 2040
@@ -134,11 +118,7 @@ def main():
         print(f"relay_rss_before={before / 1024:.1f} MiB relay_rss_peak={peak / 1024:.1f} MiB "
               f"growth={(peak - before) / 1024:.1f} MiB elapsed={time.monotonic() - t0:.1f} s")
     finally:
-        relay.send_signal(signal.SIGTERM)
-        try:
-            relay.wait(30)
-        except subprocess.TimeoutExpired:
-            relay.kill()
+        terminate(relay, 30)
         subprocess.run(["rm", "-rf", tmp])
 
 
