@@ -376,6 +376,13 @@ void Delivery::openClient(Destination& d) {
   } else if (o.tls == TlsPolicy::kOpportunistic && uv_now(loop_) >= d.plain_until) {
     o.tls_context = tls_opportunistic_;
   }
+  const DeliveryConfig& dc = config_->delivery;
+  o.hostname = config_->hostname;
+  o.connect_timeout = dc.connect_timeout;
+  o.greeting_timeout = dc.greeting_timeout;
+  o.command_timeout = dc.command_timeout;
+  o.data_timeout = dc.data_timeout;
+  o.idle_timeout = dc.idle_timeout;
   auto* c = new SmtpClient(*this, d, std::move(o));
   d.clients.insert(c);
   ++d.connecting;

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,7 @@
 #include "core/network.h"
 #include "core/smtp_command.h"
 #include "core/tls_stream.h"
+#include "queue/envelope.h"
 #include "queue/spool.h"
 
 namespace postern {
@@ -158,21 +160,20 @@ class Session {
   State state_ = State::kConnected;
   std::string helo_;
   bool esmtp_ = false;
-  std::string sender_;
-  std::vector<std::string> recipients_;
+
+  // The transaction: what the spool will store about the message, from MAIL until the
+  // spool has answered (states kMail to kCommit), empty otherwise. A reset is one
+  // assignment; the commit moves it into the delivery queue once it is durable. Its id is
+  // drawn when the message begins (the Received: line names it), its received_ms at the end.
+  std::optional<Envelope> txn_;
+  // Transaction state that is not part of the envelope, reset with it.
   bool rcpt_rejected_ = false;  // some RCPT failed (for the DATA reply when none passed)
-  bool smtputf8_ = false;
-  std::string dsn_ret_;
-  std::string dsn_envid_;
-  std::vector<std::string> dsn_notify_;
-  std::vector<std::string> dsn_orcpt_;
   // Octets of the process-wide MemoryBudget this transaction holds: its recipients, and
   // its in-memory body in steps of kBodyChargeStep.
   size_t envelope_charged_ = 0;
   size_t body_charged_ = 0;
 
   // The message being received (DATA or BDAT).
-  uint64_t queue_id_ = 0;
   MessageBody body_;  // views into the read buffers it pins (zero-copy), until the commit
   std::unique_ptr<SpillFile> spill_;  // the body so far, once it outgrew message_memory
   bool spill_failed_ = false;         // the spool directory took no more: 452 at the end

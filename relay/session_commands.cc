@@ -1,5 +1,6 @@
 // Session command handlers: HELO/EHLO, MAIL, RCPT, STARTTLS and the simple commands.
 // DATA and BDAT are in session_data.cc.
+#include "core/assert.h"
 #include "core/domain.h"
 #include "core/esmtp_params.h"
 #include "core/log.h"
@@ -87,14 +88,8 @@ void Session::handleCommand(const Line& line) {
 
 void Session::resetTransaction() {
   if (state_ != State::kConnected) state_ = State::kReady;
-  sender_.clear();
-  recipients_.clear();
+  txn_.reset();
   rcpt_rejected_ = false;
-  smtputf8_ = false;
-  dsn_ret_.clear();
-  dsn_envid_.clear();
-  dsn_notify_.clear();
-  dsn_orcpt_.clear();
   body_.clear();  // lets go of the read buffers it pinned
   releaseMemory();
   spill_.reset();
@@ -173,10 +168,11 @@ void Session::cmdMail(const Command& cmd) {
     return reply(452, "4.3.1", "Insufficient system resources, try again later");
   }
   envelope_charged_ += cost;
-  sender_.assign(path.mailbox);
-  smtputf8_ = utf8;
-  dsn_ret_ = std::move(ret);
-  dsn_envid_ = std::move(envid);
+  Envelope& env = txn_.emplace();
+  env.sender.assign(path.mailbox);
+  env.smtputf8 = utf8;
+  env.dsn_ret = std::move(ret);
+  env.dsn_envid = std::move(envid);
   state_ = State::kMail;
   reply(250, "2.1.0", "Ok");
 }
@@ -185,6 +181,8 @@ void Session::cmdRcpt(const Command& cmd) {
   if (state_ != State::kMail && state_ != State::kRcpt) {
     return error(503, "5.5.1", "Error: need MAIL command");
   }
+  POSTERN_ASSERT(txn_.has_value());
+  Envelope& env = *txn_;
   PathArg path;
   auto refuse = [&](int code, std::string_view enh, std::string_view text) {
     rcpt_rejected_ = true;
@@ -209,7 +207,7 @@ void Session::cmdRcpt(const Command& cmd) {
       return refuse(555, "5.5.4", "Unsupported option: " + std::string(p.keyword));
     }
   }
-  if (path.eight_bit && !smtputf8_) {
+  if (path.eight_bit && !env.smtputf8) {
     return refuse(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
   }
   // The domain as relay control, routing and delivery will all see it.
@@ -232,7 +230,7 @@ void Session::cmdRcpt(const Command& cmd) {
   if (const RecipientCheck* check = recipientCheckFor(*config_, *mailbox)) {
     if (!recipientExists(*check, *mailbox)) return;
   }
-  if (recipients_.size() >= limits_.recipients) {
+  if (env.recipients.size() >= limits_.recipients) {
     return reply(452, "4.5.3", "Error: too many recipients");
   }
   // Capacities, not sizes: what the allocator really holds for them.
@@ -242,9 +240,9 @@ void Session::cmdRcpt(const Command& cmd) {
     return reply(452, "4.3.1", "Insufficient system resources, try again later");
   }
   envelope_charged_ += cost;
-  recipients_.push_back(std::move(*mailbox));
-  dsn_notify_.push_back(std::move(notify));
-  dsn_orcpt_.push_back(std::move(orcpt));
+  env.recipients.push_back(std::move(*mailbox));
+  env.dsn_notify.push_back(std::move(notify));
+  env.dsn_orcpt.push_back(std::move(orcpt));
   state_ = State::kRcpt;
   reply(250, "2.1.5", "Ok");
 }

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "core/assert.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "relay/delivery.h"
@@ -21,12 +22,13 @@ constexpr uint64_t kChunkProgress = 4096;
 
 void Session::beginMessage() {
   const Config& c = *config_;
-  queue_id_ = worker_.spool().nextId();
-  std::string qid = queueIdString(queue_id_);
+  Envelope& env = *txn_;
+  env.id = worker_.spool().nextId();
+  std::string qid = queueIdString(env.id);
   std::string received;
-  appendReceived(received,
-                 ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr, qid,
-                              recipients_.size() == 1 ? recipients_[0] : "", unixMillis() / 1000});
+  appendReceived(received, ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr,
+                                        qid, env.recipients.size() == 1 ? env.recipients[0] : "",
+                                        unixMillis() / 1000});
   body_.clear();
   body_.adopt(std::move(received));
   body_.setSource(&in_);  // the content is pinned where it is read, not copied
@@ -186,48 +188,38 @@ void Session::endMessage() {
     error(452, "4.3.1", "Insufficient system storage");
     return refuse("storage");
   }
-  Envelope env;
-  env.id = queue_id_;
-  env.received_ms = unixMillis();
-  env.sender = sender_;
-  env.recipients = recipients_;
-  env.smtputf8 = smtputf8_;
-  env.dsn_ret = dsn_ret_;
-  env.dsn_envid = dsn_envid_;
-  env.dsn_notify = dsn_notify_;
-  env.dsn_orcpt = dsn_orcpt_;
+  txn_->received_ms = unixMillis();
   state_ = State::kCommit;
   // Plain TCP reads on into the bounded buffer while the commit runs, unprocessed; TLS
   // stops, since OpenSSL would buffer whatever the peer sent without a bound.
   if (tls_) pauseReading();
   ++refs_;  // the spool's callback refers to this session
-  auto committed = [this, env](bool ok, const StoredRef& ref) mutable {
-    if (ok) {
-      ++worker_.metrics().messages_accepted;
-      worker_.metrics().bytes_accepted += ref.body_size;
-      worker_.delivery().enqueue(SpooledMessage{std::move(env), ref, {}});
-    }
-    onCommitted(ok, ref);
-  };
+  // The spool encodes the envelope now; the session keeps it (no command is read in
+  // kCommit, so nothing resets it) until the callback moves it on.
+  auto committed = [this](bool ok, const StoredRef& ref) { onCommitted(ok, ref); };
   if (spill_) {
-    worker_.spool().append(env, std::move(spill_), std::move(committed));
+    worker_.spool().append(*txn_, std::move(spill_), std::move(committed));
   } else {
-    worker_.spool().append(env, std::move(body_), std::move(committed));
+    worker_.spool().append(*txn_, std::move(body_), std::move(committed));
   }
   body_.clear();  // moved from: make it a valid empty body again
 }
 
 void Session::onCommitted(bool ok, const StoredRef& ref) {
-  std::string qid = queueIdString(queue_id_);
+  POSTERN_ASSERT(state_ == State::kCommit && txn_.has_value());
+  std::string qid = queueIdString(txn_->id);
   if (ok) {
-    // Logged even if the client has gone: the message is durable and will be delivered.
+    // Logged and handed to delivery even if the client has gone: the message is durable.
+    ++worker_.metrics().messages_accepted;
+    worker_.metrics().bytes_accepted += ref.body_size;
     ++messages_;
     logEvent(spdlog::level::info, "accepted",
              {{"id", qid},
               {"client", client_text_},
-              {"from", sender_},
-              {"nrcpt", uint64_t{recipients_.size()}},
+              {"from", txn_->sender},
+              {"nrcpt", uint64_t{txn_->recipients.size()}},
               {"size", ref.body_size}});
+    worker_.delivery().enqueue(SpooledMessage{std::move(*txn_), ref, {}});
   } else {
     ++worker_.metrics().messages_rejected["storage"];
   }

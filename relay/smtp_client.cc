@@ -55,7 +55,7 @@ void SmtpClient::start() {
   timer_.data = this;
   open_handles_ = 2;
   connect_req_.data = this;
-  armTimer(delivery_.config().delivery.connect_timeout);
+  armTimer(options_.connect_timeout);
   int rc = uv_tcp_connect(&connect_req_, &tcp_,
                           reinterpret_cast<const sockaddr*>(&options_.target.addr), onConnect);
   if (rc != 0) fail(std::string("connect: ") + uv_strerror(rc));
@@ -71,7 +71,7 @@ void SmtpClient::onConnect(uv_connect_t* req, int status) {
   if (status < 0) return c->fail(std::string("connect: ") + uv_strerror(status));
   uv_tcp_nodelay(&c->tcp_, 1);
   c->state_ = State::kGreeting;
-  c->armTimer(c->delivery_.config().delivery.greeting_timeout);
+  c->armTimer(c->options_.greeting_timeout);
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp_), onAlloc, onRead);
 }
 
@@ -115,8 +115,8 @@ void SmtpClient::pumpTls() {
     pipelining_ = eight_bit_mime_ = smtputf8_ = dsn_ = starttls_ = size_ext_ = false;
     size_limit_ = 0;
     state_ = State::kEhlo;
-    armTimer(delivery_.config().delivery.command_timeout);
-    send("EHLO " + delivery_.config().hostname + "\r\n");
+    armTimer(options_.command_timeout);
+    send("EHLO " + options_.hostname + "\r\n");
   }
   while (state_ != State::kClosed) {
     TlsStream::Read r = tls_->read(in_);
@@ -189,20 +189,19 @@ void SmtpClient::onBodyWritten(void* ctx, int) {
 }
 
 void SmtpClient::onReply(int code, std::string_view text) {
-  const auto& dc = delivery_.config();
   const std::string reply = std::to_string(code) + " " + std::string(text);
   switch (state_) {
     case State::kGreeting:
       if (code != 220) return fail("greeting from " + host() + ": " + reply);
       state_ = State::kEhlo;
-      armTimer(dc.delivery.command_timeout);
-      send("EHLO " + dc.hostname + "\r\n");
+      armTimer(options_.command_timeout);
+      send("EHLO " + options_.hostname + "\r\n");
       return;
     case State::kEhlo:
       if (code == 250) return afterEhlo();
       if (tls_) return fail("EHLO after STARTTLS: " + reply);
       state_ = State::kHelo;
-      send("HELO " + dc.hostname + "\r\n");
+      send("HELO " + options_.hostname + "\r\n");
       return;
     case State::kHelo:
       if (code != 250) return fail("HELO: " + reply);
@@ -260,7 +259,7 @@ void SmtpClient::becomeReady() {
   bool first = !ever_ready_;
   ever_ready_ = true;
   state_ = State::kIdle;
-  armTimer(delivery_.config().delivery.idle_timeout);
+  armTimer(options_.idle_timeout);
   delivery_.clientReady(this, first);
 }
 
@@ -314,7 +313,7 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   }
   commands_.push_back("DATA\r\n");
   state_ = State::kEnvelope;
-  armTimer(delivery_.config().delivery.command_timeout);
+  armTimer(options_.command_timeout);
   if (pipelining_) {
     std::string all;
     for (const auto& c : commands_) all += c;
@@ -358,7 +357,7 @@ void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
     if (body_.empty() && !delivery_.spool().readBody(job_->message.ref, body_)) {
       return fail("cannot read message body from the spool");
     }
-    armTimer(delivery_.config().delivery.data_timeout);
+    armTimer(options_.data_timeout);
     send(stuffBody(body_), true);
     return;
   }

@@ -46,6 +46,16 @@ struct ClientOptions {
   TlsPolicy tls = TlsPolicy::kOpportunistic;
   // nullptr: no STARTTLS. Shared: a reload may replace Delivery's context mid-connection.
   std::shared_ptr<const TlsContext> tls_context;
+  // From the configuration in force when the connection was opened: a reload applies to
+  // connections opened after it, an open one keeps what it started with.
+  std::string hostname;  // said in EHLO and HELO
+  // Seconds (DeliveryConfig): to connect, for the greeting, for each command's reply, for
+  // the body and its final reply, and for a pooled connection waiting for work.
+  double connect_timeout = 0;
+  double greeting_timeout = 0;
+  double command_timeout = 0;
+  double data_timeout = 0;
+  double idle_timeout = 0;
 };
 
 class SmtpClient {
