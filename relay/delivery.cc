@@ -37,6 +37,7 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
       guard_(config_->listeners, NextHopGuard::localInterfaces()),
       resolver_(loop, config_->dns),
       scheduler_(config_->delivery.retry_min, config_->delivery.retry_max),
+      notices_(spool, config_, [this](SpooledMessage m) { enqueue(std::move(m)); }),
       tls_verifying_(std::move(verifying)) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
@@ -58,6 +59,7 @@ void Delivery::reload(std::shared_ptr<const Config> config,
                       std::shared_ptr<const TlsContext> verifying) {
   if (stopping_) return;
   config_ = std::move(config);
+  notices_.reload(config_);
   // Connections that hold the old context keep it until they end.
   tls_verifying_ = std::move(verifying);
   router_ = Router(config_->routes);
@@ -510,6 +512,7 @@ void Delivery::onTimer(uv_timer_t* t) {
 
 void Delivery::stop() {
   stopping_ = true;
+  notices_.stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&recover_idle_), nullptr);
   resolver_.close();

@@ -32,7 +32,8 @@
 //                               DNS, opening connections, backoff, the timer, reload, stop
 //   delivery_outcome.cc         what a result means: Done, defer (with rewrite-forward),
 //                               bounce, expiry
-//   delivery_notices.cc         notices to the sender: failed, delayed, relayed
+//   delivery_notices.h/.cc      DeliveryNotices: notices to the sender (failed, delayed,
+//                               relayed), composed, spooled and handed back for delivery
 //   delivery_queue_actions.cc   the operator's queue tools: list, count, flush, remove,
 //                               bounce now
 // The SMTP dialogue itself is SmtpClient's (smtp_client.h).
@@ -40,9 +41,7 @@
 
 #include <uv.h>
 
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -53,6 +52,7 @@
 #include "queue/bounce.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
+#include "relay/delivery_notices.h"
 #include "relay/destination.h"
 #include "relay/next_hop_guard.h"
 #include "relay/queue_view.h"
@@ -145,24 +145,6 @@ class Delivery {
                  const std::string& relay, uint64_t retry_at = 0);
   void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
 
-  // Notices (delivery_notices.cc).
-  void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
-  // The notices about job's message for rcpts (several if one would pass
-  // bounce_size_limit); nullopt if its body cannot be read.
-  std::optional<std::vector<std::string>> composeNotice(const DeliveryJob& job,
-                                                        std::vector<FailedRecipient> rcpts,
-                                                        DsnAction action);
-  // Spools notices to original's sender (from <>), one after the other, the last with
-  // trailer records in the same write, queues each for delivery, then after(ok): a crash
-  // can send one again, never lose one.
-  void spoolNotice(const Envelope& original, std::vector<std::string> notices, const char* kind,
-                   std::string trailer, std::function<void(bool)> after);
-  // NOTIFY=SUCCESS recipients delivered to a hop without DSN: a "relayed" notice.
-  void notifySuccess(const DeliveryJob& job, const std::vector<RecipientResult>& results,
-                     const std::string& relay);
-  // Once per job, past delivery.delay_warning: a "delayed" notice (NOTIFY=DELAY or none).
-  void warnDelayed(DeliveryJob& job);
-
   // Queue actions (delivery_queue_actions.cc): the waiting jobs of one message, taken out.
   std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
 
@@ -174,6 +156,7 @@ class Delivery {
   NextHopGuard guard_;
   Resolver resolver_;
   Scheduler scheduler_;
+  DeliveryNotices notices_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;
   std::shared_ptr<const TlsContext> tls_verifying_;  // for routes with tls = "required"
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;

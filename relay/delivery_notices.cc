@@ -1,24 +1,21 @@
-// Delivery's notices to a message's sender (RFC 3464): "failed" (a bounce, with the Done
-// records of the recipients it reports), "delayed" past delivery.delay_warning, and
-// "relayed" for NOTIFY=SUCCESS recipients handed to a hop without DSN. Each notice is
-// composed from the spooled original (queue/bounce.h), spooled from <> and then queued for
-// delivery like any message.
-//
-// Failure: an original whose body cannot be read, or a notice the spool cannot write, is
-// logged (bounce_failed); a bounce then leaves its recipients without Done records, so the
-// next start retries them. A crash can send a notice twice, never lose a bounce.
+#include "relay/delivery_notices.h"
+
 #include <cstdlib>
-#include <optional>
 
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/smtp_reply.h"
 #include "queue/record.h"
-#include "relay/delivery.h"
+#include "relay/smtp_client.h"
 
 namespace postern {
 
-void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished) {
+DeliveryNotices::DeliveryNotices(Spool& spool, std::shared_ptr<const Config> config,
+                                 std::function<void(SpooledMessage)> queue)
+    : spool_(spool), config_(std::move(config)), queue_(std::move(queue)) {}
+
+void DeliveryNotices::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed,
+                             bool job_finished) {
   const Envelope& env = job.message.envelope;
   const std::string qid = queueIdString(env.id);
   std::vector<FailedRecipient> reported;
@@ -44,9 +41,8 @@ void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, boo
   });
 }
 
-std::optional<std::vector<std::string>> Delivery::composeNotice(const DeliveryJob& job,
-                                                                std::vector<FailedRecipient> rcpts,
-                                                                DsnAction action) {
+std::optional<std::vector<std::string>> DeliveryNotices::composeNotice(
+    const DeliveryJob& job, std::vector<FailedRecipient> rcpts, DsnAction action) {
   const Envelope& env = job.message.envelope;
   std::string original;
   if (!spool_.readBody(job.message.ref, original)) {
@@ -67,8 +63,9 @@ std::optional<std::vector<std::string>> Delivery::composeNotice(const DeliveryJo
   return composeNotices(in);
 }
 
-void Delivery::spoolNotice(const Envelope& original, std::vector<std::string> notices,
-                           const char* kind, std::string trailer, std::function<void(bool)> after) {
+void DeliveryNotices::spoolNotice(const Envelope& original, std::vector<std::string> notices,
+                                  const char* kind, std::string trailer,
+                                  std::function<void(bool)> after) {
   if (notices.size() > 1) {
     // All but the last first, each once the one before is durable; the trailer (the
     // original's Done records) only with the last.
@@ -106,13 +103,14 @@ void Delivery::spoolNotice(const Envelope& original, std::vector<std::string> no
                     {"to", dsn.recipients[0]}});
         }
         after(ok);
-        if (ok && !stopping_) enqueue(SpooledMessage{dsn, ref, {}});
+        if (ok && !stopping_) queue_(SpooledMessage{dsn, ref, {}});
       },
       std::move(trailer));
 }
 
-void Delivery::notifySuccess(const DeliveryJob& job, const std::vector<RecipientResult>& results,
-                             const std::string& relay) {
+void DeliveryNotices::notifySuccess(const DeliveryJob& job,
+                                    const std::vector<RecipientResult>& results,
+                                    const std::string& relay) {
   const Envelope& env = job.message.envelope;
   if (!bounceWanted(env)) return;
   std::vector<FailedRecipient> relayed;
@@ -130,7 +128,7 @@ void Delivery::notifySuccess(const DeliveryJob& job, const std::vector<Recipient
   }
 }
 
-void Delivery::warnDelayed(DeliveryJob& job) {
+void DeliveryNotices::warnDelayed(DeliveryJob& job) {
   const Envelope& env = job.message.envelope;
   const double warn_after = config_->delivery.delay_warning;
   if (warn_after <= 0 || job.delay_warned || !bounceWanted(env)) return;

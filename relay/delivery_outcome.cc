@@ -18,7 +18,7 @@ namespace postern {
 void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                            std::vector<RecipientResult> results) {
   Destination& d = client->destination();
-  if (!client->offersDsn()) notifySuccess(*job, results, client->host());
+  if (!client->offersDsn()) notices_.notifySuccess(*job, results, client->host());
   // Labelled by next hop for smarthost routes, by route for MX ones ("mx:*"): one label
   // per recipient domain would grow without bound.
   const std::string label = d.route.isMx() ? "mx:" + d.route.domain : d.key;
@@ -86,12 +86,12 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
     retry = false;
   }
   if (!failed.empty()) {
-    bounce(*job, std::move(failed), !retry);  // releases the message when it finishes it
+    notices_.bounce(*job, std::move(failed), !retry);  // releases the message when it finishes it
   } else if (!retry) {
     spool_.release(job->message.ref);
   }
   if (retry) {
-    warnDelayed(*job);
+    notices_.warnDelayed(*job);
     deferJob(std::move(job), retry_at);
   }
 }
