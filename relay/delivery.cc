@@ -1,3 +1,11 @@
+// Delivery's dispatch and connection pool, in the spirit of Postfix's smtp_connect.c:
+// messages in (enqueue, recovery), each job routed to its next hop's Destination and
+// waiting there oldest first (parked), DNS for the hop, connections opened within its
+// limits and handed jobs, a hop backed off when none of its addresses works, the timer,
+// reload and stop. What a finished job means is delivery_outcome.cc's business.
+//
+// Failure: a waiting job whose envelope cannot be read back is logged and dropped from
+// memory only; its message stays in the spool for the next start's recovery.
 #include "relay/delivery.h"
 
 #include <algorithm>

@@ -4,7 +4,7 @@
 // right now is left alone by the actions; it finishes where it is.
 //
 // Failure: a waiting job whose envelope cannot be read back is left out of a listing and
-// skipped by the actions (logged by unpark); its message stays in the spool.
+// skipped by the actions, which log it (spool_unreadable); its message stays in the spool.
 #include <algorithm>
 
 #include "core/clock.h"
