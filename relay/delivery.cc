@@ -1,14 +1,17 @@
+// Delivery's dispatch and connection pool, in the spirit of Postfix's smtp_connect.c:
+// messages in (enqueue, recovery), each job routed to its next hop's Destination and
+// waiting there oldest first (parked), DNS for the hop, connections opened within its
+// limits and handed jobs, a hop backed off when none of its addresses works, the timer,
+// reload and stop. What a finished job means is delivery_outcome.cc's business.
+//
+// Failure: a waiting job whose envelope cannot be read back is logged and dropped from
+// memory only; its message stays in the spool for the next start's recovery.
 #include "relay/delivery.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <optional>
 
-#include "core/clock.h"
 #include "core/log.h"
-#include "core/smtp_reply.h"
-#include "queue/record.h"
 
 namespace postern {
 namespace {
@@ -42,6 +45,7 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
       guard_(config_->listeners, NextHopGuard::localInterfaces()),
       resolver_(loop, config_->dns),
       scheduler_(config_->delivery.retry_min, config_->delivery.retry_max),
+      notices_(spool, config_, [this](SpooledMessage m) { enqueue(std::move(m)); }),
       tls_verifying_(std::move(verifying)) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
@@ -63,6 +67,7 @@ void Delivery::reload(std::shared_ptr<const Config> config,
                       std::shared_ptr<const TlsContext> verifying) {
   if (stopping_) return;
   config_ = std::move(config);
+  notices_.reload(config_);
   // Connections that hold the old context keep it until they end.
   tls_verifying_ = std::move(verifying);
   router_ = Router(config_->routes);
@@ -428,269 +433,6 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
   startJob(d, client);
 }
 
-void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
-                           std::vector<RecipientResult> results) {
-  Destination& d = client->destination();
-  if (!client->offersDsn()) notifySuccess(*job, results, client->host());
-  // Labelled by next hop for smarthost routes, by route for MX ones ("mx:*"): one label
-  // per recipient domain would grow without bound.
-  const std::string label = d.route.isMx() ? "mx:" + d.route.domain : d.key;
-  metrics_.delivery[label].observe(static_cast<double>(uv_now(loop_) - job->started_ms) / 1000);
-  finishJob(std::move(job), results, client->host());
-  pump(d);
-}
-
-void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
-                         const std::vector<RecipientResult>& results, const std::string& relay,
-                         uint64_t retry_at) {
-  const Envelope& env = job->message.envelope;
-  const std::string qid = queueIdString(env.id);
-  bool retry = false;
-  std::vector<FailedRecipient> failed;
-  // Seconds since the message arrived, as Postfix's delay= (queue time plus this attempt).
-  const double delay = static_cast<double>(unixMillis() - env.received_ms) / 1000;
-  for (const auto& r : results) {
-    const std::string& rcpt = env.recipients[r.index];
-    const ReplyClass cls = classifyReply(r.code);
-    const std::string reply = std::to_string(r.code) + " " + r.text;
-    if (cls == ReplyClass::kTransient) {
-      retry = true;
-      ++metrics_.deferred;
-      job->last_reply = reply;
-      logEvent(spdlog::level::info, "deferred",
-               {{"id", qid},
-                {"rcpt", rcpt},
-                {"relay", relay},
-                {"code", r.code},
-                {"reply", r.text},
-                {"delay", delay},
-                {"attempts", uint64_t{job->attempts + 1}}});
-      continue;
-    }
-    // Anything but success or a temporary failure is final (an invalid code included).
-    const bool ok = cls == ReplyClass::kSuccess;
-    logEvent(ok ? spdlog::level::info : spdlog::level::warn, ok ? "delivered" : "bounced",
-             {{"id", qid},
-              {"rcpt", rcpt},
-              {"relay", relay},
-              {"code", r.code},
-              {"reply", r.text},
-              {"delay", delay}});
-    job->message.done[r.index] = true;
-    ++(ok ? metrics_.delivered : metrics_.bounced);
-    if (ok) {
-      spool_.markDone(env.id, r.index);
-    } else {
-      failed.push_back({r.index, statusFromReply(r.code, r.text), relay.empty() ? "" : reply, relay,
-                        relay.empty() ? r.text : relay + " said: " + reply});
-    }
-  }
-  const int64_t age_ms = unixMillis() - env.received_ms;
-  if (retry && age_ms > static_cast<int64_t>(config_->delivery.queue_lifetime * 1000)) {
-    for (uint32_t i : job->pendingRecipients()) {
-      logEvent(spdlog::level::warn, "expired",
-               {{"id", qid}, {"rcpt", env.recipients[i]}, {"reply", job->last_reply}});
-      job->message.done[i] = true;
-      ++metrics_.expired;
-      failed.push_back({i, "4.4.7", job->last_reply, relay,
-                        "message expired after " + std::to_string(age_ms / 1000) +
-                            " s in the queue; last error: " + job->last_reply});
-    }
-    retry = false;
-  }
-  if (!failed.empty()) {
-    bounce(*job, std::move(failed), !retry);  // releases the message when it finishes it
-  } else if (!retry) {
-    spool_.release(job->message.ref);
-  }
-  if (retry) {
-    warnDelayed(*job);
-    deferJob(std::move(job), retry_at);
-  }
-}
-
-void Delivery::bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished) {
-  const Envelope& env = job.message.envelope;
-  const std::string qid = queueIdString(env.id);
-  std::vector<FailedRecipient> reported;
-  for (const auto& f : failed) {
-    if (notifyOnFailure(env.notifyOf(f.index))) reported.push_back(f);
-  }
-  if (!bounceWanted(env) || reported.empty()) {
-    // The null sender gets no notice (a bounce never bounces), nor a NOTIFY without FAILURE.
-    logEvent(spdlog::level::info, "bounce_suppressed",
-             {{"id", qid}, {"why", env.sender.empty() ? "null sender" : "NOTIFY"}});
-    for (const auto& f : failed) spool_.markDone(env.id, f.index);
-    if (job_finished) spool_.release(job.message.ref);
-    return;
-  }
-  auto notice = composeNotice(job, std::move(reported), DsnAction::kFailed);
-  if (!notice) return;  // the message stays without Done records: the next start retries it
-  std::string trailer;
-  for (const auto& f : failed) encodeDone(trailer, env.id, f.index, spool_.salt());
-  const StoredRef old = job.message.ref;
-  if (!job_finished) spool_.retain(old);  // the original outlives its bounce's commit
-  spoolNotice(env, std::move(*notice), "bounce", std::move(trailer), [this, old](bool ok) {
-    if (ok) spool_.release(old);
-  });
-}
-
-std::optional<std::vector<std::string>> Delivery::composeNotice(const DeliveryJob& job,
-                                                                std::vector<FailedRecipient> rcpts,
-                                                                DsnAction action) {
-  const Envelope& env = job.message.envelope;
-  std::string original;
-  if (!spool_.readBody(job.message.ref, original)) {
-    logEvent(spdlog::level::err, "bounce_failed",
-             {{"id", queueIdString(env.id)}, {"error", "cannot read body"}});
-    return std::nullopt;
-  }
-  BounceInput in;
-  in.reporting_mta = config_->hostname;
-  in.original = &env;
-  in.failed = std::move(rcpts);
-  in.original_message = original;
-  in.size_limit = config_->delivery.bounce_size_limit;
-  in.now_ms = unixMillis();
-  in.action = action;
-  in.retry_until_ms =
-      env.received_ms + static_cast<int64_t>(config_->delivery.queue_lifetime * 1000);
-  return composeNotices(in);
-}
-
-void Delivery::spoolNotice(const Envelope& original, std::vector<std::string> notices,
-                           const char* kind, std::string trailer, std::function<void(bool)> after) {
-  if (notices.size() > 1) {
-    // All but the last first, each once the one before is durable; the trailer (the
-    // original's Done records) only with the last.
-    std::string first = std::move(notices.front());
-    notices.erase(notices.begin());
-    spoolNotice(original, {std::move(first)}, kind, {},
-                [this, original, rest = std::move(notices), kind, trailer = std::move(trailer),
-                 after = std::move(after)](bool ok) mutable {
-                  if (!ok || stopping_) return after(false);
-                  spoolNotice(original, std::move(rest), kind, std::move(trailer),
-                              std::move(after));
-                });
-    return;
-  }
-  std::string notice = std::move(notices.front());
-  Envelope dsn;
-  dsn.id = spool_.nextId();
-  dsn.received_ms = unixMillis();
-  dsn.recipients.push_back(original.sender);  // from <>: a notice of it is never sent
-  dsn.smtputf8 = original.smtputf8;
-  const std::string qid = queueIdString(original.id);
-  spool_.append(
-      dsn, std::move(notice),
-      [this, dsn, qid, kind, after = std::move(after)](bool ok, const StoredRef& ref) {
-        if (!ok) {
-          logEvent(spdlog::level::err, "bounce_failed",
-                   {{"id", qid},
-                    {"kind", kind},
-                    {"error", "spool write failed; retried at the next start"}});
-        } else {
-          logEvent(spdlog::level::info, "bounce_queued",
-                   {{"id", qid},
-                    {"kind", kind},
-                    {"bounce_id", queueIdString(dsn.id)},
-                    {"to", dsn.recipients[0]}});
-        }
-        after(ok);
-        if (ok && !stopping_) enqueue(SpooledMessage{dsn, ref, {}});
-      },
-      std::move(trailer));
-}
-
-void Delivery::notifySuccess(const DeliveryJob& job, const std::vector<RecipientResult>& results,
-                             const std::string& relay) {
-  const Envelope& env = job.message.envelope;
-  if (!bounceWanted(env)) return;
-  std::vector<FailedRecipient> relayed;
-  for (const auto& r : results) {
-    if (classifyReply(r.code) == ReplyClass::kSuccess && notifyOnSuccess(env.notifyOf(r.index))) {
-      relayed.push_back({r.index, "2.0.0", std::to_string(r.code) + " " + r.text, relay,
-                         "relayed to " + relay + ", which offers no delivery notifications"});
-    }
-  }
-  if (relayed.empty()) return;
-  // Lost in a crash before it is spooled, a success notice is not sent again (the
-  // recipients are done); the message itself is safe either way.
-  if (auto notice = composeNotice(job, std::move(relayed), DsnAction::kRelayed)) {
-    spoolNotice(env, std::move(*notice), "relayed", {}, [](bool) {});
-  }
-}
-
-void Delivery::warnDelayed(DeliveryJob& job) {
-  const Envelope& env = job.message.envelope;
-  const double warn_after = config_->delivery.delay_warning;
-  if (warn_after <= 0 || job.delay_warned || !bounceWanted(env)) return;
-  if (unixMillis() - env.received_ms < static_cast<int64_t>(warn_after * 1000)) return;
-  job.delay_warned = true;
-  std::vector<FailedRecipient> delayed;
-  for (uint32_t i : job.pendingRecipients()) {
-    if (!notifyOnDelay(env.notifyOf(i))) continue;
-    const int code = std::atoi(job.last_reply.c_str());
-    const std::string text = job.last_reply.size() > 4 ? job.last_reply.substr(4) : "";
-    delayed.push_back({i, statusFromReply(code / 100 == 4 ? code : 451, text), job.last_reply, "",
-                       "not delivered yet: " + job.last_reply});
-  }
-  if (delayed.empty()) return;
-  if (auto notice = composeNotice(job, std::move(delayed), DsnAction::kDelayed)) {
-    spoolNotice(env, std::move(*notice), "delayed", {}, [](bool) {});
-  }
-}
-
-void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
-  if (retry_at != 0) {
-    ++job->attempts;
-    scheduler_.deferUntil(park(std::move(job), false), retry_at);
-    armTimer();
-    return;
-  }
-  const StoredRef old_ref = job->message.ref;
-  std::string body;
-  if (stopping_ || old_ref.segment == spool_.activeSegment() || !spool_.readBody(old_ref, body)) {
-    scheduler_.defer(park(std::move(job), false), uv_now(loop_));
-    armTimer();
-    return;
-  }
-  const Envelope& old = job->message.envelope;
-  Envelope fresh;
-  fresh.id = spool_.nextId();
-  fresh.received_ms = old.received_ms;  // the queue lifetime still counts from arrival
-  fresh.sender = old.sender;
-  fresh.smtputf8 = old.smtputf8;
-  fresh.dsn_ret = old.dsn_ret;
-  fresh.dsn_envid = old.dsn_envid;
-  std::string trailer;
-  for (uint32_t i : job->pendingRecipients()) {
-    fresh.recipients.push_back(old.recipients[i]);
-    fresh.dsn_notify.push_back(old.notifyOf(i));
-    fresh.dsn_orcpt.push_back(old.orcptOf(i));
-    encodeDone(trailer, old.id, i, spool_.salt());
-  }
-  auto held = std::make_shared<std::unique_ptr<DeliveryJob>>(std::move(job));
-  spool_.append(
-      fresh, std::move(body),
-      [this, held, fresh, old_ref](bool ok, const StoredRef& ref) {
-        auto job = std::move(*held);
-        if (ok) {
-          logEvent(spdlog::level::info, "rewritten",
-                   {{"id", queueIdString(job->message.envelope.id)},
-                    {"new_id", queueIdString(fresh.id)}});
-          spool_.release(old_ref);
-          job->message.envelope = fresh;
-          job->message.ref = ref;
-          job->message.done.assign(fresh.recipients.size(), false);
-        }
-        if (stopping_) return;  // recovery at the next start retries it
-        scheduler_.defer(park(std::move(job), false), uv_now(loop_));
-        armTimer();
-      },
-      std::move(trailer));
-}
-
 void Delivery::clientClosed(SmtpClient* client) {
   Destination& d = client->destination();
   d.clients.erase(client);
@@ -783,134 +525,9 @@ void Delivery::onTimer(uv_timer_t* t) {
   self->armTimer();
 }
 
-std::vector<QueueEntry> Delivery::queueEntries() const {
-  std::vector<QueueEntry> out;
-  auto add = [&](const SpooledMessage& m, unsigned attempts, const std::string& last_reply,
-                 const std::string& state, const std::string& hop) {
-    QueueEntry e = entryFromSpool(m);
-    e.state = state;
-    e.attempts = attempts;
-    e.next_hop = hop;
-    e.last_reply = last_reply;
-    out.push_back(std::move(e));
-  };
-  // A waiting job's envelope is read back from the spool (one small read each).
-  auto addParked = [&](const ParkedJob& p, const std::string& state, const std::string& hop) {
-    SpooledMessage m;
-    if (!peek(p, m)) return false;
-    add(m, p.attempts, p.last_reply ? *p.last_reply : "", state, hop);
-    return true;
-  };
-  forEachDestination([&](const Destination& d) {
-    for (const auto& job : d.ready) addParked(job, "ready", d.key);
-    for (const SmtpClient* c : d.clients) {
-      if (const DeliveryJob* job = c->job()) {
-        add(job->message, job->attempts, job->last_reply, "active", d.key);
-      }
-    }
-  });
-  const uint64_t now = uv_now(loop_);
-  const int64_t wall = unixMillis();
-  scheduler_.forEachDeferred([&](const ParkedJob& job, uint64_t when) {
-    if (addParked(job, "deferred", "")) {
-      out.back().next_attempt_ms = wall + static_cast<int64_t>(when > now ? when - now : 0);
-    }
-  });
-  std::sort(out.begin(), out.end(),
-            [](const QueueEntry& a, const QueueEntry& b) { return a.received_ms < b.received_ms; });
-  return out;
-}
-
-void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
-                           int64_t& oldest_ms) const {
-  ready = active = 0;
-  deferred = scheduler_.deferredCount();
-  oldest_ms = 0;
-  auto older = [&](int64_t t) {
-    if (oldest_ms == 0 || t < oldest_ms) oldest_ms = t;
-  };
-  forEachDestination([&](const Destination& d) {
-    ready += d.ready.size();
-    if (!d.ready.empty()) older(d.ready.front().message.received_ms);  // oldest first
-    for (const SmtpClient* c : d.clients) {
-      if (c->job() != nullptr) {
-        ++active;
-        older(c->job()->message.envelope.received_ms);
-      }
-    }
-  });
-  scheduler_.forEachDeferred([&](const ParkedJob& job, uint64_t) { older(job.message.received_ms); });
-}
-
-std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id) {
-  std::vector<ParkedJob> parked = scheduler_.takeDeferred(id);
-  for (auto& [key, d] : destinations_) {
-    for (auto it = d->ready.begin(); it != d->ready.end();) {
-      if (it->message.id == id) {
-        parked.push_back(std::move(*it));
-        it = d->ready.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  std::vector<std::unique_ptr<DeliveryJob>> jobs;
-  for (auto& p : parked) {
-    if (auto job = unpark(std::move(p))) jobs.push_back(std::move(job));
-  }
-  return jobs;
-}
-
-size_t Delivery::flush(uint64_t id) {
-  if (stopping_) return 0;
-  size_t n = scheduler_.flush(id);
-  if (id == 0) {
-    for (auto& [key, d] : destinations_) d->down_until = 0;
-  }
-  while (auto parked = scheduler_.takeReady()) {
-    auto job = unpark(std::move(*parked));
-    if (!job) continue;
-    // An operator's flush is a retry now, also when the message's next hop is backed off.
-    destinationFor(*job).down_until = 0;
-    dispatch(std::move(job));
-  }
-  if (id == 0) {
-    std::vector<Destination*> all;
-    for (auto& [key, d] : destinations_) all.push_back(d.get());
-    for (Destination* d : all) pump(*d);
-  }
-  logEvent(spdlog::level::info, "queue_flush",
-           {{"id", id ? queueIdString(id) : "all"}, {"jobs", uint64_t{n}}});
-  return n;
-}
-
-size_t Delivery::remove(uint64_t id) {
-  auto jobs = takeJobs(id);
-  for (auto& job : jobs) {
-    for (uint32_t i : job->pendingRecipients()) {
-      logEvent(spdlog::level::warn, "deleted",
-               {{"id", queueIdString(id)}, {"rcpt", job->message.envelope.recipients[i]}});
-      spool_.markDone(id, i);
-    }
-    spool_.release(job->message.ref);
-  }
-  return jobs.size();
-}
-
-size_t Delivery::bounceNow(uint64_t id) {
-  auto jobs = takeJobs(id);
-  for (auto& job : jobs) {
-    std::vector<RecipientResult> results;
-    for (uint32_t i : job->pendingRecipients()) {
-      results.push_back({i, 554, "5.0.0 returned to the sender by the relay's administrator"});
-    }
-    finishJob(std::move(job), results, "");
-  }
-  return jobs.size();
-}
-
 void Delivery::stop() {
   stopping_ = true;
+  notices_.stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&recover_idle_), nullptr);
   resolver_.close();

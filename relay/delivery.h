@@ -24,13 +24,24 @@
 // reload() takes a new configuration (SIGHUP): routes, per-hop limits, retry and
 // lifetime settings and outbound TLS apply to every attempt that starts afterwards; a
 // message already on a connection finishes where it is (see Destination).
+//
+// One concern per file, as Postfix splits its SMTP client (smtp_connect.c, smtp_proto.c,
+// smtp_trouble.c):
+//   delivery.cc                 dispatch and the connection pool: enqueue and recovery,
+//                               routing to a Destination, waiting jobs (park/unpark),
+//                               DNS, opening connections, backoff, the timer, reload, stop
+//   delivery_outcome.cc         what a result means: Done, defer (with rewrite-forward),
+//                               bounce, expiry
+//   delivery_notices.h/.cc      DeliveryNotices: notices to the sender (failed, delayed,
+//                               relayed), composed, spooled and handed back for delivery
+//   delivery_queue_actions.cc   the operator's queue tools: list, count, flush, remove,
+//                               bounce now
+// The SMTP dialogue itself is SmtpClient's (smtp_client.h).
 #pragma once
 
 #include <uv.h>
 
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -41,6 +52,7 @@
 #include "queue/bounce.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
+#include "relay/delivery_notices.h"
 #include "relay/destination.h"
 #include "relay/next_hop_guard.h"
 #include "relay/queue_view.h"
@@ -77,14 +89,15 @@ class Delivery {
   void abort();
   bool done() const { return stopping_ && clients_ == 0; }
 
-  // SmtpClient callbacks.
+  // SmtpClient callbacks (jobFinished in delivery_outcome.cc).
   void clientReady(SmtpClient* client, bool first_time);
   void jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                    std::vector<RecipientResult> results);
   void clientClosed(SmtpClient* client);
 
-  // Admin (queue tools). Entries for every job, wherever it waits; then actions on the
-  // jobs of one message by queue id. A job on a connection right now is left alone.
+  // Admin (queue tools; delivery_queue_actions.cc). Entries for every job, wherever it
+  // waits; then actions on the jobs of one message by queue id. A job on a connection right
+  // now is left alone.
   std::vector<QueueEntry> queueEntries() const;
   size_t flush(uint64_t id);  // 0: everything deferred, and backed-off next hops retried
   size_t remove(uint64_t id);
@@ -97,6 +110,7 @@ class Delivery {
   const Config& config() const { return *config_; }
 
  private:
+  // Dispatch and pool (delivery.cc).
   Destination& destinationFor(const std::string& recipient);
   Destination& destinationFor(const DeliveryJob& job);
   void dispatch(std::unique_ptr<DeliveryJob> job);
@@ -113,28 +127,6 @@ class Delivery {
   void openClient(Destination& d);
   bool startJob(Destination& d, SmtpClient* c);
   void destinationFailed(Destination& d, const std::string& why);
-  // retry_at (loop time, 0: the job's own backoff) is for a next hop that is down: its
-  // jobs wait for the hop's retry together, in order, and are not rewritten meanwhile.
-  void finishJob(std::unique_ptr<DeliveryJob> job, const std::vector<RecipientResult>& results,
-                 const std::string& relay, uint64_t retry_at = 0);
-  void bounce(DeliveryJob& job, std::vector<FailedRecipient> failed, bool job_finished);
-  // The notices about job's message for rcpts (several if one would pass
-  // bounce_size_limit); nullopt if its body cannot be read.
-  std::optional<std::vector<std::string>> composeNotice(const DeliveryJob& job,
-                                                        std::vector<FailedRecipient> rcpts,
-                                                        DsnAction action);
-  // Spools notices to original's sender (from <>), one after the other, the last with
-  // trailer records in the same write, queues each for delivery, then after(ok): a crash
-  // can send one again, never lose one.
-  void spoolNotice(const Envelope& original, std::vector<std::string> notices, const char* kind,
-                   std::string trailer, std::function<void(bool)> after);
-  // NOTIFY=SUCCESS recipients delivered to a hop without DSN: a "relayed" notice.
-  void notifySuccess(const DeliveryJob& job, const std::vector<RecipientResult>& results,
-                     const std::string& relay);
-  // Once per job, past delivery.delay_warning: a "delayed" notice (NOTIFY=DELAY or none).
-  void warnDelayed(DeliveryJob& job);
-  void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
-  std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
   const RouteConfig* routeAfterReload(const Destination& d) const;
   void retire(std::unique_ptr<Destination> d);
   template <class F>
@@ -146,6 +138,16 @@ class Delivery {
   static void onTimer(uv_timer_t* t);
   static void onRecoverIdle(uv_idle_t* h);
 
+  // Outcome (delivery_outcome.cc).
+  // retry_at (loop time, 0: the job's own backoff) is for a next hop that is down: its
+  // jobs wait for the hop's retry together, in order, and are not rewritten meanwhile.
+  void finishJob(std::unique_ptr<DeliveryJob> job, const std::vector<RecipientResult>& results,
+                 const std::string& relay, uint64_t retry_at = 0);
+  void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
+
+  // Queue actions (delivery_queue_actions.cc): the waiting jobs of one message, taken out.
+  std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
+
   uv_loop_t* loop_;
   Spool& spool_;
   std::shared_ptr<const Config> config_;
@@ -154,6 +156,7 @@ class Delivery {
   NextHopGuard guard_;
   Resolver resolver_;
   Scheduler scheduler_;
+  DeliveryNotices notices_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;
   std::shared_ptr<const TlsContext> tls_verifying_;  // for routes with tls = "required"
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
