@@ -107,7 +107,6 @@ class Delivery {
 
   uv_loop_t* loop() const { return loop_; }
   Spool& spool() const { return spool_; }
-  const Config& config() const { return *config_; }
 
  private:
   // Dispatch and pool (delivery.cc).
