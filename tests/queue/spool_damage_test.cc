@@ -14,6 +14,7 @@
 #include "queue/crc32c.h"
 #include "queue/record.h"
 #include "queue/spool.h"
+#include "queue/spool_check.h"
 
 namespace postern {
 namespace {
@@ -39,6 +40,7 @@ class SpoolDamageTest : public ::testing::Test {
     uint64_t begin;  // the record's first octet in the segment
     uint64_t end;    // one past its last
     std::string body;
+    std::string rcpt;
   };
 
   // Commits n messages of about 1 KB into one segment; returns where each record lies.
@@ -61,7 +63,7 @@ class SpoolDamageTest : public ::testing::Test {
         });
         while (!ref) uv_run(&loop_, UV_RUN_ONCE);
         const uint64_t end = ref->body_offset + ref->body_size;
-        out.push_back({e.id, prev_end, end, body});
+        out.push_back({e.id, prev_end, end, body, e.recipients[0]});
         prev_end = end;
       }
     });
@@ -91,6 +93,10 @@ class SpoolDamageTest : public ::testing::Test {
                               [&](const Written& x) { return x.id == m.id; });
         ASSERT_NE(w, written.end());
         EXPECT_EQ(body, w->body) << "a recovered body differs";
+        // And its envelope reads back from where recovery says it lies (as delivery does).
+        Envelope env;
+        EXPECT_TRUE(s.readEnvelope(m.id, m.ref, env));
+        EXPECT_EQ(env.recipients, std::vector<std::string>{w->rcpt});
       }
       if (quarantined != nullptr) *quarantined = s.quarantinedBytes();
     });
@@ -247,6 +253,9 @@ TEST_F(SpoolDamageTest, Format1SegmentsAreRead) {
     pos += r.size;
   }
   write(seg, v1);
+  std::string report;
+  EXPECT_EQ(checkSpool(dir_.string(), report), 0) << report;
+  EXPECT_NE(report.find("format 1, 3 intact records"), std::string::npos) << report;
   std::set<uint64_t> all;
   for (const auto& x : w) all.insert(x.id);
   EXPECT_EQ(reopen(v1_written), all);
