@@ -76,26 +76,36 @@ def require_binary():
     return path
 
 
-def free_port(host=HOST):
-    """A port on `host` that is free right now (the kernel picks it for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+# Every port handed out in this process, never handed out again: a port picked free is
+# not held, so a later pick (the relay's own, made per test) could otherwise return one an
+# earlier pick (a test class's extra listener) still means to use.
+_handed_out = set()
 
 
 def free_ports(n, host=HOST):
-    """n distinct free ports: the sockets are held open together while the kernel picks,
-    so two calls to free_port() cannot hand out the same port twice."""
+    """n distinct free ports, none handed out before in this process: the sockets are held
+    open together while the kernel picks."""
     socks = []
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
+            if s.getsockname()[1] in _handed_out:
+                s.close()  # the kernel may offer it again; ask for another
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        ports = [s.getsockname()[1] for s in socks]
+        _handed_out.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()
+
+
+def free_port(host=HOST):
+    """A port on `host` that is free right now (the kernel picks it for port 0) and was not
+    handed out before in this process."""
+    return free_ports(1, host)[0]
 
 
 def wait_port(host, port, timeout):
