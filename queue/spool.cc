@@ -59,13 +59,6 @@ bool copySpill(int fd, const SpillFile& spill) {
 // "/seg-XXXXXXXX.log", to append to a spool directory's path.
 std::string segmentName(uint32_t id) { return "/" + segmentFileName(id); }
 
-bool allDone(const SpooledRef& m) {
-  for (uint32_t i = 0; i < m.recipients; ++i) {
-    if (!m.done.test(i)) return false;
-  }
-  return true;
-}
-
 bool preadAll(int fd, char* out, size_t size, uint64_t offset) {
   size_t got = 0;
   while (got < size) {
@@ -86,12 +79,6 @@ bool readEnvelopeAt(int fd, uint64_t id, const StoredRef& ref, uint64_t salt, En
          decodeMessageHead(head, salt, ref.body_size, env) && env.id == id;
 }
 
-bool readWhole(int fd, std::string& data) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return false;
-  data.assign(static_cast<size_t>(st.st_size), '\0');
-  return ::pread(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size());
-}
 
 }  // namespace
 
@@ -112,35 +99,6 @@ struct Spool::Recovery {
   std::string error;  // the first segment that could not be read; replay stopped there
 };
 
-// A whole segment mapped for reading: no buffer to zero and no copy, which were most of a
-// replay's time with read(2) (the page cache is mapped in, MAP_POPULATE, in big steps).
-class MappedFile {
- public:
-  MappedFile() = default;
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  ~MappedFile() {
-    if (base_ != nullptr) ::munmap(base_, size_);
-  }
-  bool open(int fd) {
-    struct stat st;
-    if (fstat(fd, &st) != 0) return false;
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ == 0) return true;
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    if (p == MAP_FAILED) return false;
-    base_ = p;
-    ::madvise(base_, size_, MADV_SEQUENTIAL);
-    return true;
-  }
-  std::string_view data() const {
-    return base_ == nullptr ? std::string_view() : std::string_view(static_cast<char*>(base_), size_);
-  }
-
- private:
-  void* base_ = nullptr;
-  size_t size_ = 0;
-};
 
 // One group commit: everything the I/O thread needs, owned here so the loop thread and
 // the I/O thread never share Spool state while the write runs.
@@ -214,6 +172,36 @@ std::string Spool::segmentPath(uint32_t id) const { return dir_ + segmentName(id
 
 uint64_t Spool::nextId() { return id_base_ + (id_counter_++ << 8) + index_; }
 
+// A whole segment mapped for reading: no buffer to zero and no copy, which were most of a
+// replay's time with read(2) (the page cache is mapped in, MAP_POPULATE, in big steps).
+class MappedFile {
+ public:
+  MappedFile() = default;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile() {
+    if (base_ != nullptr) ::munmap(base_, size_);
+  }
+  bool open(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return false;
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ == 0) return true;
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) return false;
+    base_ = p;
+    ::madvise(base_, size_, MADV_SEQUENTIAL);
+    return true;
+  }
+  std::string_view data() const {
+    return base_ == nullptr ? std::string_view() : std::string_view(static_cast<char*>(base_), size_);
+  }
+
+ private:
+  void* base_ = nullptr;
+  size_t size_ = 0;
+};
+
 std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>& pending) {
   std::error_code ec;
   std::vector<uint32_t> ids = segmentIds(dir, ec);
@@ -225,15 +213,15 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
   for (uint32_t id : ids) {
     int fd = ::open((dir + segmentName(id)).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;  // deleted by a running relay meanwhile
-    std::string data;
-    bool ok = readWhole(fd, data);
-    ::close(fd);
-    if (ok) salts[id] = replaySegment(data, id, salt, messages, order).salt.value_or(salt);
+    MappedFile map;  // the same read as a start's replay
+    const bool ok = map.open(fd);
+    ::close(fd);  // a mapping outlives its descriptor
+    if (ok) salts[id] = replaySegment(map.data(), id, salt, messages, order).salt.value_or(salt);
   }
   std::map<uint32_t, int> fds;  // segment -> fd, for reading envelopes back
   for (uint64_t mid : order) {
     const SpooledRef& m = messages[mid];
-    if (allDone(m)) continue;
+    if (m.finished()) continue;
     int& fd = fds.try_emplace(m.ref.segment, -1).first->second;
     if (fd < 0) fd = ::open((dir + segmentName(m.ref.segment)).c_str(), O_RDONLY | O_CLOEXEC);
     SpooledMessage full;
@@ -334,7 +322,7 @@ Spool::Recovery Spool::replay(const std::vector<uint32_t>& ids) const {
   for (uint64_t mid : order) {
     SpooledRef& m = messages[mid];
     r.max_id = std::max(r.max_id, mid);
-    if (!allDone(m)) r.recovered.push_back(std::move(m));
+    if (!m.finished()) r.recovered.push_back(std::move(m));
   }
   r.seconds = static_cast<double>(uv_hrtime() - start) / 1e9;
   return r;

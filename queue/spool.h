@@ -69,6 +69,14 @@ struct SpooledRef {
   StoredRef ref;
   uint32_t recipients = 0;
   RecipientFlags done;
+
+  // Every recipient is done: nothing left to deliver.
+  bool finished() const {
+    for (uint32_t i = 0; i < recipients; ++i) {
+      if (!done.test(i)) return false;
+    }
+    return true;
+  }
 };
 
 using CommitCallback = std::function<void(bool ok, const StoredRef& ref)>;

@@ -47,15 +47,7 @@ bool checkWorkerDir(const std::string& dir, std::string& out) {
     }
   }
   size_t queued = 0;
-  for (uint64_t mid : order) {
-    const SpooledRef& m = messages[mid];
-    for (uint32_t i = 0; i < m.recipients; ++i) {
-      if (!m.done.test(i)) {
-        ++queued;
-        break;
-      }
-    }
-  }
+  for (uint64_t mid : order) queued += messages[mid].finished() ? 0 : 1;
   out += "  messages with recipients still to deliver: " + std::to_string(queued) + "\n";
   QuarantineListing q;
   listWorkerQuarantine(dir, 0, q);

@@ -179,15 +179,10 @@ void Delivery::enqueue(SpooledMessage message) {
 }
 
 void Delivery::enqueue(SpooledRef message) {
-  SpooledMessage whole;
-  if (!spool_.readEnvelope(message.id, message.ref, whole.envelope)) {
-    logEvent(spdlog::level::err, "spool_unreadable",
-             {{"id", queueIdString(message.id)}, {"segment", uint64_t{message.ref.segment}}});
-    return;  // the segment is kept: it holds a message not finished
-  }
-  whole.ref = message.ref;
-  whole.done = message.done.toVector(whole.envelope.recipients.size());
-  enqueue(std::move(whole));
+  // A recovered message is a parked job that has not been routed yet.
+  ParkedJob parked;
+  parked.message = std::move(message);
+  if (auto job = unpark(std::move(parked))) enqueue(std::move(job->message));
 }
 
 void Delivery::recover(std::vector<SpooledRef> messages) {
