@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "relay/router.h"
+#include "relay/routing/router.h"
 
 namespace postern {
 namespace {
@@ -56,19 +56,6 @@ std::string jsonEscape(std::string_view s) {
     }
   }
   return out;
-}
-
-QueueEntry entryFromSpool(const SpooledMessage& m) {
-  QueueEntry e;
-  e.id = queueIdString(m.envelope.id);
-  e.sender = m.envelope.sender;
-  for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
-    if (i >= m.done.size() || !m.done[i]) e.recipients.push_back(m.envelope.recipients[i]);
-  }
-  e.received_ms = m.envelope.received_ms;
-  e.size = m.ref.body_size;
-  e.state = "spooled";
-  return e;
 }
 
 std::string queueJson(const std::vector<QueueEntry>& entries) {

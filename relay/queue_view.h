@@ -11,25 +11,9 @@
 #include <vector>
 
 #include "queue/quarantine_list.h"
-#include "queue/spool.h"
+#include "queue/queue_entry.h"
 
 namespace postern {
-
-struct QueueEntry {
-  std::string id;  // queueIdString
-  std::string sender;
-  std::vector<std::string> recipients;  // those still to deliver
-  int64_t received_ms = 0;
-  uint64_t size = 0;
-  std::string state;       // "ready", "deferred", "active" or "spooled" (offline)
-  int64_t next_attempt_ms = 0;  // Unix ms, deferred only
-  unsigned attempts = 0;
-  std::string next_hop;    // destination key, "" offline
-  std::string last_reply;  // latest temporary failure, if any
-};
-
-// An entry for a message read from a spool (offline or just recovered).
-QueueEntry entryFromSpool(const SpooledMessage& m);
 
 std::string queueJson(const std::vector<QueueEntry>& entries);
 std::string queueText(const std::vector<QueueEntry>& entries, int64_t now_ms);

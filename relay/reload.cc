@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "relay/admin_token.h"
-#include "relay/session.h"
+#include "relay/inbound/session.h"
 
 namespace postern {
 namespace {

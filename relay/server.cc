@@ -6,7 +6,7 @@
 #include "core/log.h"
 #include "queue/spool_dirs.h"
 #include "relay/admin_token.h"
-#include "relay/listen_socket.h"
+#include "relay/inbound/listen_socket.h"
 #include "relay/reload.h"
 
 namespace postern {

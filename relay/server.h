@@ -24,7 +24,7 @@
 
 #include "core/config.h"
 #include "relay/admin.h"
-#include "relay/connection_limiter.h"
+#include "relay/inbound/connection_limiter.h"
 #include "relay/worker.h"
 
 namespace postern {

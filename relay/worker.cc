@@ -5,8 +5,8 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/log_sink.h"
-#include "relay/listen_socket.h"
-#include "relay/session.h"
+#include "relay/inbound/listen_socket.h"
+#include "relay/inbound/session.h"
 
 namespace postern {
 namespace {

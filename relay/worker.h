@@ -31,15 +31,14 @@
 #include "core/network.h"
 #include "core/tls.h"
 #include "queue/spool.h"
-#include "relay/connection_limiter.h"
-#include "relay/delivery.h"
-#include "relay/recipient_probe.h"
+#include "relay/inbound/connection_limiter.h"
+#include "relay/inbound/recipient_probe.h"
+#include "relay/inbound/session_host.h"
+#include "relay/outbound/delivery.h"
 
 namespace postern {
 
-class Session;
-
-class Worker {
+class Worker final : public SessionHost {
  public:
   Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned index,
          ConnectionLimiter& limiter, MemoryBudget& memory);
@@ -63,18 +62,17 @@ class Worker {
   // config and tls from now on.
   void reload(std::shared_ptr<const Config> config, const TlsContexts& tls);
 
-  uv_loop_t* loop() { return &loop_; }
+  uv_loop_t* loop() override { return &loop_; }
   unsigned index() const { return index_; }
-  std::shared_ptr<const Config> configSnapshot() const { return config_; }
-  Spool& spool() { return *spool_; }
+  std::shared_ptr<const Config> configSnapshot() const override { return config_; }
+  Spool& spool() override { return *spool_; }
   Delivery& delivery() { return *delivery_; }
-  RecipientProber& prober() { return *prober_; }
-  BufferPool& bufferPool() { return buffers_; }
-  bool stopping() const { return stopping_; }
-  // The STARTTLS context, or nullptr when no certificate is configured.
-  const TlsContext* tls() const { return tls_.server.get(); }
+  RecipientProber& prober() override { return *prober_; }
+  BufferPool& bufferPool() override { return buffers_; }
+  bool stopping() const override { return stopping_; }
+  const TlsContext* tls() const override { return tls_.server.get(); }
 
-  WorkerMetrics& metrics() { return metrics_; }
+  WorkerMetrics& metrics() override { return metrics_; }
   // Thread-safe: runs task on this worker's loop (admin requests; not the hot path, so a
   // mutex is fine). False once the worker has stopped taking tasks.
   bool post(std::function<void()> task);
@@ -82,15 +80,17 @@ class Worker {
   // family's name and a tab so the admin endpoint can group families across workers.
   std::string metricsText() const;
 
-  bool admitConnection(const IpAddress& ip) { return limiter_.admit(ip); }
-  void releaseConnection(const IpAddress& ip) { limiter_.release(ip); }
-  MemoryBudget& memory() { return memory_; }
+  bool admitConnection(const IpAddress& ip) override { return limiter_.admit(ip); }
+  void releaseConnection(const IpAddress& ip) override { limiter_.release(ip); }
+  MemoryBudget& memory() override { return memory_; }
 
-  void addSession(Session* s) {
+  void addSession(Session* s) override {
     sessions_.insert(s);
     ++metrics_.connections;
   }
-  void removeSession(Session* s) { sessions_.erase(s); }
+  void removeSession(Session* s) override { sessions_.erase(s); }
+  // Inbound hands every durable message to this worker's delivery.
+  void accepted(SpooledMessage message) override { delivery_->enqueue(std::move(message)); }
 
  private:
   struct Listener {

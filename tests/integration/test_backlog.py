@@ -1,6 +1,6 @@
 """A queue longer than a next hop keeps whole (256 jobs): the waiting jobs keep where their
 message lies, not its envelope, which is read back from the spool when a job is taken up,
-listed, or recovered after a restart (relay/delivery.h, ParkedJob in queue/scheduler.h).
+listed, or recovered after a restart (relay/outbound/delivery.h, ParkedJob in queue/scheduler.h).
 Every message must come out with its own sender and recipients, exactly once, and the
 done flags of a message with more than 64 recipients (RecipientFlags keeps the first 64
 inline) must survive a deferral and a restart.

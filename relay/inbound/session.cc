@@ -1,0 +1,388 @@
+#include "relay/inbound/session.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "core/assert.h"
+#include "core/log.h"
+#include "core/proxy_protocol.h"
+#include "core/smtp_reply.h"
+#include "core/stream_write.h"
+#include "relay/inbound/relay_policy.h"
+
+namespace postern {
+size_t Session::bufferSize(const Limits& l) {
+  // At least two maximal lines, so a partial line can always grow to the bound (and be
+  // discarded past it) without the buffer filling up.
+  return std::max<size_t>(
+      {16 * 1024, 2 * l.command_line, 2 * (l.data_line + 1), 2 * (kMaxProxyV2Payload + 16)});
+}
+
+Session::Session(SessionHost& host, const ListenerConfig& listener)
+    : host_(host),
+      config_(host.configSnapshot()),
+      listener_(listener),
+      limits_(config_->limits),
+      in_(host.bufferPool()),
+      splitter_(limits_.command_line),
+      reader_(limits_.data_line, limits_.message_size,
+              limits_.normalise_bare_line_endings ? BareLineEnding::kNormalise
+                                                  : BareLineEnding::kReject) {
+  host_.addSession(this);
+}
+
+Session::~Session() {
+  releaseMemory();
+  host_.removeSession(this);
+}
+
+void Session::releaseMemory() {
+  host_.memory().release(envelope_charged_ + body_charged_);
+  envelope_charged_ = body_charged_ = 0;
+}
+
+Session* Session::create(SessionHost& host, const ListenerConfig& listener) {
+  auto* s = new Session(host, listener);
+  uv_tcp_init(host.loop(), &s->tcp_);
+  s->tcp_.data = s;
+  uv_timer_init(host.loop(), &s->timer_);
+  s->timer_.data = s;
+  s->refs_ = 2;
+  return s;
+}
+
+void Session::accept(SessionHost& host, const ListenerConfig& listener, uv_stream_t* server) {
+  Session* s = create(host, listener);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&s->tcp_)) != 0) return s->close();
+  s->start();
+}
+
+void Session::adopt(SessionHost& host, const ListenerConfig& listener, int fd) {
+  Session* s = create(host, listener);
+  if (uv_tcp_open(&s->tcp_, fd) != 0) {
+    ::close(fd);
+    return s->close();
+  }
+  s->start();
+}
+
+void Session::start() {
+  sockaddr_storage peer{};
+  int len = sizeof peer;
+  uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len);
+  client_ = IpAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).value_or(IpAddress{});
+  client_text_ = client_.toString();
+  uv_tcp_nodelay(&tcp_, 1);
+  progress();
+
+  if (!listener_.proxy_protocol) return greet();
+  bool trusted = false;
+  for (const auto& net : listener_.trusted_proxies) trusted |= net.contains(client_);
+  if (!trusted) {
+    logEvent(spdlog::level::warn, "proxy_refused",
+             {{"client", client_text_}, {"reason", "not a trusted proxy"}});
+    reply(421, "4.7.0", config_->hostname + " Error: invalid PROXY protocol header");
+    closeAfterFlush();
+    return flushOutput();
+  }
+  state_ = State::kProxy;  // the greeting waits for the header
+  armDeadline();
+  resumeReading();
+}
+
+void Session::greet() {
+  state_ = State::kConnected;
+  if (!host_.admitConnection(client_)) {
+    logEvent(spdlog::level::warn, "connection_refused",
+             {{"client", client_text_}, {"reason", "connection limit"}});
+    reply(421, "4.7.0", config_->hostname + " Error: too many connections");
+    closeAfterFlush();
+    return flushOutput();
+  }
+  counted_ = true;
+  connected_at_ = uv_now(host_.loop());
+  relay_client_ = isRelayClient(*config_, client_);
+  logEvent(spdlog::level::info, "connect", {{"client", client_text_}});
+  out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
+  armDeadline();
+  flushOutput();
+  resumeReading();
+}
+
+bool Session::handleProxyHeader() {
+  ProxyHeader header;
+  size_t consumed = 0;
+  switch (parseProxyHeader(in_.readable(), header, consumed)) {
+    case ProxyParse::kNeedMore:
+      return false;
+    case ProxyParse::kInvalid:
+      logEvent(spdlog::level::warn, "proxy_refused",
+               {{"client", client_text_}, {"reason", "invalid header"}});
+      reply(421, "4.7.0", config_->hostname + " Error: invalid PROXY protocol header");
+      closeAfterFlush();
+      return false;
+    case ProxyParse::kDone:
+      break;
+  }
+  in_.consume(consumed);
+  if (header.has_address) {
+    auto addr = IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&header.source));
+    if (addr) {
+      logEvent(spdlog::level::debug, "proxied",
+               {{"proxy", client_text_}, {"client", addr->toString()}});
+      client_ = *addr;
+      client_text_ = client_.toString();
+    }
+  }
+  progress();
+  greet();
+  return true;
+}
+
+void Session::shutdown(bool force) {
+  if (closing_ || close_after_flush_ || state_ == State::kCommit) return;
+  const bool in_transaction = state_ == State::kMail || state_ == State::kRcpt ||
+                              state_ == State::kData || state_ == State::kBdat;
+  if (in_transaction && !force) return;  // handleCommand or onCommitted says 421 later
+  reply(421, "4.3.2", config_->hostname + " Service shutting down");
+  closeAfterFlush();
+  flushOutput();
+}
+
+void Session::close() {
+  if (closing_) return;
+  closing_ = true;
+  if (counted_) {
+    host_.releaseConnection(client_);
+    // Postfix's "disconnect from": how long, and what came of it.
+    logEvent(spdlog::level::info, "disconnect",
+             {{"client", client_text_},
+              {"messages", uint64_t{messages_}},
+              {"errors", uint64_t{errors_}},
+              {"duration", static_cast<double>(uv_now(host_.loop()) - connected_at_) / 1000}});
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClose);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
+}
+
+void Session::onClose(uv_handle_t* h) { static_cast<Session*>(h->data)->unref(); }
+
+void Session::unref() {
+  POSTERN_ASSERT(refs_ > 0);
+  if (--refs_ == 0) delete this;
+}
+
+void Session::progress() { last_progress_ = uv_now(host_.loop()); }
+
+void Session::armDeadline() {
+  armed_limit_ = timeoutMs();
+  uint64_t idle = uv_now(host_.loop()) - last_progress_;
+  uv_timer_start(&timer_, onTimeout, idle < armed_limit_ ? armed_limit_ - idle : 0, 0);
+}
+
+uint64_t Session::timeoutMs() const {
+  double secs = state_ == State::kProxy                 ? limits_.proxy_timeout
+                : (state_ == State::kData || in_chunk_) ? limits_.data_timeout
+                                                        : limits_.command_timeout;
+  return static_cast<uint64_t>(secs * 1000);
+}
+
+void Session::onTimeout(uv_timer_t* t) {
+  auto* s = static_cast<Session*>(t->data);
+  if (s->closing_) return;
+  uint64_t limit = s->timeoutMs();
+  uint64_t idle = uv_now(s->host_.loop()) - s->last_progress_;
+  if (s->state_ == State::kCommit) {
+    // Waiting for the disk is not the client's delay.
+    s->progress();
+    idle = 0;
+  }
+  if (idle < limit) return s->armDeadline();
+  logEvent(spdlog::level::info, "timeout", {{"client", s->client_text_}});
+  if (s->state_ != State::kProxy) {
+    s->reply(421, "4.4.2", s->config_->hostname + " Error: timeout exceeded");
+  }
+  s->closeAfterFlush();
+  s->flushOutput();
+}
+
+void Session::pauseReading() {
+  if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void Session::resumeReading() {
+  if (closing_ || close_after_flush_ || write_blocked_) return;
+  if (!reading_) uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+  reading_ = true;
+  // OpenSSL may hold decrypted data the session could not take while it was paused.
+  if (tls_ && tls_->established()) pumpTls();
+}
+
+void Session::onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* s = static_cast<Session*>(h->data);
+  if (s->tls_) {
+    *buf = s->tls_->readBuffer();
+    return;
+  }
+  std::span<char> w = s->in_.writable();
+  *buf = uv_buf_init(w.data(), static_cast<unsigned>(w.size()));
+}
+
+void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* s = static_cast<Session*>(stream->data);
+  if (s->closing_) return;
+  if (s->state_ == State::kCommit && (nread == UV_EOF || nread == UV_ENOBUFS)) {
+    // Reading goes on during a commit (no epoll change per message), but an end of input
+    // or a full buffer waits for it: the 250 must go out first. Reading again afterwards
+    // meets the same end of input.
+    s->pauseReading();
+    return;
+  }
+  if (nread < 0) {
+    if (s->state_ == State::kData || s->state_ == State::kBdat) {
+      logEvent(spdlog::level::info, "disconnect_in_data", {{"client", s->client_text_}});
+    }
+    s->close();
+    return;
+  }
+  if (s->tls_) {
+    s->tls_->received(buf->base, static_cast<size_t>(nread));
+    s->pumpTls();
+    return;
+  }
+  s->in_.commit(static_cast<size_t>(nread));
+  s->processInput();
+  s->flushOutput();
+}
+
+void Session::pumpTls() {
+  if (!tls_->established()) {
+    TlsStream::Handshake hs = tls_->handshake();
+    sendCipher();
+    if (hs == TlsStream::Handshake::kFailed) {
+      logEvent(spdlog::level::info, "tls_failed",
+               {{"client", client_text_}, {"error", tls_->error()}});
+      return close();
+    }
+    if (hs == TlsStream::Handshake::kPending) return;
+    logEvent(spdlog::level::info, "tls", {{"client", client_text_}, {"tls", tls_->describe()}});
+    progress();
+  }
+  while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
+    TlsStream::Read r = tls_->read(in_);
+    if (r == TlsStream::Read::kFailed) return close();
+    if (r != TlsStream::Read::kData) break;  // a full buffer waits for processInput
+    processInput();
+  }
+  in_.release();  // writable() may have taken a buffer that nothing filled
+  flushOutput();
+}
+
+void Session::processInput() {
+  Line line;
+  while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
+    if (state_ == State::kProxy) {
+      if (!handleProxyHeader()) break;
+      continue;
+    }
+    if (in_chunk_) {
+      if (in_.size() == 0) break;
+      takeChunk();
+      continue;
+    }
+    if (!splitter_.next(in_, line)) break;
+    progress();
+    if (state_ == State::kData) {
+      handleData(line);
+    } else {
+      handleCommand(line);
+    }
+  }
+  in_.release();  // an idle connection holds no read buffer
+  // The session now waits for input under its current state's limit; entering DATA, a
+  // BDAT chunk or the PROXY header may have shortened it.
+  if (!closing_ && timeoutMs() != armed_limit_) armDeadline();
+}
+
+void Session::reply(int code, std::string_view enhanced, std::string_view text) {
+  if (code >= 400) ++host_.metrics().rejected[std::string(enhanced)];
+  appendReply(out_, code, enhanced, text);
+}
+
+const char* Session::stateName() const {
+  static constexpr const char* kNames[] = {"proxy", "connected", "ready", "mail",
+                                           "rcpt",  "data",      "bdat",  "commit"};
+  return kNames[static_cast<int>(state_)];
+}
+
+void Session::error(int code, std::string_view enhanced, std::string_view text) {
+  reply(code, enhanced, text);
+  if (++errors_ >= limits_.errors) {
+    logEvent(spdlog::level::info, "too_many_errors", {{"client", client_text_}});
+    reply(421, "4.7.0", config_->hostname + " Error: too many errors");
+    closeAfterFlush();
+  }
+}
+
+void Session::closeAfterFlush() {
+  close_after_flush_ = true;
+  pauseReading();
+}
+
+void Session::sendCipher() {
+  std::string none;  // only the handshake's records
+  int rc = tls_->write(reinterpret_cast<uv_stream_t*>(&tcp_), none, onWriteDone, this);
+  if (rc < 0) return close();
+  if (rc == 0) {
+    ++refs_;
+    ++writes_pending_;
+    checkWriteBackpressure();
+  }
+}
+
+void Session::flushOutput() {
+  if (closing_) return;
+  // With TLS a reply made during the handshake (a timeout's 421) is held until it ends, and
+  // is lost if the session closes first: after STARTTLS nothing goes out in the clear.
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  int rc = tls_ ? tls_->write(stream, out_, onWriteDone, this)
+                : writeOut(stream, out_, onWriteDone, this);
+  if (rc < 0) return close();
+  if (rc == 0) {
+    ++refs_;  // the queued write refers to this session
+    ++writes_pending_;
+    checkWriteBackpressure();
+  } else if (close_after_flush_ && writes_pending_ == 0) {
+    // uv_close() would cancel queued writes, so a queued last reply closes from its callback.
+    close();
+  }
+}
+
+void Session::checkWriteBackpressure() {
+  size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
+  if (!write_blocked_ && queued > kWriteHighWater) {
+    write_blocked_ = true;
+    pauseReading();
+  } else if (write_blocked_ && queued < kWriteLowWater) {
+    write_blocked_ = false;
+    if (state_ == State::kCommit) return;  // the commit's reply resumes reading
+    processInput();                        // lines that arrived before the pause
+    flushOutput();
+    resumeReading();
+  }
+}
+
+void Session::onWriteDone(void* ctx, int status) {
+  auto* s = static_cast<Session*>(ctx);
+  --s->writes_pending_;
+  if (!s->closing_ && (status < 0 || (s->close_after_flush_ && s->writes_pending_ == 0))) {
+    s->close();
+  } else if (!s->closing_ && s->write_blocked_) {
+    s->checkWriteBackpressure();
+  }
+  s->unref();
+}
+
+}  // namespace postern

@@ -1,0 +1,143 @@
+// Delivery's side of the operator's queue tools (admin API, postern queue): a listing of
+// every job wherever it waits (ready for a next hop, deferred, or on a connection), the
+// counts for metrics, and flush, remove and bounce by queue id. A job on a connection
+// right now is left alone by the actions; it finishes where it is.
+//
+// Failure: a waiting job whose envelope cannot be read back is left out of a listing and
+// skipped by the actions, which log it (spool_unreadable); its message stays in the spool.
+#include <algorithm>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "relay/outbound/delivery.h"
+
+namespace postern {
+
+std::vector<QueueEntry> Delivery::queueEntries() const {
+  std::vector<QueueEntry> out;
+  auto add = [&](const SpooledMessage& m, unsigned attempts, const std::string& last_reply,
+                 const std::string& state, const std::string& hop) {
+    QueueEntry e = entryFromSpool(m);
+    e.state = state;
+    e.attempts = attempts;
+    e.next_hop = hop;
+    e.last_reply = last_reply;
+    out.push_back(std::move(e));
+  };
+  // A waiting job's envelope is read back from the spool (one small read each).
+  auto addParked = [&](const ParkedJob& p, const std::string& state, const std::string& hop) {
+    SpooledMessage m;
+    if (!peek(p, m)) return false;
+    add(m, p.attempts, p.last_reply ? *p.last_reply : "", state, hop);
+    return true;
+  };
+  forEachDestination([&](const Destination& d) {
+    for (const auto& job : d.ready) addParked(job, "ready", d.key);
+    for (const SmtpClient* c : d.clients) {
+      if (const DeliveryJob* job = c->job()) {
+        add(job->message, job->attempts, job->last_reply, "active", d.key);
+      }
+    }
+  });
+  const uint64_t now = uv_now(loop_);
+  const int64_t wall = unixMillis();
+  scheduler_.forEachDeferred([&](const ParkedJob& job, uint64_t when) {
+    if (addParked(job, "deferred", "")) {
+      out.back().next_attempt_ms = wall + static_cast<int64_t>(when > now ? when - now : 0);
+    }
+  });
+  std::sort(out.begin(), out.end(),
+            [](const QueueEntry& a, const QueueEntry& b) { return a.received_ms < b.received_ms; });
+  return out;
+}
+
+void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
+                           int64_t& oldest_ms) const {
+  ready = active = 0;
+  deferred = scheduler_.deferredCount();
+  oldest_ms = 0;
+  auto older = [&](int64_t t) {
+    if (oldest_ms == 0 || t < oldest_ms) oldest_ms = t;
+  };
+  forEachDestination([&](const Destination& d) {
+    ready += d.ready.size();
+    if (!d.ready.empty()) older(d.ready.front().message.received_ms);  // oldest first
+    for (const SmtpClient* c : d.clients) {
+      if (c->job() != nullptr) {
+        ++active;
+        older(c->job()->message.envelope.received_ms);
+      }
+    }
+  });
+  scheduler_.forEachDeferred(
+      [&](const ParkedJob& job, uint64_t) { older(job.message.received_ms); });
+}
+
+std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id) {
+  std::vector<ParkedJob> parked = scheduler_.takeDeferred(id);
+  for (auto& [key, d] : destinations_) {
+    for (auto it = d->ready.begin(); it != d->ready.end();) {
+      if (it->message.id == id) {
+        parked.push_back(std::move(*it));
+        it = d->ready.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  std::vector<std::unique_ptr<DeliveryJob>> jobs;
+  for (auto& p : parked) {
+    if (auto job = unpark(std::move(p))) jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+size_t Delivery::flush(uint64_t id) {
+  if (stopping_) return 0;
+  size_t n = scheduler_.flush(id);
+  if (id == 0) {
+    for (auto& [key, d] : destinations_) d->down_until = 0;
+  }
+  while (auto parked = scheduler_.takeReady()) {
+    auto job = unpark(std::move(*parked));
+    if (!job) continue;
+    // An operator's flush is a retry now, also when the message's next hop is backed off.
+    destinationFor(*job).down_until = 0;
+    dispatch(std::move(job));
+  }
+  if (id == 0) {
+    std::vector<Destination*> all;
+    for (auto& [key, d] : destinations_) all.push_back(d.get());
+    for (Destination* d : all) pump(*d);
+  }
+  logEvent(spdlog::level::info, "queue_flush",
+           {{"id", id ? queueIdString(id) : "all"}, {"jobs", uint64_t{n}}});
+  return n;
+}
+
+size_t Delivery::remove(uint64_t id) {
+  auto jobs = takeJobs(id);
+  for (auto& job : jobs) {
+    for (uint32_t i : job->pendingRecipients()) {
+      logEvent(spdlog::level::warn, "deleted",
+               {{"id", queueIdString(id)}, {"rcpt", job->message.envelope.recipients[i]}});
+      spool_.markDone(id, i);
+    }
+    spool_.release(job->message.ref);
+  }
+  return jobs.size();
+}
+
+size_t Delivery::bounceNow(uint64_t id) {
+  auto jobs = takeJobs(id);
+  for (auto& job : jobs) {
+    std::vector<RecipientResult> results;
+    for (uint32_t i : job->pendingRecipients()) {
+      results.push_back({i, 554, "5.0.0 returned to the sender by the relay's administrator"});
+    }
+    finishJob(std::move(job), results, "");
+  }
+  return jobs.size();
+}
+
+}  // namespace postern
