@@ -1,5 +1,7 @@
 #include "core/stream_write.h"
 
+#include <vector>
+
 namespace postern {
 namespace {
 
@@ -12,6 +14,18 @@ struct WriteReq {
 
 void onWrite(uv_write_t* req, int status) {
   auto* w = static_cast<WriteReq*>(req->data);
+  if (w->done != nullptr) w->done(w->ctx, status);
+  delete w;
+}
+
+struct ViewsReq {
+  uv_write_t req;
+  WriteDone done;
+  void* ctx;
+};
+
+void onViewsWritten(uv_write_t* req, int status) {
+  auto* w = static_cast<ViewsReq*>(req->data);
   if (w->done != nullptr) w->done(w->ctx, status);
   delete w;
 }
@@ -40,6 +54,37 @@ int writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx) {
   }
   buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   int r = uv_write(&w->req, stream, &buf, 1, onWrite);
+  if (r < 0) {
+    delete w;
+    return r;
+  }
+  return 0;
+}
+
+int writeViews(uv_stream_t* stream, std::span<const std::string_view> views, WriteDone done,
+               void* ctx) {
+  std::vector<uv_buf_t> bufs;
+  bufs.reserve(views.size());
+  size_t total = 0;
+  for (std::string_view v : views) {
+    if (v.empty()) continue;
+    bufs.push_back(uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size())));
+    total += v.size();
+  }
+  if (total == 0) return 1;
+  int n = uv_try_write(stream, bufs.data(), static_cast<unsigned>(bufs.size()));
+  if (n == static_cast<int>(total)) return 1;
+  if (n < 0 && n != UV_EAGAIN) return n;
+  // Skip what the kernel took; libuv copies the uv_buf_t array, not the bytes.
+  size_t taken = n > 0 ? static_cast<size_t>(n) : 0;
+  size_t first = 0;
+  while (taken >= bufs[first].len) taken -= bufs[first++].len;
+  bufs[first].base += taken;
+  bufs[first].len -= static_cast<unsigned>(taken);
+  auto* w = new ViewsReq{{}, done, ctx};
+  w->req.data = w;
+  int r = uv_write(&w->req, stream, bufs.data() + first,
+                   static_cast<unsigned>(bufs.size() - first), onViewsWritten);
   if (r < 0) {
     delete w;
     return r;

@@ -9,7 +9,9 @@
 
 #include <uv.h>
 
+#include <span>
 #include <string>
+#include <string_view>
 
 namespace postern {
 
@@ -20,5 +22,12 @@ using WriteDone = void (*)(void* ctx, int status);
 // not called), 0 if the rest was queued (done, when not null, is called later), or a
 // negative libuv error if the stream refused the write (done is not called).
 int writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx);
+
+// Sends views, in order, without copying them (writev): for data that already lies in
+// buffers of its own, such as a message body's pieces. The caller keeps every view's
+// memory until done is called. Returns as writeOut does: 1 all taken at once (done is not
+// called), 0 the rest queued (done is called later), or a negative libuv error.
+int writeViews(uv_stream_t* stream, std::span<const std::string_view> views, WriteDone done,
+               void* ctx);
 
 }  // namespace postern

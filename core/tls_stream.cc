@@ -1,5 +1,7 @@
 #include "core/tls_stream.h"
 
+#include "core/assert.h"
+
 namespace postern {
 
 TlsStream::TlsStream(const TlsContext& ctx, TlsConnection::Side side, size_t read_size)
@@ -44,6 +46,16 @@ int TlsStream::write(uv_stream_t* socket, std::string& plain, WriteDone done, vo
   std::string wire;
   if (!seal(plain, wire)) return UV_EPROTO;
   return writeOut(socket, wire, done, ctx);
+}
+
+int TlsStream::write(uv_stream_t* socket, std::span<const std::string_view> plain,
+                     WriteDone done, void* ctx) {
+  POSTERN_ASSERT(tls_.established());  // else seal() would keep, and this drop, the data
+  gather_.clear();
+  for (std::string_view v : plain) gather_.append(v);
+  int rc = write(socket, gather_, done, ctx);
+  gather_.clear();
+  return rc;
 }
 
 }  // namespace postern

@@ -24,7 +24,9 @@
 #include <uv.h>
 
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "core/input_buffer.h"
 #include "core/stream_write.h"
@@ -63,6 +65,10 @@ class TlsStream {
   // seal(), then writes the records to socket: writeOut's result (1 all sent, 0 queued and
   // done called later, negative libuv error), or UV_EPROTO if encryption failed.
   int write(uv_stream_t* socket, std::string& plain, WriteDone done, void* ctx);
+  // The same for plaintext in views (a body's pieces): gathered into one buffer first, so
+  // that small views (a stuffed dot) do not each become a TLS record of their own.
+  int write(uv_stream_t* socket, std::span<const std::string_view> plain, WriteDone done,
+            void* ctx);
 
   // Queues a close_notify alert for the next write() or seal(). No connection sends one
   // today (SMTP ends with QUIT and the TCP close); the tests use it to check the peer's side.
@@ -75,6 +81,7 @@ class TlsStream {
   TlsConnection tls_;
   std::unique_ptr<char[]> read_buffer_;
   size_t read_size_;
+  std::string gather_;  // write(views): reused, at most one call's views
 };
 
 }  // namespace postern

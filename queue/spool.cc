@@ -498,6 +498,16 @@ bool Spool::readBody(const StoredRef& ref, std::string& out) const {
   return preadAll(it->second.fd, out.data(), out.size(), ref.body_offset);
 }
 
+std::optional<BodyFile> Spool::openBody(const StoredRef& ref) const {
+  auto it = segments_.find(ref.segment);
+  if (it == segments_.end() || ref.body_offset + ref.body_size > it->second.size) {
+    return std::nullopt;
+  }
+  int fd = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  return BodyFile{fd, ref.body_offset, ref.body_size};
+}
+
 bool Spool::readEnvelope(uint64_t id, const StoredRef& ref, Envelope& out) const {
   auto it = segments_.find(ref.segment);
   return it != segments_.end() && readEnvelopeAt(it->second.fd, id, ref, it->second.salt, out);

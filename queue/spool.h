@@ -32,12 +32,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "core/metrics.h"
+#include "queue/body_reader.h"
 #include "queue/envelope.h"
 #include "queue/io_thread.h"
 #include "queue/recipient_flags.h"
@@ -134,6 +136,10 @@ class Spool {
   void release(const StoredRef& ref);
 
   bool readBody(const StoredRef& ref, std::string& out) const;
+  // The file range of a committed message's body, to read in pieces (BodyReader), with a
+  // descriptor of its own so that the segment may be deleted meanwhile. nullopt if the
+  // segment is not this spool's, is shorter than the body, or cannot be duplicated.
+  std::optional<BodyFile> openBody(const StoredRef& ref) const;
   // Reads back the envelope of message id at ref (its record's header is checked again:
   // the disk may have changed since). False if it cannot be read or is not that message.
   bool readEnvelope(uint64_t id, const StoredRef& ref, Envelope& out) const;

@@ -62,7 +62,7 @@
 
 namespace postern {
 
-class Delivery {
+class Delivery final : public ClientOwner {
  public:
   // verifying: the context for routes with tls = "required" (TlsContexts::verifying).
   Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> config,
@@ -89,11 +89,11 @@ class Delivery {
   void abort();
   bool done() const { return stopping_ && clients_ == 0; }
 
-  // SmtpClient callbacks (jobFinished in delivery_outcome.cc).
-  void clientReady(SmtpClient* client, bool first_time);
+  // ClientOwner: the SmtpClient callbacks (jobFinished in delivery_outcome.cc).
+  void clientReady(SmtpClient* client, bool first_time) override;
   void jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
-                   std::vector<RecipientResult> results);
-  void clientClosed(SmtpClient* client);
+                   std::vector<RecipientResult> results) override;
+  void clientClosed(SmtpClient* client) override;
 
   // Admin (queue tools; delivery_queue_actions.cc). Entries for every job, wherever it
   // waits; then actions on the jobs of one message by queue id. A job on a connection right
@@ -105,8 +105,8 @@ class Delivery {
   // Jobs waiting, being attempted, and the oldest arrival among them (Unix ms; 0: none).
   void queueCounts(size_t& ready, size_t& deferred, size_t& active, int64_t& oldest_ms) const;
 
-  uv_loop_t* loop() const { return loop_; }
-  Spool& spool() const { return spool_; }
+  uv_loop_t* loop() const override { return loop_; }
+  Spool& spool() const override { return spool_; }
 
  private:
   // Dispatch and pool (delivery.cc).

@@ -7,7 +7,6 @@
 #include "core/log.h"
 #include "core/smtp_command.h"
 #include "core/stream_write.h"
-#include "relay/outbound/delivery.h"
 
 namespace postern {
 namespace {
@@ -19,39 +18,21 @@ constexpr size_t kReplyLinesMax = 100;
 // Text of one reply kept for logs and notices; past it the rest is read and dropped.
 constexpr size_t kReplyTextMax = 2048;
 
-// Dot-stuffs a body of CRLF-terminated lines (RFC 5321 §4.5.2) and appends the
-// end-of-data marker.
-std::string stuffBody(std::string_view body) {
-  std::string out;
-  out.reserve(body.size() + body.size() / 64 + 8);
-  size_t pos = 0;
-  while (pos < body.size()) {
-    size_t lf = body.find('\n', pos);
-    size_t end = lf == std::string_view::npos ? body.size() : lf + 1;
-    if (body[pos] == '.') out.push_back('.');
-    out.append(body.substr(pos, end - pos));
-    pos = end;
-  }
-  if (!out.empty() && out.back() != '\n') out.append("\r\n");
-  out.append(".\r\n");
-  return out;
-}
-
 constexpr size_t kCipherBuffer = 16 * 1024;
 
 }  // namespace
 
-SmtpClient::SmtpClient(Delivery& delivery, Destination& destination, ClientOptions options)
-    : delivery_(delivery),
+SmtpClient::SmtpClient(ClientOwner& owner, Destination& destination, ClientOptions options)
+    : owner_(owner),
       destination_(destination),
       options_(std::move(options)),
       in_(2 * kReplyLineMax),
       splitter_(kReplyLineMax) {}
 
 void SmtpClient::start() {
-  uv_tcp_init(delivery_.loop(), &tcp_);
+  uv_tcp_init(owner_.loop(), &tcp_);
   tcp_.data = this;
-  uv_timer_init(delivery_.loop(), &timer_);
+  uv_timer_init(owner_.loop(), &timer_);
   timer_.data = this;
   open_handles_ = 2;
   connect_req_.data = this;
@@ -172,20 +153,12 @@ void SmtpClient::onEhloLine(std::string_view line) {
   }
 }
 
-void SmtpClient::send(std::string data, bool body) {
+void SmtpClient::send(std::string data) {
   // A failed queued write shows up as a read error too; the read side handles it.
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  WriteDone done = body ? onBodyWritten : nullptr;
-  int rc = tls_ ? tls_->write(stream, data, done, this) : writeOut(stream, data, done, this);
+  int rc = tls_ ? tls_->write(stream, data, nullptr, this) : writeOut(stream, data, nullptr, this);
   if (rc == UV_EPROTO && tls_) return fail("TLS: " + tls_->error());
   if (rc < 0) return fail(uv_strerror(rc));
-  if (body) body_in_flight_ = rc == 0;
-}
-
-void SmtpClient::onBodyWritten(void* ctx, int) {
-  // Called before the close callback (libuv cancels queued writes first), so the client
-  // is still alive; a failed write shows up as a read error.
-  static_cast<SmtpClient*>(ctx)->body_in_flight_ = false;
 }
 
 void SmtpClient::onReply(int code, std::string_view text) {
@@ -217,7 +190,7 @@ void SmtpClient::onReply(int code, std::string_view text) {
     case State::kBody:
       // The reply to the final dot can only come once the dot has left: an earlier one
       // answers something else, and trusting it could lose the message.
-      if (body_in_flight_) return fail("next hop replied before the end of the message");
+      if (body_sending_) return fail("next hop replied before the end of the message");
       return finishTransaction(code, text);
     case State::kRset:
       if (code != 250) return fail("RSET: " + reply);
@@ -227,6 +200,7 @@ void SmtpClient::onReply(int code, std::string_view text) {
     case State::kConnecting:
     case State::kTlsHandshake:
     case State::kIdle:
+    case State::kScan:
     case State::kClosed:
       return fail("unexpected reply from next hop");
   }
@@ -255,12 +229,12 @@ void SmtpClient::startTls() {
 }
 
 void SmtpClient::becomeReady() {
-  body_ = std::string();  // an idle connection holds no message
+  body_.reset();  // an idle connection holds no message (no read of it is left by now)
   bool first = !ever_ready_;
   ever_ready_ = true;
   state_ = State::kIdle;
   armTimer(options_.idle_timeout);
-  delivery_.clientReady(this, first);
+  owner_.clientReady(this, first);
 }
 
 void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
@@ -273,10 +247,6 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   rcpt_replies_.clear();
   replies_ = 0;
   mail_code_ = 0;
-  auto refuse = [this](int code, const std::string& text) {
-    finishAll(code, text);
-    if (state_ == State::kIdle) becomeReady();
-  };
   if (env.smtputf8 && !smtputf8_) {
     // RFC 6531 §3.2: a message that needs SMTPUTF8 cannot go to a hop without it.
     return refuse(553, "5.6.7 " + host() + " does not support SMTPUTF8");
@@ -286,18 +256,52 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
                            " exceeds the limit of " + host() + " (" + std::to_string(size_limit_) +
                            ")");
   }
-  body_.clear();
-  if (!eight_bit_mime_) {
+  eight_bit_found_ = false;
+  if (!eight_bit_mime_ && ref.body_size > 0) {
     // RFC 6152: 8-bit content only to a hop that announced 8BITMIME (we do not convert).
-    // The body read for this check is the one sent after 354.
-    if (!delivery_.spool().readBody(ref, body_)) {
+    // Known only by reading the body through, before MAIL commits us to sending it.
+    auto file = owner_.spool().openBody(ref);
+    if (!file) return refuse(451, "4.3.0 cannot read message body from the spool");
+    state_ = State::kScan;
+    armTimer(options_.command_timeout);
+    body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this);
+    body_->start(*file);
+    return scanBody();
+  }
+  sendEnvelope();
+}
+
+void SmtpClient::scanBody() {
+  while (true) {
+    // A verdict waits for the reads in flight: they point into the reader.
+    if (eight_bit_found_ || body_->failed()) {
+      if (body_->reading() > 0) return;
+      if (eight_bit_found_) {
+        return refuse(554, "5.6.3 " + host() +
+                               " does not support 8BITMIME and the message has 8-bit content");
+      }
+      logEvent(spdlog::level::warn, "spool_unreadable",
+               {{"id", queueIdString(job_->message.envelope.id)}, {"error", body_->error()}});
       return refuse(451, "4.3.0 cannot read message body from the spool");
     }
-    if (hasEightBit(body_)) {
-      return refuse(
-          554, "5.6.3 " + host() + " does not support 8BITMIME and the message has 8-bit content");
+    if (body_->finished()) {
+      body_.reset();
+      return sendEnvelope();
     }
+    std::optional<std::string_view> piece = body_->front();
+    if (!piece) return;  // being read
+    if (hasEightBit(*piece)) {
+      eight_bit_found_ = true;
+      body_->stop();
+      continue;
+    }
+    body_->pop();
   }
+}
+
+void SmtpClient::sendEnvelope() {
+  const Envelope& env = job_->message.envelope;
+  const StoredRef& ref = job_->message.ref;
   std::string mail = "MAIL FROM:<" + env.sender + ">";
   if (size_ext_) mail += " SIZE=" + std::to_string(ref.body_size);
   if (eight_bit_mime_) mail += " BODY=8BITMIME";
@@ -325,10 +329,83 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   }
 }
 
+void SmtpClient::onBodyPiece(void* ctx) {
+  auto* c = static_cast<SmtpClient*>(ctx);
+  if (c->state_ == State::kClosed) return c->maybeGone();
+  if (c->state_ == State::kScan) return c->scanBody();
+  if (c->state_ == State::kBody) return c->sendBody();
+}
+
+void SmtpClient::sendBody() {
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  while (state_ == State::kBody && body_sending_ && !body_writing_) {
+    if (body_->failed()) {
+      logEvent(spdlog::level::warn, "spool_unreadable",
+               {{"id", queueIdString(job_->message.envelope.id)}, {"error", body_->error()}});
+      // Closing without the final dot: the next hop discards what it has.
+      return fail("cannot read message body from the spool");
+    }
+    views_.clear();
+    bool last = true;  // an empty body has no piece, only the end
+    piece_held_ = false;
+    if (!body_->finished()) {
+      std::optional<std::string_view> piece = body_->front();
+      if (!piece) return;  // being read; onBodyPiece comes back here
+      last = body_->frontIsLast();
+      stuffer_.stuff(*piece, views_);
+      piece_held_ = true;
+    }
+    if (last) stuffer_.finish(views_);
+    int rc = tls_ ? tls_->write(stream, views_, onBodyWritten, this)
+                  : writeViews(stream, views_, onBodyWritten, this);
+    if (rc == UV_EPROTO && tls_) return fail("TLS: " + tls_->error());
+    if (rc < 0) return fail(uv_strerror(rc));
+    last_piece_sent_ = last;
+    body_writing_ = rc == 0;
+    // Through TLS the piece was encrypted into a buffer of the write's own; in plain text
+    // the kernel reads it from ours, which is kept until the write is done.
+    if (piece_held_ && (tls_ || !body_writing_)) {
+      piece_held_ = false;
+      body_->pop();
+    }
+    if (body_writing_) return;  // onBodyWritten goes on
+    if (last) {
+      body_sending_ = false;
+      return;
+    }
+    armTimer(options_.data_timeout);  // progress
+  }
+}
+
+void SmtpClient::onBodyWritten(void* ctx, int status) {
+  // Called before the close callback (libuv cancels queued writes first), so the client
+  // is still alive; a failed write shows up as a read error.
+  auto* c = static_cast<SmtpClient*>(ctx);
+  c->body_writing_ = false;
+  if (c->state_ == State::kClosed || status < 0) return;
+  if (c->piece_held_) {
+    c->piece_held_ = false;
+    c->body_->pop();
+  }
+  if (c->last_piece_sent_) {
+    c->body_sending_ = false;
+    return;
+  }
+  c->armTimer(c->options_.data_timeout);  // progress
+  c->sendBody();
+}
+
+void SmtpClient::refuse(int code, const std::string& text) {
+  body_.reset();
+  state_ = State::kIdle;
+  finishAll(code, text);
+  if (state_ == State::kIdle) becomeReady();  // finishAll may have handed it the next job
+}
+
 void SmtpClient::finishAll(int code, const std::string& text) {
   std::vector<RecipientResult> results;
   for (uint32_t i : rcpts_) results.push_back({i, code, text});
-  delivery_.jobFinished(this, std::move(job_), std::move(results));
+  owner_.jobFinished(this, std::move(job_), std::move(results));
 }
 
 void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
@@ -349,17 +426,18 @@ void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
   any_accepted &= mail_code_ / 100 == 2;
   if (code == 354) {
     state_ = State::kBody;
-    if (!any_accepted) {
-      // The peer accepted DATA with no recipients; send an empty message and ignore it.
-      send(".\r\n", true);
-      return;
-    }
-    if (body_.empty() && !delivery_.spool().readBody(job_->message.ref, body_)) {
-      return fail("cannot read message body from the spool");
-    }
+    body_sending_ = true;
+    last_piece_sent_ = false;
+    stuffer_ = DotStuffer();
     armTimer(options_.data_timeout);
-    send(stuffBody(body_), true);
-    return;
+    std::optional<BodyFile> file = BodyFile{};  // empty
+    if (any_accepted) {
+      file = owner_.spool().openBody(job_->message.ref);
+      if (!file) return fail("cannot read message body from the spool");
+    }  // else the peer accepted DATA with no recipients: an empty message, its reply ignored
+    body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this);
+    body_->start(*file);
+    return sendBody();
   }
   // Only 354 lets the body go; a success or intermediate reply to DATA would have the
   // message counted as delivered without the next hop ever receiving it.
@@ -386,12 +464,12 @@ void SmtpClient::finishTransaction(int final_code, std::string_view final_text) 
   auto job = std::move(job_);
   if (delivered) {
     state_ = State::kIdle;
-    delivery_.jobFinished(this, std::move(job), std::move(results));
+    owner_.jobFinished(this, std::move(job), std::move(results));
     if (state_ == State::kIdle) becomeReady();
   } else {
     state_ = State::kRset;
     send("RSET\r\n");
-    delivery_.jobFinished(this, std::move(job), std::move(results));
+    owner_.jobFinished(this, std::move(job), std::move(results));
   }
 }
 
@@ -425,13 +503,19 @@ void SmtpClient::onTimer(uv_timer_t* t) {
 void SmtpClient::close() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
+  if (body_) body_->stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClose);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
 }
 
 void SmtpClient::onClose(uv_handle_t* h) {
   auto* c = static_cast<SmtpClient*>(h->data);
-  if (--c->open_handles_ == 0) c->delivery_.clientClosed(c);  // deletes c
+  --c->open_handles_;
+  c->maybeGone();
+}
+
+void SmtpClient::maybeGone() {
+  if (open_handles_ == 0 && (!body_ || body_->reading() == 0)) owner_.clientClosed(this);  // deletes this
 }
 
 }  // namespace postern

@@ -9,10 +9,18 @@
 // matched in order (RFC 2920); without it, one command per reply. Results are per
 // recipient: a failed MAIL applies to every recipient, a failed RCPT to that one, and the
 // DATA/end-of-data reply to the accepted ones. A message the peer cannot take (SMTPUTF8
-// without the extension, a SIZE over its limit) fails with a clear reply of our own. A
+// without the extension, a SIZE over its limit, 8-bit content without 8BITMIME: the body is
+// read through once before MAIL to know) fails with a clear reply of our own. A
 // connection that breaks or times out mid-transaction reports 4xx for every recipient it
 // carried, so nothing is lost, only retried. Timeouts follow Postfix's split: connect,
-// greeting, each command, and the body with its final reply.
+// greeting, each command, and the body with its final reply (data_timeout, started again
+// each time a piece of the body has gone out).
+//
+// The body streams from the spool: a BodyReader (queue/body_reader.h) reads it in 64 KiB
+// pieces off the loop, a DotStuffer (core/dot_stuffer.h) splits each piece where a dot
+// needs doubling, and the views go out with writev (through TlsStream after STARTTLS), the
+// next piece being read while one is sent. A delivery connection holds two pieces whatever
+// the message's size.
 #pragma once
 
 #include <uv.h>
@@ -22,21 +30,41 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/dot_stuffer.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
 #include "core/tls_stream.h"
+#include "queue/body_reader.h"
 #include "queue/scheduler.h"
+#include "queue/spool.h"
 #include "relay/routing/resolver.h"
 
 namespace postern {
 
-class Delivery;
+class SmtpClient;
 struct Destination;
 
 struct RecipientResult {
   uint32_t index;  // into the envelope's recipients
   int code;
   std::string text;
+};
+
+// What a client needs of the pool that owns it: Delivery implements it, and the client
+// knows nothing else of delivery.
+class ClientOwner {
+ public:
+  virtual uv_loop_t* loop() const = 0;
+  virtual Spool& spool() const = 0;
+  // The connection is ready for a job (first_time: it just became so after connecting).
+  virtual void clientReady(SmtpClient* client, bool first_time) = 0;
+  virtual void jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
+                           std::vector<RecipientResult> results) = 0;
+  // Its handles are closed and no read of the body is left: the owner deletes it.
+  virtual void clientClosed(SmtpClient* client) = 0;
+
+ protected:
+  ~ClientOwner() = default;
 };
 
 struct ClientOptions {
@@ -60,13 +88,13 @@ struct ClientOptions {
 
 class SmtpClient {
  public:
-  SmtpClient(Delivery& delivery, Destination& destination, ClientOptions options);
+  SmtpClient(ClientOwner& owner, Destination& destination, ClientOptions options);
 
   void start();
   // Sends one message over this ready, idle connection.
   void deliver(std::unique_ptr<DeliveryJob> job);
   // Ends the connection (QUIT when idle, abrupt otherwise); the client deletes itself
-  // once its handles are closed, after telling Delivery.
+  // once its handles are closed, after telling its owner.
   void shutdown();
 
   Destination& destination() const { return destination_; }
@@ -94,6 +122,7 @@ class SmtpClient {
     kStartTls,
     kTlsHandshake,
     kIdle,
+    kScan,  // reading the body through for 8-bit content, for a hop without 8BITMIME
     kEnvelope,
     kBody,
     kRset,
@@ -110,10 +139,17 @@ class SmtpClient {
   void finishTransaction(int final_code, std::string_view final_text);
   // Reports the same result for every recipient of the current job.
   void finishAll(int code, const std::string& text);
+  // The job cannot go over this connection (before MAIL): finishAll, and ready again.
+  void refuse(int code, const std::string& text);
   void becomeReady();
-  // body: the message and its final dot (body_in_flight_ until the kernel has it all).
   // Through TLS once it is on; an empty data sends only the handshake's records.
-  void send(std::string data, bool body = false);
+  void send(std::string data);
+  void sendEnvelope();
+  void scanBody();
+  // Sends the body's pieces that are read, one write at a time, then the final dot.
+  void sendBody();
+  // Handles closed and no body read left: tells the owner (which deletes this).
+  void maybeGone();
   void fail(std::string_view why);
   void close();
   void armTimer(double seconds);
@@ -123,10 +159,11 @@ class SmtpClient {
   static void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*);
   static void onTimer(uv_timer_t* t);
+  static void onBodyPiece(void* ctx);
   static void onBodyWritten(void* ctx, int status);
   static void onClose(uv_handle_t* h);
 
-  Delivery& delivery_;
+  ClientOwner& owner_;
   Destination& destination_;
   ClientOptions options_;
   uv_tcp_t tcp_;
@@ -143,7 +180,6 @@ class SmtpClient {
   std::string reply_text_;  // multi-line reply accumulated so far (bounded)
   size_t reply_lines_ = 0;  // lines of it so far
   int reply_code_ = 0;
-  bool body_in_flight_ = false;  // some of the message is still queued for the socket
 
   std::unique_ptr<TlsStream> tls_;  // after STARTTLS: in_ holds the decrypted replies
   bool tls_failed_ = false;
@@ -157,7 +193,14 @@ class SmtpClient {
   uint64_t size_limit_ = 0;  // SIZE the peer announced; 0: none
 
   std::unique_ptr<DeliveryJob> job_;
-  std::string body_;                   // the message, once read from the spool for this transaction
+  std::unique_ptr<BodyReader> body_;  // this transaction's body being scanned or sent
+  DotStuffer stuffer_;
+  std::vector<std::string_view> views_;  // of the piece being written
+  bool body_sending_ = false;    // from 354 until the final dot has been taken by the kernel
+  bool body_writing_ = false;    // a write of the body is queued (not yet in the kernel)
+  bool piece_held_ = false;      // the queued write points into front(): popped once written
+  bool last_piece_sent_ = false; // the final dot is in the write queued or done
+  bool eight_bit_found_ = false; // kScan
   std::vector<uint32_t> rcpts_;        // indices attempted in this transaction
   std::vector<std::string> commands_;  // MAIL, RCPT..., DATA
   size_t next_command_ = 0;            // first command not yet sent

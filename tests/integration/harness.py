@@ -609,10 +609,15 @@ class WireDownstream:
 
     commands: list of (line bytes without CRLF, pipelined bool)
     bodies:   list of message bytes as received (still dot-stuffed), one per DATA
+
+    stall: if an Event, each connection stops reading after its 354 until it is set (a
+    next hop that takes the body slowly); `stalled` counts the connections that did.
     """
 
-    def __init__(self, extensions=("PIPELINING", "8BITMIME")):
+    def __init__(self, extensions=("PIPELINING", "8BITMIME"), stall=None):
         self.extensions = list(extensions)
+        self.stall = stall
+        self.stalled = 0
         self.commands = []
         self.bodies = []
         self.cond = threading.Condition()
@@ -635,7 +640,7 @@ class WireDownstream:
     def _serve(self, c):
         import select
         buf = b""
-        body = b""
+        data, scanned = bytearray(), 0
         in_data = False
         try:
             c.sendall(b"220 wire.test ESMTP\r\n")
@@ -645,17 +650,31 @@ class WireDownstream:
                     if not chunk:
                         return
                     buf += chunk
-                line, buf = buf.split(b"\r\n", 1)
                 if in_data:
-                    if line == b".":
-                        in_data = False
-                        with self.cond:
-                            self.bodies.append(body)
-                            self.cond.notify_all()
-                        c.sendall(b"250 2.0.0 Ok\r\n")
+                    # The body ends at the first "." line: found in what has come so far
+                    # (not line by line, which copies a large body once per line).
+                    data.extend(buf)
+                    buf = b""
+                    if data.startswith(b".\r\n"):
+                        end, after = 0, 3
                     else:
-                        body += line + b"\r\n"
+                        i = data.find(b"\r\n.\r\n", max(0, scanned - 4))
+                        if i < 0:
+                            scanned = len(data)
+                            chunk = c.recv(65536)
+                            if not chunk:
+                                return
+                            buf = chunk
+                            continue
+                        end, after = i + 2, i + 5
+                    in_data = False
+                    buf = bytes(data[after:])
+                    with self.cond:
+                        self.bodies.append(bytes(data[:end]))
+                        self.cond.notify_all()
+                    c.sendall(b"250 2.0.0 Ok\r\n")
                     continue
+                line, buf = buf.split(b"\r\n", 1)
                 if not buf and select.select([c], [], [], 0.3)[0]:
                     buf += c.recv(65536)
                 with self.cond:
@@ -667,8 +686,13 @@ class WireDownstream:
                               + b"250 " + ext[-1] + b"\r\n")
                 elif verb == b"DATA":
                     in_data = True
-                    body = b""
+                    data, scanned = bytearray(), 0
                     c.sendall(b"354 Go ahead\r\n")
+                    if self.stall is not None:
+                        with self.cond:
+                            self.stalled += 1
+                            self.cond.notify_all()
+                        self.stall.wait(120)
                 elif verb == b"QUIT":
                     c.sendall(b"221 2.0.0 Bye\r\n")
                     return

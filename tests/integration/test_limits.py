@@ -6,9 +6,10 @@ arriving at once do not grow the relay's memory with their size)."""
 import random
 import socket
 import sys
+import threading
 import time
 
-from harness import HOST, RelayTestCase, ReplyReader, assert_relayed
+from harness import HOST, RelayTestCase, ReplyReader, WireDownstream, assert_relayed
 
 
 def big_body(tag, size):
@@ -313,3 +314,54 @@ class MemoryBudgetTest(RelayTestCase):
         self.assertEqual(rb.reply()[0], 354)
         b.sendall(b"Subject: budget\r\n\r\nhello\r\n.\r\n")
         self.assertEqual(rb.reply()[0], 250)
+
+
+class OutboundMemoryTest(RelayTestCase):
+    """The outbound half of message memory: sixteen messages of 3 MiB delivered at once to
+    a next hop that takes nothing after its 354. Each delivery connection holds two 64 KiB
+    pieces of its body (relay/outbound/smtp_client.h), not the message: before bodies were
+    streamed, each held it twice (read whole, then a dot-stuffed copy), 96 MiB here. Then
+    the hop reads on and every body arrives intact, dot-stuffed as it must be."""
+
+    start_downstream = False
+    auto_relay = False
+    CLIENTS, SIZE = 16, 3 << 20
+
+    def setUp(self):
+        RelayTestCase.setUp(self)
+        self.release = threading.Event()
+        self.addCleanup(self.release.set)
+        self.wire = WireDownstream(stall=self.release)
+        self.addCleanup(self.wire.stop)
+        self.start_relay(self.wire.port, routes=[
+            {"domain": "dest.test", "next_hop": f"{HOST}:{self.wire.port}",
+             "max_connections": self.CLIENTS}])
+
+    def test_large_messages_being_delivered_do_not_grow_memory(self):
+        time.sleep(0.3)
+        before = rss_kib(self.relay.proc.pid)
+        body = big_body("outbound", self.SIZE)
+        stuffed = body.replace(b"\r\n.", b"\r\n..")
+        for i in range(self.CLIENTS):
+            code, resp = self.send(body, "a@origin.test", [f"m{i}@dest.test"])
+            self.assertEqual(code, 250, resp)
+        deadline = time.monotonic() + 60
+        with self.wire.cond:
+            while self.wire.stalled < self.CLIENTS and time.monotonic() < deadline:
+                self.wire.cond.wait(1)
+        self.assertEqual(self.wire.stalled, self.CLIENTS, "not every delivery reached DATA")
+        time.sleep(1)  # the relay writes until the sockets take no more
+        grown_mib = (rss_kib(self.relay.proc.pid) - before) / 1024
+        limit_mib = self.CLIENTS * self.SIZE / (1 << 20) / 2
+        sys.stderr.write(f"\noutbound memory: relay RSS +{grown_mib:.1f} MiB with "
+                         f"{self.CLIENTS} deliveries of {self.SIZE >> 20} MiB stalled\n")
+        self.assertLess(grown_mib, limit_mib,
+                        f"RSS grew {grown_mib:.1f} MiB with {self.CLIENTS} deliveries of "
+                        f"{self.SIZE >> 20} MiB in flight")
+        self.release.set()
+        self.assertEqual(self.wire.wait_for(self.CLIENTS, 60), self.CLIENTS)
+        with self.wire.cond:
+            bodies = list(self.wire.bodies)
+        for got in bodies:
+            # The relay prepends its Received: field; the rest is the body, stuffed.
+            self.assertTrue(got.endswith(stuffed), "a body arrived changed")

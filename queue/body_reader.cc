@@ -1,0 +1,87 @@
+#include "queue/body_reader.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace postern {
+
+BodyReader::BodyReader(uv_loop_t* loop, Ready ready, void* ctx)
+    : loop_(loop), ready_(ready), ctx_(ctx) {
+  for (Slot& s : slots_) s.reader = this;
+}
+
+BodyReader::~BodyReader() {
+  if (file_.fd >= 0) ::close(file_.fd);
+}
+
+void BodyReader::start(BodyFile file) {
+  file_ = file;
+  started_ = true;
+  if (file_.size == 0) return;  // finished already
+  if (file_.fd < 0) {
+    error_ = "no such body in the spool";
+    return;
+  }
+  for (Slot& s : slots_) fill(s);
+}
+
+void BodyReader::fill(Slot& s) {
+  if (stopped_ || failed() || asked_ >= file_.size) return;
+  if (!s.buf) s.buf = std::make_unique<char[]>(std::min<uint64_t>(kPiece, file_.size));
+  s.offset = asked_;
+  s.want = static_cast<size_t>(std::min<uint64_t>(kPiece, file_.size - asked_));
+  s.have = 0;
+  s.busy = true;
+  asked_ += s.want;
+  readMore(s);
+}
+
+bool BodyReader::readMore(Slot& s) {
+  uv_buf_t buf = uv_buf_init(s.buf.get() + s.have, static_cast<unsigned>(s.want - s.have));
+  s.req.data = &s;
+  int rc = uv_fs_read(loop_, &s.req, file_.fd, &buf, 1,
+                      static_cast<int64_t>(file_.offset + s.offset + s.have), onRead);
+  if (rc < 0) {
+    error_ = std::string("read: ") + uv_strerror(rc);
+    return false;
+  }
+  ++reading_;
+  return true;
+}
+
+void BodyReader::onRead(uv_fs_t* req) {
+  auto& s = *static_cast<Slot*>(req->data);
+  BodyReader* r = s.reader;
+  const ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  --r->reading_;
+  if (n < 0) {
+    if (!r->failed()) r->error_ = std::string("read: ") + uv_strerror(static_cast<int>(n));
+  } else if (n == 0) {
+    if (!r->failed()) r->error_ = "the spool file ends before the body does";
+  } else {
+    s.have += static_cast<size_t>(n);
+    // A short read: the rest of the piece is asked for again.
+    if (s.have < s.want && !r->stopped_ && !r->failed() && r->readMore(s)) return;
+  }
+  r->ready_(r->ctx_);
+}
+
+std::optional<std::string_view> BodyReader::front() const {
+  const Slot& s = slots_[front_];
+  if (failed() || !s.busy || s.have < s.want) return std::nullopt;
+  return std::string_view(s.buf.get(), s.want);
+}
+
+bool BodyReader::frontIsLast() const { return slots_[front_].offset + slots_[front_].want == file_.size; }
+
+void BodyReader::pop() {
+  Slot& s = slots_[front_];
+  s.busy = false;
+  popped_ += s.want;
+  front_ = (front_ + 1) % slots_.size();
+  fill(s);
+}
+
+}  // namespace postern

@@ -1,0 +1,92 @@
+// BodyReader: a spooled message's body read in bounded pieces off the loop, for delivery.
+// The reads are libuv file requests (uv_fs_read, run on libuv's thread pool), so a body
+// that is not in the page cache (a long backlog) never blocks the loop, and memory stays
+// at two pieces however large the message: while one piece is being sent the other is
+// being read.
+//
+// Use: start() with the body's file (Spool::openBody, a descriptor of the reader's own),
+// then each time the ready callback fires, take front() while it has a piece, send it and
+// pop() it once sent (its buffer then reads the next piece). finished() once every piece
+// has been popped (at once for an empty body); failed() if a read failed or the file ended
+// early (the body is shorter than its record says: damage), and nothing more is read then.
+// Both can change in start() and pop() as well as before the ready callback.
+//
+// Lifetime: a read in flight refers to the reader and its buffers, and libuv cannot take it
+// back once it runs. stop() reads nothing more; the owner frees the reader only when
+// reading() is 0 (the ready callback fires as each outstanding read ends).
+#pragma once
+
+#include <uv.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace postern {
+
+// A body's octets within a file: fd is owned by whoever holds this (BodyReader closes it).
+struct BodyFile {
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+class BodyReader {
+ public:
+  using Ready = void (*)(void* ctx);
+  static constexpr size_t kPiece = 64 * 1024;
+
+  BodyReader(uv_loop_t* loop, Ready ready, void* ctx);
+  ~BodyReader();
+  BodyReader(const BodyReader&) = delete;
+  BodyReader& operator=(const BodyReader&) = delete;
+
+  // Starts reading file's range (taking its descriptor). A reader is started once.
+  void start(BodyFile file);
+  // The next piece in order, once read; nullopt while it is being read (or none is left).
+  std::optional<std::string_view> front() const;
+  // front() is the body's last piece.
+  bool frontIsLast() const;
+  // Done with front(): its buffer goes on to read the next piece not yet asked for.
+  void pop();
+  bool finished() const { return started_ && popped_ == file_.size && !failed(); }
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
+  // Reads in flight.
+  size_t reading() const { return reading_; }
+  // Nothing more is read (the owner is closing); reads in flight still end.
+  void stop() { stopped_ = true; }
+
+ private:
+  struct Slot {
+    uv_fs_t req;
+    BodyReader* reader = nullptr;
+    std::unique_ptr<char[]> buf;
+    uint64_t offset = 0;  // within the body
+    size_t want = 0;      // octets of the piece
+    size_t have = 0;      // of them read so far
+    bool busy = false;    // reading or holding a piece not yet popped
+  };
+
+  void fill(Slot& s);
+  bool readMore(Slot& s);  // false: it could not be asked for (error_ says why)
+  static void onRead(uv_fs_t* req);
+
+  uv_loop_t* loop_;
+  Ready ready_;
+  void* ctx_;
+  BodyFile file_;
+  bool started_ = false;
+  bool stopped_ = false;
+  uint64_t asked_ = 0;   // octets of the body given to a slot to read
+  uint64_t popped_ = 0;  // octets of the body popped
+  size_t front_ = 0;     // slot holding the next piece in order
+  size_t reading_ = 0;
+  std::string error_;
+  std::array<Slot, 2> slots_;
+};
+
+}  // namespace postern
