@@ -43,12 +43,12 @@ int Source::run() {
     return 2;
   }
   if (opts_.starttls) {
-    std::string err;
-    tls_ = TlsContext::createUnverifiedClient(err);
-    if (!tls_) {
-      std::fprintf(stderr, "postern-load source: --starttls: %s\n", err.c_str());
+    Result<std::unique_ptr<TlsContext>> tls = TlsContext::createUnverifiedClient();
+    if (!tls) {
+      std::fprintf(stderr, "postern-load source: --starttls: %s\n", tls.error().c_str());
       return 2;
     }
+    tls_ = std::move(*tls);
   }
   if (!opts_.ack_log.empty()) {
     ack_log_ = std::fopen(opts_.ack_log.c_str(), "w");

@@ -181,9 +181,11 @@ Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_ne
 
 Admin::~Admin() = default;
 
-std::string Admin::start() {
+Status Admin::start() {
   sockaddr_storage addr;
-  if (!parseHostPort(address_, addr)) return "admin.address \"" + address_ + "\" is not ip:port";
+  if (!parseHostPort(address_, addr)) {
+    return fail("admin.address \"" + address_ + "\" is not ip:port");
+  }
   uv_async_init(loop_, &shared_->async, onAsync);
   shared_->async.data = this;
   uv_tcp_init(loop_, &listener_);
@@ -191,9 +193,9 @@ std::string Admin::start() {
   listening_ = true;
   int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 64, onConnection);
-  if (rc != 0) return "admin " + address_ + ": " + uv_strerror(rc);
+  if (rc != 0) return fail("admin " + address_ + ": " + uv_strerror(rc));
   logEvent(spdlog::level::info, "admin_listening", {{"address", address_}});
-  return "";
+  return {};
 }
 
 void Admin::close() {

@@ -35,10 +35,13 @@ bool loadAll(const std::string& path, postern::Config& config, postern::TlsConte
   }
   // The certificate, key and CA file must be readable too (by the user this runs as: run
   // check-config as the relay's user to check permissions).
-  if (std::string err = postern::loadReferencedFiles(config, tls); !err.empty()) {
-    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", path.c_str(), err.c_str());
+  postern::Result<postern::TlsContexts> files = postern::loadReferencedFiles(config);
+  if (!files) {
+    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", path.c_str(),
+                 files.error().c_str());
     return false;
   }
+  tls = std::move(*files);
   return true;
 }
 
@@ -122,12 +125,13 @@ int main(int argc, char** argv) {
         postern::Config config = postern::loadConfig(config_path);
         if (!spool_dir.empty()) config.spool_dir = spool_dir;
         if (admin.empty()) qc.admin = config.admin_address;
-        std::string err;
-        qc.token = postern::readAdminToken(postern::adminTokenPath(config), err);
-        if (!err.empty()) {
-          std::fprintf(stderr, "postern: %s\n", err.c_str());
+        postern::Result<std::string> token =
+            postern::readAdminToken(postern::adminTokenPath(config));
+        if (!token) {
+          std::fprintf(stderr, "postern: %s\n", token.error().c_str());
           return 1;
         }
+        qc.token = std::move(*token);
       } catch (const postern::ConfigError& e) {
         std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
         return 2;

@@ -86,12 +86,12 @@ int offline(const QueueCommand& cmd) {
   std::sort(dirs.begin(), dirs.end());
   std::vector<QueueEntry> entries;
   for (const auto& d : dirs) {
-    std::vector<SpooledMessage> pending;
-    if (std::string err = readSpoolOffline(d, pending); !err.empty()) {
-      std::fprintf(stderr, "postern: %s\n", err.c_str());
+    Result<std::vector<SpooledMessage>> pending = readSpoolOffline(d);
+    if (!pending) {
+      std::fprintf(stderr, "postern: %s\n", pending.error().c_str());
       return 1;
     }
-    for (const auto& m : pending) entries.push_back(entryFromSpool(m));
+    for (const auto& m : *pending) entries.push_back(entryFromSpool(m));
   }
   std::sort(entries.begin(), entries.end(),
             [](auto& a, auto& b) { return a.received_ms < b.received_ms; });

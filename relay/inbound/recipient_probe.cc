@@ -140,7 +140,7 @@ RecipientProber::RecipientProber(uv_loop_t* loop, std::shared_ptr<const Config> 
 
 RecipientProber::~RecipientProber() = default;
 
-std::string RecipientProber::init() { return resolver_.init(); }
+Status RecipientProber::init() { return resolver_.init(); }
 
 void RecipientProber::reload(std::shared_ptr<const Config> config) {
   config_ = std::move(config);

@@ -55,12 +55,12 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
 
 Delivery::~Delivery() = default;
 
-std::string Delivery::init() {
-  if (std::string err = resolver_.init(); !err.empty()) return "dns: " + err;
-  std::string err;
-  tls_opportunistic_ = TlsContext::createUnverifiedClient(err);
-  if (!tls_opportunistic_) return "outbound tls: " + err;
-  return "";
+Status Delivery::init() {
+  if (Status dns = resolver_.init(); !dns) return fail("dns: " + dns.error());
+  Result<std::unique_ptr<TlsContext>> tls = TlsContext::createUnverifiedClient();
+  if (!tls) return fail("outbound tls: " + tls.error());
+  tls_opportunistic_ = std::move(*tls);
+  return {};
 }
 
 void Delivery::reload(std::shared_ptr<const Config> config,

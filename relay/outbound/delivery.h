@@ -48,6 +48,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/result.h"
 #include "core/tls.h"
 #include "queue/bounce.h"
 #include "queue/queue_entry.h"
@@ -69,8 +70,8 @@ class Delivery {
            std::shared_ptr<const TlsContext> verifying, WorkerMetrics& metrics);
   ~Delivery();
 
-  // Sets up DNS and TLS; returns "" or the reason it cannot run.
-  std::string init();
+  // Sets up DNS and TLS; fails with the reason it cannot run.
+  Status init();
 
   void enqueue(SpooledMessage message);
   // A message found by recovery: its envelope is read back from the spool.
