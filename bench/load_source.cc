@@ -37,11 +37,13 @@ Source::Source(SourceOptions opts) : opts_(std::move(opts)), builder_(opts_.mess
 Source::~Source() = default;
 
 int Source::run() {
-  if (!parseHostPort(opts_.server, addr_)) {
+  const std::optional<sockaddr_storage> addr = parseHostPort(opts_.server);
+  if (!addr) {
     std::fprintf(stderr, "postern-load source: --server %s: expected numeric HOST:PORT\n",
                  opts_.server.c_str());
     return 2;
   }
+  addr_ = *addr;
   if (opts_.starttls) {
     Result<std::unique_ptr<TlsContext>> tls = TlsContext::createUnverifiedClient();
     if (!tls) {

@@ -74,9 +74,14 @@ bool preadAll(int fd, char* out, size_t size, uint64_t offset) {
 bool readEnvelopeAt(int fd, uint64_t id, const StoredRef& ref, uint64_t salt, Envelope& env) {
   if (ref.head_size == 0 || ref.head_size > ref.body_offset) return false;
   std::string head(ref.head_size, '\0');
-  return preadAll(fd, head.data(), head.size(), ref.body_offset - ref.head_size) &&
-         crc32c(0, head.data(), head.size()) == ref.head_crc &&
-         decodeMessageHead(head, salt, ref.body_size, env) && env.id == id;
+  if (!preadAll(fd, head.data(), head.size(), ref.body_offset - ref.head_size) ||
+      crc32c(0, head.data(), head.size()) != ref.head_crc) {
+    return false;
+  }
+  std::optional<Envelope> decoded = decodeMessageHead(head, salt, ref.body_size);
+  if (!decoded || decoded->id != id) return false;
+  env = std::move(*decoded);
+  return true;
 }
 
 

@@ -18,11 +18,12 @@ namespace {
 // One HTTP/1.1 request with Connection: close; the status code, or -1 with why in body.
 int httpRequest(const std::string& address, const std::string& method, const std::string& target,
                 const std::string& token, std::string& body) {
-  sockaddr_storage addr;
-  if (!parseHostPort(address, addr)) {
+  const std::optional<sockaddr_storage> parsed = parseHostPort(address);
+  if (!parsed) {
     body = "admin address \"" + address + "\" is not ip:port";
     return -1;
   }
+  const sockaddr_storage& addr = *parsed;
   int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     body = "socket failed";
@@ -32,7 +33,7 @@ int httpRequest(const std::string& address, const std::string& method, const std
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   socklen_t len = addr.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
     ::close(fd);
     body = "cannot connect to the admin endpoint at " + address + " (is the relay running?)";
     return -1;

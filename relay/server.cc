@@ -104,8 +104,8 @@ int Server::run() {
 
 Status Server::startAcceptors() {
   for (const auto& l : config_.listeners) {
-    sockaddr_storage addr;
-    parseHostPort(l.address, addr);
+    // loadConfig has checked the address.
+    const sockaddr_storage addr = parseHostPort(l.address).value_or(sockaddr_storage{});
     Result<int> fd = openListenSocket(addr, false);
     if (!fd) return fail("listen " + l.address + ": " + fd.error());
     auto* a = new Acceptor{{}, this, &l};

@@ -68,8 +68,8 @@ Status Worker::start(bool own_listeners) {
   if (!own_listeners) return {};
 
   for (const auto& l : startup_->listeners) {
-    sockaddr_storage addr;
-    parseHostPort(l.address, addr);
+    // loadConfig has checked the address.
+    const sockaddr_storage addr = parseHostPort(l.address).value_or(sockaddr_storage{});
     Result<int> fd = openListenSocket(addr, true);
     if (!fd) return fail("listen " + l.address + ": " + fd.error());
     auto* listener = new Listener{{}, this, &l};

@@ -127,7 +127,10 @@ Destination& Delivery::destinationFor(const std::string& recipient) {
     slot->port = config_->delivery.smtp_port;
     if (route->isMx()) {
       slot->name = domain;
-    } else if (!splitHostPort(route->next_hop, slot->name, slot->port)) {
+    } else if (std::optional<HostPort> hp = splitHostPort(route->next_hop)) {
+      slot->name = std::move(hp->host);
+      slot->port = hp->port;
+    } else {
       slot->name = route->next_hop;  // a host name without a port
     }
   }
