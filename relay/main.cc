@@ -25,30 +25,38 @@ namespace {
 
 constexpr const char* kDefaultConfig = "/etc/postern/postern.toml";
 
-// Loads path and the files it names; false (with the reason on stderr) if either fails.
-bool loadAll(const std::string& path, postern::Config& config, postern::TlsContexts& tls) {
+struct Loaded {
+  postern::Config config;
+  postern::TlsContexts tls;
+};
+
+// Loads path and the files it names, or why the configuration is invalid.
+postern::Result<Loaded> loadAll(const std::string& path) {
+  Loaded out;
   try {
-    config = postern::loadConfig(path);
+    out.config = postern::loadConfig(path);
   } catch (const postern::ConfigError& e) {
-    std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
-    return false;
+    return postern::fail(e.what());
   }
   // The certificate, key and CA file must be readable too (by the user this runs as: run
   // check-config as the relay's user to check permissions).
-  postern::Result<postern::TlsContexts> files = postern::loadReferencedFiles(config);
-  if (!files) {
-    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", path.c_str(),
-                 files.error().c_str());
-    return false;
-  }
-  tls = std::move(*files);
-  return true;
+  postern::Result<postern::TlsContexts> files = postern::loadReferencedFiles(out.config);
+  if (!files) return postern::fail(path + ": " + files.error());
+  out.tls = std::move(*files);
+  return out;
+}
+
+// Says why on stderr; the exit status of an invalid configuration.
+int invalid(const std::string& why) {
+  std::fprintf(stderr, "postern: invalid configuration: %s\n", why.c_str());
+  return 2;
 }
 
 int runRelay(const std::string& config_path, const std::string& spool_dir) {
-  postern::Config config;
-  postern::TlsContexts tls;
-  if (!loadAll(config_path, config, tls)) return 2;
+  postern::Result<Loaded> loaded = loadAll(config_path);
+  if (!loaded) return invalid(loaded.error());
+  postern::Config& config = loaded->config;
+  postern::TlsContexts& tls = loaded->tls;
   if (!spool_dir.empty()) config.spool_dir = spool_dir;
   postern::initLogging(config.log_format, config.log_level);
   // A peer closing mid-write must not kill the process.
@@ -65,9 +73,7 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
 }
 
 int checkConfig(const std::string& path) {
-  postern::Config config;
-  postern::TlsContexts tls;
-  if (!loadAll(path, config, tls)) return 2;
+  if (postern::Result<Loaded> loaded = loadAll(path); !loaded) return invalid(loaded.error());
   std::printf("%s: ok\n", path.c_str());
   return 0;
 }
@@ -133,8 +139,7 @@ int main(int argc, char** argv) {
         }
         qc.token = std::move(*token);
       } catch (const postern::ConfigError& e) {
-        std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
-        return 2;
+        return invalid(e.what());
       }
     }
     return postern::runQueueCommand(qc);

@@ -278,15 +278,15 @@ std::unique_ptr<DeliveryJob> Delivery::unpark(ParkedJob p) {
   return job;
 }
 
-bool Delivery::peek(const ParkedJob& p, SpooledMessage& out) const {
-  if (p.whole) {
-    out = p.whole->message;
-    return true;
+Result<SpooledMessage> Delivery::peek(const ParkedJob& p) const {
+  if (p.whole) return p.whole->message;
+  SpooledMessage out;
+  if (!spool_.readEnvelope(p.message.id, p.message.ref, out.envelope)) {
+    return fail("the envelope of " + queueIdString(p.message.id) + " cannot be read back");
   }
-  if (!spool_.readEnvelope(p.message.id, p.message.ref, out.envelope)) return false;
   out.ref = p.message.ref;
   out.done = p.message.done.toVector(p.message.recipients);
-  return true;
+  return out;
 }
 
 void Delivery::pump(Destination& d) {

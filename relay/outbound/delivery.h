@@ -120,8 +120,8 @@ class Delivery {
   // The job again with its envelope; nullptr if that cannot be read back (logged; the
   // message stays in the spool, and the next start's recovery deals with it).
   std::unique_ptr<DeliveryJob> unpark(ParkedJob job);
-  // The message of a waiting job with its envelope, for queue listings; false as unpark.
-  bool peek(const ParkedJob& job, SpooledMessage& out) const;
+  // The message of a waiting job with its envelope, for queue listings; fails as unpark.
+  Result<SpooledMessage> peek(const ParkedJob& job) const;
   void pump(Destination& d);
   void resolve(Destination& d);
   void openClient(Destination& d);
