@@ -1,13 +1,13 @@
 // Result<T> and Status: the one way a call that can fail says "failed, and why". Before
 // it, failures came back as an error string ("" for success), a nullptr with a string
 // out-parameter, a bool with an out-parameter, or an int; each caller had to know which.
-// A Result holds either the value or the reason (words for a log line or a reply), and
-// [[nodiscard]] makes ignoring a failure a compile error.
+// A Result holds the value or the reason (words for a log line or a reply), and is
+// [[nodiscard]]: ignoring one is a warning, so a build error here.
 //
-// Not everything returns one. std::optional stays for "absent, not an error" (a parser
-// that does not recognise its input, a lookup that finds nothing); a bool stays where
-// the caller needs no reason (a check, or a write whose errno is the reason); process
-// exit codes stay ints.
+// What stays as it is: std::optional for "absent, not an error" (a parser that does not
+// recognise its input, a lookup that finds nothing); a bool where the caller needs no
+// reason (a check, a write whose errno is the reason); process exit codes; and
+// ConfigError, thrown while loading the configuration, as at start-up nothing runs yet.
 //
 //   Result<std::unique_ptr<SpillFile>> r = SpillFile::create(dir);
 //   if (!r) return fail("spill: " + r.error());
@@ -42,22 +42,21 @@ class [[nodiscard]] Result {
     return std::get<1>(v_);
   }
   // The value; only for a successful Result.
-  T& value() & { return checked(); }
-  const T& value() const& { return const_cast<Result*>(this)->checked(); }
-  T&& value() && { return std::move(checked()); }
-  T& operator*() & { return checked(); }
+  const T& value() const& {
+    POSTERN_ASSERT(ok());
+    return std::get<0>(v_);
+  }
+  T& value() & { return const_cast<T&>(std::as_const(*this).value()); }
+  T&& value() && { return std::move(value()); }
   const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(checked()); }
-  T* operator->() { return &checked(); }
+  T& operator*() & { return value(); }
+  T&& operator*() && { return std::move(value()); }
   const T* operator->() const { return &value(); }
+  T* operator->() { return &value(); }
   // For a caller to whom a failure means "nothing": the value, or fallback.
   T value_or(T fallback) const& { return ok() ? std::get<0>(v_) : std::move(fallback); }
 
  private:
-  T& checked() {
-    POSTERN_ASSERT(ok());
-    return std::get<0>(v_);
-  }
   std::variant<T, std::string> v_;  // by index: T may itself be a std::string
 };
 
