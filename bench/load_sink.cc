@@ -71,13 +71,13 @@ int Sink::run() {
 }
 
 bool Sink::listen() {
-  sockaddr_storage addr{};
-  if (!parseHostPort(opts_.listen, addr)) {
+  const std::optional<sockaddr_storage> addr = parseHostPort(opts_.listen);
+  if (!addr) {
     std::fprintf(stderr, "postern-load sink: --listen %s: expected numeric HOST:PORT\n",
                  opts_.listen.c_str());
     return false;
   }
-  int r = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  int r = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&*addr), 0);
   if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), kBacklog, onConnection);
   if (r != 0) {
     std::fprintf(stderr, "postern-load sink: listen on %s: %s\n", opts_.listen.c_str(),

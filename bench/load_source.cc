@@ -37,18 +37,20 @@ Source::Source(SourceOptions opts) : opts_(std::move(opts)), builder_(opts_.mess
 Source::~Source() = default;
 
 int Source::run() {
-  if (!parseHostPort(opts_.server, addr_)) {
+  const std::optional<sockaddr_storage> addr = parseHostPort(opts_.server);
+  if (!addr) {
     std::fprintf(stderr, "postern-load source: --server %s: expected numeric HOST:PORT\n",
                  opts_.server.c_str());
     return 2;
   }
+  addr_ = *addr;
   if (opts_.starttls) {
-    std::string err;
-    tls_ = TlsContext::createUnverifiedClient(err);
-    if (!tls_) {
-      std::fprintf(stderr, "postern-load source: --starttls: %s\n", err.c_str());
+    Result<std::unique_ptr<TlsContext>> tls = TlsContext::createUnverifiedClient();
+    if (!tls) {
+      std::fprintf(stderr, "postern-load source: --starttls: %s\n", tls.error().c_str());
       return 2;
     }
+    tls_ = std::move(*tls);
   }
   if (!opts_.ack_log.empty()) {
     ack_log_ = std::fopen(opts_.ack_log.c_str(), "w");

@@ -227,9 +227,7 @@ void readDelivery(TableReader& r, DeliveryConfig& d) {
 
 void readDns(TableReader& r, DnsConfig& d) {
   for (const auto& s : r.strings("servers", {})) {
-    sockaddr_storage ss;
-    if (!parseHostPort(s, ss) && !parseHostPort(s + ":53", ss) &&
-        !parseHostPort("[" + s + "]:53", ss)) {
+    if (!parseHostPort(s) && !parseHostPort(s + ":53") && !parseHostPort("[" + s + "]:53")) {
       r.fail(r.get("servers"), "servers", "\"" + s + "\" is not a numeric \"ip\" or \"ip:port\"");
     }
     d.servers.push_back(s);
@@ -266,10 +264,8 @@ RouteConfig readRoute(TableReader& r, const toml::table* t) {
   if (!validRouteDomain(rc.domain)) {
     r.fail(r.get("domain"), "domain", "expected \"example.com\", \"*.example.com\" or \"*\"");
   }
-  std::string host;
-  uint16_t port = 0;
   if (rc.next_hop.empty()) r.fail(t, "next_hop", "is required");
-  if (rc.next_hop != "mx" && !splitHostPort(rc.next_hop, host, port) &&
+  if (rc.next_hop != "mx" && !splitHostPort(rc.next_hop) &&
       rc.next_hop.find_first_of(":[] ") != std::string::npos) {
     r.fail(r.get("next_hop"), "next_hop", "expected \"host:port\", \"host\" or \"mx\"");
   }
@@ -361,8 +357,7 @@ Config loadConfig(const std::string& path) {
     TableReader r(*t, path, "listener.");
     ListenerConfig l;
     l.address = r.str("address", "");
-    sockaddr_storage ss;
-    if (!parseHostPort(l.address, ss)) {
+    if (!parseHostPort(l.address)) {
       r.fail(t, "address", "expected a numeric \"ip:port\" or \"[ipv6]:port\"");
     }
     // With SO_REUSEPORT a second listener on the same address would bind without an
@@ -406,8 +401,7 @@ Config loadConfig(const std::string& path) {
   if (const toml::table* t = top.table("admin")) {
     TableReader r(*t, path, "admin.");
     c.admin_address = r.str("address", c.admin_address);
-    sockaddr_storage ss;
-    if (!c.admin_address.empty() && !parseHostPort(c.admin_address, ss)) {
+    if (!c.admin_address.empty() && !parseHostPort(c.admin_address)) {
       r.fail(r.get("address"), "address", "expected a numeric \"ip:port\", or \"\" for none");
     }
     c.admin_queue_networks = r.networks("queue_networks", c.admin_queue_networks);

@@ -108,44 +108,42 @@ bool Network::contains(const IpAddress& addr) const {
   return (addr.bytes[full] & mask) == (base_.bytes[full] & mask);
 }
 
-bool splitHostPort(std::string_view text, std::string& host, uint16_t& port) {
+std::optional<HostPort> splitHostPort(std::string_view text) {
   size_t colon = text.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return false;
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
   std::string_view h = text.substr(0, colon);
   if (h.front() == '[') {
-    if (h.back() != ']') return false;
+    if (h.back() != ']') return std::nullopt;
     h = h.substr(1, h.size() - 2);
   }
   auto digits = text.substr(colon + 1);
   unsigned value = 0;
   auto res = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-  if (digits.empty() || res.ec != std::errc{} || res.ptr != digits.data() + digits.size() ||
-      value > 65535) {
-    return false;
+  if (h.empty() || digits.empty() || res.ec != std::errc{} ||
+      res.ptr != digits.data() + digits.size() || value > 65535) {
+    return std::nullopt;
   }
-  host.assign(h);
-  port = static_cast<uint16_t>(value);
-  return !host.empty();
+  return HostPort{std::string(h), static_cast<uint16_t>(value)};
 }
 
-bool parseHostPort(std::string_view text, sockaddr_storage& out) {
-  std::string host;
-  uint16_t port = 0;
-  if (!splitHostPort(text, host, port)) return false;
+std::optional<sockaddr_storage> parseHostPort(std::string_view text) {
+  const std::optional<HostPort> hp = splitHostPort(text);
+  if (!hp) return std::nullopt;
+  sockaddr_storage out;
   std::memset(&out, 0, sizeof out);
   auto* in4 = reinterpret_cast<sockaddr_in*>(&out);
-  if (inet_pton(AF_INET, host.c_str(), &in4->sin_addr) == 1) {
+  if (inet_pton(AF_INET, hp->host.c_str(), &in4->sin_addr) == 1) {
     in4->sin_family = AF_INET;
-    in4->sin_port = htons(port);
-    return true;
+    in4->sin_port = htons(hp->port);
+    return out;
   }
   auto* in6 = reinterpret_cast<sockaddr_in6*>(&out);
-  if (inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) == 1) {
+  if (inet_pton(AF_INET6, hp->host.c_str(), &in6->sin6_addr) == 1) {
     in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(port);
-    return true;
+    in6->sin6_port = htons(hp->port);
+    return out;
   }
-  return false;
+  return std::nullopt;
 }
 
 }  // namespace postern

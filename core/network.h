@@ -44,9 +44,15 @@ class Network {
   int prefix_ = 0;
 };
 
-// "host:port" or "[v6]:port" into a sockaddr_storage (numeric addresses only).
-bool parseHostPort(std::string_view text, sockaddr_storage& out);
-// "host:port" split without resolving (the host may be a name).
-bool splitHostPort(std::string_view text, std::string& host, uint16_t& port);
+// "host:port" or "[v6]:port" into a sockaddr_storage (numeric addresses only); nullopt for
+// anything else. Each caller says in its own words what it expected.
+std::optional<sockaddr_storage> parseHostPort(std::string_view text);
+// "host:port" split without resolving (the host may be a name); nullopt if text is not
+// that shape.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+std::optional<HostPort> splitHostPort(std::string_view text);
 
 }  // namespace postern

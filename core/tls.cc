@@ -18,53 +18,40 @@ std::string lastError() {
 
 }  // namespace
 
-std::unique_ptr<TlsContext> TlsContext::create(const std::string& cert, const std::string& key,
-                                               std::string& err) {
+Result<std::unique_ptr<TlsContext>> TlsContext::create(const std::string& cert,
+                                                       const std::string& key) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-  if (ctx == nullptr) {
-    err = lastError();
-    return nullptr;
-  }
+  if (ctx == nullptr) return fail(lastError());
   std::unique_ptr<TlsContext> out(new TlsContext(ctx));
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
-    err = cert + ": " + lastError();
-    return nullptr;
+    return fail(cert + ": " + lastError());
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    err = key + ": " + lastError();
-    return nullptr;
+    return fail(key + ": " + lastError());
   }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    err = key + ": does not match the certificate";
-    return nullptr;
-  }
+  if (SSL_CTX_check_private_key(ctx) != 1) return fail(key + ": does not match the certificate");
   return out;
 }
 
-std::unique_ptr<TlsContext> TlsContext::createUnverifiedClient(std::string& err) {
+Result<std::unique_ptr<TlsContext>> TlsContext::createUnverifiedClient() {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  if (ctx == nullptr) {
-    err = lastError();
-    return nullptr;
-  }
+  if (ctx == nullptr) return fail(lastError());
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
   return std::unique_ptr<TlsContext>(new TlsContext(ctx));
 }
 
-std::unique_ptr<TlsContext> TlsContext::createVerifyingClient(const std::string& ca_file,
-                                                              std::string& err) {
-  std::unique_ptr<TlsContext> out = createUnverifiedClient(err);
-  if (!out) return nullptr;
-  SSL_CTX* ctx = out->get();
+Result<std::unique_ptr<TlsContext>> TlsContext::createVerifyingClient(const std::string& ca_file) {
+  Result<std::unique_ptr<TlsContext>> out = createUnverifiedClient();
+  if (!out) return out;
+  SSL_CTX* ctx = (*out)->get();
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   int ok = ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx)
                            : SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);
   if (ok != 1) {
-    err = (ca_file.empty() ? std::string("system CA store") : ca_file) + ": " + lastError();
-    return nullptr;
+    return fail((ca_file.empty() ? std::string("system CA store") : ca_file) + ": " + lastError());
   }
   return out;
 }

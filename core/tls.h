@@ -16,21 +16,22 @@
 #include <string>
 #include <string_view>
 
+#include "core/result.h"
+
 namespace postern {
 
 class TlsContext {
  public:
-  // Loads a PEM certificate chain and key; nullptr and err set on failure.
-  static std::unique_ptr<TlsContext> create(const std::string& cert, const std::string& key,
-                                            std::string& err);
+  // Loads a PEM certificate chain and key.
+  static Result<std::unique_ptr<TlsContext>> create(const std::string& cert,
+                                                    const std::string& key);
   // A client context that does not verify the peer: only for the load tool, which talks
   // to relays with self-signed test certificates.
-  static std::unique_ptr<TlsContext> createUnverifiedClient(std::string& err);
+  static Result<std::unique_ptr<TlsContext>> createUnverifiedClient();
   // A client context for outbound STARTTLS that verifies the peer's chain against ca_file
   // (PEM), or the system's store when ca_file is empty. The name is checked per connection
   // (TlsConnection::expectPeer).
-  static std::unique_ptr<TlsContext> createVerifyingClient(const std::string& ca_file,
-                                                           std::string& err);
+  static Result<std::unique_ptr<TlsContext>> createVerifyingClient(const std::string& ca_file);
   ~TlsContext();
   SSL_CTX* get() const { return ctx_; }
 

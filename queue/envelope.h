@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,7 +29,7 @@ struct Envelope {
 
 // Queue ids as shown in logs and replies: 16 upper-case hex digits.
 std::string queueIdString(uint64_t id);
-// The inverse (either case); false unless text is exactly 16 hex digits.
-bool parseQueueId(std::string_view text, uint64_t& id);
+// The inverse (either case); nullopt unless text is exactly 16 hex digits.
+std::optional<uint64_t> parseQueueId(std::string_view text);
 
 }  // namespace postern

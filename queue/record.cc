@@ -134,18 +134,18 @@ std::string queueIdString(uint64_t id) {
   return buf;
 }
 
-bool parseQueueId(std::string_view text, uint64_t& id) {
-  if (text.size() != 16) return false;
-  id = 0;
+std::optional<uint64_t> parseQueueId(std::string_view text) {
+  if (text.size() != 16) return std::nullopt;
+  uint64_t id = 0;
   for (char c : text) {
     int v = c >= '0' && c <= '9'   ? c - '0'
             : c >= 'A' && c <= 'F' ? c - 'A' + 10
             : c >= 'a' && c <= 'f' ? c - 'a' + 10
                                    : -1;
-    if (v < 0) return false;
+    if (v < 0) return std::nullopt;
     id = id << 4 | static_cast<uint64_t>(v);
   }
-  return true;
+  return id;
 }
 
 namespace {
@@ -294,21 +294,23 @@ std::optional<DecodedRecord> decodeRecordV1(std::string_view data, bool envelope
   return rec;
 }
 
-bool decodeMessageHead(std::string_view head, uint64_t salt, uint64_t body_size, Envelope& env) {
+std::optional<Envelope> decodeMessageHead(std::string_view head, uint64_t salt,
+                                          uint64_t body_size) {
   // Format 2 by its magic and salted header CRC; otherwise it can only be format 1.
   size_t header = kV1HeaderSize;
   if (head.size() >= kRecordHeaderSize && getU32(head.data()) == kRecordMagic &&
       headerCrc(head.data(), salt) == getU32(head.data() + 13)) {
     header = kRecordHeaderSize;
-    if (getU32(head.data() + 4) != head.size() - header + body_size) return false;
+    if (getU32(head.data() + 4) != head.size() - header + body_size) return std::nullopt;
   } else if (head.size() < kV1HeaderSize || getU32(head.data()) != head.size() - header + body_size) {
-    return false;
+    return std::nullopt;
   }
-  if (static_cast<uint8_t>(head[8]) != static_cast<uint8_t>(RecordType::kMessage)) return false;
+  if (static_cast<uint8_t>(head[8]) != static_cast<uint8_t>(RecordType::kMessage)) {
+    return std::nullopt;
+  }
   auto rec = parsePayload(head[8], head.substr(header), true, body_size);
-  if (!rec || rec->body_offset + header != head.size()) return false;
-  env = std::move(rec->envelope);
-  return true;
+  if (!rec || rec->body_offset + header != head.size()) return std::nullopt;
+  return std::move(rec->envelope);
 }
 
 namespace {

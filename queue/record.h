@@ -91,8 +91,8 @@ size_t findNextRecord(std::string_view data, size_t from, uint64_t salt);
 std::optional<DecodedRecord> decodeRecordV1(std::string_view data, bool envelope = true);
 // Decodes a Message record's head (header and envelope, without the body) of either
 // format, as read back from a segment; a format 2 header's CRC is checked (the payload's
-// covers the body, not read here). False unless it is exactly a Message head for a body of
-// body_size octets.
-bool decodeMessageHead(std::string_view head, uint64_t salt, uint64_t body_size, Envelope& env);
+// covers the body, not read here). nullopt unless it is exactly a Message head for a body
+// of body_size octets.
+std::optional<Envelope> decodeMessageHead(std::string_view head, uint64_t salt, uint64_t body_size);
 
 }  // namespace postern

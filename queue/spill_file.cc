@@ -12,7 +12,7 @@
 
 namespace postern {
 
-std::unique_ptr<SpillFile> SpillFile::create(const std::string& dir, std::string& err) {
+Result<std::unique_ptr<SpillFile>> SpillFile::create(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
     // A file system without O_TMPFILE: a named file, unlinked before it is used.
@@ -20,10 +20,7 @@ std::unique_ptr<SpillFile> SpillFile::create(const std::string& dir, std::string
     fd = ::mkostemp(path.data(), O_CLOEXEC);
     if (fd >= 0) ::unlink(path.c_str());
   }
-  if (fd < 0) {
-    err = dir + ": " + std::strerror(errno);
-    return nullptr;
-  }
+  if (fd < 0) return fail(dir + ": " + std::strerror(errno));
   return std::unique_ptr<SpillFile>(new SpillFile(fd));
 }
 

@@ -18,13 +18,14 @@
 #include <string_view>
 
 #include "core/message_body.h"
+#include "core/result.h"
 
 namespace postern {
 
 class SpillFile {
  public:
-  // nullptr and err set when no file can be made in dir.
-  static std::unique_ptr<SpillFile> create(const std::string& dir, std::string& err);
+  // Fails when no file can be made in dir.
+  static Result<std::unique_ptr<SpillFile>> create(const std::string& dir);
   ~SpillFile();
   SpillFile(const SpillFile&) = delete;
   SpillFile& operator=(const SpillFile&) = delete;

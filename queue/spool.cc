@@ -74,9 +74,14 @@ bool preadAll(int fd, char* out, size_t size, uint64_t offset) {
 bool readEnvelopeAt(int fd, uint64_t id, const StoredRef& ref, uint64_t salt, Envelope& env) {
   if (ref.head_size == 0 || ref.head_size > ref.body_offset) return false;
   std::string head(ref.head_size, '\0');
-  return preadAll(fd, head.data(), head.size(), ref.body_offset - ref.head_size) &&
-         crc32c(0, head.data(), head.size()) == ref.head_crc &&
-         decodeMessageHead(head, salt, ref.body_size, env) && env.id == id;
+  if (!preadAll(fd, head.data(), head.size(), ref.body_offset - ref.head_size) ||
+      crc32c(0, head.data(), head.size()) != ref.head_crc) {
+    return false;
+  }
+  std::optional<Envelope> decoded = decodeMessageHead(head, salt, ref.body_size);
+  if (!decoded || decoded->id != id) return false;
+  env = std::move(*decoded);
+  return true;
 }
 
 
@@ -202,10 +207,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>& pending) {
-  std::error_code ec;
-  std::vector<uint32_t> ids = segmentIds(dir, ec);
-  if (ec) return dir + ": " + ec.message();
+Result<std::vector<SpooledMessage>> readSpoolOffline(const std::string& dir) {
+  Result<std::vector<uint32_t>> listed = segmentIds(dir);
+  if (!listed) return fail(listed.error());
+  const std::vector<uint32_t>& ids = *listed;
+  std::vector<SpooledMessage> pending;
   const uint64_t salt = readSpoolSalt(dir, ids).value_or(0);
   std::unordered_map<uint64_t, SpooledRef> messages;
   std::vector<uint64_t> order;
@@ -233,17 +239,17 @@ std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>
   for (auto& [id, fd] : fds) {
     if (fd >= 0) ::close(fd);
   }
-  return "";
+  return pending;
 }
 
-std::string Spool::openSegment(uint32_t id) {
+Status Spool::openSegment(uint32_t id) {
   int fd = ::open(segmentPath(id).c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
-  if (fd < 0) return segmentPath(id) + ": " + std::strerror(errno);
+  if (fd < 0) return fail(segmentPath(id) + ": " + std::strerror(errno));
   // The header goes to the page cache now and is made durable by the segment's first
   // group commit (fdatasync), before any record in it is acknowledged.
   const std::string header = encodeSegmentHeader(salt_);
   if (::write(fd, header.data(), header.size()) != static_cast<ssize_t>(header.size())) {
-    const std::string err = segmentPath(id) + ": " + std::strerror(errno ? errno : EIO);
+    Error err = fail(segmentPath(id) + ": " + std::strerror(errno ? errno : EIO));
     ::close(fd);
     ::unlink(segmentPath(id).c_str());
     return err;
@@ -251,23 +257,23 @@ std::string Spool::openSegment(uint32_t id) {
   segments_[id] = Segment{fd, header.size(), 0, salt_};
   active_ = id;
   dir_dirty_ = true;
-  return "";
+  return {};
 }
 
-std::string Spool::prepare(std::vector<uint32_t>& old_ids) {
-  if (std::string err = createDurableDirectories(dir_); !err.empty()) return err;
-  std::error_code ec;
+Result<std::vector<uint32_t>> Spool::prepare() {
+  if (Status made = createDurableDirectories(dir_); !made) return fail(made.error());
   dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd_ < 0) return dir_ + ": " + std::strerror(errno);
+  if (dir_fd_ < 0) return fail(dir_ + ": " + std::strerror(errno));
 
-  old_ids = segmentIds(dir_, ec);
-  if (ec) return dir_ + ": " + ec.message();
+  Result<std::vector<uint32_t>> listed = segmentIds(dir_);
+  if (!listed) return listed;
+  std::vector<uint32_t> old_ids = std::move(*listed);
   // The salt file first; a lost one is found again in a segment header, or made anew.
   const std::optional<uint64_t> from_file = readSpoolSalt(dir_, {});
   const std::optional<uint64_t> found = from_file ? from_file : readSpoolSalt(dir_, old_ids);
   salt_ = found ? *found : std::stoull(randomHex(8), nullptr, 16);
-  if (!from_file && !writeSpoolSalt(dir_, salt_)) {
-    return dir_ + "/salt: " + std::strerror(errno);
+  if (!from_file) {
+    if (Status written = writeSpoolSalt(dir_, salt_); !written) return fail(written.error());
   }
   // New ids must not meet old ones, and new mail is taken before the replay has seen them
   // all. An id is the clock in ms << 16 plus 256 per message (queue ids run ahead of the
@@ -282,7 +288,10 @@ std::string Spool::prepare(std::vector<uint32_t>& old_ids) {
     id_base_ = std::max(id_base_, (mtime_ms + 1000) << 16);
     old_bytes_ += static_cast<uint64_t>(st.st_size);
   }
-  return openSegment(old_ids.empty() ? 1 : old_ids.back() + 1);
+  if (Status opened = openSegment(old_ids.empty() ? 1 : old_ids.back() + 1); !opened) {
+    return fail(opened.error());
+  }
+  return old_ids;
 }
 
 Spool::Recovery Spool::replay(const std::vector<uint32_t>& ids) const {
@@ -355,21 +364,23 @@ void Spool::adopt(Recovery& r, std::vector<SpooledRef>& recovered) {
   recovered = std::move(r.recovered);
 }
 
-std::string Spool::open(std::vector<SpooledRef>& recovered) {
-  std::vector<uint32_t> ids;
-  if (std::string err = prepare(ids); !err.empty()) return err;
-  Recovery r = replay(ids);
+Result<std::vector<SpooledRef>> Spool::open() {
+  Result<std::vector<uint32_t>> ids = prepare();
+  if (!ids) return fail(ids.error());
+  Recovery r = replay(*ids);
   if (!r.error.empty()) {
     for (const auto& f : r.segments) ::close(f.fd);
-    return r.error;
+    return fail(r.error);
   }
+  std::vector<SpooledRef> recovered;
   adopt(r, recovered);
-  return "";
+  return recovered;
 }
 
-std::string Spool::openAsync(RecoveredCallback done) {
-  std::vector<uint32_t> ids;
-  if (std::string err = prepare(ids); !err.empty()) return err;
+Status Spool::openAsync(RecoveredCallback done) {
+  Result<std::vector<uint32_t>> prepared = prepare();
+  if (!prepared) return fail(prepared.error());
+  std::vector<uint32_t> ids = std::move(*prepared);
   replay_done_ = std::move(done);
   logEvent(spdlog::level::info, "spool_replay_started",
            {{"dir", dir_}, {"segments", uint64_t{ids.size()}}, {"bytes", old_bytes_}});
@@ -380,7 +391,7 @@ std::string Spool::openAsync(RecoveredCallback done) {
     replayed_ = std::make_unique<Recovery>(replay(ids));
     uv_async_send(&replay_async_);
   });
-  return "";
+  return {};
 }
 
 void Spool::onReplayDone(uv_async_t* h) {
@@ -401,7 +412,8 @@ bool Spool::quarantine(uint32_t id, std::string_view data, const DamagedRange& r
   // queue). A range quarantined at an earlier start is not copied again.
   const std::string qdir = dir_ + "/quarantine";
   const std::string path = qdir + "/" + quarantineFileName({id, range.offset, range.length});
-  std::string err = createDurableDirectories(qdir);
+  const Status made = createDurableDirectories(qdir);
+  std::string err = made ? "" : made.error();  // for the log line; "" while all goes well
   bool fresh = false;
   if (err.empty()) {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -498,13 +510,14 @@ bool Spool::readBody(const StoredRef& ref, std::string& out) const {
   return preadAll(it->second.fd, out.data(), out.size(), ref.body_offset);
 }
 
-std::optional<BodyFile> Spool::openBody(const StoredRef& ref) const {
+Result<BodyFile> Spool::openBody(const StoredRef& ref) const {
   auto it = segments_.find(ref.segment);
-  if (it == segments_.end() || ref.body_offset + ref.body_size > it->second.size) {
-    return std::nullopt;
+  if (it == segments_.end()) return fail("segment " + std::to_string(ref.segment) + " is gone");
+  if (ref.body_offset + ref.body_size > it->second.size) {
+    return fail("segment " + std::to_string(ref.segment) + " ends before the body does");
   }
   int fd = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) return std::nullopt;
+  if (fd < 0) return fail(std::string("dup: ") + std::strerror(errno));
   return BodyFile{fd, ref.body_offset, ref.body_size};
 }
 
@@ -549,11 +562,10 @@ void Spool::flush(bool probe) {
   Segment& active = segments_[active_];
   if (active.size >= segment_limit_) {
     uint32_t old = active_;
-    std::string err = openSegment(active_ + 1);
-    if (err.empty()) {
+    if (Status opened = openSegment(active_ + 1); opened) {
       maybeDelete(old);
     } else {
-      logEvent(spdlog::level::err, "spool_rotate_failed", {{"error", err}});
+      logEvent(spdlog::level::err, "spool_rotate_failed", {{"error", opened.error()}});
     }
   }
   auto* batch = new Batch;

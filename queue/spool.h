@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "core/metrics.h"
+#include "core/result.h"
 #include "queue/body_reader.h"
 #include "queue/envelope.h"
 #include "queue/io_thread.h"
@@ -94,16 +95,16 @@ class Spool {
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
 
-  // Creates the directory if needed and replays it. Returns "" or an error description.
-  // Every message with recipients still to deliver goes to recovered, oldest first.
-  std::string open(std::vector<SpooledRef>& recovered);
+  // Creates the directory if needed and replays it: every message with recipients still
+  // to deliver, oldest first.
+  Result<std::vector<SpooledRef>> open();
   // The same, but the segments already there are replayed on a thread of their own while
   // the loop runs (and the spool takes new messages, into a new segment): done(recovered)
   // comes on the loop once the replay is over (not if close() comes first). An error
   // opening the directory is returned; one reading an old segment is logged, and that
   // segment is left alone, neither replayed nor deleted.
   using RecoveredCallback = std::function<void(std::vector<SpooledRef> recovered)>;
-  std::string openAsync(RecoveredCallback done);
+  Status openAsync(RecoveredCallback done);
   bool replaying() const { return replay_thread_.joinable(); }
 
   uint64_t nextId();
@@ -120,9 +121,7 @@ class Spool {
   // (in pieces, never held whole in memory) and closed after the commit.
   void append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb);
   // A SpillFile in this spool's directory (same file system and quota as the segments).
-  std::unique_ptr<SpillFile> newSpill(std::string& err) const {
-    return SpillFile::create(dir_, err);
-  }
+  Result<std::unique_ptr<SpillFile>> newSpill() const { return SpillFile::create(dir_); }
 
   // The segment new messages go to; a message elsewhere keeps an older segment alive.
   uint32_t activeSegment() const { return active_; }
@@ -137,9 +136,9 @@ class Spool {
 
   bool readBody(const StoredRef& ref, std::string& out) const;
   // The file range of a committed message's body, to read in pieces (BodyReader), with a
-  // descriptor of its own so that the segment may be deleted meanwhile. nullopt if the
+  // descriptor of its own so that the segment may be deleted meanwhile. Fails if the
   // segment is not this spool's, is shorter than the body, or cannot be duplicated.
-  std::optional<BodyFile> openBody(const StoredRef& ref) const;
+  Result<BodyFile> openBody(const StoredRef& ref) const;
   // Reads back the envelope of message id at ref (its record's header is checked again:
   // the disk may have changed since). False if it cannot be read or is not that message.
   bool readEnvelope(uint64_t id, const StoredRef& ref, Envelope& out) const;
@@ -180,11 +179,11 @@ class Spool {
   struct Batch;
 
   std::string segmentPath(uint32_t id) const;
-  std::string openSegment(uint32_t id);
+  Status openSegment(uint32_t id);
   void maybeDelete(uint32_t id);
-  // Directory, salt, id base and a new active segment; the segments there before go to
-  // old_ids, to be replayed.
-  std::string prepare(std::vector<uint32_t>& old_ids);
+  // Directory, salt, id base and a new active segment; returns the segments there before,
+  // to be replayed.
+  Result<std::vector<uint32_t>> prepare();
   // Reads and replays the old segments (any thread: touches no member but const ones).
   Recovery replay(const std::vector<uint32_t>& ids) const;
   // Takes over what replay() found, on the loop.
@@ -244,6 +243,6 @@ class Spool {
 // Reads a spool directory (one worker's wN) without changing it, for queue tools that run
 // beside or instead of the relay: every message with recipients still to deliver, their
 // done flags set. Segments deleted meanwhile are skipped.
-std::string readSpoolOffline(const std::string& dir, std::vector<SpooledMessage>& pending);
+Result<std::vector<SpooledMessage>> readSpoolOffline(const std::string& dir);
 
 }  // namespace postern

@@ -21,8 +21,7 @@ namespace fs = std::filesystem;
 
 // One worker's directory; returns whether anything was damaged or quarantined.
 bool checkWorkerDir(const std::string& dir, std::string& out) {
-  std::error_code ec;
-  const std::vector<uint32_t> ids = segmentIds(dir, ec);
+  const std::vector<uint32_t> ids = segmentIds(dir).value_or({});
   const auto salt = readSpoolSalt(dir, ids);
   out += dir + ": " + std::to_string(ids.size()) + " segments" +
          (salt ? "" : ", no salt found (format 1 segments only)") + "\n";

@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -21,8 +23,7 @@ namespace fs = std::filesystem;
 fs::path segmentPath(const fs::path& dir, unsigned id) { return dir / segmentFileName(id); }
 
 std::vector<uint32_t> idsIn(const fs::path& dir) {
-  std::error_code ec;
-  return postern::segmentIds(dir.string(), ec);
+  return postern::segmentIds(dir.string()).value_or({});
 }
 
 bool syncDir(const fs::path& dir) {
@@ -35,11 +36,13 @@ bool syncDir(const fs::path& dir) {
 
 }  // namespace
 
-std::vector<uint32_t> segmentIds(const std::string& dir, std::error_code& ec) {
+Result<std::vector<uint32_t>> segmentIds(const std::string& dir) {
+  std::error_code ec;
   std::vector<uint32_t> ids;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (auto id = parseSegmentFileName(e.path().filename().string())) ids.push_back(*id);
   }
+  if (ec) return fail(dir + ": " + ec.message());
   std::sort(ids.begin(), ids.end());
   return ids;
 }
@@ -124,20 +127,24 @@ std::optional<uint64_t> readSpoolSalt(const std::string& dir, const std::vector<
   return std::nullopt;
 }
 
-bool writeSpoolSalt(const std::string& dir, uint64_t salt) {
+Status writeSpoolSalt(const std::string& dir, uint64_t salt) {
   char text[32];
   const int n =
       std::snprintf(text, sizeof text, "%016llx\n", static_cast<unsigned long long>(salt));
   const std::string tmp = dir + "/salt.tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) return false;
-  std::vector<iovec> iov{{text, static_cast<size_t>(n)}};
-  bool ok = writeAll(fd, iov) && ::fsync(fd) == 0;
-  ok = ::close(fd) == 0 && ok;
-  return ok && ::rename(tmp.c_str(), (dir + "/salt").c_str()) == 0;
+  bool ok = fd >= 0;
+  if (ok) {
+    std::vector<iovec> iov{{text, static_cast<size_t>(n)}};
+    ok = writeAll(fd, iov) && ::fsync(fd) == 0;
+    ok = ::close(fd) == 0 && ok;
+    ok = ok && ::rename(tmp.c_str(), (dir + "/salt").c_str()) == 0;
+  }
+  if (!ok) return fail(dir + "/salt: " + std::strerror(errno));
+  return {};
 }
 
-std::string createDurableDirectories(const std::string& dir) {
+Status createDurableDirectories(const std::string& dir) {
   std::error_code ec;
   std::vector<fs::path> missing;  // deepest first
   for (fs::path p = fs::absolute(dir, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
@@ -146,32 +153,32 @@ std::string createDurableDirectories(const std::string& dir) {
   }
   for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
     fs::create_directory(*it, ec);
-    if (ec) return it->string() + ": " + ec.message();
-    if (!syncDir(it->parent_path())) return it->parent_path().string() + ": fsync failed";
+    if (ec) return fail(it->string() + ": " + ec.message());
+    if (!syncDir(it->parent_path())) return fail(it->parent_path().string() + ": fsync failed");
   }
-  return "";
+  return {};
 }
 
-std::string mergeOrphanSpools(const std::string& spool_dir, unsigned workers) {
+Status mergeOrphanSpools(const std::string& spool_dir, unsigned workers) {
   std::error_code ec;
-  if (!fs::is_directory(spool_dir, ec)) return "";
+  if (!fs::is_directory(spool_dir, ec)) return {};
   for (const auto& e : fs::directory_iterator(spool_dir, ec)) {
     unsigned k = 0;
     char extra = 0;
     std::string name = e.path().filename().string();
     if (std::sscanf(name.c_str(), "w%u%c", &k, &extra) != 1 || k < workers) continue;
     fs::path target = fs::path(spool_dir) / ("w" + std::to_string(k % workers));
-    if (std::string err = createDurableDirectories(target); !err.empty()) return err;
+    if (Status made = createDurableDirectories(target); !made) return made;
     auto existing = idsIn(target);
     unsigned next = existing.empty() ? 1 : existing.back() + 1;
     for (unsigned id : idsIn(e.path())) {
       fs::rename(segmentPath(e.path(), id), segmentPath(target, next++), ec);
-      if (ec) return e.path().string() + ": " + ec.message();
+      if (ec) return fail(e.path().string() + ": " + ec.message());
     }
-    if (!syncDir(target) || !syncDir(e.path())) return target.string() + ": fsync failed";
+    if (!syncDir(target) || !syncDir(e.path())) return fail(target.string() + ": fsync failed");
     fs::remove(e.path(), ec);  // only if now empty; a leftover file keeps it
   }
-  return "";
+  return {};
 }
 
 }  // namespace postern

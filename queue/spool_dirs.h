@@ -15,16 +15,16 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
+
+#include "core/result.h"
 
 namespace postern {
 
-// Returns "" or the error.
-std::string mergeOrphanSpools(const std::string& spool_dir, unsigned workers);
+Status mergeOrphanSpools(const std::string& spool_dir, unsigned workers);
 
 // The ids of dir's segment files (seg-XXXXXXXX.log), in order.
-std::vector<uint32_t> segmentIds(const std::string& dir, std::error_code& ec);
+Result<std::vector<uint32_t>> segmentIds(const std::string& dir);
 // "seg-XXXXXXXX.log".
 std::string segmentFileName(uint32_t id);
 // The id of a name segmentFileName() makes (8 lowercase hex digits); nullopt otherwise.
@@ -48,11 +48,11 @@ std::optional<QuarantineName> parseQuarantineFileName(std::string_view name);
 // whose header is intact; nullopt if neither has one.
 std::optional<uint64_t> readSpoolSalt(const std::string& dir, const std::vector<uint32_t>& ids);
 // Writes dir/salt durably (a temporary file renamed over it).
-bool writeSpoolSalt(const std::string& dir, uint64_t salt);
+Status writeSpoolSalt(const std::string& dir, uint64_t salt);
 
 // Creates dir and whatever of its parents is missing, each made durable (its parent
 // directory fsynced), so a segment written into it cannot vanish with its directory
-// entry after a power loss. Returns "" or the error.
-std::string createDurableDirectories(const std::string& dir);
+// entry after a power loss.
+Status createDurableDirectories(const std::string& dir);
 
 }  // namespace postern

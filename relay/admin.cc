@@ -181,19 +181,19 @@ Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_ne
 
 Admin::~Admin() = default;
 
-std::string Admin::start() {
-  sockaddr_storage addr;
-  if (!parseHostPort(address_, addr)) return "admin.address \"" + address_ + "\" is not ip:port";
+Status Admin::start() {
+  const std::optional<sockaddr_storage> addr = parseHostPort(address_);
+  if (!addr) return fail("admin.address \"" + address_ + "\" is not ip:port");
   uv_async_init(loop_, &shared_->async, onAsync);
   shared_->async.data = this;
   uv_tcp_init(loop_, &listener_);
   listener_.data = this;
   listening_ = true;
-  int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&*addr), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 64, onConnection);
-  if (rc != 0) return "admin " + address_ + ": " + uv_strerror(rc);
+  if (rc != 0) return fail("admin " + address_ + ": " + uv_strerror(rc));
   logEvent(spdlog::level::info, "admin_listening", {{"address", address_}});
-  return "";
+  return {};
 }
 
 void Admin::close() {
@@ -344,8 +344,9 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
       action = rest.substr(slash + 1);
       rest.resize(slash);
     }
-    uint64_t id = 0;
-    if (!parseQueueId(rest, id)) return c->text(404, "no such queue id\n");
+    const std::optional<uint64_t> parsed = parseQueueId(rest);
+    if (!parsed) return c->text(404, "no such queue id\n");
+    const uint64_t id = *parsed;
     if (action.empty()) {
       if (!get) return c->text(405, "GET only\n");
       const std::string want = queueIdString(id);

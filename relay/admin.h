@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "core/network.h"
+#include "core/result.h"
 #include "relay/queue_view.h"
 
 namespace postern {
@@ -47,8 +48,8 @@ class Admin {
         std::string token, std::string spool_dir, std::vector<Worker*> workers,
         std::function<bool()> draining);
   ~Admin();
-  // Binds the address; "" or why not.
-  std::string start();
+  // Binds the address; fails with why not.
+  Status start();
   void close();
 
   // What one worker contributes to an answer.

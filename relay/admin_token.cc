@@ -33,32 +33,29 @@ std::string adminTokenPath(const Config& config) {
                                          : config.admin_token_file;
 }
 
-std::string readAdminToken(const std::string& path, std::string& err) {
+Result<std::string> readAdminToken(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    err = "cannot read the admin token " + path + ": " + std::strerror(errno);
-    return "";
+    return fail("cannot read the admin token " + path + ": " + std::strerror(errno));
   }
   std::ostringstream ss;
   ss << in.rdbuf();
   std::string token = trim(ss.str());
   if (token.size() < kMinToken || token.size() > kMaxToken) {
-    err = "the admin token in " + path + " must be 16 to 4096 characters";
-    return "";
+    return fail("the admin token in " + path + " must be 16 to 4096 characters");
   }
   for (char c : token) {
     if (c <= ' ' || c == 0x7f) {
-      err = "the admin token in " + path + " must be printable, without blanks";
-      return "";
+      return fail("the admin token in " + path + " must be printable, without blanks");
     }
   }
   return token;
 }
 
-std::string loadOrCreateAdminToken(const Config& config, std::string& err) {
+Result<std::string> loadOrCreateAdminToken(const Config& config) {
   const std::string path = adminTokenPath(config);
   if (!config.admin_token_file.empty() || ::access(path.c_str(), F_OK) == 0) {
-    return readAdminToken(path, err);
+    return readAdminToken(path);
   }
   std::error_code ec;
   std::filesystem::create_directories(config.spool_dir, ec);  // the spool may be new
@@ -74,9 +71,9 @@ std::string loadOrCreateAdminToken(const Config& config, std::string& err) {
     ok = ok && ::rename(tmp.c_str(), path.c_str()) == 0;
   }
   if (!ok) {
-    err = "cannot write the admin token " + path + ": " + std::strerror(errno);
+    Error err = fail("cannot write the admin token " + path + ": " + std::strerror(errno));
     ::unlink(tmp.c_str());
-    return "";
+    return err;
   }
   return token;
 }

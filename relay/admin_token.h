@@ -11,18 +11,18 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/result.h"
 
 namespace postern {
 
 // Where the token is for this configuration.
 std::string adminTokenPath(const Config& config);
 
-// The token in path; "" with why in err if it is missing, unreadable or too short.
-std::string readAdminToken(const std::string& path, std::string& err);
+// The token in path; fails if it is missing, unreadable or too short.
+Result<std::string> readAdminToken(const std::string& path);
 
-// For the relay at start: the token, made first if it is the generated kind and missing;
-// "" with why in err on failure.
-std::string loadOrCreateAdminToken(const Config& config, std::string& err);
+// For the relay at start: the token, made first if it is the generated kind and missing.
+Result<std::string> loadOrCreateAdminToken(const Config& config);
 
 // Constant-time comparison of a presented token with the expected one.
 bool adminTokenMatches(const std::string& expected, std::string_view presented);

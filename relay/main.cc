@@ -25,27 +25,38 @@ namespace {
 
 constexpr const char* kDefaultConfig = "/etc/postern/postern.toml";
 
-// Loads path and the files it names; false (with the reason on stderr) if either fails.
-bool loadAll(const std::string& path, postern::Config& config, postern::TlsContexts& tls) {
+struct Loaded {
+  postern::Config config;
+  postern::TlsContexts tls;
+};
+
+// Loads path and the files it names, or why the configuration is invalid.
+postern::Result<Loaded> loadAll(const std::string& path) {
+  Loaded out;
   try {
-    config = postern::loadConfig(path);
+    out.config = postern::loadConfig(path);
   } catch (const postern::ConfigError& e) {
-    std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
-    return false;
+    return postern::fail(e.what());
   }
   // The certificate, key and CA file must be readable too (by the user this runs as: run
   // check-config as the relay's user to check permissions).
-  if (std::string err = postern::loadReferencedFiles(config, tls); !err.empty()) {
-    std::fprintf(stderr, "postern: invalid configuration: %s: %s\n", path.c_str(), err.c_str());
-    return false;
-  }
-  return true;
+  postern::Result<postern::TlsContexts> files = postern::loadReferencedFiles(out.config);
+  if (!files) return postern::fail(path + ": " + files.error());
+  out.tls = std::move(*files);
+  return out;
+}
+
+// Says why on stderr; the exit status of an invalid configuration.
+int invalid(const std::string& why) {
+  std::fprintf(stderr, "postern: invalid configuration: %s\n", why.c_str());
+  return 2;
 }
 
 int runRelay(const std::string& config_path, const std::string& spool_dir) {
-  postern::Config config;
-  postern::TlsContexts tls;
-  if (!loadAll(config_path, config, tls)) return 2;
+  postern::Result<Loaded> loaded = loadAll(config_path);
+  if (!loaded) return invalid(loaded.error());
+  postern::Config& config = loaded->config;
+  postern::TlsContexts& tls = loaded->tls;
   if (!spool_dir.empty()) config.spool_dir = spool_dir;
   postern::initLogging(config.log_format, config.log_level);
   // A peer closing mid-write must not kill the process.
@@ -62,9 +73,7 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
 }
 
 int checkConfig(const std::string& path) {
-  postern::Config config;
-  postern::TlsContexts tls;
-  if (!loadAll(path, config, tls)) return 2;
+  if (postern::Result<Loaded> loaded = loadAll(path); !loaded) return invalid(loaded.error());
   std::printf("%s: ok\n", path.c_str());
   return 0;
 }
@@ -122,15 +131,15 @@ int main(int argc, char** argv) {
         postern::Config config = postern::loadConfig(config_path);
         if (!spool_dir.empty()) config.spool_dir = spool_dir;
         if (admin.empty()) qc.admin = config.admin_address;
-        std::string err;
-        qc.token = postern::readAdminToken(postern::adminTokenPath(config), err);
-        if (!err.empty()) {
-          std::fprintf(stderr, "postern: %s\n", err.c_str());
+        postern::Result<std::string> token =
+            postern::readAdminToken(postern::adminTokenPath(config));
+        if (!token) {
+          std::fprintf(stderr, "postern: %s\n", token.error().c_str());
           return 1;
         }
+        qc.token = std::move(*token);
       } catch (const postern::ConfigError& e) {
-        std::fprintf(stderr, "postern: invalid configuration: %s\n", e.what());
-        return 2;
+        return invalid(e.what());
       }
     }
     return postern::runQueueCommand(qc);

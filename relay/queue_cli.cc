@@ -10,40 +10,40 @@
 
 #include "core/clock.h"
 #include "core/network.h"
+#include "core/result.h"
 #include "relay/queue_view.h"
 
 namespace postern {
 namespace {
 
-// One HTTP/1.1 request with Connection: close; the status code, or -1 with why in body.
-int httpRequest(const std::string& address, const std::string& method, const std::string& target,
-                const std::string& token, std::string& body) {
-  sockaddr_storage addr;
-  if (!parseHostPort(address, addr)) {
-    body = "admin address \"" + address + "\" is not ip:port";
-    return -1;
-  }
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+};
+
+// One HTTP/1.1 request with Connection: close. An answer with any status is a success
+// here; a failure is not reaching the endpoint or not understanding it.
+Result<HttpAnswer> httpRequest(const std::string& address, const std::string& method,
+                               const std::string& target, const std::string& token) {
+  const std::optional<sockaddr_storage> parsed = parseHostPort(address);
+  if (!parsed) return fail("admin address \"" + address + "\" is not ip:port");
+  const sockaddr_storage& addr = *parsed;
   int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    body = "socket failed";
-    return -1;
-  }
+  if (fd < 0) return fail("socket failed");
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   socklen_t len = addr.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
     ::close(fd);
-    body = "cannot connect to the admin endpoint at " + address + " (is the relay running?)";
-    return -1;
+    return fail("cannot connect to the admin endpoint at " + address + " (is the relay running?)");
   }
   std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + address +
                     "\r\nAuthorization: Bearer " + token +
                     "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
-    body = "send failed";
-    return -1;
+    return fail("send failed");
   }
   std::string resp;
   char buf[16384];
@@ -52,11 +52,9 @@ int httpRequest(const std::string& address, const std::string& method, const std
   ::close(fd);
   size_t head_end = resp.find("\r\n\r\n");
   if (resp.compare(0, 9, "HTTP/1.1 ") != 0 || head_end == std::string::npos) {
-    body = "malformed answer from the admin endpoint";
-    return -1;
+    return fail("malformed answer from the admin endpoint");
   }
-  body = resp.substr(head_end + 4);
-  return std::atoi(resp.c_str() + 9);
+  return HttpAnswer{std::atoi(resp.c_str() + 9), resp.substr(head_end + 4)};
 }
 
 int offline(const QueueCommand& cmd) {
@@ -86,12 +84,12 @@ int offline(const QueueCommand& cmd) {
   std::sort(dirs.begin(), dirs.end());
   std::vector<QueueEntry> entries;
   for (const auto& d : dirs) {
-    std::vector<SpooledMessage> pending;
-    if (std::string err = readSpoolOffline(d, pending); !err.empty()) {
-      std::fprintf(stderr, "postern: %s\n", err.c_str());
+    Result<std::vector<SpooledMessage>> pending = readSpoolOffline(d);
+    if (!pending) {
+      std::fprintf(stderr, "postern: %s\n", pending.error().c_str());
       return 1;
     }
-    for (const auto& m : pending) entries.push_back(entryFromSpool(m));
+    for (const auto& m : *pending) entries.push_back(entryFromSpool(m));
   }
   std::sort(entries.begin(), entries.end(),
             [](auto& a, auto& b) { return a.received_ms < b.received_ms; });
@@ -150,12 +148,13 @@ int runQueueCommand(const QueueCommand& cmd) {
     std::fprintf(stderr, "postern: unknown queue action \"%s\"\n", cmd.action.c_str());
     return 2;
   }
-  std::string body;
-  int status = httpRequest(cmd.admin, method, target, cmd.token, body);
-  if (status < 0) {
-    std::fprintf(stderr, "postern: %s\n", body.c_str());
+  Result<HttpAnswer> answer = httpRequest(cmd.admin, method, target, cmd.token);
+  if (!answer) {
+    std::fprintf(stderr, "postern: %s\n", answer.error().c_str());
     return 1;
   }
+  const int status = answer->status;
+  const std::string& body = answer->body;
   if (status == 404 && method == "POST") {
     std::fprintf(stderr, "postern: nothing to %s for %s (unknown id, or being delivered now)\n",
                  cmd.action.c_str(), cmd.id.empty() ? "the queue" : cmd.id.c_str());

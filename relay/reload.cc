@@ -32,46 +32,53 @@ std::vector<std::string> keepFixedSettings(const Config& running, Config& next) 
   return changed;
 }
 
-std::string loadReferencedFiles(const Config& config, TlsContexts& tls) {
-  tls = {};
-  std::string err;
+Result<TlsContexts> loadReferencedFiles(const Config& config) {
+  TlsContexts tls;
   if (!config.tls.certificate.empty()) {
-    tls.server = TlsContext::create(config.tls.certificate, config.tls.private_key, err);
-    if (!tls.server) return "tls: " + err;
+    auto server = TlsContext::create(config.tls.certificate, config.tls.private_key);
+    if (!server) return fail("tls: " + server.error());
+    tls.server = std::move(*server);
   }
   const bool verify =
       std::any_of(config.routes.begin(), config.routes.end(),
                   [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
   if (verify) {
-    tls.verifying = TlsContext::createVerifyingClient(config.delivery.ca_file, err);
-    if (!tls.verifying) return "delivery.ca_file: " + err;
+    auto verifying = TlsContext::createVerifyingClient(config.delivery.ca_file);
+    if (!verifying) return fail("delivery.ca_file: " + verifying.error());
+    tls.verifying = std::move(*verifying);
   }
   // Read here too so that check-config and a reload catch a bad one (the admin endpoint
   // reads it at start only: admin is a restart setting).
-  if (!config.admin_token_file.empty() && readAdminToken(config.admin_token_file, err).empty()) {
-    return "admin.token_file: " + err;
+  if (!config.admin_token_file.empty()) {
+    if (auto token = readAdminToken(config.admin_token_file); !token) {
+      return fail("admin.token_file: " + token.error());
+    }
   }
-  return "";
+  return tls;
 }
 
-std::string prepareReload(const std::string& path, const std::string& spool_override,
-                          const Config& running, ReloadPlan& plan) {
+Result<ReloadPlan> prepareReload(const std::string& path, const std::string& spool_override,
+                                 const Config& running) {
   auto next = std::make_shared<Config>();
   try {
     *next = loadConfig(path);
   } catch (const ConfigError& e) {
-    return e.what();
+    return fail(e.what());
   }
   if (!spool_override.empty()) next->spool_dir = spool_override;
+  ReloadPlan plan;
   plan.restart_required = keepFixedSettings(running, *next);
   // Read buffers come from a per-worker pool sized at start-up for the longest line.
   if (Session::bufferSize(next->limits) > Session::bufferSize(running.limits)) {
-    return "limits.command_line / limits.data_line: longer lines than at start-up need a "
-           "restart (read buffers are sized when the workers start)";
+    return fail(
+        "limits.command_line / limits.data_line: longer lines than at start-up need a "
+        "restart (read buffers are sized when the workers start)");
   }
-  if (std::string err = loadReferencedFiles(*next, plan.tls); !err.empty()) return err;
+  Result<TlsContexts> tls = loadReferencedFiles(*next);
+  if (!tls) return fail(tls.error());
+  plan.tls = std::move(*tls);
   plan.config = std::move(next);
-  return "";
+  return plan;
 }
 
 }  // namespace postern

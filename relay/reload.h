@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/result.h"
 #include "core/tls.h"
 
 namespace postern {
@@ -32,20 +33,20 @@ struct ReloadPlan {
   std::vector<std::string> restart_required;  // changed keys that wait for a restart
 };
 
-// Reads the files a configuration names into tls: the STARTTLS certificate and key and,
-// if a route requires TLS, delivery.ca_file. Returns "" or what failed, naming the key.
-// check-config, start-up and reload all use it, so a bad file is an invalid
-// configuration (exit 2), not a failure later, and the workers get what it read.
-std::string loadReferencedFiles(const Config& config, TlsContexts& tls);
+// Reads the files a configuration names: the STARTTLS certificate and key and, if a route
+// requires TLS, delivery.ca_file; the error names the key. check-config, start-up and
+// reload all use it, so a bad file is an invalid configuration (exit 2), not a failure
+// later, and the workers get what it read.
+Result<TlsContexts> loadReferencedFiles(const Config& config);
 
 // Gives next the running values of every setting a reload cannot change, and returns the
 // keys whose values differed.
 std::vector<std::string> keepFixedSettings(const Config& running, Config& next);
 
 // Loads path (spool_override, when set, stands for server.spool_dir as on the command
-// line) and checks it against the running configuration. Returns "" and fills plan, or
-// why the reload is refused.
-std::string prepareReload(const std::string& path, const std::string& spool_override,
-                          const Config& running, ReloadPlan& plan);
+// line) and checks it against the running configuration: the plan, or why the reload is
+// refused.
+Result<ReloadPlan> prepareReload(const std::string& path, const std::string& spool_override,
+                                 const Config& running);
 
 }  // namespace postern

@@ -40,29 +40,32 @@ int Server::run() {
   uv_signal_init(&loop_, &sighup_);
   sighup_.data = this;
   uv_signal_start(&sighup_, onHangup, SIGHUP);
-  std::string err = mergeOrphanSpools(config_.spool_dir, config_.workers);
-  for (unsigned i = 0; i < config_.workers && err.empty(); ++i) {
+  Status started = mergeOrphanSpools(config_.spool_dir, config_.workers);
+  for (unsigned i = 0; i < config_.workers && started; ++i) {
     workers_.push_back(std::make_unique<Worker>(startup_, startup_tls_, i, limiter_, memory_));
   }
   // The admin endpoint listens before any SMTP listener, so whoever sees port 25 open
   // can also ask /readyz (which waits for the workers' loops to answer).
-  if (err.empty() && !config_.admin_address.empty()) {
+  if (started && !config_.admin_address.empty()) {
     std::vector<Worker*> workers;
     for (auto& w : workers_) workers.push_back(w.get());
-    std::string token = loadOrCreateAdminToken(config_, err);
-    if (err.empty()) {
+    Result<std::string> token = loadOrCreateAdminToken(config_);
+    if (!token) {
+      started = fail(token.error());
+    } else {
       admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, config_.admin_queue_networks,
-                                       std::move(token), config_.spool_dir, workers,
+                                       std::move(*token), config_.spool_dir, workers,
                                        [this] { return stopping_; });
-      err = admin_->start();
+      started = admin_->start();
     }
   }
-  for (size_t i = 0; i < workers_.size() && err.empty(); ++i) {
-    err = workers_[i]->start(!config_.accept_handoff);
-    if (!err.empty()) err = "worker " + std::to_string(i) + ": " + err;
+  for (size_t i = 0; i < workers_.size() && started; ++i) {
+    started = workers_[i]->start(!config_.accept_handoff);
+    if (!started) started = fail("worker " + std::to_string(i) + ": " + started.error());
   }
-  if (err.empty() && config_.accept_handoff) err = startAcceptors();
-  if (!err.empty()) {
+  if (started && config_.accept_handoff) started = startAcceptors();
+  if (!started) {
+    const std::string& err = started.error();
     logEvent(spdlog::level::err, "startup_failed", {{"error", err}});
     std::fprintf(stderr, "postern: %s\n", err.c_str());
     for (auto& w : workers_) w->abandon();
@@ -99,22 +102,21 @@ int Server::run() {
   return 0;
 }
 
-std::string Server::startAcceptors() {
+Status Server::startAcceptors() {
   for (const auto& l : config_.listeners) {
-    sockaddr_storage addr;
-    parseHostPort(l.address, addr);
-    std::string err;
-    int fd = openListenSocket(addr, false, err);
-    if (fd < 0) return "listen " + l.address + ": " + err;
+    // loadConfig has checked the address.
+    const sockaddr_storage addr = parseHostPort(l.address).value_or(sockaddr_storage{});
+    Result<int> fd = openListenSocket(addr, false);
+    if (!fd) return fail("listen " + l.address + ": " + fd.error());
     auto* a = new Acceptor{{}, this, &l};
     uv_tcp_init(&loop_, &a->tcp);
     a->tcp.data = a;
     acceptors_.push_back(a);
-    int rc = uv_tcp_open(&a->tcp, fd);
+    int rc = uv_tcp_open(&a->tcp, *fd);
     if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&a->tcp), 1024, onConnection);
-    if (rc != 0) return "listen " + l.address + ": " + uv_strerror(rc);
+    if (rc != 0) return fail("listen " + l.address + ": " + uv_strerror(rc));
   }
-  return "";
+  return {};
 }
 
 void Server::onConnection(uv_stream_t* stream, int status) {
@@ -167,13 +169,14 @@ void Server::reload() {
     logEvent(spdlog::level::warn, "reload_failed", {{"error", "shutting down"}});
     return;
   }
-  ReloadPlan plan;
-  if (std::string err = prepareReload(config_path_, spool_override_, *current_, plan);
-      !err.empty()) {
-    logEvent(spdlog::level::err, "reload_failed",
-             {{"config", config_path_}, {"error", err}, {"kept", "running configuration"}});
+  Result<ReloadPlan> prepared = prepareReload(config_path_, spool_override_, *current_);
+  if (!prepared) {
+    logEvent(
+        spdlog::level::err, "reload_failed",
+        {{"config", config_path_}, {"error", prepared.error()}, {"kept", "running configuration"}});
     return;
   }
+  const ReloadPlan plan = std::move(*prepared);
   std::string fixed;
   for (const auto& key : plan.restart_required) fixed += (fixed.empty() ? "" : ",") + key;
   if (!fixed.empty()) {

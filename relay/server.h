@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/result.h"
 #include "relay/admin.h"
 #include "relay/inbound/connection_limiter.h"
 #include "relay/worker.h"
@@ -41,7 +42,7 @@ class Server {
   int run();
 
  private:
-  std::string startAcceptors();
+  Status startAcceptors();
   void stop();
   void reload();
   static void onSignal(uv_signal_t* h, int signum);

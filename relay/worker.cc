@@ -45,13 +45,15 @@ Worker::~Worker() {
   uv_loop_close(&loop_);
 }
 
-std::string Worker::start(bool own_listeners) {
+Status Worker::start(bool own_listeners) {
   spool_ = std::make_unique<Spool>(&loop_, config_->spool_dir + "/w" + std::to_string(index_),
                                    index_, config_->segment_size);
   delivery_ = std::make_unique<Delivery>(&loop_, *spool_, config_, tls_.verifying, metrics_);
-  if (std::string err = delivery_->init(); !err.empty()) return err;
+  if (Status delivery = delivery_->init(); !delivery) return delivery;
   prober_ = std::make_unique<RecipientProber>(&loop_, config_);
-  if (std::string err = prober_->init(); !err.empty()) return "recipient probes: dns: " + err;
+  if (Status probes = prober_->init(); !probes) {
+    return fail("recipient probes: dns: " + probes.error());
+  }
 
   // The spool takes mail at once; what it held is replayed meanwhile, off the loop.
   auto recovered = [this](std::vector<SpooledRef> messages) {
@@ -61,27 +63,26 @@ std::string Worker::start(bool own_listeners) {
               {"messages", uint64_t{messages.size()}}});
     delivery_->recover(std::move(messages));
   };
-  if (std::string err = spool_->openAsync(recovered); !err.empty()) return "spool: " + err;
+  if (Status spool = spool_->openAsync(recovered); !spool) return fail("spool: " + spool.error());
 
-  if (!own_listeners) return "";
+  if (!own_listeners) return {};
 
   for (const auto& l : startup_->listeners) {
-    sockaddr_storage addr;
-    parseHostPort(l.address, addr);
-    std::string err;
-    int fd = openListenSocket(addr, true, err);
-    if (fd < 0) return "listen " + l.address + ": " + err;
+    // loadConfig has checked the address.
+    const sockaddr_storage addr = parseHostPort(l.address).value_or(sockaddr_storage{});
+    Result<int> fd = openListenSocket(addr, true);
+    if (!fd) return fail("listen " + l.address + ": " + fd.error());
     auto* listener = new Listener{{}, this, &l};
     uv_tcp_init(&loop_, &listener->tcp);
     listener->tcp.data = listener;
     listeners_.push_back(listener);
-    int rc = uv_tcp_open(&listener->tcp, fd);
+    int rc = uv_tcp_open(&listener->tcp, *fd);
     if (rc == 0) {
       rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener->tcp), 1024, onConnection);
     }
-    if (rc != 0) return "listen " + l.address + ": " + uv_strerror(rc);
+    if (rc != 0) return fail("listen " + l.address + ": " + uv_strerror(rc));
   }
-  return "";
+  return {};
 }
 
 void Worker::reload(std::shared_ptr<const Config> config, const TlsContexts& tls) {

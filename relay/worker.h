@@ -29,6 +29,7 @@
 #include "core/memory_budget.h"
 #include "core/metrics.h"
 #include "core/network.h"
+#include "core/result.h"
 #include "core/tls.h"
 #include "queue/spool.h"
 #include "relay/inbound/connection_limiter.h"
@@ -47,8 +48,8 @@ class Worker final : public SessionHost {
   Worker& operator=(const Worker&) = delete;
 
   // Opens the spool (recovering it) and, if own_listeners, binds the listeners with
-  // SO_REUSEPORT. Called before run(), on any thread. Returns "" or the error.
-  std::string start(bool own_listeners);
+  // SO_REUSEPORT. Called before run(), on any thread.
+  Status start(bool own_listeners);
   // Runs the loop on the calling thread until shutdown completes.
   void run();
   // For a worker that will not run (another failed to start): closes its handles.

@@ -8,24 +8,21 @@
 
 namespace postern {
 
-int openListenSocket(const sockaddr_storage& addr, bool reuseport, std::string& err) {
+Result<int> openListenSocket(const sockaddr_storage& addr, bool reuseport) {
   int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    err = std::strerror(errno);
-    return -1;
-  }
+  if (fd < 0) return fail(std::strerror(errno));
   int on = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
   if (reuseport && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
-    err = std::string("SO_REUSEPORT: ") + std::strerror(errno);
+    Error err = fail(std::string("SO_REUSEPORT: ") + std::strerror(errno));
     ::close(fd);
-    return -1;
+    return err;
   }
   socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-    err = std::strerror(errno);
+    Error err = fail(std::strerror(errno));
     ::close(fd);
-    return -1;
+    return err;
   }
   return fd;
 }

@@ -7,9 +7,11 @@
 
 #include <string>
 
+#include "core/result.h"
+
 namespace postern {
 
-// Returns a bound, non-blocking socket, or -1 with err set.
-int openListenSocket(const sockaddr_storage& addr, bool reuseport, std::string& err);
+// A bound, non-blocking socket.
+Result<int> openListenSocket(const sockaddr_storage& addr, bool reuseport);
 
 }  // namespace postern

@@ -140,7 +140,7 @@ RecipientProber::RecipientProber(uv_loop_t* loop, std::shared_ptr<const Config> 
 
 RecipientProber::~RecipientProber() = default;
 
-std::string RecipientProber::init() { return resolver_.init(); }
+Status RecipientProber::init() { return resolver_.init(); }
 
 void RecipientProber::reload(std::shared_ptr<const Config> config) {
   config_ = std::move(config);
@@ -175,7 +175,14 @@ void RecipientProber::start(const RecipientCheck& check, const std::string& mail
   const RouteConfig* route = router_.route(domain);
   std::string name = domain;
   uint16_t port = config_->delivery.smtp_port;
-  if (!route->isMx() && !splitHostPort(route->next_hop, name, port)) name = route->next_hop;
+  if (!route->isMx()) {
+    if (std::optional<HostPort> hp = splitHostPort(route->next_hop)) {
+      name = std::move(hp->host);
+      port = hp->port;
+    } else {
+      name = route->next_hop;
+    }
+  }
   Target target{key, mailbox, check.positive_ttl, check.negative_ttl};
   const uint64_t timeout_ms = static_cast<uint64_t>(check.probe_timeout * 1000);
   // Called only while the resolver is open (stop() cancels it), so this is alive.

@@ -25,6 +25,7 @@
 #include <unordered_map>
 
 #include "core/config.h"
+#include "core/result.h"
 #include "relay/routing/next_hop_guard.h"
 #include "relay/routing/resolver.h"
 #include "relay/routing/router.h"
@@ -45,7 +46,7 @@ class RecipientProber {
   RecipientProber(const RecipientProber&) = delete;
   RecipientProber& operator=(const RecipientProber&) = delete;
 
-  std::string init();  // "" or why DNS could not be set up
+  Status init();  // fails if DNS could not be set up
   void reload(std::shared_ptr<const Config> config);
   // Ends every probe and the resolver (the worker is stopping).
   void stop();

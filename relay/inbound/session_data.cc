@@ -69,10 +69,12 @@ void Session::spillIfLarge() {
                      (footprint >= kBodyChargeStep && host_.memory().exhausted());
   if (!spill || reader_.error() != DataError::kNone) return;
   if (!spill_ && !spill_failed_) {
-    std::string err;
-    spill_ = host_.spool().newSpill(err);
-    if (!spill_) {
-      logEvent(spdlog::level::err, "spill_failed", {{"client", client_text_}, {"error", err}});
+    Result<std::unique_ptr<SpillFile>> spill = host_.spool().newSpill();
+    if (spill) {
+      spill_ = std::move(*spill);
+    } else {
+      logEvent(spdlog::level::err, "spill_failed",
+               {{"client", client_text_}, {"error", spill.error()}});
       spill_failed_ = true;
     }
   }

@@ -55,12 +55,12 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
 
 Delivery::~Delivery() = default;
 
-std::string Delivery::init() {
-  if (std::string err = resolver_.init(); !err.empty()) return "dns: " + err;
-  std::string err;
-  tls_opportunistic_ = TlsContext::createUnverifiedClient(err);
-  if (!tls_opportunistic_) return "outbound tls: " + err;
-  return "";
+Status Delivery::init() {
+  if (Status dns = resolver_.init(); !dns) return fail("dns: " + dns.error());
+  Result<std::unique_ptr<TlsContext>> tls = TlsContext::createUnverifiedClient();
+  if (!tls) return fail("outbound tls: " + tls.error());
+  tls_opportunistic_ = std::move(*tls);
+  return {};
 }
 
 void Delivery::reload(std::shared_ptr<const Config> config,
@@ -127,7 +127,10 @@ Destination& Delivery::destinationFor(const std::string& recipient) {
     slot->port = config_->delivery.smtp_port;
     if (route->isMx()) {
       slot->name = domain;
-    } else if (!splitHostPort(route->next_hop, slot->name, slot->port)) {
+    } else if (std::optional<HostPort> hp = splitHostPort(route->next_hop)) {
+      slot->name = std::move(hp->host);
+      slot->port = hp->port;
+    } else {
       slot->name = route->next_hop;  // a host name without a port
     }
   }
@@ -275,15 +278,15 @@ std::unique_ptr<DeliveryJob> Delivery::unpark(ParkedJob p) {
   return job;
 }
 
-bool Delivery::peek(const ParkedJob& p, SpooledMessage& out) const {
-  if (p.whole) {
-    out = p.whole->message;
-    return true;
+Result<SpooledMessage> Delivery::peek(const ParkedJob& p) const {
+  if (p.whole) return p.whole->message;
+  SpooledMessage out;
+  if (!spool_.readEnvelope(p.message.id, p.message.ref, out.envelope)) {
+    return fail("the envelope of " + queueIdString(p.message.id) + " cannot be read back");
   }
-  if (!spool_.readEnvelope(p.message.id, p.message.ref, out.envelope)) return false;
   out.ref = p.message.ref;
   out.done = p.message.done.toVector(p.message.recipients);
-  return true;
+  return out;
 }
 
 void Delivery::pump(Destination& d) {

@@ -48,6 +48,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/result.h"
 #include "core/tls.h"
 #include "queue/bounce.h"
 #include "queue/queue_entry.h"
@@ -69,8 +70,8 @@ class Delivery final : public ClientOwner {
            std::shared_ptr<const TlsContext> verifying, WorkerMetrics& metrics);
   ~Delivery();
 
-  // Sets up DNS and TLS; returns "" or the reason it cannot run.
-  std::string init();
+  // Sets up DNS and TLS; fails with the reason it cannot run.
+  Status init();
 
   void enqueue(SpooledMessage message);
   // A message found by recovery: its envelope is read back from the spool.
@@ -119,8 +120,8 @@ class Delivery final : public ClientOwner {
   // The job again with its envelope; nullptr if that cannot be read back (logged; the
   // message stays in the spool, and the next start's recovery deals with it).
   std::unique_ptr<DeliveryJob> unpark(ParkedJob job);
-  // The message of a waiting job with its envelope, for queue listings; false as unpark.
-  bool peek(const ParkedJob& job, SpooledMessage& out) const;
+  // The message of a waiting job with its envelope, for queue listings; fails as unpark.
+  Result<SpooledMessage> peek(const ParkedJob& job) const;
   void pump(Destination& d);
   void resolve(Destination& d);
   void openClient(Destination& d);

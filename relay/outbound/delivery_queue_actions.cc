@@ -26,9 +26,9 @@ std::vector<QueueEntry> Delivery::queueEntries() const {
   };
   // A waiting job's envelope is read back from the spool (one small read each).
   auto addParked = [&](const ParkedJob& p, const std::string& state, const std::string& hop) {
-    SpooledMessage m;
-    if (!peek(p, m)) return false;
-    add(m, p.attempts, p.last_reply ? *p.last_reply : "", state, hop);
+    Result<SpooledMessage> m = peek(p);
+    if (!m) return false;  // unreadable: left out of the listing
+    add(*m, p.attempts, p.last_reply ? *p.last_reply : "", state, hop);
     return true;
   };
   forEachDestination([&](const Destination& d) {

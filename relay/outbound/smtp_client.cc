@@ -260,8 +260,8 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
   if (!eight_bit_mime_ && ref.body_size > 0) {
     // RFC 6152: 8-bit content only to a hop that announced 8BITMIME (we do not convert).
     // Known only by reading the body through, before MAIL commits us to sending it.
-    auto file = owner_.spool().openBody(ref);
-    if (!file) return refuse(451, "4.3.0 cannot read message body from the spool");
+    Result<BodyFile> file = owner_.spool().openBody(ref);
+    if (!file) return unreadable(file.error());
     state_ = State::kScan;
     armTimer(options_.command_timeout);
     body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this);
@@ -280,9 +280,7 @@ void SmtpClient::scanBody() {
         return refuse(554, "5.6.3 " + host() +
                                " does not support 8BITMIME and the message has 8-bit content");
       }
-      logEvent(spdlog::level::warn, "spool_unreadable",
-               {{"id", queueIdString(job_->message.envelope.id)}, {"error", body_->error()}});
-      return refuse(451, "4.3.0 cannot read message body from the spool");
+      return unreadable(body_->error());
     }
     if (body_->finished()) {
       body_.reset();
@@ -339,12 +337,7 @@ void SmtpClient::onBodyPiece(void* ctx) {
 void SmtpClient::sendBody() {
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   while (state_ == State::kBody && body_sending_ && !body_writing_) {
-    if (body_->failed()) {
-      logEvent(spdlog::level::warn, "spool_unreadable",
-               {{"id", queueIdString(job_->message.envelope.id)}, {"error", body_->error()}});
-      // Closing without the final dot: the next hop discards what it has.
-      return fail("cannot read message body from the spool");
-    }
+    if (body_->failed()) return unreadable(body_->error());
     views_.clear();
     bool last = true;  // an empty body has no piece, only the end
     piece_held_ = false;
@@ -395,6 +388,16 @@ void SmtpClient::onBodyWritten(void* ctx, int status) {
   c->sendBody();
 }
 
+void SmtpClient::unreadable(const std::string& why) {
+  logEvent(spdlog::level::warn, "spool_unreadable",
+           {{"id", queueIdString(job_->message.envelope.id)}, {"error", why}});
+  if (state_ == State::kBody) {
+    // Closing without the final dot: the next hop discards what it has.
+    return fail("cannot read message body from the spool");
+  }
+  refuse(451, "4.3.0 cannot read message body from the spool");  // before MAIL
+}
+
 void SmtpClient::refuse(int code, const std::string& text) {
   body_.reset();
   state_ = State::kIdle;
@@ -430,10 +433,10 @@ void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
     last_piece_sent_ = false;
     stuffer_ = DotStuffer();
     armTimer(options_.data_timeout);
-    std::optional<BodyFile> file = BodyFile{};  // empty
+    Result<BodyFile> file = BodyFile{};  // empty
     if (any_accepted) {
       file = owner_.spool().openBody(job_->message.ref);
-      if (!file) return fail("cannot read message body from the spool");
+      if (!file) return unreadable(file.error());
     }  // else the peer accepted DATA with no recipients: an empty message, its reply ignored
     body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this);
     body_->start(*file);

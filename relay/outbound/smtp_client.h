@@ -141,6 +141,9 @@ class SmtpClient {
   void finishAll(int code, const std::string& text);
   // The job cannot go over this connection (before MAIL): finishAll, and ready again.
   void refuse(int code, const std::string& text);
+  // The body cannot be read (spool_unreadable): refused before MAIL, the connection
+  // closed after 354; either way the message is retried.
+  void unreadable(const std::string& why);
   void becomeReady();
   // Through TLS once it is on; an empty data sends only the handshake's records.
   void send(std::string data);

@@ -19,11 +19,11 @@ NextHopGuard::NextHopGuard(const std::vector<ListenerConfig>& listeners,
                            const std::vector<IpAddress>& interfaces)
     : interfaces_(interfaces) {
   for (const auto& l : listeners) {
-    sockaddr_storage ss{};
-    if (!parseHostPort(l.address, ss)) continue;  // loadConfig has checked it
-    auto ip = IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&ss));
+    const std::optional<sockaddr_storage> ss = parseHostPort(l.address);
+    if (!ss) continue;  // loadConfig has checked it
+    auto ip = IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&*ss));
     if (!ip) continue;
-    listeners_.push_back({*ip, portOf(ss), ip->isUnspecified()});
+    listeners_.push_back({*ip, portOf(*ss), ip->isUnspecified()});
   }
 }
 

@@ -108,7 +108,7 @@ Resolver::~Resolver() {
   if (channel_ != nullptr) ares_destroy(channel_);
 }
 
-std::string Resolver::init() {
+Status Resolver::init() {
   std::call_once(g_ares_init, [] { ares_library_init(ARES_LIB_INIT_ALL); });
   ares_options opts{};
   opts.sock_state_cb = onSockState;
@@ -117,14 +117,14 @@ std::string Resolver::init() {
   opts.tries = 2;
   int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
   int rc = ares_init_options(&channel_, &opts, mask);
-  if (rc != ARES_SUCCESS) return std::string("c-ares: ") + ares_strerror(rc);
+  if (rc != ARES_SUCCESS) return fail(std::string("c-ares: ") + ares_strerror(rc));
   if (!config_.servers.empty()) {
     std::string csv;
     for (const auto& s : config_.servers) csv += (csv.empty() ? "" : ",") + s;
     rc = ares_set_servers_ports_csv(channel_, csv.c_str());
-    if (rc != ARES_SUCCESS) return "dns.servers \"" + csv + "\": " + ares_strerror(rc);
+    if (rc != ARES_SUCCESS) return fail("dns.servers \"" + csv + "\": " + ares_strerror(rc));
   }
-  return "";
+  return {};
 }
 
 void Resolver::query(const std::string& name, int type, AnswerCallback cb) {

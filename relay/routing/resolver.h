@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/result.h"
 
 namespace postern {
 
@@ -56,8 +57,8 @@ class Resolver {
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
-  // Returns "" or why c-ares could not be set up.
-  std::string init();
+  // Fails if c-ares could not be set up.
+  Status init();
   void resolveMx(const std::string& domain, uint16_t port, Callback cb);
   void resolveHost(const std::string& host, uint16_t port, Callback cb);
   // Cancels outstanding queries (their callbacks are not called) and closes the handles.

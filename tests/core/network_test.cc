@@ -44,17 +44,16 @@ TEST(Network, MappedV4ClientMatchesV4Network) {
 }
 
 TEST(Network, HostPort) {
-  sockaddr_storage ss;
-  EXPECT_TRUE(parseHostPort("127.0.0.1:2525", ss));
-  EXPECT_TRUE(parseHostPort("[::1]:25", ss));
-  EXPECT_FALSE(parseHostPort("127.0.0.1", ss));
-  EXPECT_FALSE(parseHostPort("127.0.0.1:99999", ss));
-  EXPECT_FALSE(parseHostPort("mail.example:25", ss));
-  std::string host;
-  uint16_t port;
-  EXPECT_TRUE(splitHostPort("mail.example:25", host, port));
-  EXPECT_EQ(host, "mail.example");
-  EXPECT_EQ(port, 25);
+  EXPECT_TRUE(parseHostPort("127.0.0.1:2525"));
+  EXPECT_TRUE(parseHostPort("[::1]:25"));
+  EXPECT_FALSE(parseHostPort("127.0.0.1"));
+  EXPECT_FALSE(parseHostPort("127.0.0.1:99999"));
+  EXPECT_FALSE(parseHostPort("mail.example:25"));
+  const std::optional<HostPort> hp = splitHostPort("mail.example:25");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "mail.example");
+  EXPECT_EQ(hp->port, 25);
+  EXPECT_FALSE(splitHostPort("[]:25"));
 }
 
 TEST(IpAddress, InternalAddresses) {

@@ -60,11 +60,12 @@ const TestCertificate& certificate() {
 class TlsStreamTest : public testing::Test {
  protected:
   void SetUp() override {
-    std::string err;
-    server_ctx_ = TlsContext::create(certificate().cert, certificate().key, err);
-    ASSERT_NE(server_ctx_, nullptr) << err;
-    client_ctx_ = TlsContext::createUnverifiedClient(err);
-    ASSERT_NE(client_ctx_, nullptr) << err;
+    auto server_ctx = TlsContext::create(certificate().cert, certificate().key);
+    ASSERT_TRUE(server_ctx) << server_ctx.error();
+    server_ctx_ = std::move(*server_ctx);
+    auto client_ctx = TlsContext::createUnverifiedClient();
+    ASSERT_TRUE(client_ctx) << client_ctx.error();
+    client_ctx_ = std::move(*client_ctx);
     server_ = std::make_unique<TlsStream>(*server_ctx_, TlsConnection::Side::kServer, 16384);
     client_ = std::make_unique<TlsStream>(*client_ctx_, TlsConnection::Side::kClient, 16384);
   }
@@ -238,9 +239,9 @@ TEST_F(TlsStreamTest, GarbageAfterTheHandshakeFailsTheRead) {
 }
 
 TEST_F(TlsStreamTest, VerifyingClientChecksTheName) {
-  std::string err;
-  auto verifying = TlsContext::createVerifyingClient(certificate().cert, err);
-  ASSERT_NE(verifying, nullptr) << err;
+  auto verifying_ctx = TlsContext::createVerifyingClient(certificate().cert);
+  ASSERT_TRUE(verifying_ctx) << verifying_ctx.error();
+  std::unique_ptr<TlsContext> verifying = std::move(*verifying_ctx);
   client_ = std::make_unique<TlsStream>(*verifying, TlsConnection::Side::kClient, 16384);
   client_->expectPeer("localhost", true);
   handshake();

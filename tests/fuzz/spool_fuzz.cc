@@ -66,10 +66,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint64_t end = m.ref.body_offset + m.ref.body_size;
     FUZZ_CHECK(end <= seg.size() && begin <= end);
     // What recovery found, its envelope can be read back (as delivery does).
-    Envelope env;
-    FUZZ_CHECK(decodeMessageHead(std::string_view(seg).substr(begin, m.ref.head_size), kSalt,
-                                 m.ref.body_size, env));
-    FUZZ_CHECK(env.id == id && env.recipients.size() == m.recipients);
+    const std::optional<Envelope> env = decodeMessageHead(
+        std::string_view(seg).substr(begin, m.ref.head_size), kSalt, m.ref.body_size);
+    FUZZ_CHECK(env);
+    FUZZ_CHECK(env->id == id && env->recipients.size() == m.recipients);
     for (const DamagedRange& d : r.damaged) {
       FUZZ_CHECK(end <= d.offset || begin >= d.offset + d.length);
     }

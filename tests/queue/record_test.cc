@@ -134,14 +134,11 @@ TEST(Record, SegmentHeader) {
 TEST(Record, QueueIdIsSixteenHexDigits) { EXPECT_EQ(queueIdString(0xABCull), "0000000000000ABC"); }
 
 TEST(Record, QueueIdParsesBack) {
-  uint64_t id = 0;
-  ASSERT_TRUE(parseQueueId(queueIdString(0x01A2020062A40101ull), id));
-  EXPECT_EQ(id, 0x01A2020062A40101ull);
-  ASSERT_TRUE(parseQueueId("00000000000abcdf", id));
-  EXPECT_EQ(id, 0xABCDFull);
-  EXPECT_FALSE(parseQueueId("0000000000000ABG", id));
-  EXPECT_FALSE(parseQueueId("ABC", id));
-  EXPECT_FALSE(parseQueueId("00000000000000ABC", id));
+  EXPECT_EQ(parseQueueId(queueIdString(0x01A2020062A40101ull)), 0x01A2020062A40101ull);
+  EXPECT_EQ(parseQueueId("00000000000abcdf"), 0xABCDFull);
+  EXPECT_FALSE(parseQueueId("0000000000000ABG"));
+  EXPECT_FALSE(parseQueueId("ABC"));
+  EXPECT_FALSE(parseQueueId("00000000000000ABC"));
 }
 
 }  // namespace

@@ -73,9 +73,9 @@ class SpoolDamageTest : public ::testing::Test {
   template <typename Fn>
   void run(Fn fn) {
     Spool spool(&loop_, dir_.string());
-    std::vector<SpooledRef> recovered;
-    ASSERT_EQ(spool.open(recovered), "");
-    fn(spool, recovered);
+    Result<std::vector<SpooledRef>> opened = spool.open();
+    ASSERT_TRUE(opened) << opened.error();
+    fn(spool, *opened);
     while (spool.busy()) uv_run(&loop_, UV_RUN_ONCE);
     spool.close();
     uv_run(&loop_, UV_RUN_DEFAULT);

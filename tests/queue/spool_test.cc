@@ -32,9 +32,9 @@ class SpoolTest : public ::testing::Test {
   template <typename Fn>
   void withSpool(Fn fn, size_t segment_limit = 64u << 20) {
     auto spool = std::make_unique<Spool>(&loop_, dir_.string(), 0, segment_limit);
-    std::vector<SpooledRef> recovered;
-    ASSERT_EQ(spool->open(recovered), "");
-    fn(*spool, recovered);
+    Result<std::vector<SpooledRef>> opened = spool->open();
+    ASSERT_TRUE(opened) << opened.error();
+    fn(*spool, *opened);
     while (spool->busy()) uv_run(&loop_, UV_RUN_ONCE);
     spool->close();
     uv_run(&loop_, UV_RUN_DEFAULT);
@@ -240,9 +240,9 @@ TEST_F(SpoolTest, SpilledBodiesShareABatchWithBodiesInMemory) {
   }
   std::vector<uint64_t> ids;
   withSpool([&](Spool& s, auto&) {
-    std::string err;
-    auto spill = s.newSpill(err);
-    ASSERT_TRUE(spill) << err;
+    auto made = s.newSpill();
+    ASSERT_TRUE(made) << made.error();
+    std::unique_ptr<SpillFile> spill = std::move(*made);
     for (size_t off = 0; off < big.size(); off += 100000) {
       ASSERT_TRUE(spill->append(std::string_view(big).substr(off, 100000)));
     }
@@ -279,8 +279,9 @@ TEST_F(SpoolTest, UnwritableSpoolDirectoryFailsToOpen) {
   fs::create_directories(dir_.parent_path());
   std::ofstream(dir_.string()) << "not a directory";
   Spool s(&loop_, dir_.string());
-  std::vector<SpooledRef> rec;
-  EXPECT_NE(s.open(rec), "");
+  Result<std::vector<SpooledRef>> opened = s.open();
+  ASSERT_FALSE(opened);
+  EXPECT_NE(opened.error(), "");
   s.close();
   uv_run(&loop_, UV_RUN_DEFAULT);
   fs::remove(dir_);

@@ -50,11 +50,16 @@ class PrepareReloadTest : public ::testing::Test {
     path_ = ::testing::TempDir() + "postern_reload_test_" + std::to_string(getpid()) + ".toml";
   }
   void TearDown() override { std::remove(path_.c_str()); }
-  std::string prepare(const std::string& extra, ReloadPlan& plan) {
+  Result<ReloadPlan> prepare(const std::string& extra) {
     std::ofstream(path_) << "[server]\nspool_dir = \"/spool/file\"\n[[listener]]\n"
                             "address = \"127.0.0.1:2525\"\n"
                          << extra;
-    return prepareReload(path_, "/spool/cli", running_, plan);
+    return prepareReload(path_, "/spool/cli", running_);
+  }
+  // Why prepare(extra) refused the file; "" if it did not.
+  std::string refusal(const std::string& extra) {
+    Result<ReloadPlan> plan = prepare(extra);
+    return plan ? "" : plan.error();
   }
   std::string path_;
   Config running_ = [] {
@@ -66,8 +71,9 @@ class PrepareReloadTest : public ::testing::Test {
 };
 
 TEST_F(PrepareReloadTest, AcceptsAGoodFileWithTheCommandLineSpoolDir) {
-  ReloadPlan plan;
-  ASSERT_EQ(prepare("[limits]\nrecipients = 3\n", plan), "");
+  Result<ReloadPlan> prepared = prepare("[limits]\nrecipients = 3\n");
+  ASSERT_TRUE(prepared) << prepared.error();
+  const ReloadPlan& plan = *prepared;
   ASSERT_TRUE(plan.config);
   EXPECT_EQ(plan.config->limits.recipients, 3u);
   EXPECT_EQ(plan.config->spool_dir, "/spool/cli");
@@ -77,21 +83,17 @@ TEST_F(PrepareReloadTest, AcceptsAGoodFileWithTheCommandLineSpoolDir) {
 }
 
 TEST_F(PrepareReloadTest, RefusesWhatCannotBeApplied) {
-  ReloadPlan plan;
-  EXPECT_NE(prepare("[limits]\nrecipents = 3\n", plan).find("recipents"), std::string::npos);
-  EXPECT_NE(prepare("[limits]\ncommand_line = 65536\n", plan).find("limits.command_line"),
+  EXPECT_NE(refusal("[limits]\nrecipents = 3\n").find("recipents"), std::string::npos);
+  EXPECT_NE(refusal("[limits]\ncommand_line = 65536\n").find("limits.command_line"),
             std::string::npos);
   EXPECT_NE(
-      prepare("[tls]\ncertificate = \"/nonexistent.pem\"\nprivate_key = \"/nonexistent.key\"\n",
-              plan)
+      refusal("[tls]\ncertificate = \"/nonexistent.pem\"\nprivate_key = \"/nonexistent.key\"\n")
           .find("tls:"),
       std::string::npos);
-  EXPECT_NE(prepare("[delivery]\nca_file = \"/nonexistent.pem\"\n[[route]]\ndomain = \"*\"\n"
-                    "next_hop = \"127.0.0.1:25\"\ntls = \"required\"\n",
-                    plan)
+  EXPECT_NE(refusal("[delivery]\nca_file = \"/nonexistent.pem\"\n[[route]]\ndomain = \"*\"\n"
+                    "next_hop = \"127.0.0.1:25\"\ntls = \"required\"\n")
                 .find("delivery.ca_file"),
             std::string::npos);
-  EXPECT_FALSE(plan.config);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@ namespace {
 HopAddress hop(const std::string& host, const std::string& ip_port) {
   HopAddress h;
   h.host = host;
-  EXPECT_TRUE(parseHostPort(ip_port, h.addr)) << ip_port;
+  const std::optional<sockaddr_storage> addr = parseHostPort(ip_port);
+  EXPECT_TRUE(addr) << ip_port;
+  if (addr) h.addr = *addr;
   return h;
 }
 
