@@ -432,14 +432,12 @@ void LoadClient::flush() {
   // A failed queued write also shows up on the read side (reset or EOF), which handles it.
   // With TLS, plaintext waits for the end of the handshake; the handshake's records do not.
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  int r =
+  Result<Sent> sent =
       tls_ ? tls_->write(stream, out_, nullptr, nullptr) : writeOut(stream, out_, nullptr, nullptr);
-  if (r == UV_EPROTO && tls_) {
-    out_.clear();
-    fail("TLS write: " + tls_->error());
-    return;
+  if (!sent) {
+    out_.clear();  // a failed TLS write leaves its plaintext
+    fail("write: " + sent.error());
   }
-  if (r < 0) fail(std::string("write: ") + uv_strerror(r));
 }
 
 void LoadClient::fail(std::string_view what) {

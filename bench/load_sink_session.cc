@@ -183,11 +183,12 @@ void SinkSession::resetTransaction() {
 void SinkSession::flush() {
   if (out_.empty()) return;
   bool last = finish_run_ || state_ == State::kQuit;
-  int r = writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), out_, last ? onWritten : nullptr, this);
-  if (r < 0) {
+  Result<Sent> sent =
+      writeOut(reinterpret_cast<uv_stream_t*>(&tcp_), out_, last ? onWritten : nullptr, this);
+  if (!sent) {
     close();
     if (finish_run_) sink_.finish();
-  } else if (r == 1 && last) {
+  } else if (*sent == Sent::kAll && last) {
     afterLastWrite();
   }
 }

@@ -32,17 +32,17 @@ void onViewsWritten(uv_write_t* req, int status) {
 
 }  // namespace
 
-int writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx) {
-  if (out.empty()) return 1;
+Result<Sent> writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx) {
+  if (out.empty()) return Sent::kAll;
   uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
   int n = uv_try_write(stream, &buf, 1);
   if (n == static_cast<int>(out.size())) {
     out.clear();
-    return 1;
+    return Sent::kAll;
   }
   if (n < 0 && n != UV_EAGAIN) {
     out.clear();
-    return n;
+    return fail(uv_strerror(n));
   }
   auto* w = new WriteReq{{}, {}, done, ctx};
   w->req.data = w;
@@ -56,12 +56,12 @@ int writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx) {
   int r = uv_write(&w->req, stream, &buf, 1, onWrite);
   if (r < 0) {
     delete w;
-    return r;
+    return fail(uv_strerror(r));
   }
-  return 0;
+  return Sent::kQueued;
 }
 
-int writeViews(uv_stream_t* stream, std::span<const std::string_view> views, WriteDone done,
+Result<Sent> writeViews(uv_stream_t* stream, std::span<const std::string_view> views, WriteDone done,
                void* ctx) {
   std::vector<uv_buf_t> bufs;
   bufs.reserve(views.size());
@@ -71,10 +71,10 @@ int writeViews(uv_stream_t* stream, std::span<const std::string_view> views, Wri
     bufs.push_back(uv_buf_init(const_cast<char*>(v.data()), static_cast<unsigned>(v.size())));
     total += v.size();
   }
-  if (total == 0) return 1;
+  if (total == 0) return Sent::kAll;
   int n = uv_try_write(stream, bufs.data(), static_cast<unsigned>(bufs.size()));
-  if (n == static_cast<int>(total)) return 1;
-  if (n < 0 && n != UV_EAGAIN) return n;
+  if (n == static_cast<int>(total)) return Sent::kAll;
+  if (n < 0 && n != UV_EAGAIN) return fail(uv_strerror(n));
   // Skip what the kernel took; libuv copies the uv_buf_t array, not the bytes.
   size_t taken = n > 0 ? static_cast<size_t>(n) : 0;
   size_t first = 0;
@@ -87,9 +87,9 @@ int writeViews(uv_stream_t* stream, std::span<const std::string_view> views, Wri
                    static_cast<unsigned>(bufs.size() - first), onViewsWritten);
   if (r < 0) {
     delete w;
-    return r;
+    return fail(uv_strerror(r));
   }
-  return 0;
+  return Sent::kQueued;
 }
 
 }  // namespace postern

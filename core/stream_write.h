@@ -13,21 +13,25 @@
 #include <string>
 #include <string_view>
 
+#include "core/result.h"
+
 namespace postern {
 
 // Called once a queued write finished (status 0) or failed/was cancelled (status < 0).
 using WriteDone = void (*)(void* ctx, int status);
 
-// Sends out and clears it. Returns 1 if every byte was handed to the kernel at once (done is
-// not called), 0 if the rest was queued (done, when not null, is called later), or a
-// negative libuv error if the stream refused the write (done is not called).
-int writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx);
+// What a write did: every byte went to the kernel at once (done is not called), or the
+// rest was queued (done, when not null, is called later). A failure (the stream refused
+// the write; done is not called) says why in libuv's words.
+enum class Sent { kAll, kQueued };
+
+// Sends out and clears it.
+Result<Sent> writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx);
 
 // Sends views, in order, without copying them (writev): for data that already lies in
 // buffers of its own, such as a message body's pieces. The caller keeps every view's
-// memory until done is called. Returns as writeOut does: 1 all taken at once (done is not
-// called), 0 the rest queued (done is called later), or a negative libuv error.
-int writeViews(uv_stream_t* stream, std::span<const std::string_view> views, WriteDone done,
+// memory until done is called. Returns as writeOut does.
+Result<Sent> writeViews(uv_stream_t* stream, std::span<const std::string_view> views, WriteDone done,
                void* ctx);
 
 }  // namespace postern

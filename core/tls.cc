@@ -93,27 +93,27 @@ void TlsConnection::feedCipher(const char* data, size_t len) {
   BIO_write(in_, data, static_cast<int>(len));
 }
 
-int TlsConnection::handshake() {
+Result<bool> TlsConnection::handshake() {
   int rc = SSL_do_handshake(ssl_);
   if (rc == 1) {
     established_ = true;
-    return 1;
+    return true;
   }
   int e = SSL_get_error(ssl_, rc);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return false;
   error_ = lastError();
   long verify = SSL_get_verify_result(ssl_);
   if (verify != X509_V_OK) error_ += std::string(": ") + X509_verify_cert_error_string(verify);
-  return -1;
+  return fail(error_);
 }
 
-int TlsConnection::readPlain(char* dst, size_t cap) {
+Result<size_t> TlsConnection::readPlain(char* dst, size_t cap) {
   int n = SSL_read(ssl_, dst, static_cast<int>(cap));
-  if (n > 0) return n;
+  if (n > 0) return static_cast<size_t>(n);
   int e = SSL_get_error(ssl_, n);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return size_t{0};
   error_ = e == SSL_ERROR_ZERO_RETURN ? "closed by peer" : lastError();
-  return -1;
+  return fail(error_);
 }
 
 bool TlsConnection::writePlain(std::string_view plain) {

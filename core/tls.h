@@ -62,11 +62,12 @@ class TlsConnection {
   void expectPeer(const std::string& host, bool verify);
 
   void feedCipher(const char* data, size_t len);
-  // 1: handshake complete; 0: needs more input; -1: failed (see error()).
-  int handshake();
+  // true: the handshake is complete; false: it needs more input.
+  Result<bool> handshake();
   bool established() const { return established_; }
-  // Decrypted bytes into dst; 0 when none is available now; -1 on error or close_notify.
-  int readPlain(char* dst, size_t cap);
+  // Decrypted octets into dst: how many (0 when none is available now). Fails on a bad
+  // record or the peer's close_notify ("closed by peer").
+  Result<size_t> readPlain(char* dst, size_t cap);
   bool writePlain(std::string_view plain);
   // Queues a close_notify alert (the peer's readPlain then fails with "closed by peer").
   void shutdown();

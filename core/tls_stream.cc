@@ -13,23 +13,18 @@ uv_buf_t TlsStream::readBuffer() {
 
 TlsStream::Handshake TlsStream::handshake() {
   if (tls_.established()) return Handshake::kDone;
-  switch (tls_.handshake()) {
-    case 1:
-      return Handshake::kDone;
-    case 0:
-      return Handshake::kPending;
-    default:
-      return Handshake::kFailed;
-  }
+  Result<bool> done = tls_.handshake();
+  if (!done) return Handshake::kFailed;  // error() says why
+  return *done ? Handshake::kDone : Handshake::kPending;
 }
 
 TlsStream::Read TlsStream::read(InputBuffer& in) {
   std::span<char> free = in.writable();
   if (free.empty()) return Read::kFull;
-  int n = tls_.readPlain(free.data(), free.size());
-  if (n < 0) return Read::kFailed;
-  if (n == 0) return Read::kNone;
-  in.commit(static_cast<size_t>(n));
+  Result<size_t> n = tls_.readPlain(free.data(), free.size());
+  if (!n) return Read::kFailed;  // error() says why
+  if (*n == 0) return Read::kNone;
+  in.commit(*n);
   return Read::kData;
 }
 
@@ -42,20 +37,21 @@ bool TlsStream::seal(std::string& plain, std::string& wire) {
   return true;
 }
 
-int TlsStream::write(uv_stream_t* socket, std::string& plain, WriteDone done, void* ctx) {
+Result<Sent> TlsStream::write(uv_stream_t* socket, std::string& plain, WriteDone done,
+                              void* ctx) {
   std::string wire;
-  if (!seal(plain, wire)) return UV_EPROTO;
+  if (!seal(plain, wire)) return fail("TLS: " + error());
   return writeOut(socket, wire, done, ctx);
 }
 
-int TlsStream::write(uv_stream_t* socket, std::span<const std::string_view> plain,
-                     WriteDone done, void* ctx) {
+Result<Sent> TlsStream::write(uv_stream_t* socket, std::span<const std::string_view> plain,
+                              WriteDone done, void* ctx) {
   POSTERN_ASSERT(tls_.established());  // else seal() would keep, and this drop, the data
   gather_.clear();
   for (std::string_view v : plain) gather_.append(v);
-  int rc = write(socket, gather_, done, ctx);
+  Result<Sent> sent = write(socket, gather_, done, ctx);
   gather_.clear();
-  return rc;
+  return sent;
 }
 
 }  // namespace postern

@@ -62,13 +62,13 @@ class TlsStream {
   // handshake completes plain is left as it is, to go once it has (nothing leaves in the
   // clear after STARTTLS). False on an encryption error (see error()).
   bool seal(std::string& plain, std::string& wire);
-  // seal(), then writes the records to socket: writeOut's result (1 all sent, 0 queued and
-  // done called later, negative libuv error), or UV_EPROTO if encryption failed.
-  int write(uv_stream_t* socket, std::string& plain, WriteDone done, void* ctx);
+  // seal(), then writes the records to socket: writeOut's result, or "TLS: why" if
+  // encryption failed.
+  Result<Sent> write(uv_stream_t* socket, std::string& plain, WriteDone done, void* ctx);
   // The same for plaintext in views (a body's pieces): gathered into one buffer first, so
   // that small views (a stuffed dot) do not each become a TLS record of their own.
-  int write(uv_stream_t* socket, std::span<const std::string_view> plain, WriteDone done,
-            void* ctx);
+  Result<Sent> write(uv_stream_t* socket, std::span<const std::string_view> plain,
+                     WriteDone done, void* ctx);
 
   // Queues a close_notify alert for the next write() or seal(). No connection sends one
   // today (SMTP ends with QUIT and the TCP close); the tests use it to check the peer's side.

@@ -503,11 +503,14 @@ void Spool::release(const StoredRef& ref) {
   maybeDelete(ref.segment);
 }
 
-bool Spool::readBody(const StoredRef& ref, std::string& out) const {
+Result<std::string> Spool::readBody(const StoredRef& ref) const {
   auto it = segments_.find(ref.segment);
-  if (it == segments_.end()) return false;
-  out.resize(ref.body_size);
-  return preadAll(it->second.fd, out.data(), out.size(), ref.body_offset);
+  if (it == segments_.end()) return fail("segment " + std::to_string(ref.segment) + " is gone");
+  std::string out(ref.body_size, '\0');
+  if (!preadAll(it->second.fd, out.data(), out.size(), ref.body_offset)) {
+    return fail("segment " + std::to_string(ref.segment) + ": the body cannot be read");
+  }
+  return out;
 }
 
 Result<BodyFile> Spool::openBody(const StoredRef& ref) const {
@@ -521,9 +524,15 @@ Result<BodyFile> Spool::openBody(const StoredRef& ref) const {
   return BodyFile{fd, ref.body_offset, ref.body_size};
 }
 
-bool Spool::readEnvelope(uint64_t id, const StoredRef& ref, Envelope& out) const {
+Result<Envelope> Spool::readEnvelope(uint64_t id, const StoredRef& ref) const {
   auto it = segments_.find(ref.segment);
-  return it != segments_.end() && readEnvelopeAt(it->second.fd, id, ref, it->second.salt, out);
+  if (it == segments_.end()) return fail("segment " + std::to_string(ref.segment) + " is gone");
+  Envelope out;
+  if (!readEnvelopeAt(it->second.fd, id, ref, it->second.salt, out)) {
+    return fail("segment " + std::to_string(ref.segment) +
+                ": the record's head cannot be read back as written");
+  }
+  return out;
 }
 
 void Spool::scheduleFlush() {

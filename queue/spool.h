@@ -134,14 +134,14 @@ class Spool {
   // Every recipient of the message at ref is done: its segment may be freed.
   void release(const StoredRef& ref);
 
-  bool readBody(const StoredRef& ref, std::string& out) const;
+  Result<std::string> readBody(const StoredRef& ref) const;
   // The file range of a committed message's body, to read in pieces (BodyReader), with a
   // descriptor of its own so that the segment may be deleted meanwhile. Fails if the
   // segment is not this spool's, is shorter than the body, or cannot be duplicated.
   Result<BodyFile> openBody(const StoredRef& ref) const;
   // Reads back the envelope of message id at ref (its record's header is checked again:
   // the disk may have changed since). False if it cannot be read or is not that message.
-  bool readEnvelope(uint64_t id, const StoredRef& ref, Envelope& out) const;
+  Result<Envelope> readEnvelope(uint64_t id, const StoredRef& ref) const;
 
   // Flushes nothing further and closes the loop handles (for shutdown).
   void close();

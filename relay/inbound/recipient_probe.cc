@@ -35,7 +35,7 @@ struct RecipientProber::Probe {
 
   void send(const std::string& line) {
     std::string out = line + "\r\n";
-    if (writeOut(reinterpret_cast<uv_stream_t*>(&tcp), out, nullptr, nullptr) < 0) {
+    if (!writeOut(reinterpret_cast<uv_stream_t*>(&tcp), out, nullptr, nullptr)) {
       fail("write failed");
     }
   }

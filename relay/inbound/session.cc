@@ -333,9 +333,9 @@ void Session::closeAfterFlush() {
 
 void Session::sendCipher() {
   std::string none;  // only the handshake's records
-  int rc = tls_->write(reinterpret_cast<uv_stream_t*>(&tcp_), none, onWriteDone, this);
-  if (rc < 0) return close();
-  if (rc == 0) {
+  Result<Sent> sent = tls_->write(reinterpret_cast<uv_stream_t*>(&tcp_), none, onWriteDone, this);
+  if (!sent) return close();
+  if (*sent == Sent::kQueued) {
     ++refs_;
     ++writes_pending_;
     checkWriteBackpressure();
@@ -347,10 +347,10 @@ void Session::flushOutput() {
   // With TLS a reply made during the handshake (a timeout's 421) is held until it ends, and
   // is lost if the session closes first: after STARTTLS nothing goes out in the clear.
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  int rc = tls_ ? tls_->write(stream, out_, onWriteDone, this)
-                : writeOut(stream, out_, onWriteDone, this);
-  if (rc < 0) return close();
-  if (rc == 0) {
+  Result<Sent> sent = tls_ ? tls_->write(stream, out_, onWriteDone, this)
+                           : writeOut(stream, out_, onWriteDone, this);
+  if (!sent) return close();
+  if (*sent == Sent::kQueued) {
     ++refs_;  // the queued write refers to this session
     ++writes_pending_;
     checkWriteBackpressure();

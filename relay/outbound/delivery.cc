@@ -265,11 +265,15 @@ std::unique_ptr<DeliveryJob> Delivery::unpark(ParkedJob p) {
     return std::move(p.whole);
   }
   auto job = std::make_unique<DeliveryJob>();
-  if (!spool_.readEnvelope(p.message.id, p.message.ref, job->message.envelope)) {
+  Result<Envelope> envelope = spool_.readEnvelope(p.message.id, p.message.ref);
+  if (!envelope) {
     logEvent(spdlog::level::err, "spool_unreadable",
-             {{"id", queueIdString(p.message.id)}, {"segment", uint64_t{p.message.ref.segment}}});
+             {{"id", queueIdString(p.message.id)},
+              {"segment", uint64_t{p.message.ref.segment}},
+              {"error", envelope.error()}});
     return nullptr;  // its segment is kept (still live): the next start's recovery decides
   }
+  job->message.envelope = std::move(*envelope);
   job->message.ref = p.message.ref;
   job->message.done = p.message.done.toVector(p.message.recipients);
   job->attempts = p.attempts;
@@ -281,9 +285,12 @@ std::unique_ptr<DeliveryJob> Delivery::unpark(ParkedJob p) {
 Result<SpooledMessage> Delivery::peek(const ParkedJob& p) const {
   if (p.whole) return p.whole->message;
   SpooledMessage out;
-  if (!spool_.readEnvelope(p.message.id, p.message.ref, out.envelope)) {
-    return fail("the envelope of " + queueIdString(p.message.id) + " cannot be read back");
+  Result<Envelope> envelope = spool_.readEnvelope(p.message.id, p.message.ref);
+  if (!envelope) {
+    return fail("the envelope of " + queueIdString(p.message.id) + " cannot be read back: " +
+                envelope.error());
   }
+  out.envelope = std::move(*envelope);
   out.ref = p.message.ref;
   out.done = p.message.done.toVector(p.message.recipients);
   return out;

@@ -44,17 +44,17 @@ void DeliveryNotices::bounce(DeliveryJob& job, std::vector<FailedRecipient> fail
 std::optional<std::vector<std::string>> DeliveryNotices::composeNotice(
     const DeliveryJob& job, std::vector<FailedRecipient> rcpts, DsnAction action) {
   const Envelope& env = job.message.envelope;
-  std::string original;
-  if (!spool_.readBody(job.message.ref, original)) {
+  Result<std::string> original = spool_.readBody(job.message.ref);
+  if (!original) {
     logEvent(spdlog::level::err, "bounce_failed",
-             {{"id", queueIdString(env.id)}, {"error", "cannot read body"}});
+             {{"id", queueIdString(env.id)}, {"error", "cannot read body: " + original.error()}});
     return std::nullopt;
   }
   BounceInput in;
   in.reporting_mta = config_->hostname;
   in.original = &env;
   in.failed = std::move(rcpts);
-  in.original_message = original;
+  in.original_message = *original;
   in.size_limit = config_->delivery.bounce_size_limit;
   in.now_ms = unixMillis();
   in.action = action;

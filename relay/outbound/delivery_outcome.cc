@@ -104,8 +104,9 @@ void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
     return;
   }
   const StoredRef old_ref = job->message.ref;
-  std::string body;
-  if (stopping_ || old_ref.segment == spool_.activeSegment() || !spool_.readBody(old_ref, body)) {
+  const bool rewrite = !stopping_ && old_ref.segment != spool_.activeSegment();
+  Result<std::string> body = rewrite ? spool_.readBody(old_ref) : fail("not rewritten");
+  if (!body) {
     scheduler_.defer(park(std::move(job), false), uv_now(loop_));
     armTimer();
     return;
@@ -127,7 +128,7 @@ void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
   }
   auto held = std::make_shared<std::unique_ptr<DeliveryJob>>(std::move(job));
   spool_.append(
-      fresh, std::move(body),
+      fresh, std::move(*body),
       [this, held, fresh, old_ref](bool ok, const StoredRef& ref) {
         auto job = std::move(*held);
         if (ok) {

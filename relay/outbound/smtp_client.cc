@@ -156,9 +156,9 @@ void SmtpClient::onEhloLine(std::string_view line) {
 void SmtpClient::send(std::string data) {
   // A failed queued write shows up as a read error too; the read side handles it.
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  int rc = tls_ ? tls_->write(stream, data, nullptr, this) : writeOut(stream, data, nullptr, this);
-  if (rc == UV_EPROTO && tls_) return fail("TLS: " + tls_->error());
-  if (rc < 0) return fail(uv_strerror(rc));
+  Result<Sent> sent =
+      tls_ ? tls_->write(stream, data, nullptr, this) : writeOut(stream, data, nullptr, this);
+  if (!sent) return fail(sent.error());
 }
 
 void SmtpClient::onReply(int code, std::string_view text) {
@@ -349,12 +349,11 @@ void SmtpClient::sendBody() {
       piece_held_ = true;
     }
     if (last) stuffer_.finish(views_);
-    int rc = tls_ ? tls_->write(stream, views_, onBodyWritten, this)
-                  : writeViews(stream, views_, onBodyWritten, this);
-    if (rc == UV_EPROTO && tls_) return fail("TLS: " + tls_->error());
-    if (rc < 0) return fail(uv_strerror(rc));
+    Result<Sent> sent = tls_ ? tls_->write(stream, views_, onBodyWritten, this)
+                             : writeViews(stream, views_, onBodyWritten, this);
+    if (!sent) return fail(sent.error());
     last_piece_sent_ = last;
-    body_writing_ = rc == 0;
+    body_writing_ = *sent == Sent::kQueued;
     // Through TLS the piece was encrypted into a buffer of the write's own; in plain text
     // the kernel reads it from ours, which is kept until the write is done.
     if (piece_held_ && (tls_ || !body_writing_)) {

@@ -612,11 +612,14 @@ class WireDownstream:
 
     stall: if an Event, each connection stops reading after its 354 until it is set (a
     next hop that takes the body slowly); `stalled` counts the connections that did.
+    gate: if an Event, connections are closed at once, without a greeting, until it is set
+    (a next hop that is down).
     """
 
-    def __init__(self, extensions=("PIPELINING", "8BITMIME"), stall=None):
+    def __init__(self, extensions=("PIPELINING", "8BITMIME"), stall=None, gate=None):
         self.extensions = list(extensions)
         self.stall = stall
+        self.gate = gate
         self.stalled = 0
         self.commands = []
         self.bodies = []
@@ -643,6 +646,8 @@ class WireDownstream:
         data, scanned = bytearray(), 0
         in_data = False
         try:
+            if self.gate is not None and not self.gate.is_set():
+                return
             c.sendall(b"220 wire.test ESMTP\r\n")
             while True:
                 while b"\r\n" not in buf:

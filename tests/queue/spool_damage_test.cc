@@ -88,14 +88,22 @@ class SpoolDamageTest : public ::testing::Test {
       for (const auto& m : recovered) {
         ids.insert(m.id);
         std::string body;
-        EXPECT_TRUE(s.readBody(m.ref, body));
+        {
+      Result<std::string> read = s.readBody(m.ref);
+      EXPECT_TRUE(read) << (read ? "" : read.error());
+      if (read) body = *read;
+    }
         auto w = std::find_if(written.begin(), written.end(),
                               [&](const Written& x) { return x.id == m.id; });
         ASSERT_NE(w, written.end());
         EXPECT_EQ(body, w->body) << "a recovered body differs";
         // And its envelope reads back from where recovery says it lies (as delivery does).
         Envelope env;
-        EXPECT_TRUE(s.readEnvelope(m.id, m.ref, env));
+        {
+      Result<Envelope> read = s.readEnvelope(m.id, m.ref);
+      EXPECT_TRUE(read) << (read ? "" : read.error());
+      if (read) env = *read;
+    }
         EXPECT_EQ(env.recipients, std::vector<std::string>{w->rcpt});
       }
       if (quarantined != nullptr) *quarantined = s.quarantinedBytes();

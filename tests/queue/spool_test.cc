@@ -73,7 +73,11 @@ TEST_F(SpoolTest, CommittedMessagesAreRecoveredUntilDone) {
       s.append(e, "body " + std::to_string(i) + "\r\n", [&](bool ok, const StoredRef& ref) {
         EXPECT_TRUE(ok);
         std::string body;
-        EXPECT_TRUE(s.readBody(ref, body));
+        {
+      Result<std::string> read = s.readBody(ref);
+      EXPECT_TRUE(read) << (read ? "" : read.error());
+      if (read) body = *read;
+    }
         EXPECT_EQ(body.substr(0, 5), "body ");
         ++committed;
       });
@@ -92,15 +96,23 @@ TEST_F(SpoolTest, CommittedMessagesAreRecoveredUntilDone) {
     EXPECT_EQ(rec[1].recipients, 2u);
     EXPECT_EQ(rec[1].received_ms, 1);
     std::string body;
-    ASSERT_TRUE(s.readBody(rec[1].ref, body));
+    {
+      Result<std::string> read = s.readBody(rec[1].ref);
+      ASSERT_TRUE(read) << (read ? "" : read.error());
+      if (read) body = *read;
+    }
     EXPECT_EQ(body, "body 2\r\n");
     EXPECT_GT(s.nextId(), ids[2]);
     // Recovery keeps where a message lies; its envelope is read back when it is due.
     Envelope e;
-    ASSERT_TRUE(s.readEnvelope(ids[2], rec[1].ref, e));
+    {
+      Result<Envelope> read = s.readEnvelope(ids[2], rec[1].ref);
+      ASSERT_TRUE(read) << (read ? "" : read.error());
+      if (read) e = *read;
+    }
     EXPECT_EQ(e.sender, "sender@x.test");
     EXPECT_EQ(e.recipients, (std::vector<std::string>{"a@y.test", "b@y.test"}));
-    EXPECT_FALSE(s.readEnvelope(ids[1], rec[1].ref, e)) << "another message's id";
+    EXPECT_FALSE(s.readEnvelope(ids[1], rec[1].ref)) << "another message's id";
   });
 }
 
@@ -116,7 +128,11 @@ TEST_F(SpoolTest, AnEnvelopeDamagedAfterRecoveryIsNotReadBack) {
   withSpool([&](Spool& s, auto& rec) {
     ASSERT_EQ(rec.size(), 1u);
     Envelope e;
-    ASSERT_TRUE(s.readEnvelope(id, rec[0].ref, e));
+    {
+      Result<Envelope> read = s.readEnvelope(id, rec[0].ref);
+      ASSERT_TRUE(read) << (read ? "" : read.error());
+      if (read) e = *read;
+    }
     // A bit flipped in the sender while the relay runs (17-octet record header, id, arrival
     // time, the sender's length): it must not be read back as this message's sender.
     const auto seg = segments()[0];
@@ -129,7 +145,7 @@ TEST_F(SpoolTest, AnEnvelopeDamagedAfterRecoveryIsNotReadBack) {
     f.seekp(at);
     f.write(&c, 1);
     f.close();
-    EXPECT_FALSE(s.readEnvelope(id, rec[0].ref, e));
+    EXPECT_FALSE(s.readEnvelope(id, rec[0].ref));
   });
 }
 
@@ -149,7 +165,11 @@ TEST_F(SpoolTest, TornTailIsSkippedAndEverythingBeforeKept) {
   withSpool([&](Spool& s, auto& rec) {
     ASSERT_EQ(rec.size(), 1u);
     std::string body;
-    ASSERT_TRUE(s.readBody(rec[0].ref, body));
+    {
+      Result<std::string> read = s.readBody(rec[0].ref);
+      ASSERT_TRUE(read) << (read ? "" : read.error());
+      if (read) body = *read;
+    }
     EXPECT_EQ(body, "message 0\r\n");
   });
 }
@@ -227,7 +247,11 @@ TEST_F(SpoolTest, FailedWriteIsRefusedAndTruncatedAway) {
     EXPECT_EQ(rec[0].id, ids[0]);
     EXPECT_EQ(rec[1].id, ids[1]);
     std::string body;
-    ASSERT_TRUE(s.readBody(rec[1].ref, body));
+    {
+      Result<std::string> read = s.readBody(rec[1].ref);
+      ASSERT_TRUE(read) << (read ? "" : read.error());
+      if (read) body = *read;
+    }
     EXPECT_EQ(body, "after\r\n");
   });
 }
@@ -267,10 +291,18 @@ TEST_F(SpoolTest, SpilledBodiesShareABatchWithBodiesInMemory) {
   withSpool([&](Spool& s, auto& rec) {
     ASSERT_EQ(rec.size(), 3u);  // recovery checks every record's CRC
     std::string body;
-    ASSERT_TRUE(s.readBody(rec[1].ref, body));
+    {
+      Result<std::string> read = s.readBody(rec[1].ref);
+      ASSERT_TRUE(read) << (read ? "" : read.error());
+      if (read) body = *read;
+    }
     EXPECT_EQ(rec[1].id, ids[1]);
     EXPECT_TRUE(body == big) << body.size() << " octets instead of " << big.size();
-    ASSERT_TRUE(s.readBody(rec[2].ref, body));
+    {
+      Result<std::string> read = s.readBody(rec[2].ref);
+      ASSERT_TRUE(read) << (read ? "" : read.error());
+      if (read) body = *read;
+    }
     EXPECT_EQ(body, "small 2\r\n");
   });
 }
