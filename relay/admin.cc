@@ -160,7 +160,10 @@ struct Admin::Conn {
     if (gather) gather->done = true;
     auto done = [](uv_handle_t* h) {
       auto* c = static_cast<Conn*>(h->data);
-      if (--c->handles == 0) delete c;
+      if (--c->handles == 0) {
+        c->admin->conns_.erase(c);
+        delete c;
+      }
     };
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp), done);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer), done);
@@ -204,6 +207,9 @@ void Admin::close() {
     shared_->open = false;
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+  // Every worker has drained: a request still open (one that never came whole, or an
+  // answer still being written) is not waited for.
+  for (Conn* c : conns_) c->close();
   // The async lives in Shared, which late worker tasks may still hold: keep it alive
   // until libuv is done with the handle.
   shared_->async.data = new std::shared_ptr<Shared>(shared_);
@@ -216,6 +222,7 @@ void Admin::onConnection(uv_stream_t* server, int status) {
   if (status < 0 || !self->listening_) return;
   auto* c = new Conn;
   c->admin = self;
+  self->conns_.insert(c);
   uv_tcp_init(self->loop_, &c->tcp);
   uv_timer_init(self->loop_, &c->timer);
   c->tcp.data = c;

@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,9 @@ class Admin {
   std::function<bool()> draining_;
   uv_tcp_t listener_;
   bool listening_ = false;
+  // Open connections: close() ends them too, or one that never sends its request keeps
+  // the loop (and so the process) alive for kReadTimeoutMs after the drain.
+  std::set<Conn*> conns_;
   std::shared_ptr<Shared> shared_;
 };
 

@@ -136,6 +136,19 @@ class AdminTest(RelayTestCase):
         s.sendall(b"Subject: x\r\n\r\nlast words\r\n.\r\n")
         self.assertTrue(s.recv(4096).startswith(b"250"), "in-flight message not finished")
 
+    def test_open_admin_connection_does_not_hold_the_exit(self):
+        """An admin connection that never sends its request (a health checker stuck, a
+        port scan) is closed once the workers have drained: the relay exits at once,
+        not when the connection's 5 s read timeout ends (as it did, past the harness's
+        grace, in a loaded CI run)."""
+        s = socket.create_connection((HOST, self.relay.admin_port), timeout=10)
+        self.addCleanup(s.close)
+        time.sleep(0.2)  # accepted
+        t0 = time.monotonic()
+        self.assertEqual(self.relay.stop(grace=10), 0)
+        took = time.monotonic() - t0
+        self.assertLess(took, 2.5, f"the relay took {took:.2f} s to exit")
+
     def test_metrics_parse_and_count(self):
         self.send(["a@dest.test", "b@dest.test"])
         self.send(["c@dest.test"])
