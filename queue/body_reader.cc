@@ -1,13 +1,16 @@
 #include "queue/body_reader.h"
 
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 
 namespace postern {
 
-BodyReader::BodyReader(uv_loop_t* loop, Ready ready, void* ctx)
-    : loop_(loop), ready_(ready), ctx_(ctx) {
+BodyReader::BodyReader(uv_loop_t* loop, Ready ready, void* ctx, bool try_cache)
+    : loop_(loop), ready_(ready), ctx_(ctx), try_cache_(try_cache) {
   for (Slot& s : slots_) s.reader = this;
 }
 
@@ -37,17 +40,34 @@ void BodyReader::fill(Slot& s) {
   readMore(s);
 }
 
-bool BodyReader::readMore(Slot& s) {
+BodyReader::Step BodyReader::readMore(Slot& s) {
+  // From the page cache first (RWF_NOWAIT: never waits for the disk), which is where a
+  // message delivered soon after it arrived lies: no thread pool round trip for it.
+  while (try_cache_ && s.have < s.want) {
+    iovec iov{s.buf.get() + s.have, s.want - s.have};
+    ssize_t n = ::preadv2(file_.fd, &iov, 1,
+                          static_cast<off_t>(file_.offset + s.offset + s.have), RWF_NOWAIT);
+    if (n > 0) {
+      s.have += static_cast<size_t>(n);
+    } else if (n == 0) {
+      error_ = "the spool file ends before the body does";
+      return Step::kFailed;
+    } else if (errno != EINTR) {
+      if (errno != EAGAIN) try_cache_ = false;  // not supported here: the thread pool always
+      break;
+    }
+  }
+  if (s.have == s.want) return Step::kDone;
   uv_buf_t buf = uv_buf_init(s.buf.get() + s.have, static_cast<unsigned>(s.want - s.have));
   s.req.data = &s;
   int rc = uv_fs_read(loop_, &s.req, file_.fd, &buf, 1,
                       static_cast<int64_t>(file_.offset + s.offset + s.have), onRead);
   if (rc < 0) {
     error_ = std::string("read: ") + uv_strerror(rc);
-    return false;
+    return Step::kFailed;
   }
   ++reading_;
-  return true;
+  return Step::kPending;
 }
 
 void BodyReader::onRead(uv_fs_t* req) {
@@ -63,7 +83,9 @@ void BodyReader::onRead(uv_fs_t* req) {
   } else {
     s.have += static_cast<size_t>(n);
     // A short read: the rest of the piece is asked for again.
-    if (s.have < s.want && !r->stopped_ && !r->failed() && r->readMore(s)) return;
+    if (s.have < s.want && !r->stopped_ && !r->failed() && r->readMore(s) == Step::kPending) {
+      return;
+    }
   }
   r->ready_(r->ctx_);
 }

@@ -1,15 +1,18 @@
-// BodyReader: a spooled message's body read in bounded pieces off the loop, for delivery.
-// The reads are libuv file requests (uv_fs_read, run on libuv's thread pool), so a body
-// that is not in the page cache (a long backlog) never blocks the loop, and memory stays
-// at two pieces however large the message: while one piece is being sent the other is
-// being read.
+// BodyReader: a spooled message's body read in bounded pieces without blocking the loop,
+// for delivery. A piece in the page cache (a message delivered soon after it arrived) is
+// read at once with preadv2(RWF_NOWAIT), which never waits for the disk; the rest is read
+// by libuv file requests (uv_fs_read, on libuv's thread pool), so a body that is not in
+// the page cache (a long backlog) never blocks the loop either. Memory stays at two pieces
+// however large the message: while one piece is being sent the other is being read.
 //
 // Use: start() with the body's file (Spool::openBody, a descriptor of the reader's own),
 // then each time the ready callback fires, take front() while it has a piece, send it and
 // pop() it once sent (its buffer then reads the next piece). finished() once every piece
 // has been popped (at once for an empty body); failed() if a read failed or the file ended
 // early (the body is shorter than its record says: damage), and nothing more is read then.
-// Both can change in start() and pop() as well as before the ready callback.
+// front(), finished() and failed() can change in start() and pop() (a piece read from the
+// page cache at once) as well as before the ready callback, which comes only for reads
+// that went to the thread pool.
 //
 // Lifetime: a read in flight refers to the reader and its buffers, and libuv cannot take it
 // back once it runs. stop() reads nothing more; the owner frees the reader only when
@@ -39,7 +42,8 @@ class BodyReader {
   using Ready = void (*)(void* ctx);
   static constexpr size_t kPiece = 64 * 1024;
 
-  BodyReader(uv_loop_t* loop, Ready ready, void* ctx);
+  // try_cache false: every read goes to the thread pool (tests of that path).
+  BodyReader(uv_loop_t* loop, Ready ready, void* ctx, bool try_cache = true);
   ~BodyReader();
   BodyReader(const BodyReader&) = delete;
   BodyReader& operator=(const BodyReader&) = delete;
@@ -71,8 +75,9 @@ class BodyReader {
     bool busy = false;    // reading or holding a piece not yet popped
   };
 
+  enum class Step { kDone, kPending, kFailed };  // kFailed: error_ says why
   void fill(Slot& s);
-  bool readMore(Slot& s);  // false: it could not be asked for (error_ says why)
+  Step readMore(Slot& s);
   static void onRead(uv_fs_t* req);
 
   uv_loop_t* loop_;
@@ -81,6 +86,7 @@ class BodyReader {
   BodyFile file_;
   bool started_ = false;
   bool stopped_ = false;
+  bool try_cache_;
   uint64_t asked_ = 0;   // octets of the body given to a slot to read
   uint64_t popped_ = 0;  // octets of the body popped
   size_t front_ = 0;     // slot holding the next piece in order
