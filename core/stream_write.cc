@@ -18,18 +18,6 @@ void onWrite(uv_write_t* req, int status) {
   delete w;
 }
 
-struct ViewsReq {
-  uv_write_t req;
-  WriteDone done;
-  void* ctx;
-};
-
-void onViewsWritten(uv_write_t* req, int status) {
-  auto* w = static_cast<ViewsReq*>(req->data);
-  if (w->done != nullptr) w->done(w->ctx, status);
-  delete w;
-}
-
 }  // namespace
 
 Result<Sent> writeOut(uv_stream_t* stream, std::string& out, WriteDone done, void* ctx) {
@@ -81,10 +69,10 @@ Result<Sent> writeViews(uv_stream_t* stream, std::span<const std::string_view> v
   while (taken >= bufs[first].len) taken -= bufs[first++].len;
   bufs[first].base += taken;
   bufs[first].len -= static_cast<unsigned>(taken);
-  auto* w = new ViewsReq{{}, done, ctx};
+  auto* w = new WriteReq{{}, {}, done, ctx};  // its data stays empty: the views are the caller's
   w->req.data = w;
   int r = uv_write(&w->req, stream, bufs.data() + first,
-                   static_cast<unsigned>(bufs.size() - first), onViewsWritten);
+                   static_cast<unsigned>(bufs.size() - first), onWrite);
   if (r < 0) {
     delete w;
     return fail(uv_strerror(r));
