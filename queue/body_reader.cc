@@ -1,9 +1,11 @@
 #include "queue/body_reader.h"
 
+#include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 
@@ -15,18 +17,33 @@ BodyReader::BodyReader(uv_loop_t* loop, Ready ready, void* ctx, bool try_cache)
 }
 
 BodyReader::~BodyReader() {
-  if (file_.fd >= 0) ::close(file_.fd);
+  if (pool_fd_ >= 0) ::close(pool_fd_);
 }
 
 void BodyReader::start(BodyFile file) {
-  file_ = file;
+  file_ = std::move(file);
   started_ = true;
   if (file_.size == 0) return;  // finished already
-  if (file_.fd < 0) {
+  if (!file_.fd) {
     error_ = "no such body in the spool";
     return;
   }
   for (Slot& s : slots_) fill(s);
+}
+
+int BodyReader::loopFd() {
+  const int fd = file_.fd();
+  if (fd < 0) error_ = "the body's spool file is gone";
+  return fd;
+}
+
+int BodyReader::poolFd() {
+  const int fd = loopFd();  // still there? The duplicate would not say.
+  if (fd < 0) return -1;
+  if (pool_fd_ >= 0) return pool_fd_;
+  pool_fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (pool_fd_ < 0) error_ = std::string("dup: ") + std::strerror(errno);
+  return pool_fd_;
 }
 
 void BodyReader::fill(Slot& s) {
@@ -44,8 +61,10 @@ BodyReader::Step BodyReader::readMore(Slot& s) {
   // From the page cache first (RWF_NOWAIT: never waits for the disk), which is where a
   // message delivered soon after it arrived lies: no thread pool round trip for it.
   while (try_cache_ && s.have < s.want) {
+    const int fd = loopFd();
+    if (fd < 0) return Step::kFailed;
     iovec iov{s.buf.get() + s.have, s.want - s.have};
-    ssize_t n = ::preadv2(file_.fd, &iov, 1,
+    ssize_t n = ::preadv2(fd, &iov, 1,
                           static_cast<off_t>(file_.offset + s.offset + s.have), RWF_NOWAIT);
     if (n > 0) {
       s.have += static_cast<size_t>(n);
@@ -58,9 +77,11 @@ BodyReader::Step BodyReader::readMore(Slot& s) {
     }
   }
   if (s.have == s.want) return Step::kDone;
+  const int fd = poolFd();
+  if (fd < 0) return Step::kFailed;
   uv_buf_t buf = uv_buf_init(s.buf.get() + s.have, static_cast<unsigned>(s.want - s.have));
   s.req.data = &s;
-  int rc = uv_fs_read(loop_, &s.req, file_.fd, &buf, 1,
+  int rc = uv_fs_read(loop_, &s.req, fd, &buf, 1,
                       static_cast<int64_t>(file_.offset + s.offset + s.have), onRead);
   if (rc < 0) {
     error_ = std::string("read: ") + uv_strerror(rc);

@@ -5,7 +5,7 @@
 // the page cache (a long backlog) never blocks the loop either. Memory stays at two pieces
 // however large the message: while one piece is being sent the other is being read.
 //
-// Use: start() with the body's file (Spool::openBody, a descriptor of the reader's own),
+// Use: start() with the body's file (Spool::openBody),
 // then each time the ready callback fires, take front() while it has a piece, send it and
 // pop() it once sent (its buffer then reads the next piece). finished() once every piece
 // has been popped (at once for an empty body); failed() if a read failed or the file ended
@@ -23,6 +23,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,9 +31,12 @@
 
 namespace postern {
 
-// A body's octets within a file: fd is owned by whoever holds this (BodyReader closes it).
+// A body's octets within a file. fd says where the file is now, asked again before each
+// read on the loop: its descriptor, or -1 once it is gone (a spool segment deleted), so a
+// descriptor closed and reused meanwhile is never read. Reads on the thread pool, which
+// cannot ask, use a duplicate made when the first of them is needed.
 struct BodyFile {
-  int fd = -1;
+  std::function<int()> fd;
   uint64_t offset = 0;
   uint64_t size = 0;
 };
@@ -48,7 +52,7 @@ class BodyReader {
   BodyReader(const BodyReader&) = delete;
   BodyReader& operator=(const BodyReader&) = delete;
 
-  // Starts reading file's range (taking its descriptor). A reader is started once.
+  // Starts reading file's range. A reader is started once.
   void start(BodyFile file);
   // The next piece in order, once read; nullopt while it is being read (or none is left).
   std::optional<std::string_view> front() const;
@@ -78,12 +82,15 @@ class BodyReader {
   enum class Step { kDone, kPending, kFailed };  // kFailed: error_ says why
   void fill(Slot& s);
   Step readMore(Slot& s);
+  int loopFd();  // the file's descriptor now, or -1 with error_ set
+  int poolFd();  // a duplicate of it for the thread pool, or -1 with error_ set
   static void onRead(uv_fs_t* req);
 
   uv_loop_t* loop_;
   Ready ready_;
   void* ctx_;
   BodyFile file_;
+  int pool_fd_ = -1;
   bool started_ = false;
   bool stopped_ = false;
   bool try_cache_;

@@ -519,8 +519,13 @@ Result<BodyFile> Spool::openBody(const StoredRef& ref) const {
   if (ref.body_offset + ref.body_size > it->second.size) {
     return fail("segment " + std::to_string(ref.segment) + " ends before the body does");
   }
-  int fd = ::fcntl(it->second.fd, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) return fail(std::string("dup: ") + std::strerror(errno));
+  // Asked again before each read: a segment deleted meanwhile is gone, not a closed (and
+  // perhaps reused) descriptor. Segments are closed only when deleted or with the Spool.
+  const uint32_t segment = ref.segment;
+  auto fd = [this, segment] {
+    auto s = segments_.find(segment);
+    return s == segments_.end() ? -1 : s->second.fd;
+  };
   return BodyFile{fd, ref.body_offset, ref.body_size};
 }
 

@@ -135,9 +135,9 @@ class Spool {
   void release(const StoredRef& ref);
 
   Result<std::string> readBody(const StoredRef& ref) const;
-  // The file range of a committed message's body, to read in pieces (BodyReader), with a
-  // descriptor of its own so that the segment may be deleted meanwhile. Fails if the
-  // segment is not this spool's, is shorter than the body, or cannot be duplicated.
+  // The file range of a committed message's body, to read in pieces (BodyReader); the
+  // segment may be deleted meanwhile (the reader then fails). Fails if the segment is not
+  // this spool's or is shorter than the body. Valid while this Spool is.
   Result<BodyFile> openBody(const StoredRef& ref) const;
   // Reads back the envelope of message id at ref (its record's header is checked again:
   // the disk may have changed since). False if it cannot be read or is not that message.

@@ -30,7 +30,9 @@ class BodyReaderTest : public ::testing::TestWithParam<bool> {
   void write(const std::string& data) {
     ASSERT_EQ(::pwrite(fd_, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
   }
-  BodyFile file(uint64_t offset, uint64_t size) { return BodyFile{::dup(fd_), offset, size}; }
+  BodyFile file(uint64_t offset, uint64_t size) {
+    return BodyFile{[this] { return fd_; }, offset, size};
+  }
 
   // Takes every piece as it comes, as SmtpClient does; returns what was read.
   std::string drain(BodyReader& r, size_t& pieces, size_t& largest) {
@@ -97,6 +99,21 @@ TEST_P(BodyReaderTest, FileEndingBeforeTheBodyFails) {
   EXPECT_FALSE(r.finished());
   EXPECT_EQ(r.error(), "the spool file ends before the body does");
   EXPECT_LE(got.size(), 100u * 1024);
+  while (r.reading() > 0) uv_run(&loop_, UV_RUN_ONCE);
+}
+
+TEST_P(BodyReaderTest, FileGoneBetweenPiecesFails) {
+  write(std::string(200 * 1024, 'z'));
+  bool gone = false;
+  BodyReader r(&loop_, onReady, &ready_, cache());
+  r.start(BodyFile{[&] { return gone ? -1 : fd_; }, 0, 200 * 1024});
+  while (!r.front() && !r.failed()) uv_run(&loop_, UV_RUN_ONCE);
+  ASSERT_FALSE(r.failed());
+  gone = true;  // its segment deleted while the first piece is being sent
+  r.pop();      // the first slot would read the third piece now: it cannot
+  EXPECT_TRUE(r.failed());
+  EXPECT_EQ(r.error(), "the body's spool file is gone");
+  EXPECT_FALSE(r.finished());
   while (r.reading() > 0) uv_run(&loop_, UV_RUN_ONCE);
 }
 
