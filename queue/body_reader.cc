@@ -41,8 +41,15 @@ int BodyReader::poolFd() {
   const int fd = loopFd();  // still there? The duplicate would not say.
   if (fd < 0) return -1;
   if (pool_fd_ >= 0) return pool_fd_;
-  pool_fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (pool_fd_ < 0) error_ = std::string("dup: ") + std::strerror(errno);
+  // dup(), not fcntl(F_DUPFD_CLOEXEC): ThreadSanitizer follows a descriptor made by dup,
+  // and would take the close of one it never saw made for a race with the last thread
+  // that used the same number. Nothing here is ever exec'ed, CLOEXEC is for tidiness.
+  pool_fd_ = ::dup(fd);
+  if (pool_fd_ < 0) {
+    error_ = std::string("dup: ") + std::strerror(errno);
+    return -1;
+  }
+  ::fcntl(pool_fd_, F_SETFD, FD_CLOEXEC);
   return pool_fd_;
 }
 
