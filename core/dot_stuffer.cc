@@ -4,7 +4,6 @@ namespace postern {
 
 void DotStuffer::stuff(std::string_view piece, std::vector<std::string_view>& out) {
   if (piece.empty()) return;
-  empty_ = false;
   size_t start = 0;  // first octet of piece not yet in a view
   size_t pos = 0;
   while (pos < piece.size()) {
@@ -25,7 +24,7 @@ void DotStuffer::stuff(std::string_view piece, std::vector<std::string_view>& ou
 }
 
 void DotStuffer::finish(std::vector<std::string_view>& out) {
-  if (!empty_ && !at_line_start_) out.push_back("\r\n");
+  if (!at_line_start_) out.push_back("\r\n");
   out.push_back(".\r\n");
 }
 

@@ -23,8 +23,7 @@ class DotStuffer {
   void finish(std::vector<std::string_view>& out);
 
  private:
-  bool at_line_start_ = true;  // the next octet starts a line
-  bool empty_ = true;          // nothing stuffed yet
+  bool at_line_start_ = true;  // the next octet starts a line (so also: nothing stuffed yet)
 };
 
 }  // namespace postern
