@@ -5,7 +5,7 @@
 namespace postern {
 
 TlsStream::TlsStream(const TlsContext& ctx, TlsConnection::Side side, size_t read_size)
-    : tls_(ctx, side), read_buffer_(std::make_unique<char[]>(read_size)), read_size_(read_size) {}
+    : tls_(ctx, side), read_buffer_(std::make_unique_for_overwrite<char[]>(read_size)), read_size_(read_size) {}
 
 uv_buf_t TlsStream::readBuffer() {
   return uv_buf_init(read_buffer_.get(), static_cast<unsigned>(read_size_));

@@ -55,7 +55,7 @@ int BodyReader::poolFd() {
 
 void BodyReader::fill(Slot& s) {
   if (stopped_ || failed() || asked_ >= file_.size) return;
-  if (!s.buf) s.buf = std::make_unique<char[]>(std::min<uint64_t>(kPiece, file_.size));
+  if (!s.buf) s.buf = std::make_unique_for_overwrite<char[]>(std::min<uint64_t>(kPiece, file_.size));
   s.offset = asked_;
   s.want = static_cast<size_t>(std::min<uint64_t>(kPiece, file_.size - asked_));
   s.have = 0;

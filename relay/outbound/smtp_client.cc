@@ -19,6 +19,8 @@ constexpr size_t kReplyLinesMax = 100;
 constexpr size_t kReplyTextMax = 2048;
 
 constexpr size_t kCipherBuffer = 16 * 1024;
+// More views than this in one write are gathered into one buffer (SmtpClient::stuffed_).
+constexpr size_t kGatherViews = 16;
 
 }  // namespace
 
@@ -230,6 +232,7 @@ void SmtpClient::startTls() {
 
 void SmtpClient::becomeReady() {
   body_.reset();  // an idle connection holds no message (no read of it is left by now)
+  std::string().swap(stuffed_);
   bool first = !ever_ready_;
   ever_ready_ = true;
   state_ = State::kIdle;
@@ -349,6 +352,7 @@ void SmtpClient::sendBody() {
       piece_held_ = true;
     }
     if (last) stuffer_.finish(views_);
+    if (!tls_ && views_.size() > kGatherViews) gatherViews();  // TLS gathers them anyway
     Result<Sent> sent = tls_ ? tls_->write(stream, views_, onBodyWritten, this)
                              : writeViews(stream, views_, onBodyWritten, this);
     if (!sent) return fail(sent.error());
@@ -367,6 +371,12 @@ void SmtpClient::sendBody() {
     }
     armTimer(options_.data_timeout);  // progress
   }
+}
+
+void SmtpClient::gatherViews() {
+  stuffed_.clear();
+  for (std::string_view v : views_) stuffed_.append(v);
+  views_.assign(1, stuffed_);
 }
 
 void SmtpClient::onBodyWritten(void* ctx, int status) {

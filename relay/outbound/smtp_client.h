@@ -19,8 +19,11 @@
 // The body streams from the spool: a BodyReader (queue/body_reader.h) reads it in 64 KiB
 // pieces off the loop, a DotStuffer (core/dot_stuffer.h) splits each piece where a dot
 // needs doubling, and the views go out with writev (through TlsStream after STARTTLS), the
-// next piece being read while one is sent. A delivery connection holds two pieces whatever
-// the message's size.
+// next piece being read while one is sent. A piece with many lines to stuff is copied into
+// one buffer first: the kernel copies hundreds of short iovecs far slower than one long one
+// (a body of 100 KB with a dot line in six cost 10% more relay CPU than the copy). A
+// delivery connection holds two pieces, and at most one stuffed copy, whatever the
+// message's size.
 #pragma once
 
 #include <uv.h>
@@ -151,6 +154,7 @@ class SmtpClient {
   void scanBody();
   // Sends the body's pieces that are read, one write at a time, then the final dot.
   void sendBody();
+  void gatherViews();  // views_ into stuffed_, one view of it
   // Handles closed and no body read left: tells the owner (which deletes this).
   void maybeGone();
   void fail(std::string_view why);
@@ -199,6 +203,7 @@ class SmtpClient {
   std::unique_ptr<BodyReader> body_;  // this transaction's body being scanned or sent
   DotStuffer stuffer_;
   std::vector<std::string_view> views_;  // of the piece being written
+  std::string stuffed_;  // views_ gathered, when they are many (kGatherViews)
   bool body_sending_ = false;    // from 354 until the final dot has been taken by the kernel
   bool body_writing_ = false;    // a write of the body is queued (not yet in the kernel)
   bool piece_held_ = false;      // the queued write points into front(): popped once written
