@@ -428,6 +428,18 @@ Config loadConfig(const std::string& path) {
     if (c.tls.certificate.empty() != c.tls.private_key.empty()) {
       r.fail(t, "certificate", "certificate and private_key go together");
     }
+    c.tls.ecdsa_certificate = r.str("ecdsa_certificate", "");
+    c.tls.ecdsa_private_key = r.str("ecdsa_private_key", "");
+    if (c.tls.ecdsa_certificate.empty() != c.tls.ecdsa_private_key.empty()) {
+      r.fail(t, "ecdsa_certificate", "ecdsa_certificate and ecdsa_private_key go together");
+    }
+    if (!c.tls.ecdsa_certificate.empty() && c.tls.certificate.empty()) {
+      r.fail(t, "ecdsa_certificate", "needs certificate and private_key too (the RSA pair)");
+    }
+    const toml::node* lifetime = r.get("session_lifetime");
+    const bool zero =
+        lifetime != nullptr && lifetime->is_integer() && **lifetime->as_integer() == 0;
+    c.tls.session_lifetime = zero ? 0 : r.seconds("session_lifetime", c.tls.session_lifetime);
     r.finish();
   }
   for (const auto& l : c.listeners) {

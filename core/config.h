@@ -36,6 +36,16 @@ struct ListenerConfig {
 struct TlsConfig {
   std::string certificate;  // PEM chain; empty: STARTTLS is not offered
   std::string private_key;  // PEM
+  // A second certificate of the other key type (as Postfix's smtpd_tls_eccert_file):
+  // with an RSA certificate above and an ECDSA one here, clients that can check ECDSA get
+  // the ECDSA one (cheaper to sign with), the others the RSA one. Empty: only the first.
+  std::string ecdsa_certificate;
+  std::string ecdsa_private_key;
+  // TLS session tickets: how long a client may resume its session without a full
+  // handshake. The keys that seal tickets are shared by every worker and replaced after
+  // this long (tickets sealed with the key before stay valid until their own lifetime
+  // ends). 0: no tickets, every connection makes a full handshake.
+  double session_lifetime = 7200;
 };
 
 // Outbound STARTTLS per route: "none" never, "opportunistic" when offered (no

@@ -16,15 +16,9 @@ std::string lastError() {
   return buf;
 }
 
-}  // namespace
-
-Result<std::unique_ptr<TlsContext>> TlsContext::create(const std::string& cert,
-                                                       const std::string& key) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-  if (ctx == nullptr) return fail(lastError());
-  std::unique_ptr<TlsContext> out(new TlsContext(ctx));
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+// Loads one certificate chain and its key into ctx, into the slot of the key's type.
+// Returns whether the key is ECDSA.
+Result<bool> loadPair(SSL_CTX* ctx, const std::string& cert, const std::string& key) {
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
     return fail(cert + ": " + lastError());
   }
@@ -32,6 +26,39 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create(const std::string& cert,
     return fail(key + ": " + lastError());
   }
   if (SSL_CTX_check_private_key(ctx) != 1) return fail(key + ": does not match the certificate");
+  return EVP_PKEY_is_a(SSL_CTX_get0_privatekey(ctx), "EC") == 1;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TlsContext>> TlsContext::create(const std::string& cert,
+                                                       const std::string& key,
+                                                       const std::string& ecdsa_cert,
+                                                       const std::string& ecdsa_key,
+                                                       std::shared_ptr<TicketKeys> tickets) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return fail(lastError());
+  std::unique_ptr<TlsContext> out(new TlsContext(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  Result<bool> first = loadPair(ctx, cert, key);
+  if (!first) return fail(first.error());
+  if (!ecdsa_cert.empty()) {
+    if (*first) return fail(key + ": an ECDSA key; with ecdsa_certificate set it must be RSA");
+    Result<bool> second = loadPair(ctx, ecdsa_cert, ecdsa_key);
+    if (!second) return fail(second.error());
+    if (!*second) return fail(ecdsa_key + ": not an ECDSA key");
+  }
+  // Resumption is by tickets alone (stateless, whichever worker the client comes back to):
+  // no server-side cache, which would take a lock per handshake and hold sessions.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  if (tickets) {
+    tickets->install(ctx);
+    out->tickets_ = std::move(tickets);
+  } else {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
+  }
   return out;
 }
 
@@ -76,8 +103,8 @@ TlsConnection::~TlsConnection() { SSL_free(ssl_); }
 void TlsConnection::expectPeer(const std::string& host, bool verify) {
   in6_addr ip6;
   in_addr ip4;
-  const bool is_ip = inet_pton(AF_INET, host.c_str(), &ip4) == 1 ||
-                     inet_pton(AF_INET6, host.c_str(), &ip6) == 1;
+  const bool is_ip =
+      inet_pton(AF_INET, host.c_str(), &ip4) == 1 || inet_pton(AF_INET6, host.c_str(), &ip6) == 1;
   if (!is_ip) SSL_set_tlsext_host_name(ssl_, host.c_str());
   if (!verify) return;
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
@@ -135,8 +162,25 @@ void TlsConnection::takeCipher(std::string& out) {
   while ((n = BIO_read(out_, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
 }
 
+void TlsConnection::resume(const TlsSession& session) {
+  if (session) SSL_set_session(ssl_, session.get());
+}
+
+TlsSession TlsConnection::resumable() const {
+  SSL_SESSION* s = SSL_get0_session(ssl_);
+  if (s == nullptr || SSL_SESSION_is_resumable(s) != 1) return nullptr;
+  // A copy: OpenSSL marks a connection's own session not resumable when the connection is
+  // freed without a close_notify, which is how SMTP connections end (QUIT, then close).
+  SSL_SESSION* copy = SSL_SESSION_dup(s);
+  if (copy == nullptr) return nullptr;
+  return TlsSession(copy, SSL_SESSION_free);
+}
+
+bool TlsConnection::resumed() const { return SSL_session_reused(ssl_) == 1; }
+
 std::string TlsConnection::describe() const {
-  return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
+  return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_) +
+         (resumed() ? " resumed" : "");
 }
 
 }  // namespace postern

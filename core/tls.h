@@ -17,14 +17,20 @@
 #include <string_view>
 
 #include "core/result.h"
+#include "core/tls_tickets.h"
 
 namespace postern {
 
 class TlsContext {
  public:
-  // Loads a PEM certificate chain and key.
-  static Result<std::unique_ptr<TlsContext>> create(const std::string& cert,
-                                                    const std::string& key);
+  // A server context from a PEM certificate chain and key, and optionally a second pair
+  // whose key is ECDSA (the first's then must not be): OpenSSL serves it to clients that
+  // accept ECDSA signatures, the first to the others. tickets: the keys that seal session
+  // tickets (shared by every context of the process); nullptr: no tickets, no resumption.
+  static Result<std::unique_ptr<TlsContext>> create(const std::string& cert, const std::string& key,
+                                                    const std::string& ecdsa_cert = "",
+                                                    const std::string& ecdsa_key = "",
+                                                    std::shared_ptr<TicketKeys> tickets = nullptr);
   // A client context that does not verify the peer: only for the load tool, which talks
   // to relays with self-signed test certificates.
   static Result<std::unique_ptr<TlsContext>> createUnverifiedClient();
@@ -38,6 +44,7 @@ class TlsContext {
  private:
   explicit TlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
   SSL_CTX* ctx_;
+  std::shared_ptr<TicketKeys> tickets_;  // the callback's, kept as long as ctx_
 };
 
 // The contexts a configuration's files make (relay/reload.h loadReferencedFiles), read
@@ -47,7 +54,11 @@ class TlsContext {
 struct TlsContexts {
   std::shared_ptr<const TlsContext> server;     // inbound STARTTLS; nullptr: not offered
   std::shared_ptr<const TlsContext> verifying;  // routes with tls = "required"; else nullptr
+  std::shared_ptr<TicketKeys> tickets;          // the server's, kept across reloads
 };
+
+// A client's TLS session, kept to resume the next connection to the same server.
+using TlsSession = std::shared_ptr<SSL_SESSION>;
 
 class TlsConnection {
  public:
@@ -60,6 +71,15 @@ class TlsConnection {
   // Client side: sends host as SNI (unless it is an IP address) and, if verify, makes the
   // handshake fail unless the certificate is valid for host.
   void expectPeer(const std::string& host, bool verify);
+
+  // Client side, before the handshake: offers session (from an earlier connection to the
+  // same server with the same context) for an abbreviated handshake; nullptr: none.
+  void resume(const TlsSession& session);
+  // The session to offer next time, once the server has sent a ticket (in TLS 1.3 that is
+  // after the handshake, before its first reply); nullptr while there is none.
+  TlsSession resumable() const;
+  // The handshake resumed a session (no certificate, no signature).
+  bool resumed() const;
 
   void feedCipher(const char* data, size_t len);
   // true: the handshake is complete; false: it needs more input.
@@ -75,7 +95,7 @@ class TlsConnection {
   void takeCipher(std::string& out);
 
   std::string error() const { return error_; }
-  std::string describe() const;  // "TLSv1.3 TLS_AES_256_GCM_SHA384"
+  std::string describe() const;  // "TLSv1.3 TLS_AES_256_GCM_SHA384", then " resumed" if so
 
  private:
   SSL* ssl_;

@@ -5,7 +5,9 @@
 namespace postern {
 
 TlsStream::TlsStream(const TlsContext& ctx, TlsConnection::Side side, size_t read_size)
-    : tls_(ctx, side), read_buffer_(std::make_unique_for_overwrite<char[]>(read_size)), read_size_(read_size) {}
+    : tls_(ctx, side),
+      read_buffer_(std::make_unique_for_overwrite<char[]>(read_size)),
+      read_size_(read_size) {}
 
 uv_buf_t TlsStream::readBuffer() {
   return uv_buf_init(read_buffer_.get(), static_cast<unsigned>(read_size_));
@@ -37,8 +39,7 @@ bool TlsStream::seal(std::string& plain, std::string& wire) {
   return true;
 }
 
-Result<Sent> TlsStream::write(uv_stream_t* socket, std::string& plain, WriteDone done,
-                              void* ctx) {
+Result<Sent> TlsStream::write(uv_stream_t* socket, std::string& plain, WriteDone done, void* ctx) {
   std::string wire;
   if (!seal(plain, wire)) return fail("TLS: " + error());
   return writeOut(socket, wire, done, ctx);

@@ -42,6 +42,11 @@ class TlsStream {
   // Client side: SNI and, if verify, the name the certificate must be valid for.
   void expectPeer(const std::string& host, bool verify) { tls_.expectPeer(host, verify); }
 
+  // Client side: session resumption (TlsConnection::resume, resumable, resumed).
+  void resume(const TlsSession& session) { tls_.resume(session); }
+  TlsSession resumable() const { return tls_.resumable(); }
+  bool resumed() const { return tls_.resumed(); }
+
   // alloc_cb: where libuv reads ciphertext to.
   uv_buf_t readBuffer();
   // read_cb: len bytes of ciphertext arrived (data is readBuffer()'s, or any bytes in tests).
@@ -67,8 +72,8 @@ class TlsStream {
   Result<Sent> write(uv_stream_t* socket, std::string& plain, WriteDone done, void* ctx);
   // The same for plaintext in views (a body's pieces): gathered into one buffer first, so
   // that small views (a stuffed dot) do not each become a TLS record of their own.
-  Result<Sent> write(uv_stream_t* socket, std::span<const std::string_view> plain,
-                     WriteDone done, void* ctx);
+  Result<Sent> write(uv_stream_t* socket, std::span<const std::string_view> plain, WriteDone done,
+                     void* ctx);
 
   // Queues a close_notify alert for the next write() or seal(). No connection sends one
   // today (SMTP ends with QUIT and the TCP close); the tests use it to check the peer's side.

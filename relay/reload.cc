@@ -32,10 +32,15 @@ std::vector<std::string> keepFixedSettings(const Config& running, Config& next) 
   return changed;
 }
 
-Result<TlsContexts> loadReferencedFiles(const Config& config) {
+Result<TlsContexts> loadReferencedFiles(const Config& config, std::shared_ptr<TicketKeys> tickets) {
   TlsContexts tls;
+  const auto lifetime = std::chrono::seconds(static_cast<int64_t>(config.tls.session_lifetime));
+  tls.tickets = tickets ? std::move(tickets) : std::make_shared<TicketKeys>(lifetime);
   if (!config.tls.certificate.empty()) {
-    auto server = TlsContext::create(config.tls.certificate, config.tls.private_key);
+    if (lifetime.count() > 0) tls.tickets->setLifetime(lifetime);
+    auto server = TlsContext::create(config.tls.certificate, config.tls.private_key,
+                                     config.tls.ecdsa_certificate, config.tls.ecdsa_private_key,
+                                     lifetime.count() > 0 ? tls.tickets : nullptr);
     if (!server) return fail("tls: " + server.error());
     tls.server = std::move(*server);
   }
@@ -58,7 +63,7 @@ Result<TlsContexts> loadReferencedFiles(const Config& config) {
 }
 
 Result<ReloadPlan> prepareReload(const std::string& path, const std::string& spool_override,
-                                 const Config& running) {
+                                 const Config& running, std::shared_ptr<TicketKeys> tickets) {
   auto next = std::make_shared<Config>();
   try {
     *next = loadConfig(path);
@@ -74,7 +79,7 @@ Result<ReloadPlan> prepareReload(const std::string& path, const std::string& spo
         "limits.command_line / limits.data_line: longer lines than at start-up need a "
         "restart (read buffers are sized when the workers start)");
   }
-  Result<TlsContexts> tls = loadReferencedFiles(*next);
+  Result<TlsContexts> tls = loadReferencedFiles(*next, std::move(tickets));
   if (!tls) return fail(tls.error());
   plan.tls = std::move(*tls);
   plan.config = std::move(next);

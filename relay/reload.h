@@ -36,8 +36,10 @@ struct ReloadPlan {
 // Reads the files a configuration names: the STARTTLS certificate and key and, if a route
 // requires TLS, delivery.ca_file; the error names the key. check-config, start-up and
 // reload all use it, so a bad file is an invalid configuration (exit 2), not a failure
-// later, and the workers get what it read.
-Result<TlsContexts> loadReferencedFiles(const Config& config);
+// later, and the workers get what it read. tickets: the running process's session ticket
+// keys, which a reload keeps (so tickets issued before it still resume); nullptr at start.
+Result<TlsContexts> loadReferencedFiles(const Config& config,
+                                        std::shared_ptr<TicketKeys> tickets = nullptr);
 
 // Gives next the running values of every setting a reload cannot change, and returns the
 // keys whose values differed.
@@ -45,8 +47,9 @@ std::vector<std::string> keepFixedSettings(const Config& running, Config& next);
 
 // Loads path (spool_override, when set, stands for server.spool_dir as on the command
 // line) and checks it against the running configuration: the plan, or why the reload is
-// refused.
+// refused. tickets: as for loadReferencedFiles.
 Result<ReloadPlan> prepareReload(const std::string& path, const std::string& spool_override,
-                                 const Config& running);
+                                 const Config& running,
+                                 std::shared_ptr<TicketKeys> tickets = nullptr);
 
 }  // namespace postern

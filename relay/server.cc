@@ -169,7 +169,8 @@ void Server::reload() {
     logEvent(spdlog::level::warn, "reload_failed", {{"error", "shutting down"}});
     return;
   }
-  Result<ReloadPlan> prepared = prepareReload(config_path_, spool_override_, *current_);
+  Result<ReloadPlan> prepared =
+      prepareReload(config_path_, spool_override_, *current_, startup_tls_.tickets);
   if (!prepared) {
     logEvent(
         spdlog::level::err, "reload_failed",

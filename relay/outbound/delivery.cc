@@ -70,6 +70,7 @@ void Delivery::reload(std::shared_ptr<const Config> config,
   notices_.reload(config_);
   // Connections that hold the old context keep it until they end.
   tls_verifying_ = std::move(verifying);
+  tls_sessions_.clear();
   router_ = Router(config_->routes);
   scheduler_.setBackoff(config_->delivery.retry_min, config_->delivery.retry_max);
   // Every waiting job is routed afresh: a new exact or suffix route can take a domain

@@ -95,6 +95,7 @@ class Delivery final : public ClientOwner {
   void jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
                    std::vector<RecipientResult> results) override;
   void clientClosed(SmtpClient* client) override;
+  TlsSessionCache& tlsSessions() override { return tls_sessions_; }
 
   // Admin (queue tools; delivery_queue_actions.cc). Entries for every job, wherever it
   // waits; then actions on the jobs of one message by queue id. A job on a connection right
@@ -159,12 +160,13 @@ class Delivery final : public ClientOwner {
   DeliveryNotices notices_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;
   std::shared_ptr<const TlsContext> tls_verifying_;  // for routes with tls = "required"
+  TlsSessionCache tls_sessions_;  // a reload empties it (a new ca_file checks afresh)
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
   // Retired by a reload, with connections still finishing their messages.
   std::vector<std::unique_ptr<Destination>> retired_;
   uint64_t next_serial_ = 1;
   std::shared_ptr<const std::string> last_reply_;  // the latest parked, to share
-  size_t clients_ = 0;  // open SmtpClients over all destinations
+  size_t clients_ = 0;                             // open SmtpClients over all destinations
   uv_timer_t timer_;
   bool stopping_ = false;
   std::vector<SpooledRef> recovering_;  // recover(): still to enqueue from recovering_next_

@@ -90,6 +90,7 @@ void SmtpClient::pumpTls() {
     if (state_ == State::kClosed) return;
     if (hs == TlsStream::Handshake::kFailed) {
       tls_failed_ = true;
+      owner_.tlsSessions().erase(tls_session_key_);
       return fail("4.7.5 TLS handshake with " + host() + " failed: " + tls_->error());
     }
     if (hs == TlsStream::Handshake::kPending) return;
@@ -227,6 +228,8 @@ void SmtpClient::startTls() {
   tls_ = std::make_unique<TlsStream>(*options_.tls_context, TlsConnection::Side::kClient,
                                      kCipherBuffer);
   tls_->expectPeer(host(), options_.tls == TlsPolicy::kRequired);
+  tls_session_key_ = TlsSessionCache::key(*options_.tls_context, host(), options_.target.addr);
+  tls_->resume(owner_.tlsSessions().find(tls_session_key_));
   pumpTls();
 }
 
@@ -235,6 +238,8 @@ void SmtpClient::becomeReady() {
   std::string().swap(stuffed_);
   bool first = !ever_ready_;
   ever_ready_ = true;
+  // The server's ticket came with the handshake's last flight, before its EHLO reply.
+  if (first && tls_) owner_.tlsSessions().put(tls_session_key_, tls_->resumable());
   state_ = State::kIdle;
   armTimer(options_.idle_timeout);
   owner_.clientReady(this, first);
@@ -527,7 +532,8 @@ void SmtpClient::onClose(uv_handle_t* h) {
 }
 
 void SmtpClient::maybeGone() {
-  if (open_handles_ == 0 && (!body_ || body_->reading() == 0)) owner_.clientClosed(this);  // deletes this
+  if (open_handles_ == 0 && (!body_ || body_->reading() == 0))
+    owner_.clientClosed(this);  // deletes this
 }
 
 }  // namespace postern

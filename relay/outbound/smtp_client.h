@@ -36,6 +36,7 @@
 #include "core/dot_stuffer.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
+#include "core/tls_session_cache.h"
 #include "core/tls_stream.h"
 #include "queue/body_reader.h"
 #include "queue/scheduler.h"
@@ -65,6 +66,8 @@ class ClientOwner {
                            std::vector<RecipientResult> results) = 0;
   // Its handles are closed and no read of the body is left: the owner deletes it.
   virtual void clientClosed(SmtpClient* client) = 0;
+  // TLS sessions of this loop's connections, to resume the next one to the same hop.
+  virtual TlsSessionCache& tlsSessions() = 0;
 
  protected:
   ~ClientOwner() = default;
@@ -203,12 +206,13 @@ class SmtpClient {
   std::unique_ptr<BodyReader> body_;  // this transaction's body being scanned or sent
   DotStuffer stuffer_;
   std::vector<std::string_view> views_;  // of the piece being written
-  std::string stuffed_;  // views_ gathered, when they are many (kGatherViews)
-  bool body_sending_ = false;    // from 354 until the final dot has been taken by the kernel
-  bool body_writing_ = false;    // a write of the body is queued (not yet in the kernel)
-  bool piece_held_ = false;      // the queued write points into front(): popped once written
-  bool last_piece_sent_ = false; // the final dot is in the write queued or done
-  bool eight_bit_found_ = false; // kScan
+  std::string stuffed_;                  // views_ gathered, when they are many (kGatherViews)
+  std::string tls_session_key_;          // this hop in ClientOwner::tlsSessions()
+  bool body_sending_ = false;          // from 354 until the final dot has been taken by the kernel
+  bool body_writing_ = false;          // a write of the body is queued (not yet in the kernel)
+  bool piece_held_ = false;            // the queued write points into front(): popped once written
+  bool last_piece_sent_ = false;       // the final dot is in the write queued or done
+  bool eight_bit_found_ = false;       // kScan
   std::vector<uint32_t> rcpts_;        // indices attempted in this transaction
   std::vector<std::string> commands_;  // MAIL, RCPT..., DATA
   size_t next_command_ = 0;            // first command not yet sent

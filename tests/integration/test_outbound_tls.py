@@ -202,6 +202,34 @@ class OutboundTlsTest(RelayTestCase):
         self.assertEqual(good.wait_for(1, 15), 1, "the held message was not delivered")
         self.assertTrue(good.snapshot()[0].tls)
 
+    # -- session resumption ---------------------------------------------------------------
+
+    def assert_next_connections_resume(self, policy):
+        """One message per connection: the first connection makes a full handshake, the
+        next ones to the same hop resume its session (the relay's tls_out line says
+        "resumed")."""
+        ds = self.tls_downstream("ip")
+        route = {"domain": "*", "next_hop": f"{HOST}:{ds.port}", "tls": policy,
+                 "messages_per_connection": 1}
+        self.start_relay(None, routes=[route], delivery={"ca_file": self.ca})
+        for i in range(3):
+            code, resp = self.send(body(f"{policy}-{i}"), FROM, [f"u{i}@dest.test"])
+            self.assertEqual(code, 250, resp)
+            self.assertEqual(ds.wait_for(i + 1, 15), i + 1, "not delivered")
+        self.assertTrue(all(m.tls for m in ds.snapshot()))
+        self.assertTrue(self.relay.wait_log(r"event=tls_out .*resumed", 5),
+                        "no connection resumed a session")
+        lines = [ln for ln in self.relay.log_text().splitlines() if "event=tls_out" in ln]
+        self.assertEqual(len(lines), 3, lines)
+        self.assertNotIn("resumed", lines[0])
+        self.assertTrue(all("resumed" in ln for ln in lines[1:]), lines)
+
+    def test_opportunistic_resumes_the_next_connection(self):
+        self.assert_next_connections_resume("opportunistic")
+
+    def test_required_resumes_the_next_connection(self):
+        self.assert_next_connections_resume("required")
+
     # -- none ---------------------------------------------------------------------------
 
     def test_none_never_starts_tls(self):
