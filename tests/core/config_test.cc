@@ -137,5 +137,26 @@ TEST_F(ConfigTest, BadRoutesAreNamed) {
   EXPECT_EQ(ok.dns.servers.size(), 3u);
 }
 
+TEST_F(ConfigTest, TlsSecondCertificateAndSessionLifetime) {
+  auto tls = [&](const std::string& body) {
+    return std::string(kListener) + "[tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n" +
+           body;
+  };
+  Config c =
+      loadConfig(write(tls("ecdsa_certificate = \"e.pem\"\necdsa_private_key = \"e.key\"\n")));
+  EXPECT_EQ(c.tls.ecdsa_certificate, "e.pem");
+  EXPECT_EQ(c.tls.session_lifetime, 7200);
+  EXPECT_EQ(loadConfig(write(tls("session_lifetime = 0\n"))).tls.session_lifetime, 0);
+  EXPECT_EQ(loadConfig(write(tls("session_lifetime = 60\n"))).tls.session_lifetime, 60);
+  EXPECT_NE(errorOf(write(tls("ecdsa_certificate = \"e.pem\"\n"))).find("go together"),
+            std::string::npos);
+  EXPECT_NE(errorOf(write(tls("session_lifetime = -1\n"))).find("tls.session_lifetime"),
+            std::string::npos);
+  EXPECT_NE(errorOf(write(std::string(kListener) +
+                          "[tls]\necdsa_certificate = \"e.pem\"\necdsa_private_key = \"e.key\"\n"))
+                .find("RSA pair"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace postern

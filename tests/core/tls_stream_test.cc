@@ -226,5 +226,18 @@ TEST_F(TlsStreamTest, CloseNotifyEndsTheStream) {
   EXPECT_EQ(server_->error(), "closed by peer");
 }
 
+TEST(TlsContextTest, TheSecondCertificateIsEcdsaAndTheFirstIsNot) {
+  const TestCertificate& rsa = rsaCertificate();
+  const TestCertificate& ec = certificate();
+  auto both = TlsContext::create(rsa.cert, rsa.key, ec.cert, ec.key);
+  EXPECT_TRUE(both) << both.error();
+  auto two_ec = TlsContext::create(ec.cert, ec.key, ec.cert, ec.key);
+  ASSERT_FALSE(two_ec);
+  EXPECT_NE(two_ec.error().find("must be RSA"), std::string::npos) << two_ec.error();
+  auto two_rsa = TlsContext::create(rsa.cert, rsa.key, rsa.cert, rsa.key);
+  ASSERT_FALSE(two_rsa);
+  EXPECT_NE(two_rsa.error().find("not an ECDSA key"), std::string::npos) << two_rsa.error();
+}
+
 }  // namespace
 }  // namespace postern
