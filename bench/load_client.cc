@@ -140,6 +140,7 @@ void LoadClient::startTls() {
   reply_code_ = 0;
   tls_ =
       std::make_unique<TlsStream>(*src_.tlsContext(), TlsConnection::Side::kClient, kCipherBuffer);
+  tls_->resume(src_.tlsSession());  // nullptr (a full handshake) without --tls-resume
   if (tls_->handshake() == TlsStream::Handshake::kFailed) {
     fail("TLS handshake: " + tls_->error());
     return;
@@ -156,6 +157,7 @@ void LoadClient::onCipher(const char* data, size_t len) {
       return;
     }
     if (h == TlsStream::Handshake::kDone) {
+      if (tls_->resumed()) src_.tlsResumed();
       // Start over inside TLS: EHLO again, and forget what the plain-text EHLO offered.
       offers_pipelining_ = false;
       out_ += "EHLO ";
@@ -286,6 +288,9 @@ void LoadClient::onGreeting(int code) {
 }
 
 void LoadClient::onEhlo(int code, bool ehlo) {
+  // The server's TLS 1.3 ticket came after the handshake, before this reply: the session
+  // is resumable now (the EHLO inside TLS is the first reply that follows the handshake).
+  if (tls_ && ehlo && src_.options().tls_resume) src_.obtainedSession(tls_->resumable());
   if (code / 100 == 2 && src_.options().starttls && !tls_) {
     if (!ehlo || !offers_starttls_) {
       fail("--starttls: the server does not offer STARTTLS");

@@ -13,6 +13,9 @@
 // With --starttls the client sends STARTTLS after the first EHLO (a server that does not
 // offer it is a connection error), runs the TLS handshake through a TlsStream
 // (core/tls_stream.h), and greets again with EHLO inside TLS before its first transaction.
+// With --tls-resume it offers the Source's last session in the handshake and, once the EHLO
+// inside TLS is answered (the server's ticket arrived before that reply), hands its own
+// session back to the Source for the connections that follow.
 #pragma once
 
 #include <uv.h>

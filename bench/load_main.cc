@@ -43,6 +43,10 @@ int main(int argc, char** argv) {
                    "force PIPELINING on or off (default: when the server offers it)");
   source->add_flag("--starttls", src.starttls,
                    "upgrade every connection with STARTTLS (certificate not verified)");
+  source
+      ->add_flag("--tls-resume", src.tls_resume,
+                 "with --starttls: offer the TLS session the last connection obtained")
+      ->needs("--starttls");
   source->add_option("--from", src.message.from, "envelope and header sender")
       ->capture_default_str();
   source->add_option("--to-domain", src.message.to_domain, "recipient domain")

@@ -146,6 +146,10 @@ void Source::outcome(uint64_t seq, int code, uint64_t latency_ns) {
   if (accepted_ + tempfail_ + rejected_ == opts_.messages) finish();
 }
 
+void Source::obtainedSession(TlsSession session) {
+  if (session) tls_session_ = std::move(session);
+}
+
 void Source::connectionError(std::string_view what) {
   // Once every message is answered, a peer that goes away early costs nothing.
   if (finishing_ || stopping_) return;
@@ -227,14 +231,15 @@ void Source::report() {
   auto ull = [](uint64_t v) { return static_cast<unsigned long long>(v); };
   std::printf(
       "postern-load source: %llu messages of ~%zu bytes to %s, %d recipient(s), "
-      "concurrency %d, %d per connection, pipelining %s%s%s\n",
+      "concurrency %d, %d per connection, pipelining %s%s%s%s\n",
       ull(opts_.messages), opts_.message.size, opts_.server.c_str(), opts_.message.recipients,
       opts_.concurrency, opts_.messages_per_connection, mode, opts_.starttls ? ", STARTTLS" : "",
-      timed_out_ ? ", TIMED OUT" : "");
+      opts_.tls_resume ? " resuming sessions" : "", timed_out_ ? ", TIMED OUT" : "");
   std::printf("  accepted %llu  tempfail %llu  rejected %llu  unanswered %llu\n", ull(accepted_),
               ull(tempfail_), ull(rejected_),
               ull(opts_.messages - accepted_ - tempfail_ - rejected_));
   std::printf("  connections %llu  connection errors %llu\n", ull(connections_), ull(errors_));
+  if (opts_.starttls) std::printf("  TLS handshakes resumed %llu\n", ull(tls_resumed_));
   std::printf("  elapsed %.3f s  %.1f msgs/s\n", elapsed, rate);
   std::printf(
       "  latency end-of-data to reply (ms): p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max "
@@ -243,10 +248,12 @@ void Source::report() {
       latency_.percentileMs(0.999), latency_.maxMs(), latency_.count());
   std::printf(
       "result sent=%llu accepted=%llu tempfail=%llu rejected=%llu errors=%llu elapsed_s=%.3f "
-      "msgs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f\n",
+      "msgs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f",
       ull(sent_), ull(accepted_), ull(tempfail_), ull(rejected_), ull(errors_), elapsed, rate,
       latency_.percentileMs(0.5), latency_.percentileMs(0.99), latency_.percentileMs(0.999),
       latency_.maxMs());
+  if (opts_.starttls) std::printf(" tls_resumed=%llu", ull(tls_resumed_));
+  std::printf("\n");
   std::fflush(stdout);
 }
 

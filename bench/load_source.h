@@ -13,7 +13,11 @@
 // connection failures (a 421 counts here and, if it answered a message, as tempfail);
 // msgs_per_s = accepted / elapsed_s; latencies are from handing the body and final "."
 // to the kernel until the reply, over every message that got that far (p50, p99, p99.9
-// and max, exact nearest-rank). With --starttls every connection upgrades to TLS first.
+// and max, exact nearest-rank). With --starttls every connection upgrades to TLS first,
+// and the line ends with tls_resumed = handshakes that resumed a session. With
+// --tls-resume every new connection offers the session the source last obtained (one
+// session shared by all connections, as a client reusing its last ticket would), so only
+// the first connections, and any whose offer the server refuses, run a full handshake.
 //
 // --ack-log FILE writes the seq of every message answered 2xx, one decimal number per
 // line, flushed as it is written, so a test can tell exactly which messages the server
@@ -43,8 +47,9 @@ struct SourceOptions {
   uint64_t messages = 1000;
   int concurrency = 10;
   int messages_per_connection = 100;
-  int pipelining = 0;     // >0 always, <0 never, 0 when the server offers it
-  bool starttls = false;  // STARTTLS after EHLO on every connection, then EHLO again
+  int pipelining = 0;       // >0 always, <0 never, 0 when the server offers it
+  bool starttls = false;    // STARTTLS after EHLO on every connection, then EHLO again
+  bool tls_resume = false;  // with starttls: offer the last session obtained
   double timeout_s = 120;
   bool quiet = false;
   std::string ack_log;  // file for the seq of each message answered 2xx; empty: none
@@ -69,6 +74,13 @@ class Source {
   bool stopping() const { return stopping_; }
   const std::string& heloName() const { return helo_name_; }
   const TlsContext* tlsContext() const { return tls_.get(); }
+  // --tls-resume: the session a new connection offers (nullptr: none yet, or no option).
+  const TlsSession& tlsSession() const { return tls_session_; }
+  // --tls-resume: a connection's session, ready once the server has answered inside TLS;
+  // replaces the one offered so far (the newest ticket lives longest). nullptr: ignored.
+  void obtainedSession(TlsSession session);
+  // A TLS handshake resumed a session.
+  void tlsResumed() { ++tls_resumed_; }
 
   // Hands out the next message to send (a retried one first); false when none is left.
   bool claim(uint64_t& seq);
@@ -100,6 +112,7 @@ class Source {
   MessageBuilder builder_;
   std::string helo_name_;
   std::unique_ptr<TlsContext> tls_;
+  TlsSession tls_session_;
   std::vector<std::unique_ptr<LoadClient>> clients_;
   uv_timer_t tick_{};
   uv_timer_t timeout_{};
@@ -116,6 +129,7 @@ class Source {
   uint64_t rejected_ = 0;
   uint64_t errors_ = 0;
   uint64_t connections_ = 0;
+  uint64_t tls_resumed_ = 0;
   uint64_t last_accepted_ = 0;
   LatencyRecorder latency_;
   std::FILE* ack_log_ = nullptr;
