@@ -45,9 +45,11 @@ demo: build
 
 # Benchmarks use an optimised build of their own: micro-benchmarks, then the end-to-end
 # matrix against a Postfix relay (about 5 minutes on two cores; see bench/e2e.sh), then
-# the queue backlog (bench/backlog.sh): BACKLOG_MESSAGES (default 200,000, about 250 MB
-# of spool under /var/tmp and about a minute) queued for a next hop that is down, a
-# restart on that spool, a flush. The full figure is a million:
+# the TLS matrix against it (bench/tls_bench.py: no TLS, STARTTLS with RSA-2048, with
+# ECDSA P-256, ECDSA resumed; one connection per message; about 7 minutes), then the
+# queue backlog (bench/backlog.sh): BACKLOG_MESSAGES (default 200,000, about 250 MB of
+# spool under /var/tmp and about a minute) queued for a next hop that is down, a restart
+# on that spool, a flush. The full figure is a million:
 # `make bench BACKLOG_MESSAGES=1000000` or `bench/backlog.sh build-rel --messages 1000000`
 # (about 1.5 GB of disk). Last, the relay's peak RSS while it delivers 100 messages of
 # 25 MiB at once (bench/outbound_memory.py: 2.5 GB of spool under /var/tmp, about a minute).
@@ -58,6 +60,7 @@ bench: deps
 	cmake --build $(BENCH) -j $(JOBS) --target postern postern-load postern-bench
 	./bench/micro.sh $(BENCH)
 	./bench/e2e.sh $(BENCH)
+	/usr/bin/python3 bench/tls_bench.py $(BENCH)
 	./bench/backlog.sh $(BENCH) --messages $(BACKLOG_MESSAGES)
 	/usr/bin/python3 bench/outbound_memory.py $(BENCH)
 
