@@ -46,7 +46,7 @@ demo: build
 # Benchmarks use an optimised build of their own: micro-benchmarks, then the end-to-end
 # matrix against a Postfix relay (about 5 minutes on two cores; see bench/e2e.sh), then
 # the TLS matrix against it (bench/tls_bench.py: no TLS, STARTTLS with RSA-2048, with
-# ECDSA P-256, ECDSA resumed; one connection per message; about 7 minutes), then the
+# ECDSA P-256, ECDSA resumed; one connection per message; about 5 minutes), then the
 # queue backlog (bench/backlog.sh): BACKLOG_MESSAGES (default 200,000, about 250 MB of
 # spool under /var/tmp and about a minute) queued for a next hop that is down, a restart
 # on that spool, a flush. The full figure is a million:

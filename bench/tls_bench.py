@@ -25,7 +25,7 @@ Three rounds (--rounds), each running every row on both systems, which goes firs
 alternating from run to run; the tables show medians. Everything is bounded: message counts
 per run, the source's --timeout, the drain deadline, and --budget for the whole script
 (600 s, 180 with --quick; runs that would not fit are skipped and said so). The full matrix
-takes about 7 minutes on the 2-core development machine, --quick (a fifth of the messages)
+takes about 5 minutes on the 2-core development machine, --quick (a fifth of the messages)
 about 2. Postfix runs need the postfix package and root (skipped with a note otherwise).
 Markdown to BUILD/bench-tls.md and stdout.
 """
