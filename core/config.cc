@@ -187,6 +187,8 @@ void readLimits(TableReader& r, Limits& l) {
       static_cast<size_t>(r.integer("messages_per_connection", 1000, 1, 10000000));
   l.hop_limit = static_cast<size_t>(r.integer("hop_limit", 50, 1, 1000));
   l.proxy_timeout = r.seconds("proxy_timeout", l.proxy_timeout);
+  l.tls_handshakes_per_turn =
+      static_cast<size_t>(r.integer("tls_handshakes_per_turn", 4, 1, 10000));
   std::string bare = r.str("bare_line_endings", "reject");
   if (bare != "reject" && bare != "normalise") {
     r.fail(r.get("bare_line_endings"), "bare_line_endings", "expected \"reject\" or \"normalise\"");

@@ -112,6 +112,9 @@ struct Limits {
   // (or been relayed absurdly often): 554 5.4.6, like Postfix's hopcount_limit.
   size_t hop_limit = 50;
   double proxy_timeout = 10;                 // seconds to receive a PROXY header
+  // TLS handshake steps a worker runs per turn of its loop; more wait for later turns
+  // (relay/inbound/handshake_gate.h), so a storm of handshakes cannot stall other sessions.
+  size_t tls_handshakes_per_turn = 4;
   bool normalise_bare_line_endings = false;  // "normalise"; default "reject"
 };
 

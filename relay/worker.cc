@@ -35,6 +35,7 @@ Worker::Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned i
   uv_async_init(&loop_, &task_async_, onTaskAsync);
   task_async_.data = this;
   // This thread's log lines go out once per iteration, before the loop waits (log_sink.h).
+  handshakes_ = std::make_unique<HandshakeGate>(&loop_, config_->limits.tls_handshakes_per_turn);
   uv_prepare_init(&loop_, &log_prepare_);
   uv_prepare_start(&log_prepare_, [](uv_prepare_t*) { flushThreadLog(); });
   uv_unref(reinterpret_cast<uv_handle_t*>(&log_prepare_));
@@ -91,6 +92,7 @@ void Worker::reload(std::shared_ptr<const Config> config, const TlsContexts& tls
   prober_->reload(config);
   config_ = std::move(config);
   tls_ = tls;
+  handshakes_->setPerTurn(config_->limits.tls_handshakes_per_turn);
 }
 
 void Worker::run() {

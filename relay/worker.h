@@ -33,6 +33,7 @@
 #include "core/tls.h"
 #include "queue/spool.h"
 #include "relay/inbound/connection_limiter.h"
+#include "relay/inbound/handshake_gate.h"
 #include "relay/inbound/recipient_probe.h"
 #include "relay/inbound/session_host.h"
 #include "relay/outbound/delivery.h"
@@ -72,6 +73,7 @@ class Worker final : public SessionHost {
   BufferPool& bufferPool() override { return buffers_; }
   bool stopping() const override { return stopping_; }
   const TlsContext* tls() const override { return tls_.server.get(); }
+  HandshakeGate& handshakeGate() override { return *handshakes_; }
 
   WorkerMetrics& metrics() override { return metrics_; }
   // Thread-safe: runs task on this worker's loop (admin requests; not the hot path, so a
@@ -126,7 +128,8 @@ class Worker final : public SessionHost {
   std::unique_ptr<Delivery> delivery_;
   std::unique_ptr<RecipientProber> prober_;
   TlsContexts tls_;
-  std::vector<Listener*> listeners_;  // freed in their close callbacks
+  std::unique_ptr<HandshakeGate> handshakes_;  // made once loop_ is
+  std::vector<Listener*> listeners_;           // freed in their close callbacks
   uv_async_t stop_async_;
   uv_async_t handoff_async_;
   moodycamel::ConcurrentQueue<Handoff> handoffs_;

@@ -9,6 +9,7 @@
 #include "core/proxy_protocol.h"
 #include "core/smtp_reply.h"
 #include "core/stream_write.h"
+#include "relay/inbound/handshake_gate.h"
 #include "relay/inbound/relay_policy.h"
 
 namespace postern {
@@ -150,9 +151,17 @@ void Session::shutdown(bool force) {
   flushOutput();
 }
 
+void Session::onHandshakeTurn(void* who) {
+  auto* s = static_cast<Session*>(who);
+  if (s->closing_) return;
+  s->resumeReading();
+  s->pumpTls();
+}
+
 void Session::close() {
   if (closing_) return;
   closing_ = true;
+  host_.handshakeGate().cancel(this);
   if (counted_) {
     host_.releaseConnection(client_);
     // Postfix's "disconnect from": how long, and what came of it.
@@ -259,6 +268,10 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 
 void Session::pumpTls() {
   if (!tls_->established()) {
+    if (!host_.handshakeGate().enter(this, onHandshakeTurn)) {
+      pauseReading();  // nothing piles up while it waits; onHandshakeTurn reads on
+      return;
+    }
     TlsStream::Handshake hs = tls_->handshake();
     sendCipher();
     if (hs == TlsStream::Handshake::kFailed) {

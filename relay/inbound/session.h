@@ -122,6 +122,7 @@ class Session {
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void onWriteDone(void* ctx, int status);
   static void onTimeout(uv_timer_t* t);
+  static void onHandshakeTurn(void* who);  // HandshakeGate's resume
   static void onClose(uv_handle_t* h);
 
   SessionHost& host_;

@@ -19,6 +19,7 @@
 
 namespace postern {
 
+class HandshakeGate;
 class RecipientProber;
 class Session;
 
@@ -34,6 +35,8 @@ class SessionHost {
   virtual RecipientProber& prober() = 0;
   // The STARTTLS context, or nullptr when no certificate is configured.
   virtual const TlsContext* tls() const = 0;
+  // Where TLS handshake steps queue for their turn of the loop.
+  virtual HandshakeGate& handshakeGate() = 0;
   // Draining: new commands get 421.
   virtual bool stopping() const = 0;
 

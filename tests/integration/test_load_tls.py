@@ -101,5 +101,40 @@ class LoadTlsResumeTest(RelayTestCase):
         self.assertIn("--starttls", r.stderr + r.stdout)
 
 
+class HandshakeStormTest(LoadTlsResumeTest):
+    """A storm of handshakes through a gate of one step per loop turn
+    ([limits] tls_handshakes_per_turn = 1, relay/inbound/handshake_gate.h) on one worker:
+    every TLS client still gets through, and plain sessions running at the same time too.
+    (How much the gate shortens the plain sessions' wait is measured, not tested:
+    docs/performance in the README.)"""
+
+    def setUp(self):
+        RelayTestCase.setUp(self)
+        tls = (f'[tls]\ncertificate = "{self.ecdsa[0]}"\nprivate_key = "{self.ecdsa[1]}"\n'
+               "\n[limits]\ntls_handshakes_per_turn = 1\n")
+        self.start_relay(self.downstream.port, workers=1, extra=tls)
+
+    def test_every_client_gets_through_the_gate(self):
+        storm = subprocess.Popen(
+            [load_bin(), "source", "--server", f"{HOST}:{self.relay.port}", "--messages", "200",
+             "--messages-per-connection", "1", "--concurrency", "50", "--starttls",
+             "--timeout", str(SOURCE_TIMEOUT), "--quiet"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(storm.kill)
+        rc, out, res = self.source()  # plain, meanwhile
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(res["accepted"], str(MESSAGES), out)
+        storm_out, _ = storm.communicate(timeout=SOURCE_TIMEOUT + 30)
+        self.assertEqual(storm.returncode, 0, storm_out)
+        self.assertRegex(storm_out, r"result .*accepted=200 .*errors=0", storm_out)
+        self.assertEqual(self.downstream.wait_for(200 + MESSAGES, 60), 200 + MESSAGES)
+
+    # The inherited cases are LoadTlsResumeTest's; they need not run again here.
+    test_every_connection_after_the_first_resumes = None
+    test_no_resumption_without_the_option = None
+    test_plain_runs_say_nothing_of_tls = None
+    test_resume_needs_starttls = None
+
+
 if __name__ == "__main__":
     unittest.main()
