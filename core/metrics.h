@@ -33,6 +33,13 @@ struct Histogram {
   }
 };
 
+// Body pieces read for delivery (BodyReader), by where they came from: at once from the
+// page cache, or through libuv's thread pool (the page cache did not hold all of it).
+struct BodyReadCounts {
+  uint64_t cache = 0;
+  uint64_t pool = 0;
+};
+
 struct WorkerMetrics {
   uint64_t connections = 0;
   uint64_t messages_accepted = 0;
@@ -46,6 +53,7 @@ struct WorkerMetrics {
   uint64_t bounced = 0;
   uint64_t expired = 0;
   std::map<std::string, Histogram> delivery;  // transaction time by next hop
+  BodyReadCounts body_reads;
 };
 
 // Prometheus text format helpers: one sample line, and a histogram's lines.

@@ -11,8 +11,9 @@
 
 namespace postern {
 
-BodyReader::BodyReader(uv_loop_t* loop, Ready ready, void* ctx, bool try_cache)
-    : loop_(loop), ready_(ready), ctx_(ctx), try_cache_(try_cache) {
+BodyReader::BodyReader(uv_loop_t* loop, Ready ready, void* ctx, BodyReadCounts* counts,
+                       bool try_cache)
+    : loop_(loop), ready_(ready), ctx_(ctx), counts_(counts), try_cache_(try_cache) {
   for (Slot& s : slots_) s.reader = this;
 }
 
@@ -60,6 +61,7 @@ void BodyReader::fill(Slot& s) {
   s.want = static_cast<size_t>(std::min<uint64_t>(kPiece, file_.size - asked_));
   s.have = 0;
   s.busy = true;
+  s.pooled = false;
   asked_ += s.want;
   readMore(s);
 }
@@ -83,7 +85,10 @@ BodyReader::Step BodyReader::readMore(Slot& s) {
       break;
     }
   }
-  if (s.have == s.want) return Step::kDone;
+  if (s.have == s.want) {
+    if (counts_ != nullptr) ++(s.pooled ? counts_->pool : counts_->cache);
+    return Step::kDone;
+  }
   const int fd = poolFd();
   if (fd < 0) return Step::kFailed;
   uv_buf_t buf = uv_buf_init(s.buf.get() + s.have, static_cast<unsigned>(s.want - s.have));
@@ -95,6 +100,7 @@ BodyReader::Step BodyReader::readMore(Slot& s) {
     return Step::kFailed;
   }
   ++reading_;
+  s.pooled = true;
   return Step::kPending;
 }
 
@@ -110,6 +116,7 @@ void BodyReader::onRead(uv_fs_t* req) {
     if (!r->failed()) r->error_ = "the spool file ends before the body does";
   } else {
     s.have += static_cast<size_t>(n);
+    if (s.have == s.want && r->counts_ != nullptr) ++r->counts_->pool;
     // A short read: the rest of the piece is asked for again.
     if (s.have < s.want && !r->stopped_ && !r->failed() && r->readMore(s) == Step::kPending) {
       return;

@@ -29,6 +29,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/metrics.h"
+
 namespace postern {
 
 // A body's octets within a file. fd says where the file is now, asked again before each
@@ -46,8 +48,10 @@ class BodyReader {
   using Ready = void (*)(void* ctx);
   static constexpr size_t kPiece = 64 * 1024;
 
+  // counts, when given, outlives the reader and counts its pieces by where they came from.
   // try_cache false: every read goes to the thread pool (tests of that path).
-  BodyReader(uv_loop_t* loop, Ready ready, void* ctx, bool try_cache = true);
+  BodyReader(uv_loop_t* loop, Ready ready, void* ctx, BodyReadCounts* counts = nullptr,
+             bool try_cache = true);
   ~BodyReader();
   BodyReader(const BodyReader&) = delete;
   BodyReader& operator=(const BodyReader&) = delete;
@@ -77,6 +81,7 @@ class BodyReader {
     size_t want = 0;      // octets of the piece
     size_t have = 0;      // of them read so far
     bool busy = false;    // reading or holding a piece not yet popped
+    bool pooled = false;  // some of the piece was read on the thread pool
   };
 
   enum class Step { kDone, kPending, kFailed };  // kFailed: error_ says why
@@ -89,6 +94,7 @@ class BodyReader {
   uv_loop_t* loop_;
   Ready ready_;
   void* ctx_;
+  BodyReadCounts* counts_;
   BodyFile file_;
   int pool_fd_ = -1;
   bool started_ = false;

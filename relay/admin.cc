@@ -45,6 +45,9 @@ constexpr Family kFamilies[] = {
      "Damaged spool octets copied to the quarantine at start (each record lost is in it)."},
     {"postern_spool_fsync_seconds", "histogram", "Time of one group commit (writev+fdatasync)."},
     {"postern_delivery_seconds", "histogram", "Outbound SMTP transaction time by next hop."},
+    {"postern_body_pieces_read_total", "counter",
+     "Message body pieces (64 KiB) read for delivery: at once from the page cache (cache) or "
+     "on the thread pool (pool)."},
 };
 
 // The token of an "Authorization: Bearer T" header line in a request head; "" if none.

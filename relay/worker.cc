@@ -265,6 +265,10 @@ std::string Worker::metricsText() const {
            double(spool_->quarantinedBytes()));
     histogram("postern_spool_fsync_seconds", w, spool_->fsyncSeconds());
   }
+  for (auto [path, n] : {std::pair{"cache", m.body_reads.cache}, std::pair{"pool", m.body_reads.pool}}) {
+    sample("postern_body_pieces_read_total", "postern_body_pieces_read_total",
+           w + ",path=\"" + path + "\"", double(n));
+  }
   for (const auto& [hop, h] : m.delivery) {
     histogram("postern_delivery_seconds", w + ",next_hop=\"" + promEscape(hop) + "\"", h);
   }

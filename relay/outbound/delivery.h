@@ -96,6 +96,7 @@ class Delivery final : public ClientOwner {
                    std::vector<RecipientResult> results) override;
   void clientClosed(SmtpClient* client) override;
   TlsSessionCache& tlsSessions() override { return tls_sessions_; }
+  BodyReadCounts& bodyReads() override { return metrics_.body_reads; }
 
   // Admin (queue tools; delivery_queue_actions.cc). Entries for every job, wherever it
   // waits; then actions on the jobs of one message by queue id. A job on a connection right

@@ -272,7 +272,7 @@ void SmtpClient::deliver(std::unique_ptr<DeliveryJob> job) {
     if (!file) return unreadable(file.error());
     state_ = State::kScan;
     armTimer(options_.command_timeout);
-    body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this);
+    body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this, &owner_.bodyReads());
     body_->start(*file);
     return scanBody();
   }
@@ -452,7 +452,7 @@ void SmtpClient::startEnvelopeReply(int code, std::string_view text) {
       file = owner_.spool().openBody(job_->message.ref);
       if (!file) return unreadable(file.error());
     }  // else the peer accepted DATA with no recipients: an empty message, its reply ignored
-    body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this);
+    body_ = std::make_unique<BodyReader>(owner_.loop(), onBodyPiece, this, &owner_.bodyReads());
     body_->start(*file);
     return sendBody();
   }

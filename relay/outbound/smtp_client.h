@@ -68,6 +68,8 @@ class ClientOwner {
   virtual void clientClosed(SmtpClient* client) = 0;
   // TLS sessions of this loop's connections, to resume the next one to the same hop.
   virtual TlsSessionCache& tlsSessions() = 0;
+  // Where this loop's body reads counts go (a metric).
+  virtual BodyReadCounts& bodyReads() = 0;
 
  protected:
   ~ClientOwner() = default;

@@ -294,5 +294,31 @@ class AdminTest(RelayTestCase):
         self.relay.start()  # for the cleanup's own stop
 
 
+class BodyReadsMetricTest(RelayTestCase):
+    """postern_body_pieces_read_total counts the 64 KiB pieces delivery read of each body,
+    whichever way each came (page cache or thread pool)."""
+
+    def test_pieces_of_delivered_bodies_are_counted(self):
+        big = b"Subject: big\r\n\r\n" + b"".join(b"%06d " % i + b"x" * 92 + b"\r\n"
+                                                 for i in range(2000))  # 200,034 octets
+        with smtp_client(HOST, self.relay.port) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.sendmail(FROM, ["a@dest.test"], BODY), {})
+            self.assertEqual(s.sendmail(FROM, ["b@dest.test"], big), {})
+        self.assertEqual(self.downstream.wait_for(2, 15), 2)
+        status, text = http(self.relay.admin_port, "/metrics")
+        self.assertEqual(status, 200)
+        pieces = {}
+        for f in text_string_to_metric_families(text):
+            for sample in f.samples:
+                if sample.name == "postern_body_pieces_read_total":
+                    path = sample.labels["path"]
+                    pieces[path] = pieces.get(path, 0) + sample.value
+        self.assertEqual(set(pieces), {"cache", "pool"})
+        # One piece for the small body, four for the big one (with its Received: line,
+        # still under 4 x 64 KiB).
+        self.assertEqual(pieces["cache"] + pieces["pool"], 1 + 4, pieces)
+
+
 if __name__ == "__main__":
     unittest.main()

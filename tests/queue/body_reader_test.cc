@@ -67,13 +67,14 @@ class BodyReaderTest : public ::testing::TestWithParam<bool> {
   uv_loop_t loop_;
   int fd_ = -1;
   int ready_ = 0;
+  BodyReadCounts counts_;
 };
 
 TEST_P(BodyReaderTest, ReadsTheRangeInBoundedPiecesInOrder) {
   std::string data(300 * 1024 + 17, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>('a' + i * 7 % 26);
   write(data);
-  BodyReader r(&loop_, onReady, &ready_, cache());
+  BodyReader r(&loop_, onReady, &ready_, &counts_, cache());
   r.start(file(100, data.size() - 200));
   size_t pieces = 0, largest = 0;
   EXPECT_EQ(drain(r, pieces, largest), data.substr(100, data.size() - 200));
@@ -85,14 +86,18 @@ TEST_P(BodyReaderTest, ReadsTheRangeInBoundedPiecesInOrder) {
   // the reader falls back to the pool, as it must).
   if (cache() && nowaitWorks()) {
     EXPECT_EQ(ready_, 0);
+    EXPECT_EQ(counts_.cache, 5u);
+    EXPECT_EQ(counts_.pool, 0u);
   } else {
     EXPECT_GE(ready_, 5);
+    EXPECT_EQ(counts_.cache, 0u);
+    EXPECT_EQ(counts_.pool, 5u);
   }
   EXPECT_EQ(r.reading(), 0u);
 }
 
 TEST_P(BodyReaderTest, EmptyBodyIsFinishedAtOnce) {
-  BodyReader r(&loop_, onReady, &ready_, cache());
+  BodyReader r(&loop_, onReady, &ready_, &counts_, cache());
   r.start(BodyFile{});
   EXPECT_TRUE(r.finished());
   EXPECT_FALSE(r.front().has_value());
@@ -100,7 +105,7 @@ TEST_P(BodyReaderTest, EmptyBodyIsFinishedAtOnce) {
 
 TEST_P(BodyReaderTest, FileEndingBeforeTheBodyFails) {
   write(std::string(100 * 1024, 'x'));
-  BodyReader r(&loop_, onReady, &ready_, cache());
+  BodyReader r(&loop_, onReady, &ready_, &counts_, cache());
   r.start(file(0, 200 * 1024));  // the record says more than the file holds: damage
   size_t pieces = 0, largest = 0;
   std::string got = drain(r, pieces, largest);
@@ -114,7 +119,7 @@ TEST_P(BodyReaderTest, FileEndingBeforeTheBodyFails) {
 TEST_P(BodyReaderTest, FileGoneBetweenPiecesFails) {
   write(std::string(200 * 1024, 'z'));
   bool gone = false;
-  BodyReader r(&loop_, onReady, &ready_, cache());
+  BodyReader r(&loop_, onReady, &ready_, &counts_, cache());
   r.start(BodyFile{[&] { return gone ? -1 : fd_; }, 0, 200 * 1024});
   while (!r.front() && !r.failed()) uv_run(&loop_, UV_RUN_ONCE);
   ASSERT_FALSE(r.failed());
@@ -129,7 +134,7 @@ TEST_P(BodyReaderTest, FileGoneBetweenPiecesFails) {
 TEST_P(BodyReaderTest, StopReadsNothingMoreAndLetsTheReadsInFlightEnd) {
   if (cache()) GTEST_SKIP() << "reads from the page cache are never in flight";
   write(std::string(1024 * 1024, 'y'));
-  BodyReader r(&loop_, onReady, &ready_, cache());
+  BodyReader r(&loop_, onReady, &ready_, &counts_, cache());
   r.start(file(0, 1024 * 1024));
   EXPECT_EQ(r.reading(), 2u);  // two pieces asked for at once
   r.stop();
