@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import benchlib
 from benchlib import (CLK_TCK, KIB, accepting, busy_pct, check_build, cpu_ticks,
@@ -234,6 +235,7 @@ class PosternRelay(benchlib.Child):
 
     def __init__(self, bench, d, sink_port, tls=False, certificate=None):
         self.port = free_port()
+        self.admin_port = free_port()
         self.dir = d
         self.log_path = os.path.join(d, "relay.log")
         spool = os.path.join(d, "spool")
@@ -261,7 +263,7 @@ domain = "*"
 next_hop = "127.0.0.1:{sink_port}"
 
 [admin]
-address = "127.0.0.1:{free_port()}"
+address = "127.0.0.1:{self.admin_port}"
 
 [limits]
 connections = 100000
@@ -286,6 +288,21 @@ connections_per_host = {bench.args.postern_delivery_connections}
 
     def cpu_s(self):
         return tree_cpu_s(self.pid)
+
+    def body_pieces(self):
+        """(from the page cache, on the thread pool): the body pieces delivery read, summed
+        over workers from /metrics; None if the relay does not say."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics",
+                                        timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        got = {"cache": 0.0, "pool": 0.0}
+        for m in re.finditer(r'^postern_body_pieces_read_total\{[^}]*path="(\w+)"[^}]*\} (\S+)$',
+                             text, re.M):
+            got[m.group(1)] = got.get(m.group(1), 0) + float(m.group(2))
+        return int(got["cache"]), int(got["pool"])
 
     def threads(self):
         return status_kb(self.pid, "Threads", 0)
@@ -488,6 +505,10 @@ def run_cell(bench, system, conc, size, n, tls=False):
                 r["peak_rss_mib"] = status_kb(relay.pid, "VmHWM", 0) / KIB
                 r["threads"] = relay.threads()
                 r["workers"] = relay.workers()
+                pieces = relay.body_pieces()
+                if pieces and pieces[1]:
+                    r["notes"].append(f"{pieces[1]} of {sum(pieces)} body pieces read on the "
+                                      "thread pool (not in the page cache)")
             else:
                 sampler.stop()
                 r["peak_rss_mib"] = sampler.peak_kb / KIB

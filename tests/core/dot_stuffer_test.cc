@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 
 namespace postern {
@@ -61,6 +62,19 @@ TEST(DotStuffer, EveryPieceSizeGivesTheWholeBodyResult) {
   const std::string want = stuffWhole(body);
   for (size_t piece = 1; piece <= body.size() + 1; ++piece) {
     EXPECT_EQ(stuffInPieces(body, piece), want) << "piece " << piece;
+  }
+}
+
+TEST(DotStuffer, RandomBodiesInRandomPiecesMatchTheReference) {
+  // Bodies of dots, line ends and letters, so dots fall at line starts, mid-line and at
+  // piece edges in every combination.
+  std::mt19937 rng(7);
+  constexpr std::string_view kAlphabet = "..\r\n\nab";
+  for (int round = 0; round < 2000; ++round) {
+    std::string body(rng() % 64, '\0');
+    for (char& c : body) c = kAlphabet[rng() % kAlphabet.size()];
+    const size_t piece = 1 + rng() % 8;
+    EXPECT_EQ(stuffInPieces(body, piece), stuffWhole(body)) << "body " << body << " piece " << piece;
   }
 }
 
