@@ -48,7 +48,8 @@ for b in doc.get("benchmarks", []):
 NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 # (label, benchmark, unit, baseline, target)
-#   unit "GB/s": bytes_per_second / 1e9; "ns/item": 1e9 / items_per_second
+#   unit "GB/s": bytes_per_second / 1e9; "ns/item": 1e9 / items_per_second; "µs/op": the
+#   median time of one iteration (CPU time, or the manual time of ".../manual_time" ones)
 #   target: (">=", x) or ("<=", x) in the row's unit, or None
 ROWS = [
     ("LineSplitter::next, 64 KiB DATA in place", "BM_LineSplitter", "GB/s",
@@ -75,6 +76,18 @@ ROWS = [
      "BM_QueueSpsc_MutexDequeBaseline/real_time", None),
     ("SPSC queue, moodycamel, bulk pop 64 (as relay/worker.cc)", "BM_QueueSpscMoodycamelBulk/real_time",
      "ns/item", "BM_QueueSpsc_MutexDequeSwapBaseline/real_time", None),
+    ("DotStuffer, 100 KB text in 64 KiB pieces", "BM_DotStuffer/102400/0", "GB/s",
+     "BM_DotStuffPerLine/102400/0", None),
+    ("DotStuffer, 100 KB base64 in 64 KiB pieces", "BM_DotStuffer/102400/1", "GB/s",
+     "BM_DotStuffPerLine/102400/1", None),
+    ("TLS 1.3 server handshake, ECDSA P-256, ticket (server CPU)",
+     "BM_TlsServerHandshake_Ecdsa/manual_time", "µs/op", "BM_TlsCrypto_Ecdsa", None),
+    ("TLS 1.3 server handshake, ECDSA P-256, no ticket", "BM_TlsServerHandshake_EcdsaNoTicket/manual_time",
+     "µs/op", "BM_TlsCrypto_Ecdsa", None),
+    ("TLS 1.3 server handshake, RSA-2048, ticket", "BM_TlsServerHandshake_Rsa/manual_time",
+     "µs/op", "BM_TlsCrypto_Rsa", None),
+    ("TLS 1.3 server handshake, resumed", "BM_TlsServerHandshake_Resumed/manual_time",
+     "µs/op", "BM_TlsCrypto_Resumed", None),
 ]
 
 BASELINE_LABEL = {
@@ -87,6 +100,11 @@ BASELINE_LABEL = {
     "BM_MemcpyRecord/102400": "memcpy record",
     "BM_QueueSpsc_MutexDequeBaseline/real_time": "mutex + deque",
     "BM_QueueSpsc_MutexDequeSwapBaseline/real_time": "mutex + deque, swap",
+    "BM_DotStuffPerLine/102400/0": "line-by-line scan",
+    "BM_DotStuffPerLine/102400/1": "line-by-line scan",
+    "BM_TlsCrypto_Ecdsa": "X25519 + ECDSA sign",
+    "BM_TlsCrypto_Rsa": "X25519 + RSA-PSS sign",
+    "BM_TlsCrypto_Resumed": "X25519",
 }
 
 
@@ -97,6 +115,9 @@ def rate(name, unit):
     if unit == "GB/s":
         v = med.get("bytes_per_second")
         return v / 1e9 if v else None
+    if unit == "µs/op":
+        ns = op_ns(name)
+        return ns / 1e3 if ns else None
     v = med.get("items_per_second")
     return 1e9 / v if v else None
 
@@ -104,7 +125,7 @@ def rate(name, unit):
 # Google Benchmark computes the rates from CPU time, except for benchmarks registered with
 # UseRealTime (the two-thread queue ones, named ".../real_time"); "per op" follows suit.
 def clock(name):
-    return "real_time" if name.endswith("/real_time") else "cpu_time"
+    return "real_time" if name.endswith(("/real_time", "/manual_time")) else "cpu_time"
 
 
 def op_ns(name):
@@ -127,6 +148,8 @@ def fmt(v, unit):
         return "n/a"
     if unit == "GB/s":
         return f"{v:.2f} GB/s"
+    if unit == "µs/op":
+        return f"{v:.1f} µs"
     return f"{v:.1f} ns"
 
 
@@ -183,10 +206,11 @@ for label, name, unit, base, target in ROWS:
           f"{fmt(b, unit)} | {ratio} | {tgt} |")
 print()
 print("per op = median time of one iteration (a record for encode/decode, a message for "
-      "DataReader, the 14-command mix for parseCommand, a 16384-item batch for the queues), "
-      "CPU time except for the queues (wall time). CV = coefficient of variation of the "
+      "DataReader, the 14-command mix for parseCommand, a 16384-item batch for the queues, "
+      "a handshake for TLS), CPU time except for the queues (wall time) and the handshakes "
+      "(the server's thread CPU time alone). CV = coefficient of variation of the "
       "rate over the 5 repetitions. vs baseline: speed ratio for "
-      "GB/s (1.00× = as fast as the baseline), time ratio for ns/item (>1 = slower).")
+      "GB/s (1.00× = as fast as the baseline), time ratio for ns/item and µs/op (>1 = slower).")
 if missing:
     print()
     print("Not run (filtered out or not built): " + ", ".join(missing))
