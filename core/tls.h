@@ -82,9 +82,14 @@ class TlsConnection {
   bool resumed() const;
 
   void feedCipher(const char* data, size_t len);
+  // Ciphertext fed and not yet taken by a handshake step or readPlain().
+  size_t pendingCipher() const { return BIO_ctrl_pending(in_); }
   // true: the handshake is complete; false: it needs more input.
   Result<bool> handshake();
   bool established() const { return established_; }
+  // The protocol agreed is TLS 1.3 (in which the server's last flight comes before the
+  // client's Finished, so nothing it writes after the handshake is awaited).
+  bool tls13() const { return SSL_version(ssl_) == TLS1_3_VERSION; }
   // Decrypted octets into dst: how many (0 when none is available now). Fails on a bad
   // record or the peer's close_notify ("closed by peer").
   Result<size_t> readPlain(char* dst, size_t cap);

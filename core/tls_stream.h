@@ -14,8 +14,9 @@
 // Bounds: ciphertext read from the socket is at most one readBuffer() at a time; plaintext
 // is decrypted only into the InputBuffer's free space (zero-copy and bounded as for plain
 // TCP). What OpenSSL holds beyond that is the unread part of the records fed to it, so a
-// connection that stops taking plaintext must also stop reading the socket: nothing here
-// bounds what received() is given.
+// connection that stops taking plaintext must stop reading the socket, at once or once
+// pendingCipher() has reached a bound of its own: nothing here bounds what received() is
+// given.
 //
 // Failures are values: kFailed with error() saying why (a failed handshake, a bad record,
 // or the peer's close_notify, "closed by peer"); nothing throws.
@@ -51,12 +52,16 @@ class TlsStream {
   uv_buf_t readBuffer();
   // read_cb: len bytes of ciphertext arrived (data is readBuffer()'s, or any bytes in tests).
   void received(const char* data, size_t len) { tls_.feedCipher(data, len); }
+  // Ciphertext received and not yet decrypted: what a connection that pauses its reading
+  // bounds (see Bounds above).
+  size_t pendingCipher() const { return tls_.pendingCipher(); }
 
   enum class Handshake { kPending, kDone, kFailed };
   // Runs the handshake as far as the ciphertext received allows; kDone once it is complete
   // (and on every call after). Its records wait in the stream for write() or seal().
   Handshake handshake();
   bool established() const { return tls_.established(); }
+  bool tls13() const { return tls_.tls13(); }
 
   enum class Read { kData, kNone, kFull, kFailed };
   // Decrypts into in's free space and commits it: kData (some bytes), kNone (no complete

@@ -258,6 +258,13 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   }
   if (s->tls_) {
     s->tls_->received(buf->base, static_cast<size_t>(nread));
+    if (s->state_ == State::kCommit) {
+      // As for plain TCP, reading goes on during a commit (no epoll change per message),
+      // into a bound: the records wait undecrypted, and reading stops once they fill a
+      // read buffer. onCommitted reads on and decrypts them.
+      if (s->tls_->pendingCipher() >= kCipherBuffer) s->pauseReading();
+      return;
+    }
     s->pumpTls();
     return;
   }
@@ -273,7 +280,10 @@ void Session::pumpTls() {
       return;
     }
     TlsStream::Handshake hs = tls_->handshake();
-    sendCipher();
+    // The next flight, or the alert. In TLS 1.3 what the last step writes (the session
+    // ticket) is not awaited: it waits for the first reply, one write and one segment
+    // instead of two. In TLS 1.2 the last step writes the server's Finished, awaited.
+    if (hs != TlsStream::Handshake::kDone || !tls_->tls13()) sendCipher();
     if (hs == TlsStream::Handshake::kFailed) {
       logEvent(spdlog::level::info, "tls_failed",
                {{"client", client_text_}, {"error", tls_->error()}});
@@ -359,9 +369,12 @@ void Session::flushOutput() {
   if (closing_) return;
   // With TLS a reply made during the handshake (a timeout's 421) is held until it ends, and
   // is lost if the session closes first: after STARTTLS nothing goes out in the clear.
+  // Records with no reply to carry them (a session ticket, an answer to a key update) wait
+  // for the next one: in SMTP the client speaks first, so a reply always comes.
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  Result<Sent> sent = tls_ ? tls_->write(stream, out_, onWriteDone, this)
-                           : writeOut(stream, out_, onWriteDone, this);
+  Result<Sent> sent = out_.empty() ? Sent::kAll
+                      : tls_       ? tls_->write(stream, out_, onWriteDone, this)
+                                   : writeOut(stream, out_, onWriteDone, this);
   if (!sent) return close();
   if (*sent == Sent::kQueued) {
     ++refs_;  // the queued write refers to this session

@@ -190,9 +190,8 @@ void Session::endMessage() {
   }
   txn_->received_ms = unixMillis();
   state_ = State::kCommit;
-  // Plain TCP reads on into the bounded buffer while the commit runs, unprocessed; TLS
-  // stops, since OpenSSL would buffer whatever the peer sent without a bound.
-  if (tls_) pauseReading();
+  // Reading goes on while the commit runs, unprocessed, into bounded buffers (the input
+  // buffer for plain TCP, one read buffer of records for TLS: onRead).
   ++refs_;  // the spool's callback refers to this session
   // The spool encodes the envelope now; the session keeps it (no command is read in
   // kCommit, so nothing resets it) until the callback moves it on.

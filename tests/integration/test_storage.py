@@ -4,6 +4,8 @@
 * The 250 after DATA waits for fdatasync: while the shim holds the sync, no reply comes;
   once it lets the sync return, the 250 does. (A kill -9 test keeps the page cache, so it
   would pass with the sync removed; this one does not.)
+* A TLS client that sends on while its message is synced is read only up to a bound: the
+  relay's memory does not grow with what it sends; the 250 comes once the sync returns.
 * A failed write whose truncation also fails leaves the segment's end unknown: the spool
   stops writing for good (fail-stop): 452 4.3.1 for every message, /readyz 503, a
   spool_broken line, even once the disk works again; a restart takes mail again.
@@ -13,6 +15,7 @@
 
 import os
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -21,6 +24,7 @@ import urllib.error
 import urllib.request
 
 from harness import HOST, RelayTestCase, ReplyReader, smtp_client
+from test_inbound_extensions import make_cert
 
 FROM = "sender@origin.test"
 
@@ -48,11 +52,11 @@ class StorageTest(RelayTestCase):
 
     auto_relay = False
 
-    def start_with(self, wait_recovered=True, **env):
+    def start_with(self, wait_recovered=True, extra=None, **env):
         self.state = tempfile.mkdtemp(prefix="postern-shim-")
         self.relay = None
         from harness import Relay
-        relay = Relay(self.downstream.port)
+        relay = Relay(self.downstream.port, extra=extra)
         # The sanitizer builds want their runtime first; the shim is not instrumented.
         relay.env = {"LD_PRELOAD": shim(), "ASAN_OPTIONS": "verify_asan_link_order=0:"
                      + os.environ.get("ASAN_OPTIONS", ""), **env}
@@ -123,6 +127,61 @@ class StorageTest(RelayTestCase):
         self.assertEqual(early, b"", "a reply came before fdatasync returned")
         open(os.path.join(gate, "open"), "w").close()
         sock.settimeout(10)
+        code, text = r.reply()
+        self.assertEqual(code, 250, text)
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+
+    def wait_for_sync(self, gate):
+        waiting = os.path.join(gate, "waiting")
+        deadline = time.monotonic() + 10
+        while not os.path.exists(waiting) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(os.path.exists(waiting), "the relay never called fdatasync")
+
+    def rss(self):
+        with open(f"/proc/{self.relay.proc.pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+    def test_tls_input_during_a_held_commit_is_bounded(self):
+        cert, key = make_cert(tempfile.mkdtemp(prefix="postern-cert-"))
+        gate = tempfile.mkdtemp(prefix="postern-gate-")
+        self.start_with(extra=f'[tls]\ncertificate = "{cert}"\nprivate_key = "{key}"\n',
+                        POSTERN_SHIM_SYNC_GATE=gate)
+        sock = socket.create_connection((HOST, self.relay.port), timeout=10)
+        self.addCleanup(sock.close)
+        r = ReplyReader(sock, timeout=10)
+        r.reply()
+        sock.sendall(b"EHLO c.test\r\n")
+        r.reply()
+        sock.sendall(b"STARTTLS\r\n")
+        self.assertEqual(r.reply()[0], 220)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        t = ctx.wrap_socket(sock, server_hostname="relay.test")
+        r = ReplyReader(t, timeout=10)
+        t.sendall(b"EHLO c.test\r\nMAIL FROM:<%s>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n"
+                  % FROM.encode())
+        self.assertEqual([c for c, _ in r.replies(4)], [250, 250, 250, 354])
+        before = self.rss()
+        t.sendall(b"Subject: held\r\n\r\nbody\r\n.\r\n")
+        self.wait_for_sync(gate)
+        # Pipelined commands, until the relay has stopped reading and the kernel's buffers
+        # are full too (a relay that read everything would take all 64 MiB).
+        chunk, sent = b"NOOP\r\n" * 2731, 0
+        t.settimeout(2)
+        try:
+            while sent < 64 << 20:
+                t.sendall(chunk)
+                sent += len(chunk)
+        except (TimeoutError, ssl.SSLError):
+            pass
+        self.assertGreater(sent, 256 << 10, "the flood did not get going")
+        self.assertLess(sent, 64 << 20, "the relay read everything during the commit")
+        growth = self.rss() - before
+        self.assertLess(growth, 8 << 20, f"relay grew by {growth} octets, {sent} sent")
+        open(os.path.join(gate, "open"), "w").close()
+        t.settimeout(10)
         code, text = r.reply()
         self.assertEqual(code, 250, text)
         self.assertEqual(self.downstream.wait_for(1, 15), 1)
