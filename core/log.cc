@@ -82,11 +82,13 @@ LogField::LogField(std::string_view k, double v) : key(k), quoted(false) {
 void initLogging(std::string_view format, std::string_view level) {
   g_json = format == "json";
   auto logger = std::make_shared<spdlog::logger>("postern", std::make_shared<LogSink>(STDERR_FILENO));
-  // JSON: a UTC ISO-8601 timestamp as the first member; formatEvent() writes the rest.
+  // Both formats start with a UTC ISO-8601 timestamp, its zone said (Z): lines from hosts
+  // in other zones, or from before a DST change, sort and join as they are.
+  // JSON: as the first member; formatEvent() writes the rest.
   if (g_json) {
     logger->set_pattern("{\"ts\":\"%Y-%m-%dT%H:%M:%S.%eZ\",%v", spdlog::pattern_time_type::utc);
   } else {
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
   }
   logger->set_level(spdlog::level::from_str(std::string(level)));
   spdlog::set_default_logger(logger);

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/network.h"
 #include "core/smtp_command.h"
+#include "core/version.h"
 #include "relay/admin_token.h"
 #include "relay/worker.h"
 
@@ -26,6 +27,8 @@ struct Family {
 };
 
 constexpr Family kFamilies[] = {
+    {"postern_build_info", "gauge",
+     "Always 1; its labels say what runs: version, revision (git describe), openssl, libuv."},
     {"postern_connections_total", "counter", "SMTP connections accepted."},
     {"postern_sessions", "gauge", "Open SMTP sessions by state."},
     {"postern_messages_accepted_total", "counter", "Messages acknowledged with 250 (spooled)."},
@@ -49,6 +52,22 @@ constexpr Family kFamilies[] = {
      "Message body pieces (64 KiB) read for delivery: at once from the page cache (cache) or "
      "on the thread pool (pool)."},
 };
+
+// A Prometheus label value: backslash, double quote and line feed escaped.
+std::string labelValue(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"' || c == '\n') out += '\\';
+    out += c == '\n' ? 'n' : c;
+  }
+  return out;
+}
+
+std::string buildInfo() {
+  return "postern_build_info{version=\"" + labelValue(kVersion) + "\",revision=\"" +
+         labelValue(kRevision) + "\",openssl=\"" + labelValue(opensslVersion()) + "\",libuv=\"" +
+         labelValue(libuvVersion()) + "\"} 1\n";
+}
 
 // The token of an "Authorization: Bearer T" header line in a request head; "" if none.
 std::string_view bearerToken(std::string_view head) {
@@ -104,6 +123,7 @@ std::string renderMetrics(const std::vector<std::string>& per_worker) {
       pos = nl + 1;
     }
   }
+  lines["postern_build_info"] = buildInfo();  // the process's, not a worker's
   std::string out;
   for (const Family& f : kFamilies) {
     out += std::string("# HELP ") + f.name + " " + f.help + "\n";

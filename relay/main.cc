@@ -4,6 +4,7 @@
 //                                             reads FILE again, see relay/reload.h)
 //   postern check-config FILE                 validate a configuration and exit
 //   postern queue ACTION [ID]                 queue tool (see relay/queue_cli.h)
+//   postern --version                         version, git revision, OpenSSL and libuv
 //
 // A missing or invalid configuration is refused with a message naming the file, line and
 // key, and exit status 2.
@@ -15,6 +16,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "queue/spool_check.h"
 #include "relay/admin_token.h"
 #include "relay/queue_cli.h"
@@ -59,6 +61,11 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
   postern::TlsContexts& tls = loaded->tls;
   if (!spool_dir.empty()) config.spool_dir = spool_dir;
   postern::initLogging(config.log_format, config.log_level);
+  postern::logEvent(spdlog::level::info, "starting",
+                    {{"version", postern::kVersion},
+                     {"revision", postern::kRevision},
+                     {"openssl", postern::opensslVersion()},
+                     {"libuv", postern::libuvVersion()}});
   // A peer closing mid-write must not kill the process.
   signal(SIGPIPE, SIG_IGN);
   // Nor a file-size limit (RLIMIT_FSIZE): the write fails with EFBIG, which the spool
@@ -83,6 +90,7 @@ int checkConfig(const std::string& path) {
 int main(int argc, char** argv) {
   CLI::App app{"Postern SMTP edge relay"};
   app.require_subcommand(0, 1);
+  app.set_version_flag("--version", postern::versionLine());
   std::string config_path;
   std::string spool_dir;
   app.add_option("--config,-c", config_path, "configuration file (TOML)");

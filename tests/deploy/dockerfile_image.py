@@ -294,6 +294,13 @@ def make_base(root):
     return True
 
 
+def revision(root):
+    """What the build stage is told to name (the context has no .git)."""
+    r = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty", "--tags"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+
+
 def build(root, work, tag, limits):
     """Builds the build stage (tagged :build, for the layer cache) and the image (:latest);
     returns the image name or None."""
@@ -301,6 +308,7 @@ def build(root, work, tag, limits):
     old = {t: image_id(f"{tag}:{t}") for t in ("build", "latest")}
     common = ["build", "--format", "docker", "--pull=never", "--network", "host", "--layers",
               *limits, "--build-arg", f"JOBS={os.cpu_count() or 2}",
+              "--build-arg", f"POSTERN_REVISION={revision(root)}",
               "-f", os.path.join(root, "deploy", "Dockerfile")]
     with open(logfile, "w") as out:
         for target, extra in (("build", ["--target", "build"]), ("latest", [])):
@@ -366,6 +374,13 @@ def check_image(image, words, pkgs, root, work, limits):
             fail(f"{b} --help in the image exited {r.returncode}: {last_line(r.stderr)}")
         else:
             log(f"{b} --help: ok")
+
+    r = podman(*run, "--entrypoint", entry[0], image, "--version")
+    want = f"({revision(root)})"
+    if r.returncode != 0 or want not in r.stdout:
+        fail(f"{entry[0]} --version in the image: {r.stdout.strip()!r}, expected {want}")
+    else:
+        log(f"{entry[0]} --version: {r.stdout.strip()}")
 
     # Libraries: ldd in the image, and the image's dpkg for their packages.
     r = podman(*run, "--entrypoint", "/usr/bin/ldd", image, *binaries)

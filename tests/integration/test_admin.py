@@ -8,6 +8,7 @@ Config: retry_min = 30 s, so a deferred message stays deferred until flushed."""
 import http.client as httpclient
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -193,6 +194,31 @@ class AdminTest(RelayTestCase):
                                     if s.name.endswith("_count")), 1)
         self.assertEqual({s.labels["worker"] for s in families["postern_spool_bytes"].samples},
                          {"0", "1"})
+
+    def test_version_in_the_command_line_the_log_and_the_metrics(self):
+        r = subprocess.run([self.relay.bin, "--version"], capture_output=True, text=True,
+                           timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = re.fullmatch(r"postern (\d+\.\d+\.\d+) \((\S+)\), (OpenSSL [^,]+), libuv (\S+)\n",
+                         r.stdout)
+        self.assertIsNotNone(m, r.stdout)
+        version, revision, openssl, libuv = m.groups()
+        # Built from this clone: the revision is git's name for its commit.
+        head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        if head.returncode == 0:
+            self.assertIn(head.stdout.strip(), revision)
+        self.assertTrue(self.relay.wait_log(
+            rf'event=starting version="?{re.escape(version)}"? revision="?{re.escape(revision)}"?',
+            5), self.relay.log_text()[:500])
+        status, text = http(self.relay.admin_port, "/metrics")
+        self.assertEqual(status, 200)
+        info = [s for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "postern_build_info"]
+        self.assertEqual(len(info), 1)
+        self.assertEqual(info[0].value, 1)
+        self.assertEqual(info[0].labels, {"version": version, "revision": revision,
+                                          "openssl": openssl, "libuv": libuv})
 
     def test_queue_list_show_flush_delete_bounce(self):
         self.send(["keep@dest.test"])

@@ -70,7 +70,7 @@ def fnv1a64(data):
 
 LOAD_TAG_RE = re.compile(rb"^X-Postern-Load: seq=(\d+) sum=([0-9a-f]{16}) ts=(\d+)\r$",
                          re.MULTILINE)
-LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}) ")
+LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
 
 
 def log_events(text, event):
