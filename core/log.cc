@@ -96,12 +96,17 @@ void initLogging(std::string_view format, std::string_view level) {
 
 void logEvent(spdlog::level::level_enum level, std::string_view event,
               std::initializer_list<LogField> fields) {
+  logEvent(level, event, std::span<const LogField>(fields.begin(), fields.size()));
+}
+
+void logEvent(spdlog::level::level_enum level, std::string_view event,
+              std::span<const LogField> fields) {
   if (!spdlog::should_log(level)) return;
   spdlog::log(level, "{}", formatEvent(g_json, level, event, fields));
 }
 
 std::string formatEvent(bool json, spdlog::level::level_enum level, std::string_view event,
-                        std::initializer_list<LogField> fields) {
+                        std::span<const LogField> fields) {
   std::string line;
   line.reserve(128);
   if (json) {

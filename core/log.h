@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -30,11 +31,18 @@ void initLogging(std::string_view format, std::string_view level);
 
 void logEvent(spdlog::level::level_enum level, std::string_view event,
               std::initializer_list<LogField> fields);
+// The same with fields made at run time (a session's id and client before the event's own).
+void logEvent(spdlog::level::level_enum level, std::string_view event,
+              std::span<const LogField> fields);
 
 // The line logEvent writes after the logger's own prefix ("TIME level=L " for key=value;
 // for JSON the object's opening brace and "ts" member, so this returns the members after
 // them and the closing brace).
 std::string formatEvent(bool json, spdlog::level::level_enum level, std::string_view event,
-                        std::initializer_list<LogField> fields);
+                        std::span<const LogField> fields);
+inline std::string formatEvent(bool json, spdlog::level::level_enum level, std::string_view event,
+                               std::initializer_list<LogField> fields) {
+  return formatEvent(json, level, event, std::span<const LogField>(fields.begin(), fields.size()));
+}
 
 }  // namespace postern

@@ -307,7 +307,11 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
   }
   if (target == "/healthz") {
     if (!get) return c->text(405, "GET only\n");
-    return c->text(200, "ok\n");
+    // Answered from every worker's loop: one that does not turn within kWorkerTimeoutMs
+    // (stuck in a call, spinning) makes it 503, and the orchestrator restarts the process.
+    return askWorkers(
+        c, [](Worker&, WorkerAnswer&) {},
+        [c](std::vector<WorkerAnswer>&) { c->text(200, "ok\n"); });
   }
   if (target == "/readyz") {
     if (!get) return c->text(405, "GET only\n");

@@ -5,6 +5,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/log_sink.h"
+#include "core/random.h"
 #include "relay/inbound/listen_socket.h"
 #include "relay/inbound/session.h"
 
@@ -265,7 +266,8 @@ std::string Worker::metricsText() const {
            double(spool_->quarantinedBytes()));
     histogram("postern_spool_fsync_seconds", w, spool_->fsyncSeconds());
   }
-  for (auto [path, n] : {std::pair{"cache", m.body_reads.cache}, std::pair{"pool", m.body_reads.pool}}) {
+  for (auto [path, n] :
+       {std::pair{"cache", m.body_reads.cache}, std::pair{"pool", m.body_reads.pool}}) {
     sample("postern_body_pieces_read_total", "postern_body_pieces_read_total",
            w + ",path=\"" + path + "\"", double(n));
   }
@@ -273,6 +275,13 @@ std::string Worker::metricsText() const {
     histogram("postern_delivery_seconds", w + ",next_hop=\"" + promEscape(hop) + "\"", h);
   }
   return out;
+}
+
+std::string Worker::newSessionId() {
+  // PREFIX-WORKER-N: the prefix, random per process, tells one run's sessions from the
+  // next's; N counts this worker's sessions.
+  static const std::string prefix = randomHex(2);
+  return prefix + "-" + std::to_string(index_) + "-" + std::to_string(++sessions_started_);
 }
 
 }  // namespace postern

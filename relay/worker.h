@@ -72,6 +72,7 @@ class Worker final : public SessionHost {
   RecipientProber& prober() override { return *prober_; }
   BufferPool& bufferPool() override { return buffers_; }
   bool stopping() const override { return stopping_; }
+  std::string newSessionId() override;
   const TlsContext* tls() const override { return tls_.server.get(); }
   HandshakeGate& handshakeGate() override { return *handshakes_; }
 
@@ -120,6 +121,7 @@ class Worker final : public SessionHost {
   // Listeners (not reloadable) point into the start-up configuration, which stays alive.
   const std::shared_ptr<const Config> startup_;
   unsigned index_;
+  uint64_t sessions_started_ = 0;  // for session ids
   ConnectionLimiter& limiter_;
   MemoryBudget& memory_;
   uv_loop_t loop_;

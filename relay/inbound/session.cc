@@ -69,6 +69,7 @@ void Session::adopt(SessionHost& host, const ListenerConfig& listener, int fd) {
 }
 
 void Session::start() {
+  id_ = host_.newSessionId();
   sockaddr_storage peer{};
   int len = sizeof peer;
   uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len);
@@ -81,8 +82,7 @@ void Session::start() {
   bool trusted = false;
   for (const auto& net : listener_.trusted_proxies) trusted |= net.contains(client_);
   if (!trusted) {
-    logEvent(spdlog::level::warn, "proxy_refused",
-             {{"client", client_text_}, {"reason", "not a trusted proxy"}});
+    log(spdlog::level::warn, "proxy_refused", {{"reason", "not a trusted proxy"}});
     reply(421, "4.7.0", config_->hostname + " Error: invalid PROXY protocol header");
     closeAfterFlush();
     return flushOutput();
@@ -95,8 +95,7 @@ void Session::start() {
 void Session::greet() {
   state_ = State::kConnected;
   if (!host_.admitConnection(client_)) {
-    logEvent(spdlog::level::warn, "connection_refused",
-             {{"client", client_text_}, {"reason", "connection limit"}});
+    log(spdlog::level::warn, "connection_refused", {{"reason", "connection limit"}});
     reply(421, "4.7.0", config_->hostname + " Error: too many connections");
     closeAfterFlush();
     return flushOutput();
@@ -104,7 +103,7 @@ void Session::greet() {
   counted_ = true;
   connected_at_ = uv_now(host_.loop());
   relay_client_ = isRelayClient(*config_, client_);
-  logEvent(spdlog::level::info, "connect", {{"client", client_text_}});
+  log(spdlog::level::info, "connect");
   out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
   armDeadline();
   flushOutput();
@@ -118,8 +117,7 @@ bool Session::handleProxyHeader() {
     case ProxyParse::kNeedMore:
       return false;
     case ProxyParse::kInvalid:
-      logEvent(spdlog::level::warn, "proxy_refused",
-               {{"client", client_text_}, {"reason", "invalid header"}});
+      log(spdlog::level::warn, "proxy_refused", {{"reason", "invalid header"}});
       reply(421, "4.7.0", config_->hostname + " Error: invalid PROXY protocol header");
       closeAfterFlush();
       return false;
@@ -131,7 +129,7 @@ bool Session::handleProxyHeader() {
     auto addr = IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&header.source));
     if (addr) {
       logEvent(spdlog::level::debug, "proxied",
-               {{"proxy", client_text_}, {"client", addr->toString()}});
+               {{"session", id_}, {"proxy", client_text_}, {"client", addr->toString()}});
       client_ = *addr;
       client_text_ = client_.toString();
     }
@@ -165,11 +163,10 @@ void Session::close() {
   if (counted_) {
     host_.releaseConnection(client_);
     // Postfix's "disconnect from": how long, and what came of it.
-    logEvent(spdlog::level::info, "disconnect",
-             {{"client", client_text_},
-              {"messages", uint64_t{messages_}},
-              {"errors", uint64_t{errors_}},
-              {"duration", static_cast<double>(uv_now(host_.loop()) - connected_at_) / 1000}});
+    log(spdlog::level::info, "disconnect",
+        {{"messages", uint64_t{messages_}},
+         {"errors", uint64_t{errors_}},
+         {"duration", static_cast<double>(uv_now(host_.loop()) - connected_at_) / 1000}});
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClose);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClose);
@@ -208,7 +205,7 @@ void Session::onTimeout(uv_timer_t* t) {
     idle = 0;
   }
   if (idle < limit) return s->armDeadline();
-  logEvent(spdlog::level::info, "timeout", {{"client", s->client_text_}});
+  s->log(spdlog::level::info, "timeout");
   if (s->state_ != State::kProxy) {
     s->reply(421, "4.4.2", s->config_->hostname + " Error: timeout exceeded");
   }
@@ -251,7 +248,7 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   }
   if (nread < 0) {
     if (s->state_ == State::kData || s->state_ == State::kBdat) {
-      logEvent(spdlog::level::info, "disconnect_in_data", {{"client", s->client_text_}});
+      s->log(spdlog::level::info, "disconnect_in_data");
     }
     s->close();
     return;
@@ -285,12 +282,11 @@ void Session::pumpTls() {
     // instead of two. In TLS 1.2 the last step writes the server's Finished, awaited.
     if (hs != TlsStream::Handshake::kDone || !tls_->tls13()) sendCipher();
     if (hs == TlsStream::Handshake::kFailed) {
-      logEvent(spdlog::level::info, "tls_failed",
-               {{"client", client_text_}, {"error", tls_->error()}});
+      log(spdlog::level::info, "tls_failed", {{"error", tls_->error()}});
       return close();
     }
     if (hs == TlsStream::Handshake::kPending) return;
-    logEvent(spdlog::level::info, "tls", {{"client", client_text_}, {"tls", tls_->describe()}});
+    log(spdlog::level::info, "tls", {{"tls", tls_->describe()}});
     progress();
   }
   while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
@@ -329,6 +325,14 @@ void Session::processInput() {
   if (!closing_ && timeoutMs() != armed_limit_) armDeadline();
 }
 
+void Session::log(spdlog::level::level_enum level, std::string_view event,
+                  std::initializer_list<LogField> fields) const {
+  if (!spdlog::should_log(level)) return;
+  std::vector<LogField> all{{"session", id_}, {"client", client_text_}};
+  all.insert(all.end(), fields.begin(), fields.end());
+  logEvent(level, event, all);
+}
+
 void Session::reply(int code, std::string_view enhanced, std::string_view text) {
   if (code >= 400) ++host_.metrics().rejected[std::string(enhanced)];
   appendReply(out_, code, enhanced, text);
@@ -343,7 +347,7 @@ const char* Session::stateName() const {
 void Session::error(int code, std::string_view enhanced, std::string_view text) {
   reply(code, enhanced, text);
   if (++errors_ >= limits_.errors) {
-    logEvent(spdlog::level::info, "too_many_errors", {{"client", client_text_}});
+    log(spdlog::level::info, "too_many_errors");
     reply(421, "4.7.0", config_->hostname + " Error: too many errors");
     closeAfterFlush();
   }

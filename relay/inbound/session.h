@@ -29,6 +29,7 @@
 #include "core/data_reader.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
+#include "core/log.h"
 #include "core/network.h"
 #include "core/smtp_command.h"
 #include "core/tls_stream.h"
@@ -83,6 +84,9 @@ class Session {
   bool handleProxyHeader();
   void pumpTls();
   void reply(int code, std::string_view enhanced, std::string_view text);
+  // A log line of this session: its id and client first, then fields.
+  void log(spdlog::level::level_enum level, std::string_view event,
+           std::initializer_list<LogField> fields = {}) const;
   void error(int code, std::string_view enhanced, std::string_view text);
   void flushOutput();
   void sendCipher();
@@ -146,6 +150,7 @@ class Session {
 
   IpAddress client_;
   std::string client_text_;
+  std::string id_;  // in every log line of the session (SessionHost::newSessionId)
   bool relay_client_ = false;
 
   InputBuffer in_;

@@ -123,7 +123,7 @@ void Session::cmdMail(const Command& cmd) {
     return error(530, "5.7.0", "Must issue a STARTTLS command first");
   }
   if (messages_ >= limits_.messages_per_connection) {
-    logEvent(spdlog::level::info, "too_many_messages", {{"client", client_text_}});
+    log(spdlog::level::info, "too_many_messages");
     reply(421, "4.7.0", config_->hostname + " Error: too many messages in one connection");
     return closeAfterFlush();
   }
@@ -217,12 +217,10 @@ void Session::cmdRcpt(const Command& cmd) {
     case RcptPolicy::kAllowed:
       break;
     case RcptPolicy::kRelayDenied:
-      logEvent(spdlog::level::info, "relay_denied",
-               {{"client", client_text_}, {"rcpt", path.mailbox}});
+      log(spdlog::level::info, "relay_denied", {{"rcpt", path.mailbox}});
       return refuse(554, "5.7.1", "<" + std::string(path.mailbox) + ">: Relay access denied");
     case RcptPolicy::kRoutingDenied:
-      logEvent(spdlog::level::info, "relay_denied",
-               {{"client", client_text_}, {"rcpt", path.mailbox}, {"why", "routing"}});
+      log(spdlog::level::info, "relay_denied", {{"rcpt", path.mailbox}, {"why", "routing"}});
       return refuse(
           554, "5.7.1",
           "<" + std::string(path.mailbox) + ">: Relay access denied (sender-specified routing)");
@@ -250,8 +248,7 @@ void Session::cmdRcpt(const Command& cmd) {
 bool Session::recipientExists(const RecipientCheck& check, const std::string& mailbox) {
   const std::string rcpt = "<" + mailbox + ">: Recipient address rejected: ";
   auto unknown = [&](const std::string& why) {
-    logEvent(spdlog::level::info, "recipient_unknown",
-             {{"client", client_text_}, {"rcpt", mailbox}, {"why", why}});
+    log(spdlog::level::info, "recipient_unknown", {{"rcpt", mailbox}, {"why", why}});
     rcpt_rejected_ = true;
     error(550, "5.1.1", rcpt + why);
     return false;

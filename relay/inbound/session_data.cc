@@ -73,14 +73,12 @@ void Session::spillIfLarge() {
     if (spill) {
       spill_ = std::move(*spill);
     } else {
-      logEvent(spdlog::level::err, "spill_failed",
-               {{"client", client_text_}, {"error", spill.error()}});
+      log(spdlog::level::err, "spill_failed", {{"error", spill.error()}});
       spill_failed_ = true;
     }
   }
   if (spill_ && !spill_->append(body_)) {
-    logEvent(spdlog::level::err, "spill_failed",
-             {{"client", client_text_}, {"error", std::strerror(spill_->error())}});
+    log(spdlog::level::err, "spill_failed", {{"error", std::strerror(spill_->error())}});
     spill_failed_ = true;
     spill_.reset();
   }
@@ -178,8 +176,7 @@ void Session::endMessage() {
       return refuse("bare_cr");
   }
   if (reader_.receivedCount() > limits_.hop_limit) {
-    logEvent(spdlog::level::warn, "too_many_hops",
-             {{"client", client_text_}, {"hops", uint64_t{reader_.receivedCount()}}});
+    log(spdlog::level::warn, "too_many_hops", {{"hops", uint64_t{reader_.receivedCount()}}});
     error(554, "5.4.6", "Too many hops (mail loop?)");
     return refuse("hops");
   }
@@ -212,12 +209,13 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
     ++host_.metrics().messages_accepted;
     host_.metrics().bytes_accepted += ref.body_size;
     ++messages_;
-    logEvent(spdlog::level::info, "accepted",
-             {{"id", qid},
-              {"client", client_text_},
-              {"from", txn_->sender},
-              {"nrcpt", uint64_t{txn_->recipients.size()}},
-              {"size", ref.body_size}});
+    log(spdlog::level::info, "accepted",
+        {{"id", qid},
+         {"from", txn_->sender},
+         {"nrcpt", uint64_t{txn_->recipients.size()}},
+         {"size", ref.body_size},
+         {"helo", helo_},
+         {"tls", tls_ ? tls_->describe() : std::string("none")}});
     host_.accepted(SpooledMessage{std::move(*txn_), ref, {}});
   } else {
     ++host_.metrics().messages_rejected["storage"];

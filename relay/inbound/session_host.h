@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <string>
 
 #include "core/buffer_pool.h"
 #include "core/config.h"
@@ -39,6 +40,9 @@ class SessionHost {
   virtual HandshakeGate& handshakeGate() = 0;
   // Draining: new commands get 421.
   virtual bool stopping() const = 0;
+  // A new session's id for its log lines, unique in the process and unlikely to repeat
+  // across restarts.
+  virtual std::string newSessionId() = 0;
 
   // The relay-wide per-address connection limits.
   virtual bool admitConnection(const IpAddress& ip) = 0;

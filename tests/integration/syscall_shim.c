@@ -9,14 +9,20 @@
  *                                files fail with EIO
  *   POSTERN_SHIM_MAP_GATE=DIR    mmap() of a regular file (a segment being replayed)
  *                                creates DIR/waiting, then waits until DIR/open exists
+ *   POSTERN_SHIM_NODELAY_GATE=DIR  once DIR/armed exists, setsockopt(TCP_NODELAY), which a
+ *                                session makes on its worker's loop as it starts, does the
+ *                                same: that loop is stuck until DIR/open exists
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -83,4 +89,16 @@ int ftruncate(int fd, off_t length) {
     return -1;
   }
   return real(fd, length);
+}
+
+int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
+  static int (*real)(int, int, int, const void*, socklen_t) = NULL;
+  if (real == NULL) real = (int (*)(int, int, int, const void*, socklen_t))dlsym(RTLD_NEXT, "setsockopt");
+  const char* gate = getenv("POSTERN_SHIM_NODELAY_GATE");
+  if (gate != NULL && level == IPPROTO_TCP && name == TCP_NODELAY) {
+    char armed[4096];
+    snprintf(armed, sizeof armed, "%s/armed", gate);
+    if (exists(armed)) hold(gate);
+  }
+  return real(fd, level, name, value, len);
 }

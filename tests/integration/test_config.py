@@ -218,6 +218,17 @@ class JsonLogTest(unittest.TestCase):
         delivered = next(e for e in events if e["event"] == "delivered")
         self.assertEqual(delivered["rcpt"], "b@dest.test")
         self.assertEqual(delivered["code"], 250)
+        self.assertEqual(delivered["id"], accepted["id"])
+        # One session id joins the session's lines; the transaction's HELO and TLS state.
+        self.assertRegex(accepted["session"], r"^[0-9a-f]{4}-\d+-\d+$")
+        for name in ("connect", "disconnect"):
+            self.assertEqual([e["client"] for e in events
+                              if e["event"] == name and e.get("session") == accepted["session"]],
+                             [accepted["client"]], name)
+        self.assertEqual(len({e["session"] for e in events if e["event"] == "connect"}),
+                         len([e for e in events if e["event"] == "connect"]))
+        self.assertEqual(accepted["helo"], "client.test")
+        self.assertEqual(accepted["tls"], "none")
 
 
 if __name__ == "__main__":

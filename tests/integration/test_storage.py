@@ -9,6 +9,8 @@
 * A failed write whose truncation also fails leaves the segment's end unknown: the spool
   stops writing for good (fail-stop): 452 4.3.1 for every message, /readyz 503, a
   spool_broken line, even once the disk works again; a restart takes mail again.
+* /healthz is answered by every worker's loop: while one is stuck (the shim holds the
+  setsockopt a new session makes on it), /healthz says 503; once it turns again, 200.
 * A restart takes mail while the spool replays: with the replay held (the shim holds its
   mmap of the old segment), /healthz and /readyz answer and a new message gets its 250;
   once the replay goes on, the old message is recovered and both are delivered."""
@@ -40,12 +42,16 @@ def shim():
     return path
 
 
-def readyz(port):
+def http_status(port, path):
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+def readyz(port):
+    return http_status(port, "/readyz")
 
 
 class StorageTest(RelayTestCase):
@@ -185,6 +191,22 @@ class StorageTest(RelayTestCase):
         code, text = r.reply()
         self.assertEqual(code, 250, text)
         self.assertEqual(self.downstream.wait_for(1, 15), 1)
+
+    def test_healthz_fails_while_a_worker_loop_is_stuck(self):
+        gate = tempfile.mkdtemp(prefix="postern-gate-")
+        self.start_with(POSTERN_SHIM_NODELAY_GATE=gate)
+        self.assertEqual(http_status(self.relay.admin_port, "/healthz"), 200)
+        open(os.path.join(gate, "armed"), "w").close()
+        sock = socket.create_connection((HOST, self.relay.port), timeout=10)
+        self.addCleanup(sock.close)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(gate, "waiting")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(os.path.exists(os.path.join(gate, "waiting")), "no session started")
+        self.assertEqual(http_status(self.relay.admin_port, "/healthz"), 503)
+        open(os.path.join(gate, "open"), "w").close()
+        self.assertEqual(ReplyReader(sock, timeout=10).reply()[0], 220)
+        self.assertEqual(http_status(self.relay.admin_port, "/healthz"), 200)
 
     def test_failed_truncation_stops_the_spool(self):
         flag = os.path.join(tempfile.mkdtemp(prefix="postern-fail-"), "fail")
