@@ -294,11 +294,18 @@ def make_base(root):
     return True
 
 
+_revision = None
+
+
 def revision(root):
-    """What the build stage is told to name (the context has no .git)."""
-    r = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty", "--tags"],
-                       capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+    """What the build stage is told to name (the context has no .git): asked once, so the
+    check compares with what the build was given even if the tree changes meanwhile."""
+    global _revision
+    if _revision is None:
+        r = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty", "--tags"],
+                           capture_output=True, text=True)
+        _revision = r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+    return _revision
 
 
 def build(root, work, tag, limits):
