@@ -21,11 +21,12 @@ std::string promEscape(const std::string& v) {
 
 std::string promSample(const std::string& name, const std::string& labels, double value) {
   char num[64];
-  // Counts print as integers; measured values with enough digits for the text format.
+  // Counts print as integers; measured values with enough digits for the text format (a
+  // Unix time in seconds keeps its milliseconds).
   if (value == static_cast<double>(static_cast<int64_t>(value)) && value < 9e15 && value > -9e15) {
     std::snprintf(num, sizeof num, "%lld", static_cast<long long>(value));
   } else {
-    std::snprintf(num, sizeof num, "%.9g", value);
+    std::snprintf(num, sizeof num, "%.15g", value);
   }
   return name + "{" + labels + "} " + num + "\n";
 }

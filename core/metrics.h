@@ -42,6 +42,7 @@ struct BodyReadCounts {
 
 struct WorkerMetrics {
   uint64_t connections = 0;
+  uint64_t tls_failures = 0;  // inbound handshakes that failed
   uint64_t messages_accepted = 0;
   uint64_t bytes_accepted = 0;
   std::map<std::string, uint64_t> rejected;  // 4xx/5xx replies by enhanced status code

@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/network.h"
 #include "core/smtp_command.h"
 #include "core/version.h"
@@ -48,25 +49,26 @@ constexpr Family kFamilies[] = {
      "Damaged spool octets copied to the quarantine at start (each record lost is in it)."},
     {"postern_spool_fsync_seconds", "histogram", "Time of one group commit (writev+fdatasync)."},
     {"postern_delivery_seconds", "histogram", "Outbound SMTP transaction time by next hop."},
+    {"postern_spool_free_bytes", "gauge",
+     "Free space on the spool's file system, as an unprivileged writer may use it."},
+    {"postern_config_reloads_total", "counter", "SIGHUP reloads by result: ok, failed."},
+    {"postern_config_loaded_timestamp_seconds", "gauge",
+     "When the running configuration was loaded (start or reload), in Unix seconds."},
+    {"postern_tls_handshake_failures_total", "counter", "Inbound TLS handshakes that failed."},
+    {"process_resident_memory_bytes", "gauge", "Resident memory."},
+    {"process_open_fds", "gauge", "Open file descriptors."},
+    {"process_max_fds", "gauge", "The open file descriptor limit (RLIMIT_NOFILE)."},
+    {"process_cpu_seconds_total", "counter", "User and system CPU time."},
+    {"process_start_time_seconds", "gauge", "Start time in Unix seconds."},
     {"postern_body_pieces_read_total", "counter",
      "Message body pieces (64 KiB) read for delivery: at once from the page cache (cache) or "
      "on the thread pool (pool)."},
 };
 
-// A Prometheus label value: backslash, double quote and line feed escaped.
-std::string labelValue(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"' || c == '\n') out += '\\';
-    out += c == '\n' ? 'n' : c;
-  }
-  return out;
-}
-
 std::string buildInfo() {
-  return "postern_build_info{version=\"" + labelValue(kVersion) + "\",revision=\"" +
-         labelValue(kRevision) + "\",openssl=\"" + labelValue(opensslVersion()) + "\",libuv=\"" +
-         labelValue(libuvVersion()) + "\"} 1\n";
+  return "postern_build_info{version=\"" + promEscape(kVersion) + "\",revision=\"" +
+         promEscape(kRevision) + "\",openssl=\"" + promEscape(opensslVersion()) + "\",libuv=\"" +
+         promEscape(libuvVersion()) + "\"} 1\n";
 }
 
 // The token of an "Authorization: Bearer T" header line in a request head; "" if none.
@@ -195,7 +197,7 @@ struct Admin::Conn {
 
 Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
              std::string token, std::string spool_dir, std::vector<Worker*> workers,
-             std::function<bool()> draining)
+             std::function<bool()> draining, std::function<std::string()> process_metrics)
     : loop_(loop),
       address_(std::move(address)),
       queue_networks_(std::move(queue_networks)),
@@ -203,6 +205,7 @@ Admin::Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_ne
       spool_dir_(std::move(spool_dir)),
       workers_(std::move(workers)),
       draining_(std::move(draining)),
+      process_metrics_(std::move(process_metrics)),
       shared_(std::make_shared<Shared>()) {}
 
 Admin::~Admin() = default;
@@ -327,8 +330,9 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
     if (!get) return c->text(405, "GET only\n");
     return askWorkers(
         c, [](Worker& w, WorkerAnswer& a) { a.text = w.metricsText(); },
-        [c](std::vector<WorkerAnswer>& all) {
+        [this, c](std::vector<WorkerAnswer>& all) {
           std::vector<std::string> texts;
+          if (process_metrics_) texts.push_back(process_metrics_());
           for (auto& a : all) texts.push_back(std::move(a.text));
           c->respond(200, "text/plain; version=0.0.4; charset=utf-8", renderMetrics(texts));
         });

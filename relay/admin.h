@@ -47,7 +47,7 @@ class Admin {
  public:
   Admin(uv_loop_t* loop, std::string address, std::vector<Network> queue_networks,
         std::string token, std::string spool_dir, std::vector<Worker*> workers,
-        std::function<bool()> draining);
+        std::function<bool()> draining, std::function<std::string()> process_metrics);
   ~Admin();
   // Binds the address; fails with why not.
   Status start();
@@ -80,6 +80,7 @@ class Admin {
   std::string spool_dir_;
   std::vector<Worker*> workers_;
   std::function<bool()> draining_;
+  std::function<std::string()> process_metrics_;  // the process's lines (process_metrics.h)
   uv_tcp_t listener_;
   bool listening_ = false;
   // Open connections: close() ends them too, or one that never sends its request keeps

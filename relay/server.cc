@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "queue/spool_dirs.h"
 #include "relay/admin_token.h"
@@ -23,6 +24,7 @@ Server::Server(std::shared_ptr<const Config> config, TlsContexts tls, std::strin
                config_.limits.ipv6_prefix),
       memory_(config_.limits.memory_budget) {
   uv_loop_init(&loop_);
+  reload_stats_.started_at = reload_stats_.loaded_at = double(unixMillis()) / 1000;
 }
 
 Server::~Server() { uv_loop_close(&loop_); }
@@ -53,9 +55,10 @@ int Server::run() {
     if (!token) {
       started = fail(token.error());
     } else {
-      admin_ = std::make_unique<Admin>(&loop_, config_.admin_address, config_.admin_queue_networks,
-                                       std::move(*token), config_.spool_dir, workers,
-                                       [this] { return stopping_; });
+      admin_ = std::make_unique<Admin>(
+          &loop_, config_.admin_address, config_.admin_queue_networks, std::move(*token),
+          config_.spool_dir, workers, [this] { return stopping_; },
+          [this] { return processMetricsText(config_.spool_dir, reload_stats_); });
       started = admin_->start();
     }
   }
@@ -166,12 +169,14 @@ void Server::onHangup(uv_signal_t* h, int) { static_cast<Server*>(h->data)->relo
 
 void Server::reload() {
   if (stopping_) {
+    ++reload_stats_.failed;
     logEvent(spdlog::level::warn, "reload_failed", {{"error", "shutting down"}});
     return;
   }
   Result<ReloadPlan> prepared =
       prepareReload(config_path_, spool_override_, *current_, startup_tls_.tickets);
   if (!prepared) {
+    ++reload_stats_.failed;
     logEvent(
         spdlog::level::err, "reload_failed",
         {{"config", config_path_}, {"error", prepared.error()}, {"kept", "running configuration"}});
@@ -185,6 +190,8 @@ void Server::reload() {
              {{"keys", fixed}, {"kept", "running values"}});
   }
   current_ = plan.config;
+  ++reload_stats_.ok;
+  reload_stats_.loaded_at = double(unixMillis()) / 1000;
   limiter_.setLimits(current_->limits.connections, current_->limits.connections_per_ip);
   memory_.setLimit(current_->limits.memory_budget);
   spdlog::set_level(spdlog::level::from_str(current_->log_level));

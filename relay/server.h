@@ -24,6 +24,7 @@
 
 #include "core/config.h"
 #include "core/result.h"
+#include "relay/process_metrics.h"
 #include "relay/admin.h"
 #include "relay/inbound/connection_limiter.h"
 #include "relay/worker.h"
@@ -65,6 +66,7 @@ class Server {
   const std::string config_path_;
   const std::string spool_override_;
   unsigned reloads_ = 0;
+  ReloadStats reload_stats_;  // for /metrics (on loop_, as reload() and the admin are)
   ConnectionLimiter limiter_;
   MemoryBudget memory_;  // every worker's sessions together
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -231,6 +231,8 @@ std::string Worker::metricsText() const {
   for (const char* st : {"proxy", "connected", "ready", "mail", "rcpt", "data", "bdat", "commit"}) {
     sample("postern_sessions", "postern_sessions", w + ",state=\"" + st + "\"", double(states[st]));
   }
+  sample("postern_tls_handshake_failures_total", "postern_tls_handshake_failures_total", w,
+         double(m.tls_failures));
   sample("postern_messages_accepted_total", "postern_messages_accepted_total", w,
          double(m.messages_accepted));
   sample("postern_message_bytes_accepted_total", "postern_message_bytes_accepted_total", w,

@@ -282,6 +282,7 @@ void Session::pumpTls() {
     // instead of two. In TLS 1.2 the last step writes the server's Finished, awaited.
     if (hs != TlsStream::Handshake::kDone || !tls_->tls13()) sendCipher();
     if (hs == TlsStream::Handshake::kFailed) {
+      ++host_.metrics().tls_failures;
       log(spdlog::level::info, "tls_failed", {{"error", tls_->error()}});
       return close();
     }

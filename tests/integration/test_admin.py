@@ -9,6 +9,7 @@ import http.client as httpclient
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -194,6 +195,19 @@ class AdminTest(RelayTestCase):
                                     if s.name.endswith("_count")), 1)
         self.assertEqual({s.labels["worker"] for s in families["postern_spool_bytes"].samples},
                          {"0", "1"})
+        # The process's own families, checked against what the kernel says of it.
+        pid = self.relay.proc.pid
+        with open(f"/proc/{pid}/status") as f:
+            rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+        self.assertLess(abs(total("process_resident_memory_bytes") - rss), rss / 2)
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        self.assertLess(abs(total("process_open_fds") - fds), 10)
+        self.assertGreaterEqual(total("process_max_fds"), fds)
+        self.assertGreater(total("process_cpu_seconds_total"), 0)
+        self.assertLess(abs(total("process_start_time_seconds") - time.time()), 300)
+        free = shutil.disk_usage(self.relay.spool_dir).free
+        self.assertLess(abs(total("postern_spool_free_bytes") - free), max(free / 10, 1 << 26))
+        self.assertEqual(total("postern_tls_handshake_failures_total"), 0)
 
     def test_version_in_the_command_line_the_log_and_the_metrics(self):
         r = subprocess.run([self.relay.bin, "--version"], capture_output=True, text=True,

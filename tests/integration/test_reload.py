@@ -13,6 +13,9 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import HOST, RelayTestCase, ReplyReader, free_port
 
@@ -45,6 +48,20 @@ class _ReloadBase(RelayTestCase):
             self.assertTrue(self.relay.running(), "the relay exited on SIGHUP")
             time.sleep(0.05)
         return self.relay.log_text()
+
+    def reload_metrics(self):
+        """{"ok": n, "failed": n, "loaded": unix seconds} from /metrics."""
+        with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/metrics",
+                                    timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for f in text_string_to_metric_families(text):
+            for s in f.samples:
+                if s.name == "postern_config_reloads_total":
+                    out[s.labels["result"]] = s.value
+                elif s.name == "postern_config_loaded_timestamp_seconds":
+                    out["loaded"] = s.value
+        return out
 
     def ehlo_lines(self):
         with self.relay.client() as s:
@@ -248,9 +265,13 @@ class CertificateTest(_ReloadBase):
 class FailedReloadTest(_ReloadBase):
     def test_invalid_file_keeps_the_running_configuration(self):
         self.start_relay(self.downstream.port, workers=2, hostname="old.test")
+        started = self.reload_metrics()
+        self.assertEqual((started["ok"], started["failed"]), (0, 0))
+        self.assertLess(abs(started["loaded"] - time.time()), 60)
         base = self.relay.config_text
         broken = base.replace('hostname = "old.test"', 'hostname = "new.test"\nhostnme = "x"')
         log = self.reload(broken, "reload_failed")
+        self.assertEqual(self.reload_metrics(), {**started, "failed": 1})
         line = log.split("event=reload_failed")[-1].splitlines()[0]
         # Names the key and its line (the unknown key is on line 3).
         self.assertIn("hostnme", line)
@@ -262,8 +283,12 @@ class FailedReloadTest(_ReloadBase):
             s.sendmail("s@origin.test", ["r@dest.example"], MSG)
         self.assertEqual(self.downstream.wait_for(1, 15), 1)
         # A good file afterwards is taken.
+        time.sleep(0.01)
         self.reload(base.replace('hostname = "old.test"', 'hostname = "new.test"'))
         self.assertIn(b"new.test", self.ehlo_lines()[0])
+        after = self.reload_metrics()
+        self.assertEqual((after["ok"], after["failed"]), (1, 1))
+        self.assertGreater(after["loaded"], started["loaded"])
 
     def test_longer_lines_than_at_start_need_a_restart(self):
         self.start_relay(self.downstream.port, extra="[limits]\ncommand_line = 2048\n")
