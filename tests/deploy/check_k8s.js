@@ -188,6 +188,15 @@ if (sts) {
   c.expect(probe(ctr.livenessProbe).path === "/healthz" && probe(ctr.livenessProbe).port === "admin", w,
     "livenessProbe must GET /healthz on port admin");
 
+  // Pods spread over nodes, by a selector that matches the pods' own labels.
+  const podLabels = (spec.template.metadata || {}).labels || {};
+  const spread = (pod.topologySpreadConstraints || []).find((t) => t.topologyKey === "kubernetes.io/hostname");
+  c.expect(spread !== undefined && Object.entries((spread.labelSelector || {}).matchLabels || {})
+    .every(([k, v]) => podLabels[k] === v) && Object.keys(spread.labelSelector.matchLabels).length > 0, w,
+    "topologySpreadConstraints must spread the pods over kubernetes.io/hostname by their own labels");
+  c.expect(probe(ctr.startupProbe).path === "/healthz" || probe(ctr.startupProbe).path === "/readyz", w,
+    "startupProbe must GET /healthz or /readyz");
+
   // Shutdown: preStop, then SIGTERM and the relay's drain (server.drain_timeout, 10 s by
   // default and in the ConfigMap, plus the last fdatasync) must fit in the grace period.
   const preStop = (ctr.lifecycle || {}).preStop;
