@@ -12,6 +12,7 @@
 #include "core/smtp_command.h"
 #include "core/version.h"
 #include "relay/admin_token.h"
+#include "relay/queue_selection.h"
 #include "relay/worker.h"
 
 namespace postern {
@@ -364,6 +365,27 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
     const QuarantineListing q = listQuarantine(spool_dir_);
     if (as_text) return c->text(200, quarantineText(q));
     return c->respond(200, "application/json", quarantineJson(q));
+  }
+  if (target == "/queue/select") {
+    if (!get) return c->text(405, "GET only\n");
+    Result<QueueSelection> selection = parseSelection(query);
+    if (!selection) return c->text(400, selection.error() + "\n");
+    if (selection->empty()) return c->text(400, "select all=1 or by domain, sender, older_than\n");
+    return askWorkers(
+        c, [](Worker& w, WorkerAnswer& a) { a.entries = w.delivery().queueEntries(); },
+        [c, s = *selection](std::vector<WorkerAnswer>& all) {
+          // One line per message: its jobs (one per next hop) share the id.
+          std::set<std::string> ids;
+          const int64_t now = unixMillis();
+          for (auto& a : all) {
+            for (auto& e : a.entries) {
+              if (s.matches(e, now)) ids.insert(e.id);
+            }
+          }
+          std::string out;
+          for (const std::string& id : ids) out += id + "\n";
+          c->text(200, out);
+        });
   }
   if (target == "/queue/flush") {
     if (!post) return c->text(405, "POST only\n");

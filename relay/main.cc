@@ -112,6 +112,17 @@ int main(int argc, char** argv) {
                     "admin endpoint ip:port (default: from --config, else 127.0.0.1:9025)");
   queue->add_option("--spool-dir", qc.spool_dir, "read this spool directory offline instead");
   queue->add_flag("--json", qc.json, "JSON instead of text");
+  std::string older_than;
+  bool select_all = false;
+  std::string sender;
+  queue->add_flag("--all", select_all, "flush, delete or bounce every queued message");
+  queue->add_option("--domain", qc.selection.domain,
+                    "select messages with a recipient at this domain");
+  queue->add_option("--sender", sender,
+                    "select messages from this sender (<> for the null sender)");
+  queue->add_option("--older-than", older_than,
+                    "select messages received before: 90s, 30m, 2h, 3d");
+  queue->add_flag("--yes", qc.yes, "delete or bounce a selection without asking");
   queue->fallthrough();
 
   std::string spool_check_dir;
@@ -130,6 +141,17 @@ int main(int argc, char** argv) {
     return rc;
   }
   if (*queue) {
+    qc.selection.all = select_all;
+    if (!sender.empty()) qc.selection.sender = sender == "<>" ? "" : sender;
+    if (!older_than.empty()) {
+      const std::optional<int64_t> age = postern::parseAge(older_than);
+      if (!age || *age == 0) {
+        std::fprintf(stderr, "postern: --older-than %s: use a duration such as 90s, 30m, 2h, 3d\n",
+                     older_than.c_str());
+        return 2;
+      }
+      qc.selection.older_than_ms = *age;
+    }
     qc.admin = admin.empty() ? "127.0.0.1:9025" : admin;
     // The packaged config's place (the container image's too), so that `postern queue`
     // finds the admin address and token there without --config.

@@ -118,15 +118,95 @@ int offline(const QueueCommand& cmd) {
   return 0;
 }
 
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    if (nl > pos) out.push_back(text.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  return out;
+}
+
+// flush, delete or bounce every message the selection matches, one request per message.
+int bulk(const QueueCommand& cmd) {
+  Result<HttpAnswer> select =
+      httpRequest(cmd.admin, "GET", "/queue/select?" + selectionQuery(cmd.selection), cmd.token);
+  if (!select) {
+    std::fprintf(stderr, "postern: %s\n", select.error().c_str());
+    return 1;
+  }
+  if (select->status != 200) {
+    std::fprintf(stderr, "postern: %s", select->body.c_str());
+    return 1;
+  }
+  const std::vector<std::string> ids = lines(select->body);
+  if (ids.empty()) {
+    std::printf("no queued message matches\n");
+    return 0;
+  }
+  const char* verb = cmd.action == "flush"    ? "flushed"
+                     : cmd.action == "delete" ? "deleted"
+                                              : "bounced";
+  if (cmd.action != "flush" && !cmd.yes) {
+    if (!isatty(STDIN_FILENO)) {
+      std::fprintf(stderr, "postern: %zu message(s) match; add --yes to %s them\n", ids.size(),
+                   cmd.action.c_str());
+      return 2;
+    }
+    std::printf("%s %zu message(s)? [y/N] ", cmd.action.c_str(), ids.size());
+    std::fflush(stdout);
+    char answer[16] = {};
+    if (std::fgets(answer, sizeof answer, stdin) == nullptr ||
+        (answer[0] != 'y' && answer[0] != 'Y')) {
+      std::printf("nothing %s\n", verb);
+      return 1;
+    }
+  }
+  size_t done = 0;
+  for (const std::string& id : ids) {
+    Result<HttpAnswer> r =
+        httpRequest(cmd.admin, "POST", "/queue/" + id + "/" + cmd.action, cmd.token);
+    if (!r) {
+      std::fprintf(stderr, "postern: %s (%zu of %zu %s)\n", r.error().c_str(), done, ids.size(),
+                   verb);
+      return 1;
+    }
+    if (r->status == 200) {
+      ++done;
+    } else if (r->status != 404) {  // 404: gone meanwhile, or on a connection right now
+      std::fprintf(stderr, "postern: %s: %s", id.c_str(), r->body.c_str());
+      return 1;
+    }
+  }
+  std::printf("%s %zu of %zu message(s)", verb, done, ids.size());
+  if (done < ids.size())
+    std::printf(" (%zu delivered, gone or being delivered meanwhile)", ids.size() - done);
+  std::printf("\n");
+  return done > 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int runQueueCommand(const QueueCommand& cmd) {
+  const bool acts = cmd.action == "flush" || cmd.action == "delete" || cmd.action == "bounce";
+  if (!cmd.selection.empty() && (!acts || !cmd.id.empty())) {
+    std::fprintf(stderr,
+                 "postern: --all, --domain, --sender and --older-than go with flush, "
+                 "delete or bounce, without a queue id\n");
+    return 2;
+  }
   const bool needs_id = cmd.action == "show" || cmd.action == "delete" || cmd.action == "bounce";
-  if (needs_id && cmd.id.empty()) {
-    std::fprintf(stderr, "postern: queue %s needs a queue id\n", cmd.action.c_str());
+  if (needs_id && cmd.id.empty() && cmd.selection.empty()) {
+    std::fprintf(
+        stderr, "postern: queue %s needs a queue id%s\n", cmd.action.c_str(),
+        cmd.action == "show" ? "" : " or a selection (--all, --domain, --sender, --older-than)");
     return 2;
   }
   if (!cmd.spool_dir.empty()) return offline(cmd);
+  if (!cmd.selection.empty()) return bulk(cmd);
   std::string method = "GET";
   std::string target;
   const std::string format = cmd.json ? "" : "?format=text";
@@ -159,6 +239,17 @@ int runQueueCommand(const QueueCommand& cmd) {
     std::fprintf(stderr, "postern: nothing to %s for %s (unknown id, or being delivered now)\n",
                  cmd.action.c_str(), cmd.id.empty() ? "the queue" : cmd.id.c_str());
     return 1;
+  }
+  if (status == 200 && method == "POST" && !cmd.json) {
+    // {"jobs":N}: said in words unless --json.
+    const size_t at = body.find(':');
+    const long jobs = at == std::string::npos ? 0 : std::atol(body.c_str() + at + 1);
+    std::printf("%s: %ld delivery job(s)\n",
+                cmd.action == "flush"    ? "flushed"
+                : cmd.action == "delete" ? "deleted"
+                                         : "bounced",
+                jobs);
+    return 0;
   }
   std::fputs(body.c_str(), status == 200 ? stdout : stderr);
   return status == 200 ? 0 : 1;

@@ -1,6 +1,10 @@
 // `postern queue`: the operator's queue tool.
 //
 //   postern queue list | summary | show ID | quarantine | flush [ID] | delete ID | bounce ID
+//   postern queue flush|delete|bounce --all | --domain D | --sender S | --older-than T [--yes]
+//
+// A selection (relay/queue_selection.h) acts on every message that matches it: the count
+// first, then, for delete and bounce, a confirmation (a y on a terminal, or --yes).
 //
 // quarantine lists the damaged spool ranges earlier starts copied aside (queue/spool.h):
 // worker, segment, offset, length, file and when; summary ends with their count and octets.
@@ -13,6 +17,8 @@
 
 #include <string>
 
+#include "relay/queue_selection.h"
+
 namespace postern {
 
 struct QueueCommand {
@@ -22,6 +28,8 @@ struct QueueCommand {
   std::string token;   // the queue API's bearer token (relay/admin_token.h)
   std::string spool_dir;
   bool json = false;
+  QueueSelection selection;  // flush, delete, bounce without an id
+  bool yes = false;          // no confirmation asked
 };
 
 // Prints the answer on stdout (errors on stderr); returns the exit status.

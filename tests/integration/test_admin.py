@@ -279,6 +279,37 @@ class AdminTest(RelayTestCase):
             time.sleep(0.1)
         self.assertEqual(self.queue_ids(), [])
 
+    def test_bulk_actions_on_a_selection(self):
+        self.send(["a@dest.test"])
+        self.send(["b@other.test"], mail_from="Bulk@Origin.test")
+        self.send(["c@other.test", "d@dest.test"])
+        entries = self.wait_queued(3)
+        by_rcpt = {e["recipients"][0]: e["id"] for e in entries}
+        # Without a terminal, delete and bounce ask for --yes and do nothing.
+        r = self.queue("delete", "--domain", "other.test")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("2 message(s) match; add --yes", r.stderr)
+        self.assertEqual(len(self.queue_ids()), 3)
+        r = self.queue("flush", "--older-than", "1h")
+        self.assertEqual((r.returncode, r.stdout), (0, "no queued message matches\n"), r.stderr)
+        r = self.queue("bounce", "--sender", "bulk@origin.TEST", "--domain", "other.test", "--yes")
+        self.assertEqual((r.returncode, r.stdout), (0, "bounced 1 of 1 message(s)\n"), r.stderr)
+        self.assertTrue(self.relay.wait_log(r"event=bounce_queued id=" + by_rcpt["b@other.test"], 10))
+        r = self.queue("delete", "--domain", "OTHER.test", "--yes")
+        self.assertEqual((r.returncode, r.stdout), (0, "deleted 1 of 1 message(s)\n"), r.stderr)
+        left = [e for e in self.queue_ids() if e["sender"] == FROM]
+        self.assertEqual([e["recipients"] for e in left], [["a@dest.test"]])
+        # Refused: a selection with an id, a bad age, nothing selected.
+        self.assertEqual(self.queue("delete", by_rcpt["a@dest.test"], "--all").returncode, 2)
+        self.assertEqual(self.queue("flush", "--older-than", "soon").returncode, 2)
+        self.assertEqual(self.queue("delete").returncode, 2)
+        status, text = http(self.relay.admin_port, "/queue/select?recipient=x",
+                            token=self.token())
+        self.assertEqual((status, text), (400, 'unknown selection key "recipient"\n'))
+        r = self.queue("flush", "--all")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"^flushed \d of \d message\(s\)")
+
     def test_flush_one_message_retries_it_through_a_backed_off_hop(self):
         self.send(["first@dest.test"])
         entries = self.wait_queued(1, "deferred")
