@@ -217,11 +217,15 @@ class AdminTest(RelayTestCase):
                          r.stdout)
         self.assertIsNotNone(m, r.stdout)
         version, revision, openssl, libuv = m.groups()
-        # Built from this clone: the revision is git's name for its commit.
-        head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True,
-                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
-        if head.returncode == 0:
-            self.assertIn(head.stdout.strip(), revision)
+        # Built from this clone: the revision names one of its commits (not necessarily
+        # HEAD: the binary may predate the latest commit until the next build).
+        here = os.path.dirname(os.path.abspath(__file__))
+        if subprocess.run(["git", "-C", here, "rev-parse"], capture_output=True).returncode == 0:
+            name = revision.removesuffix("-dirty")
+            name = name.rsplit("-g", 1)[-1] if re.search(r"-\d+-g[0-9a-f]+$", name) else name
+            found = subprocess.run(["git", "-C", here, "cat-file", "-e", name + "^{commit}"],
+                                   capture_output=True)
+            self.assertEqual(found.returncode, 0, f"{revision}: not a commit of this clone")
         self.assertTrue(self.relay.wait_log(
             rf'event=starting version="?{re.escape(version)}"? revision="?{re.escape(revision)}"?',
             5), self.relay.log_text()[:500])
