@@ -10,14 +10,16 @@ namespace {
 
 constexpr std::string_view kCrlf = "\r\n";
 
-// "Received" then optional blanks then ':' (RFC 5322 field name, §4.5.3 obs-optional).
-bool isReceivedField(std::string_view head) {
-  constexpr std::string_view kName = "received";
-  if (head.size() <= kName.size()) return false;
-  for (size_t i = 0; i < kName.size(); ++i) {
-    if ((head[i] | 0x20) != kName[i]) return false;
+// A field named lower_name (any ASCII case) then optional blanks then ':' (RFC 5322 field
+// name, §4.5.3 obs-optional).
+bool isField(std::string_view head, std::string_view lower_name) {
+  if (head.size() <= lower_name.size()) return false;
+  for (size_t i = 0; i < lower_name.size(); ++i) {
+    char c = head[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != lower_name[i]) return false;
   }
-  size_t i = kName.size();
+  size_t i = lower_name.size();
   while (i < head.size() && (head[i] == ' ' || head[i] == '\t')) ++i;
   return i < head.size() && head[i] == ':';
 }
@@ -34,9 +36,12 @@ void DataReader::reset(const MessageBody& out) {
   in_header_ = true;
   received_ = 0;
   head_len_ = 0;
+  line_whole_ = {};
+  message_id_.clear();
 }
 
 void DataReader::headerText(std::string_view text) {
+  line_whole_ = head_len_ == 0 ? text : std::string_view{};  // a second piece: not whole
   if (!in_header_ || head_len_ >= kHeadPrefix) {
     head_len_ += text.size();
     return;
@@ -48,12 +53,13 @@ void DataReader::headerText(std::string_view text) {
 
 void DataReader::headerLineEnd() {
   if (!in_header_) return;
-  headerLine(std::string_view(head_, std::min(head_len_, kHeadPrefix)), head_len_);
+  headerLine(std::string_view(head_, std::min(head_len_, kHeadPrefix)), head_len_, line_whole_);
   head_len_ = 0;
+  line_whole_ = {};
 }
 
 // head: the line's first octets (up to kHeadPrefix), length: the whole line's.
-void DataReader::headerLine(std::string_view head, size_t length) {
+void DataReader::headerLine(std::string_view head, size_t length, std::string_view whole) {
   if (head.empty()) {
     in_header_ = false;  // the empty line that ends the header section
     return;
@@ -64,8 +70,13 @@ void DataReader::headerLine(std::string_view head, size_t length) {
   const bool field = canStartHeaderField(head, length > kHeadPrefix);
   if (!field) {
     in_header_ = false;
-  } else if (isReceivedField(head)) {
+  } else if (isField(head, "received")) {
     ++received_;
+  } else if (message_id_.empty() && whole.size() == length && isField(whole, "message-id")) {
+    std::string_view v = whole.substr(whole.find(':') + 1);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    message_id_.assign(v.substr(0, kMessageIdMax));
   }
 }
 
@@ -81,7 +92,9 @@ void DataReader::append(std::string_view text, std::string_view eol, MessageBody
   if (text.size() + 2 > max_line_) return fail(DataError::kLineTooLong, out);
   size_ += text.size() + 2;
   if (size_ > max_size_) return fail(DataError::kTooBig, out);
-  if (in_header_) headerLine(text.substr(0, std::min(text.size(), kHeadPrefix)), text.size());
+  if (in_header_) {
+    headerLine(text.substr(0, std::min(text.size(), kHeadPrefix)), text.size(), text);
+  }
   if (eol == kCrlf && eol.data() == text.data() + text.size()) {
     out.append({text.data(), text.size() + 2});  // the line and its CRLF where they lie
   } else {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 #include "core/line_splitter.h"
@@ -57,6 +58,11 @@ class DataReader {
   // its first line that cannot be a header field), for loop detection (RFC 5321 §6.3): a
   // message that has passed too many hops is refused.
   size_t receivedCount() const { return received_; }
+  // The first Message-ID field's value in the header section, trimmed, at most
+  // kMessageIdMax octets (for the accepted log line); "" if none, or if it was folded or
+  // came split across BDAT chunks.
+  const std::string& messageId() const { return message_id_; }
+  static constexpr size_t kMessageIdMax = 256;
 
  private:
   void fail(DataError e, MessageBody& out);
@@ -66,7 +72,8 @@ class DataReader {
   // Header section scan: a piece of the current line's content, then the line's end.
   void headerText(std::string_view text);
   void headerLineEnd();
-  void headerLine(std::string_view head, size_t length);
+  // whole: the entire line when it is at hand in one view (else empty).
+  void headerLine(std::string_view head, size_t length, std::string_view whole = {});
 
   size_t max_line_;  // octets including CRLF, after unstuffing
   size_t max_size_;
@@ -84,6 +91,8 @@ class DataReader {
   size_t received_ = 0;
   size_t head_len_ = 0;  // octets of the current line seen (the prefix holds up to 16)
   char head_[kHeadPrefix] = {};
+  std::string_view line_whole_;  // BDAT: the current line, while it came in one piece
+  std::string message_id_;
 };
 
 }  // namespace postern

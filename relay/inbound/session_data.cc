@@ -214,6 +214,7 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
          {"from", txn_->sender},
          {"nrcpt", uint64_t{txn_->recipients.size()}},
          {"size", ref.body_size},
+         {"message_id", reader_.messageId()},
          {"helo", helo_},
          {"tls", tls_ ? tls_->describe() : std::string("none")}});
     host_.accepted(SpooledMessage{std::move(*txn_), ref, {}});

@@ -34,6 +34,7 @@ struct Message {
   DataError error = DataError::kNone;
   size_t size = 0;
   size_t received = 0;  // "Received:" fields in its header section
+  std::string message_id;
 
   bool operator==(const Message&) const = default;
 };
@@ -149,6 +150,7 @@ std::vector<Message> readAll(std::string_view raw, const Options& o,
       m.error = reader.error();
       m.size = reader.size();
       m.received = reader.receivedCount();
+      m.message_id = reader.messageId();
       msgs.emplace_back();
       body.clear();
       body.adopt(o.header);
@@ -159,6 +161,7 @@ std::vector<Message> readAll(std::string_view raw, const Options& o,
   msgs.back().error = reader.error();
   msgs.back().size = reader.size();
   msgs.back().received = reader.receivedCount();
+  msgs.back().message_id = reader.messageId();
   return msgs;
 }
 
@@ -223,6 +226,37 @@ TEST(DataReader, CountsReceivedFieldsOfTheHeaderSection) {
   std::string many;
   for (int i = 0; i < 60; ++i) many += "Received: hop\r\n";
   EXPECT_EQ(readAll(many + ".\r\n", Options(), {})[0].received, 60u);
+}
+
+// The accepted log line names the Message-ID: the first field's value in the header
+// section, trimmed and bounded; not one in the body, not a longer field name.
+TEST(DataReader, TakesTheFirstMessageIdOfTheHeaderSection) {
+  auto msgs = readEverySplit(
+      "X-Message-ID: <no@x>\r\nMESSAGE-ID :  <a.1@origin.test> \r\n"
+      "Message-ID: <second@x>\r\n\r\nMessage-ID: <body@x>\r\n.\r\n"
+      "Subject: none\r\n\r\nMessage-ID: <body@x>\r\n.\r\n");
+  ASSERT_EQ(msgs.size(), 3u);
+  EXPECT_EQ(msgs[0].message_id, "<a.1@origin.test>");
+  EXPECT_EQ(msgs[1].message_id, "") << "reset for the next message";
+  const std::string hostile(600, 'x');
+  auto big = readAll("Message-ID: <" + hostile + ">\r\n.\r\n", Options(), {});
+  EXPECT_EQ(big[0].message_id, "<" + hostile.substr(0, DataReader::kMessageIdMax - 1));
+  auto stuffed = readEverySplit(".Message-ID: <dot@x>\r\n.\r\n");
+  EXPECT_EQ(stuffed[0].message_id, "<dot@x>");
+}
+
+TEST(DataReaderChunks, TakesAMessageIdThatCameInOnePiece) {
+  const std::string raw = "Subject: s\r\nMessage-ID:\t<c@x>\r\n\r\nbody\r\n";
+  for (bool split : {false, true}) {
+    DataReader reader(1000, kMaxSize, BareLineEnding::kReject);
+    MessageBody body;
+    reader.reset(body);
+    const size_t cut = split ? raw.find("<c@") : raw.size();
+    reader.feedChunk(std::string_view(raw).substr(0, cut), body);
+    reader.feedChunk(std::string_view(raw).substr(cut), body);
+    reader.finishChunks(body);
+    EXPECT_EQ(reader.messageId(), split ? "" : "<c@x>") << "split: " << split;
+  }
 }
 
 TEST(DataReader, EmptyMessage) {

@@ -195,7 +195,8 @@ class JsonLogTest(unittest.TestCase):
         with relay.client() as s:
             s.ehlo("client.test")
             self.assertEqual(s.sendmail("a@origin.test", ["b@dest.test"],
-                                        b"Subject: json\r\n\r\n" + secret + b"\r\n"), {})
+                                        b"Subject: json\r\nMessage-ID: <j1@origin.test>\r\n"
+                                        b"\r\n" + secret + b"\r\n"), {})
         self.assertEqual(ds.wait_for(1, 15), 1)
         self.assertTrue(relay.wait_log(r'"event":"delivered"', 10))
         self.assertEqual(relay.stop(), 0)
@@ -228,6 +229,7 @@ class JsonLogTest(unittest.TestCase):
         self.assertEqual(len({e["session"] for e in events if e["event"] == "connect"}),
                          len([e for e in events if e["event"] == "connect"]))
         self.assertEqual(accepted["helo"], "client.test")
+        self.assertEqual(accepted["message_id"], "<j1@origin.test>")
         self.assertEqual(accepted["tls"], "none")
 
 
