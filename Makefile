@@ -6,7 +6,7 @@ TSAN      ?= build-tsan
 JOBS      ?= $(shell nproc)
 PYTHON    := /usr/bin/python3
 
-.PHONY: all deps build test asan tsan demo bench fresh-check clean
+.PHONY: all deps build test asan tsan demo package bench fresh-check clean
 
 all: build
 
@@ -43,6 +43,14 @@ tsan: deps
 demo: build
 	./deploy/demo.sh $(BUILD)
 
+# The Debian package: an optimised build of the relay alone (no test or benchmark
+# libraries), packed by CPack (cmake/package.cmake) into build-pkg/postern_VERSION_amd64.deb.
+PKG ?= build-pkg
+package: deps
+	cmake -S . -B $(PKG) -DCMAKE_BUILD_TYPE=Release -DPOSTERN_TESTS=OFF -DPOSTERN_BENCH=OFF
+	cmake --build $(PKG) -j $(JOBS) --target postern postern-load
+	cd $(PKG) && cpack -G DEB
+
 # Benchmarks use an optimised build of their own: micro-benchmarks, then the end-to-end
 # matrix against a Postfix relay (about 5 minutes on two cores; see bench/e2e.sh), then
 # the TLS matrix against it (bench/tls_bench.py: no TLS, STARTTLS with RSA-2048, with
@@ -72,4 +80,4 @@ fresh-check:
 	./deploy/fresh-check.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN) $(TSAN) $(BENCH) build-fuzz
+	rm -rf $(BUILD) $(ASAN) $(TSAN) $(BENCH) build-fuzz $(PKG)
