@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """docs/logs.md and docs/metrics.md against the code: every log event the relay writes and
-every /metrics family it serves is listed there, and nothing listed there is gone.
+every /metrics family it serves is listed there, and nothing listed there is gone; and
+every configuration key core/config.cc reads is explained in deploy/postern.toml, the
+reference docs/configuration.md points to.
 
     tests/docs_check.py REPO_ROOT
 
@@ -50,6 +52,11 @@ def families(root):
     return set(re.findall(r'\{"([a-z_]+)", "(?:counter|gauge|histogram)"', block))
 
 
+def config_keys(root):
+    text = open(os.path.join(root, "core", "config.cc"), encoding="utf-8").read()
+    return set(re.findall(r'\br\.[a-zA-Z_]+\("([a-z_]+)"', text))
+
+
 def documented(path):
     rows = re.findall(r"^\| `([a-z_]+)` \|", open(path, encoding="utf-8").read(), re.M)
     return set(rows)
@@ -76,10 +83,17 @@ def main():
         problems.append(f"only {len(code_families)} metric families found: the extraction broke")
     compare("docs/metrics.md", code_families,
             documented(os.path.join(root, "docs", "metrics.md")), problems)
+    keys = config_keys(root)
+    if len(keys) < 30:
+        problems.append(f"only {len(keys)} configuration keys found: the extraction broke")
+    reference = open(os.path.join(root, "deploy", "postern.toml"), encoding="utf-8").read()
+    for key in sorted(keys):
+        if not re.search(rf"(?<![a-z_]){key}(?![a-z_])", reference):
+            problems.append(f"deploy/postern.toml: configuration key {key} is not explained")
     for p in problems:
         print("FAIL " + p)
     print(f"docs_check: {len(code_events)} events, {len(code_families)} families, "
-          f"{len(problems)} problem(s)")
+          f"{len(keys)} configuration keys, {len(problems)} problem(s)")
     return 1 if problems else 0
 
 
