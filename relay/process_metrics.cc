@@ -21,12 +21,16 @@ double residentBytes() {
   return n == 2 ? double(pages_resident) * double(sysconf(_SC_PAGESIZE)) : 0;
 }
 
+// /proc/self/fd is opened once and read again from its start at each scrape (procfs lists
+// the descriptors as they are then): opening and closing it each time would take a
+// descriptor number a worker just closed, which ThreadSanitizer, blind to libuv's own
+// closes, reports as a race. Only the server's loop calls this.
 double openFds() {
-  DIR* d = opendir("/proc/self/fd");
+  static DIR* const d = opendir("/proc/self/fd");
   if (d == nullptr) return 0;
+  rewinddir(d);
   double n = 0;
   while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
-  closedir(d);
   return n - 1;  // the directory's own descriptor
 }
 
