@@ -118,6 +118,11 @@ int offline(const QueueCommand& cmd) {
   return 0;
 }
 
+// What an action did, for the answer: "flushed", "deleted", "bounced".
+const char* pastTense(const std::string& action) {
+  return action == "flush" ? "flushed" : action == "delete" ? "deleted" : "bounced";
+}
+
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
   size_t pos = 0;
@@ -147,9 +152,7 @@ int bulk(const QueueCommand& cmd) {
     std::printf("no queued message matches\n");
     return 0;
   }
-  const char* verb = cmd.action == "flush"    ? "flushed"
-                     : cmd.action == "delete" ? "deleted"
-                                              : "bounced";
+  const char* verb = pastTense(cmd.action);
   if (cmd.action != "flush" && !cmd.yes) {
     if (!isatty(STDIN_FILENO)) {
       std::fprintf(stderr, "postern: %zu message(s) match; add --yes to %s them\n", ids.size(),
@@ -244,11 +247,7 @@ int runQueueCommand(const QueueCommand& cmd) {
     // {"jobs":N}: said in words unless --json.
     const size_t at = body.find(':');
     const long jobs = at == std::string::npos ? 0 : std::atol(body.c_str() + at + 1);
-    std::printf("%s: %ld delivery job(s)\n",
-                cmd.action == "flush"    ? "flushed"
-                : cmd.action == "delete" ? "deleted"
-                                         : "bounced",
-                jobs);
+    std::printf("%s: %ld delivery job(s)\n", pastTense(cmd.action), jobs);
     return 0;
   }
   std::fputs(body.c_str(), status == 200 ? stdout : stderr);

@@ -84,10 +84,7 @@ class StorageTest(RelayTestCase):
         gate = tempfile.mkdtemp(prefix="postern-gate-")
         self.relay.env["POSTERN_SHIM_MAP_GATE"] = gate
         self.relay.start(wait_recovered=False)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(os.path.join(gate, "waiting")) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.assertTrue(os.path.exists(os.path.join(gate, "waiting")), "no segment was mapped")
+        self.wait_at_gate(gate, "no segment was mapped")
         self.assertEqual(readyz(self.relay.admin_port), 200)
         with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/healthz",
                                     timeout=5) as r:
@@ -119,11 +116,7 @@ class StorageTest(RelayTestCase):
         self.start_with(POSTERN_SHIM_SYNC_GATE=gate)
         sock, r = self.open_transaction()
         sock.sendall(b"Subject: sync order\r\n\r\nbody\r\n.\r\n")
-        waiting = os.path.join(gate, "waiting")
-        deadline = time.monotonic() + 10
-        while not os.path.exists(waiting) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.assertTrue(os.path.exists(waiting), "the relay never called fdatasync")
+        self.wait_at_gate(gate, "the relay never called fdatasync")
         # The sync is held: nothing may come back, however long we wait.
         sock.settimeout(1.5)
         try:
@@ -137,12 +130,13 @@ class StorageTest(RelayTestCase):
         self.assertEqual(code, 250, text)
         self.assertEqual(self.downstream.wait_for(1, 15), 1)
 
-    def wait_for_sync(self, gate):
+    def wait_at_gate(self, gate, why):
+        """Waits (bounded) until the shim holds a call at gate; fails saying why if not."""
         waiting = os.path.join(gate, "waiting")
         deadline = time.monotonic() + 10
         while not os.path.exists(waiting) and time.monotonic() < deadline:
             time.sleep(0.01)
-        self.assertTrue(os.path.exists(waiting), "the relay never called fdatasync")
+        self.assertTrue(os.path.exists(waiting), why)
 
     def rss(self):
         with open(f"/proc/{self.relay.proc.pid}/status") as f:
@@ -171,7 +165,7 @@ class StorageTest(RelayTestCase):
         self.assertEqual([c for c, _ in r.replies(4)], [250, 250, 250, 354])
         before = self.rss()
         t.sendall(b"Subject: held\r\n\r\nbody\r\n.\r\n")
-        self.wait_for_sync(gate)
+        self.wait_at_gate(gate, "the relay never called fdatasync")
         # Pipelined commands, until the relay has stopped reading and the kernel's buffers
         # are full too (a relay that read everything would take all 64 MiB).
         chunk, sent = b"NOOP\r\n" * 2731, 0
@@ -199,10 +193,7 @@ class StorageTest(RelayTestCase):
         open(os.path.join(gate, "armed"), "w").close()
         sock = socket.create_connection((HOST, self.relay.port), timeout=10)
         self.addCleanup(sock.close)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(os.path.join(gate, "waiting")) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.assertTrue(os.path.exists(os.path.join(gate, "waiting")), "no session started")
+        self.wait_at_gate(gate, "no session started")
         self.assertEqual(http_status(self.relay.admin_port, "/healthz"), 503)
         open(os.path.join(gate, "open"), "w").close()
         self.assertEqual(ReplyReader(sock, timeout=10).reply()[0], 220)
