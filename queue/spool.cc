@@ -116,6 +116,8 @@ struct Spool::Batch {
   bool probe = false;  // no records: kProbeBytes written, synced and truncated away
   std::vector<PendingMessage> messages;
   std::string done;
+  std::vector<PendingMark> marks;
+  int hold_fd = -1;
   bool ok = false;
   bool truncate_failed = false;  // the segment's end is unknown now
   int error = 0;
@@ -148,6 +150,7 @@ Spool::~Spool() {
   }
   for (auto& [id, seg] : segments_) ::close(seg.fd);
   if (dir_fd_ >= 0) ::close(dir_fd_);
+  if (hold_fd_ >= 0) ::close(hold_fd_);
 }
 
 void Spool::close() {
@@ -265,6 +268,12 @@ Result<std::vector<uint32_t>> Spool::prepare() {
   dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) return fail(dir_ + ": " + std::strerror(errno));
 
+  const std::string hold_dir = dir_ + "/" + kHoldDir;
+  if (Status made = createDurableDirectories(hold_dir); !made) return fail(made.error());
+  hold_fd_ = ::open(hold_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (hold_fd_ < 0) return fail(hold_dir + ": " + std::strerror(errno));
+  for (uint64_t id : readHoldMarkers(dir_)) held_at_start_.insert(id);
+
   Result<std::vector<uint32_t>> listed = segmentIds(dir_);
   if (!listed) return listed;
   std::vector<uint32_t> old_ids = std::move(*listed);
@@ -361,6 +370,18 @@ void Spool::adopt(Recovery& r, std::vector<SpooledRef>& recovered) {
             {"seconds", r.seconds},
             {"mb_per_s", r.seconds > 0 ? static_cast<double>(r.bytes) / 1e6 / r.seconds : 0.0}});
   for (const auto& f : r.segments) maybeDelete(f.id);
+  // Markers of messages that are finished (delivered, deleted or bounced while held, and
+  // the marker's removal lost to a crash) go now; a leftover one is harmless meanwhile.
+  if (!held_at_start_.empty() && r.error.empty()) {
+    std::unordered_set<uint64_t> live;
+    for (const SpooledRef& m : r.recovered) {
+      if (held_at_start_.count(m.id)) live.insert(m.id);
+    }
+    for (uint64_t id : held_at_start_) {
+      if (!live.count(id)) ::unlinkat(hold_fd_, queueIdString(id).c_str(), 0);
+    }
+    held_at_start_ = std::move(live);
+  }
   recovered = std::move(r.recovered);
 }
 
@@ -477,6 +498,11 @@ void Spool::queue(PendingMessage p, CommitCallback cb) {
   scheduleFlush();
 }
 
+void Spool::setHeld(uint64_t id, bool held, std::function<void(bool ok)> done) {
+  pending_marks_.push_back(PendingMark{id, held, std::move(done)});
+  scheduleFlush();
+}
+
 void Spool::markDone(uint64_t id, uint32_t rcpt) {
   encodeDone(pending_done_, id, rcpt, salt_);
   if (!in_flight_ && pending_.empty() && !closed_) {
@@ -569,9 +595,17 @@ void Spool::flush(bool probe) {
     auto refused = std::move(pending_);
     pending_.clear();
     for (auto& m : refused) m.cb(false, StoredRef{});
+    auto marks = std::move(pending_marks_);
+    pending_marks_.clear();
+    for (auto& m : marks) {
+      if (m.done) m.done(false);
+    }
     return;
   }
-  if (in_flight_ || (!probe && pending_.empty() && pending_done_.empty())) return;
+  if (in_flight_ ||
+      (!probe && pending_.empty() && pending_done_.empty() && pending_marks_.empty())) {
+    return;
+  }
   uv_timer_stop(&done_timer_);
   Segment& active = segments_[active_];
   if (active.size >= segment_limit_) {
@@ -591,13 +625,38 @@ void Spool::flush(bool probe) {
   batch->probe = probe;
   batch->messages.swap(pending_);
   batch->done.swap(pending_done_);
+  batch->marks.swap(pending_marks_);
+  batch->hold_fd = hold_fd_;
   in_flight_ = true;
   const bool submitted = io_.submit(batch);  // one batch in flight at a time: room for it
   POSTERN_ASSERT(submitted);
 }
 
+// Makes or removes hold markers, then makes that durable with one fsync of the directory.
+void Spool::writeMarks(int hold_fd, std::vector<PendingMark>& marks) {
+  bool changed = false;
+  for (auto& m : marks) {
+    const std::string name = queueIdString(m.id);
+    if (m.held) {
+      int fd = ::openat(hold_fd, name.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+      m.ok = fd >= 0 && ::close(fd) == 0;
+    } else {
+      m.ok = ::unlinkat(hold_fd, name.c_str(), 0) == 0 || errno == ENOENT;
+    }
+    changed = changed || m.ok;
+  }
+  if (changed && ::fsync(hold_fd) != 0) {
+    for (auto& m : marks) m.ok = false;
+  }
+}
+
 void Spool::work(void* batch) {
   auto* b = static_cast<Batch*>(batch);
+  if (!b->marks.empty()) writeMarks(b->hold_fd, b->marks);
+  if (b->messages.empty() && b->done.empty() && !b->probe) {
+    b->ok = true;  // markers only: the segment is not touched
+    return;
+  }
   std::vector<iovec> iov;
   iov.reserve(4 * b->messages.size() + 2);
   const uint64_t start = uv_hrtime();
@@ -637,6 +696,23 @@ void Spool::afterWork(void* batch) {
   Spool* self = b->spool;
   self->in_flight_ = false;
   Segment& seg = self->segments_[b->segment];
+  for (auto& m : b->marks) {
+    if (!m.ok) {
+      logEvent(spdlog::level::err, "hold_marker_failed",
+               {{"id", queueIdString(m.id)}, {"held", m.held}, {"dir", self->dir_}});
+    }
+    if (m.done) m.done(m.ok);
+  }
+  const bool wrote = !b->messages.empty() || !b->done.empty() || b->probe;
+  if (!wrote) {
+    delete b;
+    if (!self->pending_.empty() || !self->pending_marks_.empty()) {
+      self->scheduleFlush();
+    } else if (!self->pending_done_.empty() && !self->closed_) {
+      uv_timer_start(&self->done_timer_, onDoneTimer, kDoneFlushMs, 0);
+    }
+    return;
+  }
   if (!b->probe) self->fsync_.observe(b->seconds);
   const bool was_failing = self->write_failed_;
   self->write_failed_ = !b->ok;
@@ -674,7 +750,7 @@ void Spool::afterWork(void* batch) {
     for (auto& m : b->messages) m.cb(false, StoredRef{});
   }
   delete b;
-  if (!self->pending_.empty()) {
+  if (!self->pending_.empty() || !self->pending_marks_.empty()) {
     self->scheduleFlush();
   } else if (!self->pending_done_.empty() && !self->closed_) {
     uv_timer_start(&self->done_timer_, onDoneTimer, kDoneFlushMs, 0);

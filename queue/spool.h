@@ -36,6 +36,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "core/metrics.h"
@@ -143,6 +144,17 @@ class Spool {
   // the disk may have changed since). False if it cannot be read or is not that message.
   Result<Envelope> readEnvelope(uint64_t id, const StoredRef& ref) const;
 
+  // Holds message id (held) or releases it, durably: its marker in wN/hold/ is made or
+  // removed, and the directory fsynced, by the I/O thread with the next batch; done(ok)
+  // comes on the loop after. done may be empty.
+  void setHeld(uint64_t id, bool held, std::function<void(bool ok)> done);
+  // The messages that were held when the spool opened (markers of messages no longer in
+  // the spool are removed once the replay is over).
+  bool heldAtStart(uint64_t id) const { return held_at_start_.count(id) != 0; }
+
+  // dir/seg-XXXXXXXX.log.
+  std::string segmentPath(uint32_t id) const;
+
   // Flushes nothing further and closes the loop handles (for shutdown).
   void close();
 
@@ -157,7 +169,9 @@ class Spool {
   uint64_t salt() const { return salt_; }
   // Octets of damaged records copied to the quarantine directory since start.
   uint64_t quarantinedBytes() const { return quarantined_bytes_; }
-  bool busy() const { return in_flight_ || !pending_.empty() || !pending_done_.empty(); }
+  bool busy() const {
+    return in_flight_ || !pending_.empty() || !pending_done_.empty() || !pending_marks_.empty();
+  }
 
  private:
   struct Segment {
@@ -176,9 +190,14 @@ class Spool {
     CommitCallback cb;
     uint64_t bodySize() const { return spill ? spill->size() : body.size(); }
   };
+  struct PendingMark {  // setHeld()
+    uint64_t id = 0;
+    bool held = false;
+    std::function<void(bool ok)> done;
+    bool ok = false;
+  };
   struct Batch;
 
-  std::string segmentPath(uint32_t id) const;
   Status openSegment(uint32_t id);
   void maybeDelete(uint32_t id);
   // Directory, salt, id base and a new active segment; returns the segments there before,
@@ -201,18 +220,22 @@ class Spool {
   static void onDoneTimer(uv_timer_t* h);
   static void onProbeTimer(uv_timer_t* h);
   static void work(void* batch);
+  static void writeMarks(int hold_fd, std::vector<PendingMark>& marks);
   static void afterWork(void* batch);
 
   uv_loop_t* loop_;
   std::string dir_;
   size_t segment_limit_;
   int dir_fd_ = -1;
+  int hold_fd_ = -1;  // wN/hold
+  std::unordered_set<uint64_t> held_at_start_;
   std::map<uint32_t, Segment> segments_;
   uint32_t active_ = 0;
   bool dir_dirty_ = false;  // a segment was created since the last directory fsync
 
   std::vector<PendingMessage> pending_;
   std::string pending_done_;
+  std::vector<PendingMark> pending_marks_;
   bool in_flight_ = false;
   uv_prepare_t prepare_;
   uv_timer_t done_timer_;

@@ -47,6 +47,19 @@ Result<std::vector<uint32_t>> segmentIds(const std::string& dir) {
   return ids;
 }
 
+std::vector<uint64_t> readHoldMarkers(const std::string& dir) {
+  std::error_code ec;
+  std::vector<uint64_t> ids;
+  for (const auto& e : fs::directory_iterator(fs::path(dir) / kHoldDir, ec)) {
+    const std::string name = e.path().filename().string();
+    // Exactly the writer's spelling: a marker in lower case would be held again at every
+    // start, since releasing it unlinks the upper-case name.
+    if (auto id = parseQueueId(name); id && queueIdString(*id) == name) ids.push_back(*id);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 std::string segmentFileName(uint32_t id) {
   char name[32];
   std::snprintf(name, sizeof name, "seg-%08x.log", id);
@@ -174,6 +187,17 @@ Status mergeOrphanSpools(const std::string& spool_dir, unsigned workers) {
     for (unsigned id : idsIn(e.path())) {
       fs::rename(segmentPath(e.path(), id), segmentPath(target, next++), ec);
       if (ec) return fail(e.path().string() + ": " + ec.message());
+    }
+    // Hold markers go along (queue ids are unique across workers: no name meets another).
+    const fs::path held = e.path() / kHoldDir;
+    if (fs::is_directory(held, ec)) {
+      if (Status made = createDurableDirectories(target / kHoldDir); !made) return made;
+      for (const auto& m : fs::directory_iterator(held, ec)) {
+        fs::rename(m.path(), target / kHoldDir / m.path().filename(), ec);
+        if (ec) return fail(m.path().string() + ": " + ec.message());
+      }
+      if (!syncDir(target / kHoldDir) || !syncDir(held)) return fail(held.string() + ": fsync failed");
+      fs::remove(held, ec);
     }
     if (!syncDir(target) || !syncDir(e.path())) return fail(target.string() + ": fsync failed");
     fs::remove(e.path(), ec);  // only if now empty; a leftover file keeps it

@@ -6,8 +6,8 @@
 // one directory or the other, and the next start finishes the move.
 //
 // The names of the files in those directories are made and read here, in one place: a
-// segment's (seg-XXXXXXXX.log) and a quarantined range's (seg-XXXXXXXX.log.OFFSET+LENGTH,
-// queue/spool.h). A directory on disk is input from outside: the parsers take only the
+// segment's (seg-XXXXXXXX.log), a quarantined range's (seg-XXXXXXXX.log.OFFSET+LENGTH,
+// queue/spool.h) and a hold marker's (hold/<queue id>). A directory on disk is input from outside: the parsers take only the
 // exact shape the writers produce and answer nullopt for anything else.
 #pragma once
 
@@ -43,6 +43,15 @@ std::string quarantineFileName(const QuarantineName& q);
 // digits without sign or leading zeros, within 64 bits, the range's end too. nullopt for
 // anything else.
 std::optional<QuarantineName> parseQuarantineFileName(std::string_view name);
+
+// Held messages (`postern queue hold`): an empty file wN/hold/<queue id> per message, made
+// and removed durably by the spool's I/O thread (Spool::setHeld). A marker, not a record
+// in the log: a record in a newer segment than its message's could be deleted with that
+// segment while the message lives on, and the hold would be lost at the next start.
+constexpr const char* kHoldDir = "hold";
+// The queue ids of dir/hold's markers (names exactly as queueIdString makes them; anything
+// else there is ignored). Empty when the directory is missing.
+std::vector<uint64_t> readHoldMarkers(const std::string& dir);
 
 // The spool's salt (queue/record.h) from dir/salt, else from the first of the segments
 // whose header is intact; nullopt if neither has one.

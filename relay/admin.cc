@@ -1,6 +1,10 @@
 #include "relay/admin.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -428,9 +432,58 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
             c->respond(200, "application/json", queueJson(found));
           });
     }
+    if (action == "body") {
+      if (!get) return c->text(405, "GET only\n");
+      return askWorkers(
+          c,
+          [id](Worker& w, WorkerAnswer& a) {
+            if (auto at = w.delivery().bodyLocation(id)) {
+              a.body_path = at->path;
+              a.body_offset = at->offset;
+              a.body_size = at->size;
+            }
+          },
+          [this, c](std::vector<WorkerAnswer>& all) { sendBody(c, all); });
+    }
     if (!post) return c->text(405, "POST only\n");
+    if (action == "hold" || action == "release") {
+      const bool hold = action == "hold";
+      return askWorkersLater(
+          c,
+          [id, hold](Worker& w, Reply reply) {
+            auto done = [reply](size_t jobs, bool ok) {
+              WorkerAnswer a;
+              a.count = jobs;
+              a.spool_ok = ok;
+              reply(std::move(a));
+            };
+            if (hold) {
+              w.delivery().hold(id, done);
+            } else {
+              w.delivery().release(id, done);
+            }
+          },
+          [c, hold](std::vector<WorkerAnswer>& all) {
+            size_t n = 0;
+            bool ok = true;
+            for (auto& a : all) {
+              n += a.count;
+              ok = ok && a.spool_ok;
+            }
+            if (!ok) {
+              return c->text(500, std::string(hold ? "held" : "released") +
+                                      ", but not durably: its marker in the spool's hold "
+                                      "directory could not be " +
+                                      (hold ? "made" : "removed") +
+                                      " (log: hold_marker_failed); a restart undoes it\n");
+            }
+            c->respond(n ? 200 : 404, "application/json", "{\"jobs\":" + std::to_string(n) + "}\n");
+          });
+    }
     Ask ask;
-    if (action == "flush") {
+    if (action == "requeue") {
+      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().requeue(id); };
+    } else if (action == "flush") {
       ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().flush(id); };
     } else if (action == "delete") {
       ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().remove(id); };
@@ -450,6 +503,17 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
 }
 
 void Admin::askWorkers(Conn* c, Ask ask, Finish finish) {
+  askWorkersLater(
+      c,
+      [ask = std::move(ask)](Worker& w, Reply reply) {
+        WorkerAnswer a;
+        ask(w, a);
+        reply(std::move(a));
+      },
+      std::move(finish));
+}
+
+void Admin::askWorkersLater(Conn* c, AskLater ask, Finish finish) {
   auto g = std::make_shared<Gather>();
   g->answers.resize(workers_.size());
   g->remaining = workers_.size();
@@ -463,17 +527,39 @@ void Admin::askWorkers(Conn* c, Ask ask, Finish finish) {
   for (size_t i = 0; i < workers_.size(); ++i) {
     Worker* w = workers_[i];
     bool posted = w->post([shared, g, i, ask, w] {
-      WorkerAnswer a;
-      ask(*w, a);
-      std::lock_guard<std::mutex> lock(shared->m);
-      g->answers[i] = std::move(a);
-      if (--g->remaining == 0 && shared->open) {
-        shared->completed.push_back(g);
-        uv_async_send(&shared->async);
-      }
+      ask(*w, [shared, g, i](WorkerAnswer a) {
+        std::lock_guard<std::mutex> lock(shared->m);
+        g->answers[i] = std::move(a);
+        if (--g->remaining == 0 && shared->open) {
+          shared->completed.push_back(g);
+          uv_async_send(&shared->async);
+        }
+      });
     });
     if (!posted) return c->text(503, "draining\n");
   }
+}
+
+void Admin::sendBody(Conn* c, const std::vector<WorkerAnswer>& all) {
+  for (const WorkerAnswer& a : all) {
+    if (a.body_path.empty()) continue;
+    // The size is the spool's own record of a message it took, so bounded by
+    // limits.max_message_size; the segment may have been deleted since (delivered).
+    std::string body(a.body_size, '\0');
+    int fd = ::open(a.body_path.c_str(), O_RDONLY | O_CLOEXEC);
+    size_t got = 0;
+    while (fd >= 0 && got < body.size()) {
+      ssize_t n = ::pread(fd, body.data() + got, body.size() - got,
+                          static_cast<off_t>(a.body_offset + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    if (fd >= 0) ::close(fd);
+    if (got != body.size()) return c->text(404, "no such queue id (delivered meanwhile)\n");
+    return c->respond(200, "message/rfc822", body);
+  }
+  c->text(404, "no such queue id\n");
 }
 
 void Admin::onAsync(uv_async_t* h) {

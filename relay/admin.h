@@ -10,7 +10,8 @@
 //                                  the damaged spool ranges starts have quarantined
 //   GET  /queue/ID[?format=text]   one message
 //   POST /queue/flush              retry everything deferred now (and backed-off hops)
-//   POST /queue/ID/flush|delete|bounce
+//   GET  /queue/ID/body            one message's content as spooled (message/rfc822)
+//   POST /queue/ID/flush|delete|bounce|requeue|hold|release
 //
 // The queue API (every /queue path) answers only clients in admin.queue_networks
 // (default: loopback, which `postern queue` run on the same host or pod is; 403 to anyone
@@ -59,6 +60,9 @@ class Admin {
     std::vector<QueueEntry> entries;
     size_t count = 0;
     bool spool_ok = true;
+    std::string body_path;  // GET /queue/ID/body: where the worker's copy lies
+    uint64_t body_offset = 0;
+    uint64_t body_size = 0;
   };
 
  private:
@@ -66,12 +70,19 @@ class Admin {
   struct Gather;
   struct Shared;
   using Ask = std::function<void(Worker&, WorkerAnswer&)>;
+  // An answer a worker gives later (after a spool write): reply() exactly once, from that
+  // worker's loop.
+  using Reply = std::function<void(WorkerAnswer)>;
+  using AskLater = std::function<void(Worker&, Reply)>;
   using Finish = std::function<void(std::vector<WorkerAnswer>&)>;
 
   static void onConnection(uv_stream_t* server, int status);
   static void onAsync(uv_async_t* h);
   void handle(Conn* c, const std::string& method, const std::string& target);
   void askWorkers(Conn* c, Ask ask, Finish finish);
+  void askWorkersLater(Conn* c, AskLater ask, Finish finish);
+  // GET /queue/ID/body: read here from the file range a worker named.
+  void sendBody(Conn* c, const std::vector<WorkerAnswer>& all);
 
   uv_loop_t* loop_;
   std::string address_;

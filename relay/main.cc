@@ -105,24 +105,26 @@ int main(int argc, char** argv) {
   auto* queue = app.add_subcommand("queue", "list, inspect and act on the relay's queue");
   queue
       ->add_option("action", qc.action,
-                   "list | summary | show ID | quarantine | flush [ID] | delete ID | bounce ID")
+                   "list | summary | show ID | quarantine | flush [ID] | delete ID | bounce ID | "
+                   "requeue ID | hold ID | release ID")
       ->required();
   queue->add_option("id", qc.id, "queue id (16 hex digits)");
   queue->add_option("--admin", admin,
                     "admin endpoint ip:port (default: from --config, else 127.0.0.1:9025)");
   queue->add_option("--spool-dir", qc.spool_dir, "read this spool directory offline instead");
   queue->add_flag("--json", qc.json, "JSON instead of text");
+  queue->add_flag("--body", qc.body, "show: the message's content as spooled");
   std::string older_than;
   bool select_all = false;
   std::string sender;
-  queue->add_flag("--all", select_all, "flush, delete or bounce every queued message");
+  queue->add_flag("--all", select_all, "act on every queued message");
   queue->add_option("--domain", qc.selection.domain,
                     "select messages with a recipient at this domain");
   queue->add_option("--sender", sender,
                     "select messages from this sender (<> for the null sender)");
   queue->add_option("--older-than", older_than,
                     "select messages received before: 90s, 30m, 2h, 3d");
-  queue->add_flag("--yes", qc.yes, "delete or bounce a selection without asking");
+  queue->add_flag("--yes", qc.yes, "act on a selection without asking");
   queue->fallthrough();
 
   std::string spool_check_dir;

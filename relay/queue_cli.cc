@@ -11,6 +11,8 @@
 #include "core/clock.h"
 #include "core/network.h"
 #include "core/result.h"
+#include "queue/record.h"
+#include "queue/spool_dirs.h"
 #include "relay/queue_view.h"
 
 namespace postern {
@@ -57,6 +59,30 @@ Result<HttpAnswer> httpRequest(const std::string& address, const std::string& me
   return HttpAnswer{std::atoi(resp.c_str() + 9), resp.substr(head_end + 4)};
 }
 
+// Message id's content as spooled in the spool directory dir (offline).
+int printBodyOffline(const std::string& dir, const SpooledMessage& m) {
+  std::FILE* f = std::fopen((dir + "/" + segmentFileName(m.ref.segment)).c_str(), "rb");
+  if (f == nullptr || std::fseek(f, static_cast<long>(m.ref.body_offset), SEEK_SET) != 0) {
+    if (f != nullptr) std::fclose(f);
+    std::fprintf(stderr, "postern: the message's segment cannot be read\n");
+    return 1;
+  }
+  char buf[65536];
+  uint64_t left = m.ref.body_size;
+  while (left > 0) {
+    const size_t n = std::fread(buf, 1, std::min<uint64_t>(left, sizeof buf), f);
+    if (n == 0) break;
+    std::fwrite(buf, 1, n, stdout);
+    left -= n;
+  }
+  std::fclose(f);
+  if (left > 0) {
+    std::fprintf(stderr, "postern: the message's segment ends before its body does\n");
+    return 1;
+  }
+  return 0;
+}
+
 int offline(const QueueCommand& cmd) {
   if (cmd.action != "list" && cmd.action != "summary" && cmd.action != "show" &&
       cmd.action != "quarantine") {
@@ -83,13 +109,23 @@ int offline(const QueueCommand& cmd) {
   }
   std::sort(dirs.begin(), dirs.end());
   std::vector<QueueEntry> entries;
+  const std::optional<uint64_t> wanted = parseQueueId(cmd.id);
   for (const auto& d : dirs) {
     Result<std::vector<SpooledMessage>> pending = readSpoolOffline(d);
     if (!pending) {
       std::fprintf(stderr, "postern: %s\n", pending.error().c_str());
       return 1;
     }
-    for (const auto& m : *pending) entries.push_back(entryFromSpool(m));
+    const std::vector<uint64_t> held = readHoldMarkers(d);
+    for (const auto& m : *pending) {
+      if (cmd.body && wanted == m.envelope.id) return printBodyOffline(d, m);
+      entries.push_back(entryFromSpool(m));
+      if (std::binary_search(held.begin(), held.end(), m.envelope.id)) entries.back().state = "held";
+    }
+  }
+  if (cmd.body) {
+    std::fprintf(stderr, "postern: no such queue id: %s\n", cmd.id.c_str());
+    return 1;
   }
   std::sort(entries.begin(), entries.end(),
             [](auto& a, auto& b) { return a.received_ms < b.received_ms; });
@@ -118,10 +154,21 @@ int offline(const QueueCommand& cmd) {
   return 0;
 }
 
-// What an action did, for the answer: "flushed", "deleted", "bounced".
+// What an action did, for the answer: "flushed", "deleted", ...
 const char* pastTense(const std::string& action) {
-  return action == "flush" ? "flushed" : action == "delete" ? "deleted" : "bounced";
+  static const std::pair<const char*, const char*> kWords[] = {
+      {"flush", "flushed"}, {"delete", "deleted"}, {"bounce", "bounced"},
+      {"requeue", "requeued"}, {"hold", "held"}, {"release", "released"}};
+  for (auto [verb, past] : kWords) {
+    if (action == verb) return past;
+  }
+  return "done";
 }
+
+bool isAction(const std::string& action) { return std::string(pastTense(action)) != "done"; }
+
+// Actions on a selection that ask first: those that end or stop delivery, and release.
+bool asksFirst(const std::string& action) { return action != "flush" && action != "requeue"; }
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
@@ -135,10 +182,12 @@ std::vector<std::string> lines(const std::string& text) {
   return out;
 }
 
-// flush, delete or bounce every message the selection matches, one request per message.
+// An action on every message the selection matches, one request per message.
 int bulk(const QueueCommand& cmd) {
+  QueueSelection selection = cmd.selection;
+  if (cmd.action == "release") selection.state = "held";
   Result<HttpAnswer> select =
-      httpRequest(cmd.admin, "GET", "/queue/select?" + selectionQuery(cmd.selection), cmd.token);
+      httpRequest(cmd.admin, "GET", "/queue/select?" + selectionQuery(selection), cmd.token);
   if (!select) {
     std::fprintf(stderr, "postern: %s\n", select.error().c_str());
     return 1;
@@ -153,7 +202,7 @@ int bulk(const QueueCommand& cmd) {
     return 0;
   }
   const char* verb = pastTense(cmd.action);
-  if (cmd.action != "flush" && !cmd.yes) {
+  if (asksFirst(cmd.action) && !cmd.yes) {
     if (!isatty(STDIN_FILENO)) {
       std::fprintf(stderr, "postern: %zu message(s) match; add --yes to %s them\n", ids.size(),
                    cmd.action.c_str());
@@ -194,14 +243,18 @@ int bulk(const QueueCommand& cmd) {
 }  // namespace
 
 int runQueueCommand(const QueueCommand& cmd) {
-  const bool acts = cmd.action == "flush" || cmd.action == "delete" || cmd.action == "bounce";
+  const bool acts = isAction(cmd.action);
   if (!cmd.selection.empty() && (!acts || !cmd.id.empty())) {
     std::fprintf(stderr,
-                 "postern: --all, --domain, --sender and --older-than go with flush, "
-                 "delete or bounce, without a queue id\n");
+                 "postern: --all, --domain, --sender and --older-than go with flush, delete, "
+                 "bounce, requeue, hold or release, without a queue id\n");
     return 2;
   }
-  const bool needs_id = cmd.action == "show" || cmd.action == "delete" || cmd.action == "bounce";
+  if (cmd.body && cmd.action != "show") {
+    std::fprintf(stderr, "postern: --body goes with show\n");
+    return 2;
+  }
+  const bool needs_id = cmd.action == "show" || (acts && cmd.action != "flush");
   if (needs_id && cmd.id.empty() && cmd.selection.empty()) {
     std::fprintf(
         stderr, "postern: queue %s needs a queue id%s\n", cmd.action.c_str(),
@@ -220,11 +273,11 @@ int runQueueCommand(const QueueCommand& cmd) {
   } else if (cmd.action == "quarantine") {
     target = "/queue/quarantine" + format;
   } else if (cmd.action == "show") {
-    target = "/queue/" + cmd.id + format;
+    target = "/queue/" + cmd.id + (cmd.body ? "/body" : format);
   } else if (cmd.action == "flush") {
     method = "POST";
     target = cmd.id.empty() ? "/queue/flush" : "/queue/" + cmd.id + "/flush";
-  } else if (cmd.action == "delete" || cmd.action == "bounce") {
+  } else if (acts) {
     method = "POST";
     target = "/queue/" + cmd.id + "/" + cmd.action;
   } else {
@@ -248,6 +301,10 @@ int runQueueCommand(const QueueCommand& cmd) {
     const size_t at = body.find(':');
     const long jobs = at == std::string::npos ? 0 : std::atol(body.c_str() + at + 1);
     std::printf("%s: %ld delivery job(s)\n", pastTense(cmd.action), jobs);
+    return 0;
+  }
+  if (status == 200 && cmd.body) {
+    std::fwrite(body.data(), 1, body.size(), stdout);  // may hold NUL octets (BINARYMIME)
     return 0;
   }
   std::fputs(body.c_str(), status == 200 ? stdout : stderr);

@@ -1,10 +1,13 @@
 // `postern queue`: the operator's queue tool.
 //
-//   postern queue list | summary | show ID | quarantine | flush [ID] | delete ID | bounce ID
-//   postern queue flush|delete|bounce --all | --domain D | --sender S | --older-than T [--yes]
+//   postern queue list | summary | show ID [--body] | quarantine
+//   postern queue flush [ID] | delete ID | bounce ID | requeue ID | hold ID | release ID
+//   postern queue ACTION --all | --domain D | --sender S | --older-than T [--yes]
 //
-// A selection (relay/queue_selection.h) acts on every message that matches it: the count
-// first, then, for delete and bounce, a confirmation (a y on a terminal, or --yes).
+// A selection (relay/queue_selection.h) acts on every message that matches it (release:
+// every held one that matches): the count first, then, for delete, bounce, hold and
+// release, a confirmation (a y on a terminal, or --yes). show --body prints the message
+// as spooled, headers and body.
 //
 // quarantine lists the damaged spool ranges earlier starts copied aside (queue/spool.h):
 // worker, segment, offset, length, file and when; summary ends with their count and octets.
@@ -22,13 +25,15 @@
 namespace postern {
 
 struct QueueCommand {
-  std::string action;  // list, summary, show, quarantine, flush, delete, bounce
+  std::string action;  // list, summary, show, quarantine, flush, delete, bounce, requeue,
+                       // hold, release
   std::string id;      // queue id, or "" (flush: all)
   std::string admin;   // ip:port
   std::string token;   // the queue API's bearer token (relay/admin_token.h)
   std::string spool_dir;
   bool json = false;
-  QueueSelection selection;  // flush, delete, bounce without an id
+  bool body = false;         // show: the content instead of the envelope
+  QueueSelection selection;  // an action without an id
   bool yes = false;          // no confirmation asked
 };
 

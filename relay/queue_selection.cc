@@ -58,6 +58,7 @@ bool QueueSelection::matches(const QueueEntry& e, int64_t now_ms) const {
   if (empty()) return false;
   if (sender && asciiLower(*sender) != asciiLower(e.sender)) return false;
   if (older_than_ms > 0 && now_ms - e.received_ms < older_than_ms) return false;
+  if (!state.empty() && state != e.state) return false;
   if (!domain.empty()) {
     const std::string want = asciiLower(domain);
     bool any = false;
@@ -109,6 +110,7 @@ std::string selectionQuery(const QueueSelection& s) {
   if (!s.domain.empty()) add("domain", s.domain);
   if (s.sender) add("sender", *s.sender);
   if (s.older_than_ms > 0) add("older_than", std::to_string(s.older_than_ms / 1000) + "s");
+  if (!s.state.empty()) add("state", s.state);
   return q;
 }
 
@@ -136,6 +138,11 @@ Result<QueueSelection> parseSelection(std::string_view query) {
       const std::optional<int64_t> age = parseAge(*value);
       if (!age || *age == 0) return fail("older_than takes a duration such as 90s, 30m, 2h, 3d");
       s.older_than_ms = *age;
+    } else if (key == "state") {
+      if (*value != "ready" && *value != "deferred" && *value != "active" && *value != "held") {
+        return fail("state takes ready, deferred, active or held");
+      }
+      s.state = *value;
     } else {
       return fail("unknown selection key \"" + std::string(key) + "\"");
     }

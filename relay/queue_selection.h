@@ -20,6 +20,7 @@ struct QueueSelection {
   std::string domain;                 // some recipient still to deliver is at it
   std::optional<std::string> sender;  // this envelope sender ("" = the null sender <>)
   int64_t older_than_ms = 0;          // received at least this long ago; 0: any age
+  std::string state;                  // only entries in this state ("held"); "": any
 
   // Nothing asked: a bulk action needs --all or a criterion.
   bool empty() const { return !all && domain.empty() && !sender && older_than_ms == 0; }
@@ -27,7 +28,7 @@ struct QueueSelection {
   bool matches(const QueueEntry& e, int64_t now_ms) const;
 };
 
-// "all=1&domain=D&sender=S&older_than=SECONDS", values percent-encoded.
+// "all=1&domain=D&sender=S&older_than=SECONDS&state=S", values percent-encoded.
 std::string selectionQuery(const QueueSelection& s);
 // The inverse; fails naming an unknown key or a bad value.
 Result<QueueSelection> parseSelection(std::string_view query);

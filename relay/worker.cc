@@ -250,11 +250,11 @@ std::string Worker::metricsText() const {
     sample("postern_recipients_total", "postern_recipients_total", w + ",result=\"" + result + "\"",
            double(n));
   }
-  size_t ready = 0, deferred = 0, active = 0;
+  size_t ready = 0, deferred = 0, active = 0, held = 0;
   int64_t oldest = 0;
-  if (delivery_) delivery_->queueCounts(ready, deferred, active, oldest);
-  for (auto [state, n] :
-       {std::pair{"ready", ready}, std::pair{"deferred", deferred}, std::pair{"active", active}}) {
+  if (delivery_) delivery_->queueCounts(ready, deferred, active, held, oldest);
+  for (auto [state, n] : {std::pair{"ready", ready}, std::pair{"deferred", deferred},
+                          std::pair{"active", active}, std::pair{"held", held}}) {
     sample("postern_queue_jobs", "postern_queue_jobs", w + ",state=\"" + state + "\"", double(n));
   }
   double age = oldest == 0 ? 0 : double(std::max<int64_t>(unixMillis() - oldest, 0)) / 1000;

@@ -186,6 +186,10 @@ void Delivery::enqueue(SpooledRef message) {
   // A recovered message is a parked job that has not been routed yet.
   ParkedJob parked;
   parked.message = std::move(message);
+  if (spool_.heldAtStart(parked.message.id) || isHeld(parked.message.id)) {
+    held_ids_.insert(parked.message.id);
+    return parkHeld(std::move(parked));  // routed when released
+  }
   if (auto job = unpark(std::move(parked))) enqueue(std::move(job->message));
 }
 

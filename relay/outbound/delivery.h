@@ -35,15 +35,19 @@
 //   delivery_notices.h/.cc      DeliveryNotices: notices to the sender (failed, delayed,
 //                               relayed), composed, spooled and handed back for delivery
 //   delivery_queue_actions.cc   the operator's queue tools: list, count, flush, remove,
-//                               bounce now
+//                               bounce now, requeue, hold and release
 // The SMTP dialogue itself is SmtpClient's (smtp_client.h).
 #pragma once
 
 #include <uv.h>
 
+#include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/config.h"
@@ -105,8 +109,28 @@ class Delivery final : public ClientOwner {
   size_t flush(uint64_t id);  // 0: everything deferred, and backed-off next hops retried
   size_t remove(uint64_t id);
   size_t bounceNow(uint64_t id);
-  // Jobs waiting, being attempted, and the oldest arrival among them (Unix ms; 0: none).
-  void queueCounts(size_t& ready, size_t& deferred, size_t& active, int64_t& oldest_ms) const;
+  // Routes the message's waiting jobs afresh, as at arrival (after a change of routes), and
+  // tries them now. Held jobs are left held.
+  size_t requeue(uint64_t id);
+  // Hold: the message's jobs wait, undelivered and unexpired, until released, also across
+  // restarts (its marker, Spool::setHeld); a job on a connection is held if its attempt
+  // ends deferred. Release routes them afresh and tries them now. done(jobs, ok) comes once
+  // the marker is made or removed durably (ok false: it is not, and the hold holds only
+  // until a restart); jobs 0: nothing of that id to hold or release.
+  using ActionDone = std::function<void(size_t jobs, bool ok)>;
+  void hold(uint64_t id, ActionDone done);
+  void release(uint64_t id, ActionDone done);
+  // The file range of a queued message's content (for `postern queue show --body`, read
+  // by the admin thread, not on this loop); nullopt if no job of that id is here.
+  struct BodyLocation {
+    std::string path;
+    uint64_t offset = 0;
+    uint64_t size = 0;
+  };
+  std::optional<BodyLocation> bodyLocation(uint64_t id) const;
+  // Jobs waiting, being attempted, held, and the oldest arrival among them (Unix ms; 0: none).
+  void queueCounts(size_t& ready, size_t& deferred, size_t& active, size_t& held,
+                   int64_t& oldest_ms) const;
 
   uv_loop_t* loop() const override { return loop_; }
   Spool& spool() const override { return spool_; }
@@ -147,8 +171,18 @@ class Delivery final : public ClientOwner {
                  const std::string& relay, uint64_t retry_at = 0);
   void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
 
-  // Queue actions (delivery_queue_actions.cc): the waiting jobs of one message, taken out.
-  std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id);
+  // Queue actions (delivery_queue_actions.cc): the waiting jobs of one message, taken out
+  // (held ones too if with_held), parked or with their envelopes.
+  std::vector<ParkedJob> takeParked(uint64_t id, bool with_held);
+  std::vector<std::unique_ptr<DeliveryJob>> takeJobs(uint64_t id, bool with_held);
+  // Jobs of message id on a connection right now.
+  size_t activeJobs(uint64_t id) const;
+  bool isHeld(uint64_t id) const { return held_ids_.count(id) != 0; }
+  // Puts a job aside as held (a deferred attempt of a held message, a recovered one).
+  void parkHeld(ParkedJob job);
+  // Message id was held and has no held job left (finished on a connection, deleted or
+  // bounced): the hold ends and its marker goes.
+  void endHold(uint64_t id);
 
   uv_loop_t* loop_;
   Spool& spool_;
@@ -170,6 +204,9 @@ class Delivery final : public ClientOwner {
   size_t clients_ = 0;                             // open SmtpClients over all destinations
   uv_timer_t timer_;
   bool stopping_ = false;
+  // Held messages (hold()): their ids, and their jobs by id.
+  std::unordered_set<uint64_t> held_ids_;
+  std::multimap<uint64_t, ParkedJob> held_;
   std::vector<SpooledRef> recovering_;  // recover(): still to enqueue from recovering_next_
   size_t recovering_next_ = 0;
   uv_idle_t recover_idle_;

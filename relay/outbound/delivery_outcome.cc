@@ -90,6 +90,7 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
   } else if (!retry) {
     spool_.release(job->message.ref);
   }
+  if (!retry && isHeld(env.id)) endHold(env.id);  // held while on a connection, and finished
   if (retry) {
     notices_.warnDelayed(*job);
     deferJob(std::move(job), retry_at);
@@ -97,6 +98,10 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
 }
 
 void Delivery::deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at) {
+  if (isHeld(job->message.envelope.id)) {  // held while it was on a connection
+    ++job->attempts;
+    return parkHeld(park(std::move(job), false));
+  }
   if (retry_at != 0) {
     ++job->attempts;
     scheduler_.deferUntil(park(std::move(job), false), retry_at);

@@ -1,7 +1,8 @@
 // Delivery's side of the operator's queue tools (admin API, postern queue): a listing of
-// every job wherever it waits (ready for a next hop, deferred, or on a connection), the
-// counts for metrics, and flush, remove and bounce by queue id. A job on a connection
-// right now is left alone by the actions; it finishes where it is.
+// every job wherever it waits (ready for a next hop, deferred, held, or on a connection),
+// the counts for metrics, and flush, remove, bounce, requeue, hold and release by queue id.
+// A job on a connection right now is left alone by the actions; it finishes where it is
+// (a hold catches it if its attempt ends deferred).
 //
 // Failure: a waiting job whose envelope cannot be read back is left out of a listing and
 // skipped by the actions, which log it (spool_unreadable); its message stays in the spool.
@@ -39,6 +40,7 @@ std::vector<QueueEntry> Delivery::queueEntries() const {
       }
     }
   });
+  for (const auto& [id, job] : held_) addParked(job, "held", "");
   const uint64_t now = uv_now(loop_);
   const int64_t wall = unixMillis();
   scheduler_.forEachDeferred([&](const ParkedJob& job, uint64_t when) {
@@ -51,10 +53,11 @@ std::vector<QueueEntry> Delivery::queueEntries() const {
   return out;
 }
 
-void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
+void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active, size_t& held,
                            int64_t& oldest_ms) const {
   ready = active = 0;
   deferred = scheduler_.deferredCount();
+  held = held_.size();
   oldest_ms = 0;
   auto older = [&](int64_t t) {
     if (oldest_ms == 0 || t < oldest_ms) oldest_ms = t;
@@ -71,9 +74,10 @@ void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active,
   });
   scheduler_.forEachDeferred(
       [&](const ParkedJob& job, uint64_t) { older(job.message.received_ms); });
+  for (const auto& [id, job] : held_) older(job.message.received_ms);
 }
 
-std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id) {
+std::vector<ParkedJob> Delivery::takeParked(uint64_t id, bool with_held) {
   std::vector<ParkedJob> parked = scheduler_.takeDeferred(id);
   for (auto& [key, d] : destinations_) {
     for (auto it = d->ready.begin(); it != d->ready.end();) {
@@ -85,8 +89,17 @@ std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id) {
       }
     }
   }
+  if (with_held) {
+    auto [from, to] = held_.equal_range(id);
+    for (auto it = from; it != to; ++it) parked.push_back(std::move(it->second));
+    held_.erase(from, to);
+  }
+  return parked;
+}
+
+std::vector<std::unique_ptr<DeliveryJob>> Delivery::takeJobs(uint64_t id, bool with_held) {
   std::vector<std::unique_ptr<DeliveryJob>> jobs;
-  for (auto& p : parked) {
+  for (auto& p : takeParked(id, with_held)) {
     if (auto job = unpark(std::move(p))) jobs.push_back(std::move(job));
   }
   return jobs;
@@ -116,7 +129,7 @@ size_t Delivery::flush(uint64_t id) {
 }
 
 size_t Delivery::remove(uint64_t id) {
-  auto jobs = takeJobs(id);
+  auto jobs = takeJobs(id, true);
   for (auto& job : jobs) {
     for (uint32_t i : job->pendingRecipients()) {
       logEvent(spdlog::level::warn, "deleted",
@@ -125,19 +138,101 @@ size_t Delivery::remove(uint64_t id) {
     }
     spool_.release(job->message.ref);
   }
+  if (isHeld(id)) endHold(id);
   return jobs.size();
 }
 
 size_t Delivery::bounceNow(uint64_t id) {
-  auto jobs = takeJobs(id);
+  auto jobs = takeJobs(id, true);
   for (auto& job : jobs) {
     std::vector<RecipientResult> results;
     for (uint32_t i : job->pendingRecipients()) {
       results.push_back({i, 554, "5.0.0 returned to the sender by the relay's administrator"});
     }
-    finishJob(std::move(job), results, "");
+    finishJob(std::move(job), results, "");  // ends a hold with the last held job
   }
   return jobs.size();
+}
+
+size_t Delivery::requeue(uint64_t id) {
+  if (stopping_) return 0;
+  auto jobs = takeJobs(id, false);
+  // Each job goes through routing as a new arrival would: its recipients may belong to
+  // other next hops now. Its hold on the spool passes to the jobs it splits into.
+  for (auto& job : jobs) enqueue(std::move(job->message));
+  logEvent(spdlog::level::info, "requeued", {{"id", queueIdString(id)}, {"jobs", uint64_t{jobs.size()}}});
+  return jobs.size();
+}
+
+size_t Delivery::activeJobs(uint64_t id) const {
+  size_t n = 0;
+  forEachDestination([&](const Destination& d) {
+    for (const SmtpClient* c : d.clients) {
+      if (const DeliveryJob* job = c->job(); job && job->message.envelope.id == id) ++n;
+    }
+  });
+  return n;
+}
+
+void Delivery::parkHeld(ParkedJob job) {
+  const uint64_t id = job.message.id;
+  held_.emplace(id, std::move(job));
+}
+
+void Delivery::endHold(uint64_t id) {
+  if (held_.count(id) != 0) return;  // another part of it is still held
+  held_ids_.erase(id);
+  spool_.setHeld(id, false, {});  // a marker left by a failure is removed at the next start
+}
+
+void Delivery::hold(uint64_t id, ActionDone done) {
+  std::vector<ParkedJob> jobs = takeParked(id, false);
+  const size_t n = jobs.size() + activeJobs(id);
+  if (n == 0) return done(held_.count(id), true);  // unknown, gone, or held already
+  held_ids_.insert(id);
+  for (auto& job : jobs) parkHeld(std::move(job));
+  logEvent(spdlog::level::info, "held", {{"id", queueIdString(id)}, {"jobs", uint64_t{n}}});
+  spool_.setHeld(id, true, [done = std::move(done), n](bool ok) { done(n, ok); });
+}
+
+void Delivery::release(uint64_t id, ActionDone done) {
+  if (!isHeld(id)) return done(0, true);
+  held_ids_.erase(id);
+  std::vector<ParkedJob> jobs;
+  auto [from, to] = held_.equal_range(id);
+  for (auto it = from; it != to; ++it) jobs.push_back(std::move(it->second));
+  held_.erase(from, to);
+  const size_t n = jobs.size();
+  logEvent(spdlog::level::info, "released", {{"id", queueIdString(id)}, {"jobs", uint64_t{n}}});
+  // Routed afresh: a message held since a start was never split between next hops.
+  for (auto& p : jobs) {
+    if (stopping_) break;  // the marker stays; the next start holds it again
+    if (auto job = unpark(std::move(p))) enqueue(std::move(job->message));
+  }
+  if (stopping_) return done(n, false);
+  spool_.setHeld(id, false, [done = std::move(done), n](bool ok) { done(n, ok); });
+}
+
+std::optional<Delivery::BodyLocation> Delivery::bodyLocation(uint64_t id) const {
+  std::optional<BodyLocation> out;
+  auto at = [&](const StoredRef& ref) {
+    out = BodyLocation{spool_.segmentPath(ref.segment), ref.body_offset, ref.body_size};
+  };
+  forEachDestination([&](const Destination& d) {
+    for (const auto& job : d.ready) {
+      if (job.message.id == id) at(job.message.ref);
+    }
+    for (const SmtpClient* c : d.clients) {
+      if (const DeliveryJob* job = c->job(); job && job->message.envelope.id == id) {
+        at(job->message.ref);
+      }
+    }
+  });
+  scheduler_.forEachDeferred([&](const ParkedJob& job, uint64_t) {
+    if (job.message.id == id) at(job.message.ref);
+  });
+  if (auto it = held_.find(id); it != held_.end()) at(it->second.message.ref);
+  return out;
 }
 
 }  // namespace postern

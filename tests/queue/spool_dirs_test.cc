@@ -42,6 +42,28 @@ TEST(SpoolDirs, OrphanSegmentsMoveAfterTheTargetsOwn) {
   fs::remove_all(root);
 }
 
+TEST(SpoolDirs, HoldMarkersMoveWithTheirSegmentsAndOnlyExactNamesCount) {
+  fs::path root = fs::path(::testing::TempDir()) / ("postern_hold_" + std::to_string(getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "w0" / kHoldDir);
+  fs::create_directories(root / "w1" / kHoldDir);
+  std::ofstream(root / "w1" / "seg-00000001.log") << "w1";
+  std::ofstream(root / "w0" / kHoldDir / "00000000000A0100");
+  std::ofstream(root / "w1" / kHoldDir / "00000000000B0101");
+  // Not markers: lower case (released by its upper-case name, so never), short, junk.
+  std::ofstream(root / "w0" / kHoldDir / "00000000000a0200");
+  std::ofstream(root / "w0" / kHoldDir / "0A0100");
+  std::ofstream(root / "w0" / kHoldDir / "x");
+  std::ofstream(root / "w0" / kHoldDir / "00000000000A0100.tmp");
+
+  ASSERT_TRUE(mergeOrphanSpools(root.string(), 1));
+  EXPECT_FALSE(fs::exists(root / "w1"));
+  EXPECT_EQ(readHoldMarkers((root / "w0").string()),
+            (std::vector<uint64_t>{0xA0100, 0xB0101}));
+  EXPECT_TRUE(readHoldMarkers((root / "none").string()).empty());
+  fs::remove_all(root);
+}
+
 TEST(SpoolDirs, CreatesMissingParentsAndRefusesAFile) {
   fs::path base = fs::temp_directory_path() / ("postern-durable-" + std::to_string(::getpid()));
   fs::remove_all(base);
