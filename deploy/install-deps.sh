@@ -10,6 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(
   build-essential cmake pkg-config git file
+  go-md2man groff-base
   libuv1-dev libmimalloc-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev libc-ares-dev
   libidn2-dev

@@ -64,7 +64,10 @@ def check_control(deb):
     contents = run(["dpkg-deb", "--contents", deb]).stdout
     for path in ("./usr/bin/postern", "./usr/bin/postern-load", "./etc/postern/postern.toml",
                  "./usr/lib/systemd/system/postern.service",
-                 "./usr/share/doc/postern/copyright"):
+                 "./usr/share/doc/postern/copyright", "./usr/share/doc/postern/docs/operations.md",
+                 "./usr/share/doc/postern/examples/inbound-mx.toml",
+                 "./usr/share/man/man8/postern.8.gz", "./usr/share/man/man8/postern-queue.8.gz",
+                 "./usr/share/man/man5/postern.toml.5.gz"):
         if not re.search(rf"\s{re.escape(path)}$", contents, re.M):
             fail(f"the package lacks {path}")
     print(f"package: {os.path.basename(deb)}, {os.path.getsize(deb) / 1e6:.2f} MB", flush=True)
