@@ -54,6 +54,15 @@ struct WorkerMetrics {
   uint64_t bounced = 0;
   uint64_t expired = 0;
   std::map<std::string, Histogram> delivery;  // transaction time by next hop
+  // Next hops' DNS lookups (MX or host) by result.
+  uint64_t dns_ok = 0;
+  uint64_t dns_temporary = 0;  // SERVFAIL, timeout: asked again after the hop's backoff
+  uint64_t dns_permanent = 0;  // NXDOMAIN, null MX, nothing usable: bounced
+  // Outbound connections opened: those that became ready for mail, and those that ended
+  // before (connect, greeting, EHLO or STARTTLS failed); STARTTLS handshakes that failed.
+  uint64_t outbound_ready = 0;
+  uint64_t outbound_failed = 0;
+  uint64_t outbound_tls_failures = 0;
   BodyReadCounts body_reads;
 };
 

@@ -250,6 +250,26 @@ std::string Worker::metricsText() const {
     sample("postern_recipients_total", "postern_recipients_total", w + ",result=\"" + result + "\"",
            double(n));
   }
+  for (auto [result, n] : {std::pair{"ok", m.dns_ok}, std::pair{"temporary", m.dns_temporary},
+                           std::pair{"permanent", m.dns_permanent}}) {
+    sample("postern_dns_lookups_total", "postern_dns_lookups_total",
+           w + ",result=\"" + result + "\"", double(n));
+  }
+  for (auto [result, n] : {std::pair{"ready", m.outbound_ready}, std::pair{"failed", m.outbound_failed}}) {
+    sample("postern_outbound_connections_total", "postern_outbound_connections_total",
+           w + ",result=\"" + result + "\"", double(n));
+  }
+  sample("postern_outbound_tls_failures_total", "postern_outbound_tls_failures_total", w,
+         double(m.outbound_tls_failures));
+  {
+    const std::map<std::string, size_t> phases =
+        delivery_ ? delivery_->connectionPhases() : std::map<std::string, size_t>{};
+    for (const char* phase : {"opening", "idle", "busy", "closing"}) {
+      auto it = phases.find(phase);
+      sample("postern_outbound_connections_open", "postern_outbound_connections_open",
+             w + ",state=\"" + phase + "\"", it == phases.end() ? 0.0 : double(it->second));
+    }
+  }
   size_t ready = 0, deferred = 0, active = 0, held = 0;
   int64_t oldest = 0;
   if (delivery_) delivery_->queueCounts(ready, deferred, active, held, oldest);

@@ -357,6 +357,9 @@ void Delivery::resolve(Destination& d) {
     Destination& d = *it->second;
     const uint64_t now = uv_now(loop_);
     d.dns = Destination::Dns::kDone;
+    ++(r.status == HopResolution::Status::kOk          ? metrics_.dns_ok
+       : r.status == HopResolution::Status::kTemporary ? metrics_.dns_temporary
+                                                       : metrics_.dns_permanent);
     // A failed lookup is asked again at the next attempt (after the hop's backoff). An
     // answer lives for its TTL, but always serves the attempt it was asked for: with
     // TTL 0, or a permanent failure (no TTL), pump() would otherwise ask again at once,
@@ -435,6 +438,7 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
   if (first_time) {
     --d.connecting;
     d.failures = 0;
+    ++metrics_.outbound_ready;
   }
   if (stopping_ || d.retired || client->messagesSent() >= d.route.messages_per_connection) {
     client->shutdown();
@@ -447,8 +451,10 @@ void Delivery::clientClosed(SmtpClient* client) {
   Destination& d = client->destination();
   d.clients.erase(client);
   --clients_;
+  if (client->tlsFailed()) ++metrics_.outbound_tls_failures;
   if (!client->everReady()) {
     --d.connecting;
+    ++metrics_.outbound_failed;
     // Connections opened in parallel fail together: the first failure of a round backs the
     // hop off (and counts it), the others of that round only close.
     if (!stopping_ && client->round() == d.round) {

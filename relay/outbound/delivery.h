@@ -128,6 +128,8 @@ class Delivery final : public ClientOwner {
     uint64_t size = 0;
   };
   std::optional<BodyLocation> bodyLocation(uint64_t id) const;
+  // Open outbound connections by SmtpClient::phase().
+  std::map<std::string, size_t> connectionPhases() const;
   // Jobs waiting, being attempted, held, and the oldest arrival among them (Unix ms; 0: none).
   void queueCounts(size_t& ready, size_t& deferred, size_t& active, size_t& held,
                    int64_t& oldest_ms) const;

@@ -77,6 +77,14 @@ void Delivery::queueCounts(size_t& ready, size_t& deferred, size_t& active, size
   for (const auto& [id, job] : held_) older(job.message.received_ms);
 }
 
+std::map<std::string, size_t> Delivery::connectionPhases() const {
+  std::map<std::string, size_t> out;
+  forEachDestination([&](const Destination& d) {
+    for (const SmtpClient* c : d.clients) ++out[c->phase()];
+  });
+  return out;
+}
+
 std::vector<ParkedJob> Delivery::takeParked(uint64_t id, bool with_held) {
   std::vector<ParkedJob> parked = scheduler_.takeDeferred(id);
   for (auto& [key, d] : destinations_) {

@@ -31,6 +31,29 @@ SmtpClient::SmtpClient(ClientOwner& owner, Destination& destination, ClientOptio
       in_(2 * kReplyLineMax),
       splitter_(kReplyLineMax) {}
 
+const char* SmtpClient::phase() const {
+  switch (state_) {
+    case State::kConnecting:
+    case State::kGreeting:
+    case State::kEhlo:
+    case State::kHelo:
+    case State::kStartTls:
+    case State::kTlsHandshake:
+      return "opening";
+    case State::kIdle:
+      return "idle";
+    case State::kScan:
+    case State::kEnvelope:
+    case State::kBody:
+    case State::kRset:
+      return "busy";
+    case State::kQuit:
+    case State::kClosed:
+      return "closing";
+  }
+  return "closing";
+}
+
 void SmtpClient::start() {
   uv_tcp_init(owner_.loop(), &tcp_);
   tcp_.data = this;

@@ -107,6 +107,9 @@ class SmtpClient {
 
   Destination& destination() const { return destination_; }
   bool idle() const { return state_ == State::kIdle; }
+  // For metrics: "opening" (connect, greeting, EHLO, STARTTLS), "idle", "busy" (a
+  // message on it) or "closing".
+  const char* phase() const;
   // The job on this connection now, if any (for queue listings).
   const DeliveryJob* job() const { return job_.get(); }
   bool everReady() const { return ever_ready_; }

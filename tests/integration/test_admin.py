@@ -208,6 +208,13 @@ class AdminTest(RelayTestCase):
         free = shutil.disk_usage(self.relay.spool_dir).free
         self.assertLess(abs(total("postern_spool_free_bytes") - free), max(free / 10, 1 << 26))
         self.assertEqual(total("postern_tls_handshake_failures_total"), 0)
+        # Nothing listens at the next hop: connections fail before they are ready.
+        self.assertGreaterEqual(total("postern_outbound_connections_total", result="failed"), 1,
+                                [l for l in text.splitlines() if "outbound" in l or "dns" in l])
+        self.assertEqual(total("postern_outbound_connections_total", result="ready"), 0)
+        self.assertEqual(total("postern_outbound_connections_open", state="busy"), 0)
+        self.assertEqual(total("postern_outbound_tls_failures_total"), 0)
+        self.assertGreaterEqual(total("postern_dns_lookups_total", result="ok"), 1)
 
     def test_version_in_the_command_line_the_log_and_the_metrics(self):
         r = subprocess.run([self.relay.bin, "--version"], capture_output=True, text=True,

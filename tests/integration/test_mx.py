@@ -11,6 +11,7 @@ Config: retry_min = 1, retry_max = 2, idle_timeout = 1 (seconds); dns timeout 0.
 import socket
 import time
 import unittest
+import urllib.request
 
 from dns_server import DnsServer
 from harness import HOST, Dsn, RelayTestCase, assert_relayed, check_dsn_shape
@@ -55,6 +56,15 @@ class MxTest(RelayTestCase):
                     {"domain": "*", "next_hop": "mx", "allow_internal_mx": True}],
             delivery={"smtp_port": self.smtp_port},
             extra=f'[dns]\nservers = ["{self.dns.address()}"]\ntimeout = 0.5\n')
+
+    def dns_lookups(self, result):
+        """postern_dns_lookups_total{result=...} over the workers, from /metrics."""
+        with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/metrics",
+                                    timeout=10) as r:
+            text = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("postern_dns_lookups_total{")
+                   and f'result="{result}"' in line)
 
     def mx_host(self, address):
         return self.add_downstream(host=address, port=self.smtp_port)
@@ -153,6 +163,8 @@ class MxTest(RelayTestCase):
         self.assertEqual(code, 250, resp)
         self.assert_bounced("u@nowhere.test", "5.1.2")
         self.assertLess(self.dns.queried("nowhere.test", "MX"), 5, "the lookup is repeated")
+        self.assertGreaterEqual(self.dns_lookups("permanent"), 1)
+        self.assertEqual(self.dns_lookups("temporary"), 0)
 
     def test_ttl_zero_answers(self):
         """Records with TTL 0 may not be reused, but they serve the attempt they were
@@ -221,6 +233,9 @@ class MxTest(RelayTestCase):
         self._dns_failure_is_deferred(lambda: self.dns.fail("flaky.test", "servfail"),
                                       lambda: self.dns.heal("flaky.test"))
         self.assertRegex(self.relay.log_text(), r"event=deferred .*rcpt=u@flaky\.test .*4\.4\.3")
+        self.assertGreaterEqual(self.dns_lookups("temporary"), 1)
+        self.assertGreaterEqual(self.dns_lookups("ok"), 1)  # once healed
+        self.assertEqual(self.dns_lookups("permanent"), 0)
 
     def test_dns_server_down_defers(self):
         """Nothing listens on the DNS port (queries meet a closed port), then it is back."""
