@@ -155,6 +155,12 @@ void readServer(TableReader& r, Config& c) {
   if (c.spool_dir.empty()) r.fail(r.get("spool_dir"), "spool_dir", "must not be empty");
   c.segment_size = static_cast<size_t>(r.integer("segment_size", 64 << 20, 4096, int64_t{1} << 34));
   c.drain_timeout = r.seconds("drain_timeout", c.drain_timeout);
+  c.reload_on_change = r.boolean("reload_on_change", c.reload_on_change);
+  c.reload_check_interval = r.seconds("reload_check_interval", c.reload_check_interval);
+  if (c.reload_check_interval < 0.1 || c.reload_check_interval > 3600) {
+    r.fail(r.get("reload_check_interval"), "reload_check_interval",
+           "must be between 0.1 and 3600 seconds");
+  }
   c.log_format = r.str("log_format", c.log_format);
   if (c.log_format != "keyvalue" && c.log_format != "json") {
     r.fail(r.get("log_format"), "log_format", "expected \"keyvalue\" or \"json\"");

@@ -154,6 +154,9 @@ struct Config {
   size_t segment_size = 64u << 20;  // a spool segment is closed past this size
   // SIGTERM: how long sessions and delivery transactions may finish before they are cut.
   double drain_timeout = 10;
+  // Reload when the file changes (relay/config_watch.h), stat()ed this often (seconds).
+  bool reload_on_change = false;
+  double reload_check_interval = 2;
   std::vector<ListenerConfig> listeners;
   std::vector<Network> relay_networks;
   std::vector<std::string> accept_domains;  // lower-case

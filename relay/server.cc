@@ -83,6 +83,13 @@ int Server::run() {
     uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
+  if (config_.reload_on_change) {
+    if (int rc = watch_.start(config_path_, config_.reload_check_interval, [this] { reload(); });
+        rc != 0) {
+      logEvent(spdlog::level::err, "config_watch_failed",
+               {{"config", config_path_}, {"error", uv_strerror(rc)}});
+    }
+  }
   for (const auto& l : config_.listeners) {
     logEvent(spdlog::level::info, "listening",
              {{"address", l.address},
@@ -216,6 +223,7 @@ void Server::reload() {
 void Server::stop() {
   if (stopping_) return;
   stopping_ = true;
+  watch_.close();
   for (Acceptor* a : acceptors_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&a->tcp),
              [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });

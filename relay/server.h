@@ -11,7 +11,8 @@
 // SIGTERM/SIGINT: stop accepting, drain every worker, join, exit 0.
 // SIGHUP: read the configuration file again (relay/reload.h), and if it passes, give it
 // to every worker on its own loop; the last worker to switch logs config_reloaded. A
-// refused reload logs reload_failed with the reason, and nothing changes.
+// refused reload logs reload_failed with the reason, and nothing changes. With
+// [server] reload_on_change, a change of the file does the same (relay/config_watch.h).
 #pragma once
 
 #include <uv.h>
@@ -24,6 +25,7 @@
 
 #include "core/config.h"
 #include "core/result.h"
+#include "relay/config_watch.h"
 #include "relay/process_metrics.h"
 #include "relay/admin.h"
 #include "relay/inbound/connection_limiter.h"
@@ -75,6 +77,7 @@ class Server {
   uv_signal_t sigterm_;
   uv_signal_t sigint_;
   uv_signal_t sighup_;
+  ConfigWatch watch_{&loop_};  // [server] reload_on_change
   std::vector<Acceptor*> acceptors_;
   size_t next_worker_ = 0;
   bool stopping_ = false;

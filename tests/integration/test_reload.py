@@ -319,3 +319,67 @@ class FixedSettingsTest(_ReloadBase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReloadOnChangeTest(_ReloadBase):
+    """[server] reload_on_change: a change of the file reloads it without a signal, once
+    it has stayed the same through the next check."""
+
+    def write_by_rename(self, text):
+        tmp = self.relay.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.relay.config_path)
+
+    def count(self, event):
+        return len(re.findall(rf"event={event}\b", self.relay.log_text()))
+
+    def wait_count(self, event, n, timeout=10):
+        deadline = time.monotonic() + timeout
+        while self.count(event) < n:
+            self.assertLess(time.monotonic(), deadline, f"fewer than {n} {event} lines")
+            time.sleep(0.05)
+
+    def test_a_changed_file_is_reloaded_and_a_half_written_one_is_not(self):
+        self.start_relay(self.downstream.port,
+                         server={"reload_on_change": True, "reload_check_interval": 0.2})
+        base = self.relay.config_text
+        with self.relay.client(source_ip="127.0.0.9") as s:
+            s.ehlo("outside.test")
+            s.mail("x@outside.test")
+            self.assertEqual(s.rcpt("u@later.test")[0], 554)  # not accepted yet
+
+        # Replaced by a rename, as a ConfigMap update does: reloaded, no signal sent.
+        self.write_by_rename(base.replace('accept_domains = ["accepted.test"]',
+                                          'accept_domains = ["accepted.test", "later.test"]'))
+        self.wait_count("config_reloaded", 1)
+        self.assertEqual(self.count("config_changed"), 1)
+        with self.relay.client(source_ip="127.0.0.9") as s:
+            s.ehlo("outside.test")
+            s.mail("x@outside.test")
+            self.assertEqual(s.rcpt("u@later.test")[0], 250)
+
+        # Rewritten in place, in two writes: the first half alone (up to [relay]) would be
+        # a valid configuration with defaults for the rest. Only the finished file is
+        # loaded, once.
+        half = base[:base.index("[relay]")]
+        self.assertIn("[[listener]]", half)
+        with open(self.relay.config_path, "w") as f:
+            f.write(half)
+            f.flush()
+            time.sleep(0.1)
+            f.write(base[len(half):])
+        self.wait_count("config_reloaded", 2)
+        time.sleep(1.5)  # checks go on: nothing more to reload
+        self.assertEqual((self.count("config_changed"), self.count("config_reloaded"),
+                          self.count("reload_failed")), (2, 2, 0))
+        with self.relay.client(source_ip="127.0.0.9") as s:
+            s.ehlo("outside.test")
+            s.mail("x@outside.test")
+            self.assertEqual(s.rcpt("u@later.test")[0], 554)
+
+        # A file that does not load is refused as a whole; the running one stays.
+        self.write_by_rename(base + "\n[server]\nbogus = 1\n")
+        self.wait_count("reload_failed", 1)
+        self.assertEqual(self.reload_metrics()["failed"], 1)
+        self.assertTrue(self.relay.running())
