@@ -49,4 +49,18 @@ std::string promHistogram(const std::string& name, const std::string& labels,
   return out;
 }
 
+void addFamilySample(std::string& out, const char* family, const std::string& labels, double v) {
+  out.append(family).append("\t").append(promSample(family, labels, v));
+}
+
+void addFamilyHistogram(std::string& out, const char* family, const std::string& labels,
+                        const Histogram& h) {
+  const std::string text = promHistogram(family, labels, h);
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t nl = text.find('\n', pos);
+    out.append(family).append("\t").append(text, pos, nl + 1 - pos);
+    pos = nl + 1;
+  }
+}
+
 }  // namespace postern

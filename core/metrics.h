@@ -71,5 +71,10 @@ std::string promSample(const std::string& name, const std::string& labels, doubl
 std::string promHistogram(const std::string& name, const std::string& labels, const Histogram& h);
 // A label value escaped for the text format.
 std::string promEscape(const std::string& v);
+// The same as lines "family\tsample" for renderMetrics (relay/admin.h), which groups the
+// samples of one family from every worker under its HELP and TYPE lines.
+void addFamilySample(std::string& out, const char* family, const std::string& labels, double v);
+void addFamilyHistogram(std::string& out, const char* family, const std::string& labels,
+                        const Histogram& h);
 
 }  // namespace postern

@@ -196,7 +196,8 @@ Status mergeOrphanSpools(const std::string& spool_dir, unsigned workers) {
         fs::rename(m.path(), target / kHoldDir / m.path().filename(), ec);
         if (ec) return fail(m.path().string() + ": " + ec.message());
       }
-      if (!syncDir(target / kHoldDir) || !syncDir(held)) return fail(held.string() + ": fsync failed");
+      if (!syncDir(target / kHoldDir) || !syncDir(held))
+        return fail(held.string() + ": fsync failed");
       fs::remove(held, ec);
     }
     if (!syncDir(target) || !syncDir(e.path())) return fail(target.string() + ": fsync failed");

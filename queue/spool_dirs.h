@@ -7,8 +7,8 @@
 //
 // The names of the files in those directories are made and read here, in one place: a
 // segment's (seg-XXXXXXXX.log), a quarantined range's (seg-XXXXXXXX.log.OFFSET+LENGTH,
-// queue/spool.h) and a hold marker's (hold/<queue id>). A directory on disk is input from outside: the parsers take only the
-// exact shape the writers produce and answer nullopt for anything else.
+// queue/spool.h) and a hold marker's (hold/<queue id>). A directory on disk is input from outside:
+// the parsers take only the exact shape the writers produce and answer nullopt for anything else.
 #pragma once
 
 #include <cstdint>

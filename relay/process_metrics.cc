@@ -38,33 +38,29 @@ double openFds() {
 
 std::string processMetricsText(const std::string& spool_dir, const ReloadStats& reloads) {
   std::string out;
-  auto sample = [&](const char* family, const std::string& name, const std::string& labels,
-                    double v) { out += std::string(family) + "\t" + promSample(name, labels, v); };
-  sample("process_resident_memory_bytes", "process_resident_memory_bytes", "", residentBytes());
-  sample("process_open_fds", "process_open_fds", "", openFds());
+  auto sample = [&](const char* family, const std::string& labels, double v) {
+    addFamilySample(out, family, labels, v);
+  };
+  sample("process_resident_memory_bytes", "", residentBytes());
+  sample("process_open_fds", "", openFds());
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    sample("process_max_fds", "process_max_fds", "", double(limit.rlim_cur));
+    sample("process_max_fds", "", double(limit.rlim_cur));
   }
   rusage usage{};
   if (getrusage(RUSAGE_SELF, &usage) == 0) {
     auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
-    sample("process_cpu_seconds_total", "process_cpu_seconds_total", "",
-           secs(usage.ru_utime) + secs(usage.ru_stime));
+    sample("process_cpu_seconds_total", "", secs(usage.ru_utime) + secs(usage.ru_stime));
   }
-  sample("process_start_time_seconds", "process_start_time_seconds", "", reloads.started_at);
+  sample("process_start_time_seconds", "", reloads.started_at);
   // What an unprivileged writer may still use (f_bavail), as the relay runs as one.
   struct statvfs fs {};
   if (statvfs(spool_dir.c_str(), &fs) == 0) {
-    sample("postern_spool_free_bytes", "postern_spool_free_bytes", "",
-           double(fs.f_bavail) * double(fs.f_frsize));
+    sample("postern_spool_free_bytes", "", double(fs.f_bavail) * double(fs.f_frsize));
   }
-  sample("postern_config_reloads_total", "postern_config_reloads_total", "result=\"ok\"",
-         double(reloads.ok));
-  sample("postern_config_reloads_total", "postern_config_reloads_total", "result=\"failed\"",
-         double(reloads.failed));
-  sample("postern_config_loaded_timestamp_seconds", "postern_config_loaded_timestamp_seconds", "",
-         reloads.loaded_at);
+  sample("postern_config_reloads_total", "result=\"ok\"", double(reloads.ok));
+  sample("postern_config_reloads_total", "result=\"failed\"", double(reloads.failed));
+  sample("postern_config_loaded_timestamp_seconds", "", reloads.loaded_at);
   return out;
 }
 

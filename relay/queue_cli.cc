@@ -120,7 +120,8 @@ int offline(const QueueCommand& cmd) {
     for (const auto& m : *pending) {
       if (cmd.body && wanted == m.envelope.id) return printBodyOffline(d, m);
       entries.push_back(entryFromSpool(m));
-      if (std::binary_search(held.begin(), held.end(), m.envelope.id)) entries.back().state = "held";
+      if (std::binary_search(held.begin(), held.end(), m.envelope.id))
+        entries.back().state = "held";
     }
   }
   if (cmd.body) {
@@ -157,8 +158,8 @@ int offline(const QueueCommand& cmd) {
 // What an action did, for the answer: "flushed", "deleted", ...
 const char* pastTense(const std::string& action) {
   static const std::pair<const char*, const char*> kWords[] = {
-      {"flush", "flushed"}, {"delete", "deleted"}, {"bounce", "bounced"},
-      {"requeue", "requeued"}, {"hold", "held"}, {"release", "released"}};
+      {"flush", "flushed"},    {"delete", "deleted"}, {"bounce", "bounced"},
+      {"requeue", "requeued"}, {"hold", "held"},      {"release", "released"}};
   for (auto [verb, past] : kWords) {
     if (action == verb) return past;
   }

@@ -213,61 +213,50 @@ void Worker::runTasks() {
 std::string Worker::metricsText() const {
   const std::string w = "worker=\"" + std::to_string(index_) + "\"";
   std::string out;
-  auto sample = [&](const char* family, const std::string& name, const std::string& labels,
-                    double v) { out += std::string(family) + "\t" + promSample(name, labels, v); };
+  auto sample = [&](const char* family, const std::string& labels, double v) {
+    addFamilySample(out, family, labels, v);
+  };
   auto histogram = [&](const char* family, const std::string& labels, const Histogram& h) {
-    std::string text = promHistogram(family, labels, h);
-    size_t pos = 0;
-    while (pos < text.size()) {
-      size_t nl = text.find('\n', pos);
-      out += std::string(family) + "\t" + text.substr(pos, nl + 1 - pos);
-      pos = nl + 1;
-    }
+    addFamilyHistogram(out, family, labels, h);
   };
   const WorkerMetrics& m = metrics_;
-  sample("postern_connections_total", "postern_connections_total", w, double(m.connections));
+  sample("postern_connections_total", w, double(m.connections));
   std::map<std::string, size_t> states;
   for (const Session* s : sessions_) ++states[s->stateName()];
   for (const char* st : {"proxy", "connected", "ready", "mail", "rcpt", "data", "bdat", "commit"}) {
-    sample("postern_sessions", "postern_sessions", w + ",state=\"" + st + "\"", double(states[st]));
+    sample("postern_sessions", w + ",state=\"" + st + "\"", double(states[st]));
   }
-  sample("postern_tls_handshake_failures_total", "postern_tls_handshake_failures_total", w,
-         double(m.tls_failures));
-  sample("postern_messages_accepted_total", "postern_messages_accepted_total", w,
-         double(m.messages_accepted));
-  sample("postern_message_bytes_accepted_total", "postern_message_bytes_accepted_total", w,
-         double(m.bytes_accepted));
+  sample("postern_tls_handshake_failures_total", w, double(m.tls_failures));
+  sample("postern_messages_accepted_total", w, double(m.messages_accepted));
+  sample("postern_message_bytes_accepted_total", w, double(m.bytes_accepted));
   for (const auto& [status, n] : m.rejected) {
-    sample("postern_replies_rejected_total", "postern_replies_rejected_total",
-           w + ",status=\"" + promEscape(status) + "\"", double(n));
+    sample("postern_replies_rejected_total", w + ",status=\"" + promEscape(status) + "\"",
+           double(n));
   }
   for (const auto& [reason, n] : m.messages_rejected) {
-    sample("postern_messages_rejected_total", "postern_messages_rejected_total",
-           w + ",reason=\"" + promEscape(reason) + "\"", double(n));
+    sample("postern_messages_rejected_total", w + ",reason=\"" + promEscape(reason) + "\"",
+           double(n));
   }
   for (auto [result, n] : {std::pair{"delivered", m.delivered}, std::pair{"deferred", m.deferred},
                            std::pair{"bounced", m.bounced}, std::pair{"expired", m.expired}}) {
-    sample("postern_recipients_total", "postern_recipients_total", w + ",result=\"" + result + "\"",
-           double(n));
+    sample("postern_recipients_total", w + ",result=\"" + result + "\"", double(n));
   }
   for (auto [result, n] : {std::pair{"ok", m.dns_ok}, std::pair{"temporary", m.dns_temporary},
                            std::pair{"permanent", m.dns_permanent}}) {
-    sample("postern_dns_lookups_total", "postern_dns_lookups_total",
-           w + ",result=\"" + result + "\"", double(n));
+    sample("postern_dns_lookups_total", w + ",result=\"" + result + "\"", double(n));
   }
-  for (auto [result, n] : {std::pair{"ready", m.outbound_ready}, std::pair{"failed", m.outbound_failed}}) {
-    sample("postern_outbound_connections_total", "postern_outbound_connections_total",
-           w + ",result=\"" + result + "\"", double(n));
+  for (auto [result, n] :
+       {std::pair{"ready", m.outbound_ready}, std::pair{"failed", m.outbound_failed}}) {
+    sample("postern_outbound_connections_total", w + ",result=\"" + result + "\"", double(n));
   }
-  sample("postern_outbound_tls_failures_total", "postern_outbound_tls_failures_total", w,
-         double(m.outbound_tls_failures));
+  sample("postern_outbound_tls_failures_total", w, double(m.outbound_tls_failures));
   {
     const std::map<std::string, size_t> phases =
         delivery_ ? delivery_->connectionPhases() : std::map<std::string, size_t>{};
     for (const char* phase : {"opening", "idle", "busy", "closing"}) {
       auto it = phases.find(phase);
-      sample("postern_outbound_connections_open", "postern_outbound_connections_open",
-             w + ",state=\"" + phase + "\"", it == phases.end() ? 0.0 : double(it->second));
+      sample("postern_outbound_connections_open", w + ",state=\"" + phase + "\"",
+             it == phases.end() ? 0.0 : double(it->second));
     }
   }
   size_t ready = 0, deferred = 0, active = 0, held = 0;
@@ -275,23 +264,20 @@ std::string Worker::metricsText() const {
   if (delivery_) delivery_->queueCounts(ready, deferred, active, held, oldest);
   for (auto [state, n] : {std::pair{"ready", ready}, std::pair{"deferred", deferred},
                           std::pair{"active", active}, std::pair{"held", held}}) {
-    sample("postern_queue_jobs", "postern_queue_jobs", w + ",state=\"" + state + "\"", double(n));
+    sample("postern_queue_jobs", w + ",state=\"" + state + "\"", double(n));
   }
   double age = oldest == 0 ? 0 : double(std::max<int64_t>(unixMillis() - oldest, 0)) / 1000;
-  sample("postern_queue_oldest_age_seconds", "postern_queue_oldest_age_seconds", w, age);
+  sample("postern_queue_oldest_age_seconds", w, age);
   if (spool_) {
-    sample("postern_spool_bytes", "postern_spool_bytes", w, double(spool_->bytes()));
-    sample("postern_spool_segments", "postern_spool_segments", w, double(spool_->segmentCount()));
-    sample("postern_spool_write_failing", "postern_spool_write_failing", w,
-           spool_->writeFailing() ? 1 : 0);
-    sample("postern_spool_quarantined_bytes_total", "postern_spool_quarantined_bytes_total", w,
-           double(spool_->quarantinedBytes()));
+    sample("postern_spool_bytes", w, double(spool_->bytes()));
+    sample("postern_spool_segments", w, double(spool_->segmentCount()));
+    sample("postern_spool_write_failing", w, spool_->writeFailing() ? 1 : 0);
+    sample("postern_spool_quarantined_bytes_total", w, double(spool_->quarantinedBytes()));
     histogram("postern_spool_fsync_seconds", w, spool_->fsyncSeconds());
   }
   for (auto [path, n] :
        {std::pair{"cache", m.body_reads.cache}, std::pair{"pool", m.body_reads.pool}}) {
-    sample("postern_body_pieces_read_total", "postern_body_pieces_read_total",
-           w + ",path=\"" + path + "\"", double(n));
+    sample("postern_body_pieces_read_total", w + ",path=\"" + path + "\"", double(n));
   }
   for (const auto& [hop, h] : m.delivery) {
     histogram("postern_delivery_seconds", w + ",next_hop=\"" + promEscape(hop) + "\"", h);

@@ -168,7 +168,8 @@ size_t Delivery::requeue(uint64_t id) {
   // Each job goes through routing as a new arrival would: its recipients may belong to
   // other next hops now. Its hold on the spool passes to the jobs it splits into.
   for (auto& job : jobs) enqueue(std::move(job->message));
-  logEvent(spdlog::level::info, "requeued", {{"id", queueIdString(id)}, {"jobs", uint64_t{jobs.size()}}});
+  logEvent(spdlog::level::info, "requeued",
+           {{"id", queueIdString(id)}, {"jobs", uint64_t{jobs.size()}}});
   return jobs.size();
 }
 

@@ -58,8 +58,7 @@ TEST(SpoolDirs, HoldMarkersMoveWithTheirSegmentsAndOnlyExactNamesCount) {
 
   ASSERT_TRUE(mergeOrphanSpools(root.string(), 1));
   EXPECT_FALSE(fs::exists(root / "w1"));
-  EXPECT_EQ(readHoldMarkers((root / "w0").string()),
-            (std::vector<uint64_t>{0xA0100, 0xB0101}));
+  EXPECT_EQ(readHoldMarkers((root / "w0").string()), (std::vector<uint64_t>{0xA0100, 0xB0101}));
   EXPECT_TRUE(readHoldMarkers((root / "none").string()).empty());
   fs::remove_all(root);
 }
