@@ -12,7 +12,9 @@ Config: retry_min = 30 s, so a deferred message stays deferred until acted on.""
 import glob
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import time
@@ -134,6 +136,52 @@ class QueueActionsTest(RelayTestCase):
         self.assertEqual((r.returncode, r.stdout), (0, b"released 1 of 1 message(s)\n"), r.stderr)
         self.assertEqual(self.markers(), [])
         self.assertNotIn("held", self.states().values())
+
+    def on_a_terminal(self, answer, *args):
+        """`postern queue ARGS` with a terminal as its standard input, answering ANSWER to
+        its question; returns (exit status, what it wrote to the terminal)."""
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen([self.relay.bin, "queue", *args, "--config",
+                                     self.relay.config_path], stdin=follower, stdout=follower,
+                                    stderr=follower)
+            os.close(follower)
+            follower = -1
+            seen = b""
+            deadline = time.monotonic() + 10
+            while b"[y/N]" not in seen:
+                self.assertLess(time.monotonic(), deadline, seen)
+                ready, _, _ = select.select([leader], [], [], 0.5)
+                if ready:
+                    seen += os.read(leader, 4096)
+            os.write(leader, answer + b"\n")
+            rc = proc.wait(10)
+            while select.select([leader], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # the terminal closed with the process
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            return rc, seen.decode()
+        finally:
+            os.close(leader)
+            if follower >= 0:
+                os.close(follower)
+
+    def test_a_selection_asks_on_a_terminal(self):
+        self.send(["ask@dest.test"])
+        self.wait_queued(1)
+        rc, seen = self.on_a_terminal(b"n", "hold", "--all")
+        self.assertEqual(rc, 1, seen)
+        self.assertIn("hold 1 message(s)? [y/N]", seen)
+        self.assertIn("nothing held", seen)
+        self.assertEqual(self.markers(), [])
+        rc, seen = self.on_a_terminal(b"y", "hold", "--all")
+        self.assertEqual(rc, 0, seen)
+        self.assertIn("held 1 of 1 message(s)", seen)
+        self.assertEqual(len(self.markers()), 1)
 
     def metrics(self):
         import urllib.request
