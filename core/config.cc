@@ -9,6 +9,7 @@
 
 #include "core/ascii.h"
 #include "core/domain.h"
+#include "core/credentials.h"
 #include "core/recipient_list.h"
 
 namespace postern {
@@ -381,6 +382,18 @@ Config loadConfig(const std::string& path) {
       r.fail(t, "trusted_proxies", "is required when proxy_protocol = true");
     }
     l.require_tls = r.boolean("require_tls", false);
+    const std::string tls = r.str("tls", "starttls");
+    if (tls == "implicit") {
+      l.tls = ListenerConfig::Tls::kImplicit;
+    } else if (tls == "none") {
+      l.tls = ListenerConfig::Tls::kNone;
+    } else if (tls != "starttls") {
+      r.fail(r.get("tls"), "tls", "expected \"starttls\", \"implicit\" or \"none\"");
+    }
+    if (l.tls == ListenerConfig::Tls::kNone && l.require_tls) {
+      r.fail(r.get("require_tls"), "require_tls", "cannot be true with tls = \"none\"");
+    }
+    l.auth_plaintext = r.boolean("auth_plaintext", false);
     r.finish();
     c.listeners.push_back(l);
   }
@@ -455,6 +468,24 @@ Config loadConfig(const std::string& path) {
       throw ConfigError(path + ": listener " + l.address +
                         ": require_tls = true needs [tls] certificate and private_key");
     }
+    if (l.tls == ListenerConfig::Tls::kImplicit && c.tls.certificate.empty()) {
+      throw ConfigError(path + ": listener " + l.address +
+                        ": tls = \"implicit\" needs [tls] certificate and private_key");
+    }
+  }
+  if (const toml::table* t = top.table("auth")) {
+    TableReader r(*t, path, "auth.");
+    c.auth.users_file = r.str("users_file", "");
+    if (!c.auth.users_file.empty()) {
+      try {
+        c.auth.users = Credentials::load(c.auth.users_file);
+      } catch (const ConfigError& e) {
+        r.fail(r.get("users_file"), "users_file", e.what());
+      }
+    }
+    c.auth.max_failures = static_cast<size_t>(r.integer("max_failures", 5, 1, 1000000));
+    c.auth.failure_window = r.seconds("failure_window", c.auth.failure_window);
+    r.finish();
   }
   if (const toml::table* t = top.table("delivery")) {
     TableReader r(*t, path, "delivery.");

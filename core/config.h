@@ -26,11 +26,29 @@ struct ConfigError : std::runtime_error {
 };
 
 struct ListenerConfig {
+  enum class Tls {
+    kStartTls,  // STARTTLS offered when [tls] has a certificate (port 25, 587)
+    kImplicit,  // TLS from the first octet, before the greeting (RFC 8314, port 465)
+    kNone,      // never TLS
+  };
   std::string address;
   bool proxy_protocol = false;           // expect a PROXY v1/v2 header first
   std::vector<Network> trusted_proxies;  // who may send that header
   bool require_tls = false;              // MAIL before STARTTLS: 530 5.7.0
+  Tls tls = Tls::kStartTls;
+  // AUTH offered and taken without TLS too (loopback test setups); else 538 5.7.11.
+  bool auth_plaintext = false;
   bool operator==(const ListenerConfig&) const = default;
+};
+
+class Credentials;  // core/credentials.h
+
+// SMTP AUTH (RFC 4954): who may log in, and how fast a client may guess.
+struct AuthConfig {
+  std::string users_file;                     // "": AUTH is not offered
+  std::shared_ptr<const Credentials> users;   // read with the configuration
+  size_t max_failures = 5;       // failed logins from one client address within...
+  double failure_window = 300;   // ...this many seconds: then 454 4.7.0 until it passes
 };
 
 struct TlsConfig {
@@ -175,6 +193,7 @@ struct Config {
   DeliveryConfig delivery;
   DnsConfig dns;
   TlsConfig tls;
+  AuthConfig auth;
 };
 
 Config loadConfig(const std::string& path);

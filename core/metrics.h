@@ -43,6 +43,8 @@ struct BodyReadCounts {
 struct WorkerMetrics {
   uint64_t connections = 0;
   uint64_t tls_failures = 0;  // inbound handshakes that failed
+  uint64_t auth_ok = 0;       // SMTP AUTH logins
+  uint64_t auth_failures = 0;
   uint64_t messages_accepted = 0;
   uint64_t bytes_accepted = 0;
   std::map<std::string, uint64_t> rejected;  // 4xx/5xx replies by enhanced status code

@@ -60,6 +60,7 @@ constexpr Family kFamilies[] = {
     {"postern_config_loaded_timestamp_seconds", "gauge",
      "When the running configuration was loaded (start or reload), in Unix seconds."},
     {"postern_tls_handshake_failures_total", "counter", "Inbound TLS handshakes that failed."},
+    {"postern_auth_total", "counter", "SMTP AUTH attempts by result: ok, failed."},
     {"postern_dns_lookups_total", "counter",
      "Next hops' DNS lookups (MX or host) by result: ok, temporary, permanent."},
     {"postern_outbound_connections_total", "counter",

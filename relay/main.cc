@@ -9,12 +9,15 @@
 // A missing or invalid configuration is refused with a message naming the file, line and
 // key, and exit status 2.
 #include <signal.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <optional>
 
 #include "core/config.h"
+#include "core/credentials.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "queue/spool_check.h"
@@ -79,6 +82,50 @@ int runRelay(const std::string& config_path, const std::string& spool_dir) {
   return rc;
 }
 
+// `postern passwd`: a yescrypt hash of a password read from standard input (asked twice,
+// without echo, on a terminal), for a line "user:HASH" of [auth] users_file.
+int printPasswordHash() {
+  auto readLine = [](const char* prompt) -> std::optional<std::string> {
+    const bool tty = ::isatty(STDIN_FILENO) != 0;
+    termios saved{};
+    if (tty) {
+      std::fputs(prompt, stderr);
+      ::tcgetattr(STDIN_FILENO, &saved);
+      termios quiet = saved;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    std::string line;
+    int c;
+    while ((c = std::getchar()) != EOF && c != '\n' && line.size() < 1024) {
+      line.push_back(static_cast<char>(c));
+    }
+    if (tty) {
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+      std::fputs("\n", stderr);
+    }
+    if (c == EOF && line.empty()) return std::nullopt;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return line;
+  };
+  std::optional<std::string> password = readLine("Password: ");
+  if (!password || password->empty()) {
+    std::fprintf(stderr, "postern: no password given\n");
+    return 2;
+  }
+  if (::isatty(STDIN_FILENO) && readLine("Again: ") != password) {
+    std::fprintf(stderr, "postern: the passwords differ\n");
+    return 2;
+  }
+  postern::Result<std::string> hash = postern::hashPassword(*password);
+  if (!hash) {
+    std::fprintf(stderr, "postern: %s\n", hash.error().c_str());
+    return 1;
+  }
+  std::printf("%s\n", hash->c_str());
+  return 0;
+}
+
 int checkConfig(const std::string& path) {
   if (postern::Result<Loaded> loaded = loadAll(path); !loaded) return invalid(loaded.error());
   std::printf("%s: ok\n", path.c_str());
@@ -127,6 +174,9 @@ int main(int argc, char** argv) {
   queue->add_flag("--yes", qc.yes, "act on a selection without asking");
   queue->fallthrough();
 
+  auto* passwd_cmd = app.add_subcommand(
+      "passwd", "print a yescrypt hash of a password read from standard input ([auth] users_file)");
+
   std::string spool_check_dir;
   auto* spool = app.add_subcommand("spool", "offline spool tools");
   auto* spool_check = spool->add_subcommand(
@@ -136,6 +186,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   if (*check) return checkConfig(check_path);
+  if (*passwd_cmd) return printPasswordHash();
   if (*spool_check) {
     std::string report;
     const int rc = postern::checkSpool(spool_check_dir, report);

@@ -22,7 +22,8 @@ Server::Server(std::shared_ptr<const Config> config, TlsContexts tls, std::strin
       spool_override_(std::move(spool_override)),
       limiter_(config_.limits.connections, config_.limits.connections_per_ip,
                config_.limits.ipv6_prefix),
-      memory_(config_.limits.memory_budget) {
+      memory_(config_.limits.memory_budget),
+      auth_throttle_(config_.limits.ipv6_prefix) {
   uv_loop_init(&loop_);
   reload_stats_.started_at = reload_stats_.loaded_at = double(unixMillis()) / 1000;
 }
@@ -44,7 +45,8 @@ int Server::run() {
   uv_signal_start(&sighup_, onHangup, SIGHUP);
   Status started = mergeOrphanSpools(config_.spool_dir, config_.workers);
   for (unsigned i = 0; i < config_.workers && started; ++i) {
-    workers_.push_back(std::make_unique<Worker>(startup_, startup_tls_, i, limiter_, memory_));
+    workers_.push_back(std::make_unique<Worker>(startup_, startup_tls_, i, limiter_, memory_,
+                                                auth_throttle_));
   }
   // The admin endpoint listens before any SMTP listener, so whoever sees port 25 open
   // can also ask /readyz (which waits for the workers' loops to answer).

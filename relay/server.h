@@ -28,6 +28,7 @@
 #include "relay/config_watch.h"
 #include "relay/process_metrics.h"
 #include "relay/admin.h"
+#include "relay/inbound/auth_throttle.h"
 #include "relay/inbound/connection_limiter.h"
 #include "relay/worker.h"
 
@@ -71,6 +72,7 @@ class Server {
   ReloadStats reload_stats_;  // for /metrics (on loop_, as reload() and the admin are)
   ConnectionLimiter limiter_;
   MemoryBudget memory_;  // every worker's sessions together
+  AuthThrottle auth_throttle_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   uv_loop_t loop_;

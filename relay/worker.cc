@@ -18,12 +18,13 @@ constexpr size_t kFreeBuffers = 256;
 }  // namespace
 
 Worker::Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned index,
-               ConnectionLimiter& limiter, MemoryBudget& memory)
+               ConnectionLimiter& limiter, MemoryBudget& memory, AuthThrottle& auth_throttle)
     : config_(config),
       startup_(config),
       index_(index),
       limiter_(limiter),
       memory_(memory),
+      auth_throttle_(auth_throttle),
       buffers_(Session::bufferSize(config->limits), kFreeBuffers),
       tls_(std::move(tls)) {
   uv_loop_init(&loop_);
@@ -227,6 +228,8 @@ std::string Worker::metricsText() const {
     sample("postern_sessions", w + ",state=\"" + st + "\"", double(states[st]));
   }
   sample("postern_tls_handshake_failures_total", w, double(m.tls_failures));
+  sample("postern_auth_total", w + ",result=\"ok\"", double(m.auth_ok));
+  sample("postern_auth_total", w + ",result=\"failed\"", double(m.auth_failures));
   sample("postern_messages_accepted_total", w, double(m.messages_accepted));
   sample("postern_message_bytes_accepted_total", w, double(m.bytes_accepted));
   for (const auto& [status, n] : m.rejected) {

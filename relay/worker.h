@@ -32,6 +32,7 @@
 #include "core/result.h"
 #include "core/tls.h"
 #include "queue/spool.h"
+#include "relay/inbound/auth_throttle.h"
 #include "relay/inbound/connection_limiter.h"
 #include "relay/inbound/handshake_gate.h"
 #include "relay/inbound/recipient_probe.h"
@@ -43,7 +44,7 @@ namespace postern {
 class Worker final : public SessionHost {
  public:
   Worker(std::shared_ptr<const Config> config, TlsContexts tls, unsigned index,
-         ConnectionLimiter& limiter, MemoryBudget& memory);
+         ConnectionLimiter& limiter, MemoryBudget& memory, AuthThrottle& auth_throttle);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -86,6 +87,7 @@ class Worker final : public SessionHost {
 
   bool admitConnection(const IpAddress& ip) override { return limiter_.admit(ip); }
   void releaseConnection(const IpAddress& ip) override { limiter_.release(ip); }
+  AuthThrottle& authThrottle() override { return auth_throttle_; }
   MemoryBudget& memory() override { return memory_; }
 
   void addSession(Session* s) override {
@@ -124,6 +126,7 @@ class Worker final : public SessionHost {
   uint64_t sessions_started_ = 0;  // for session ids
   ConnectionLimiter& limiter_;
   MemoryBudget& memory_;
+  AuthThrottle& auth_throttle_;
   uv_loop_t loop_;
   BufferPool buffers_;
   std::unique_ptr<Spool> spool_;

@@ -17,6 +17,10 @@
 
 namespace postern {
 
+// FNV-1a over a client's address octets (of IPv6, the first ipv6_prefix bits only): the
+// key of the per-client tables here and in AuthThrottle.
+uint64_t clientHash(const IpAddress& ip, unsigned ipv6_prefix);
+
 class ConnectionLimiter {
  public:
   // ipv6_prefix is fixed for the process (admit and release must hash alike).

@@ -24,7 +24,8 @@ void appendReceived(std::string& out, const ReceivedInfo& info) {
   out.append(info.hostname);
   out.append(" (Postern) with ");
   out.append(info.esmtp ? "ESMTP" : "SMTP");
-  if (info.tls) out.push_back('S');  // RFC 3848: ESMTPS
+  if (info.tls) out.push_back('S');   // RFC 3848: ESMTPS, ESMTPA, ESMTPSA
+  if (info.auth) out.push_back('A');
   out.append(" id ");
   out.append(info.queue_id);
   if (!info.single_recipient.empty()) {

@@ -14,6 +14,7 @@ struct ReceivedInfo {
   std::string_view hostname;  // ours
   bool esmtp = true;
   bool tls = false;
+  bool auth = false;  // the client logged in (SMTP AUTH)
   std::string_view queue_id;
   std::string_view single_recipient;  // empty unless exactly one recipient
   int64_t unix_seconds = 0;

@@ -104,7 +104,12 @@ void Session::greet() {
   connected_at_ = uv_now(host_.loop());
   relay_client_ = isRelayClient(*config_, client_);
   log(spdlog::level::info, "connect");
-  out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
+  if (listener_.tls == ListenerConfig::Tls::kImplicit && host_.tls() != nullptr) {
+    startTls();  // RFC 8314: the handshake first; pumpTls greets once it is done
+  } else {
+    out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
+    greeted_ = true;
+  }
   armDeadline();
   flushOutput();
   resumeReading();
@@ -270,6 +275,10 @@ void Session::onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   s->flushOutput();
 }
 
+void Session::startTls() {
+  tls_ = std::make_unique<TlsStream>(*host_.tls(), TlsConnection::Side::kServer, kCipherBuffer);
+}
+
 void Session::pumpTls() {
   if (!tls_->established()) {
     if (!host_.handshakeGate().enter(this, onHandshakeTurn)) {
@@ -289,8 +298,12 @@ void Session::pumpTls() {
     if (hs == TlsStream::Handshake::kPending) return;
     log(spdlog::level::info, "tls", {{"tls", tls_->describe()}});
     progress();
+    if (!greeted_) {
+      out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
+      greeted_ = true;
+    }
   }
-  while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
+  while (!closing_ && !close_after_flush_ && !write_blocked_ && !waiting()) {
     TlsStream::Read r = tls_->read(in_);
     if (r == TlsStream::Read::kFailed) return close();
     if (r != TlsStream::Read::kData) break;  // a full buffer waits for processInput
@@ -302,7 +315,7 @@ void Session::pumpTls() {
 
 void Session::processInput() {
   Line line;
-  while (!closing_ && !close_after_flush_ && !write_blocked_ && state_ != State::kCommit) {
+  while (!closing_ && !close_after_flush_ && !write_blocked_ && !waiting()) {
     if (state_ == State::kProxy) {
       if (!handleProxyHeader()) break;
       continue;
@@ -316,6 +329,8 @@ void Session::processInput() {
     progress();
     if (state_ == State::kData) {
       handleData(line);
+    } else if (auth_step_ != AuthStep::kNone) {
+      handleAuthResponse(line);
     } else {
       handleCommand(line);
     }
@@ -398,7 +413,7 @@ void Session::checkWriteBackpressure() {
     pauseReading();
   } else if (write_blocked_ && queued < kWriteLowWater) {
     write_blocked_ = false;
-    if (state_ == State::kCommit) return;  // the commit's reply resumes reading
+    if (waiting()) return;  // the commit's reply, or the password check's, resumes reading
     processInput();                        // lines that arrived before the pause
     flushOutput();
     resumeReading();

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/credentials.h"
 #include "core/data_reader.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
@@ -104,11 +105,25 @@ class Session {
   void cmdMail(const Command& cmd);
   void cmdRcpt(const Command& cmd);
   void cmdStartTls(const Command& cmd);
+  // A STARTTLS or implicit-TLS stream over the socket (session.cc).
+  void startTls();
   // [[recipients]]: true if mailbox may be accepted; else the reply has been given.
   bool recipientExists(const RecipientCheck& check, const std::string& mailbox);
   void resetTransaction();
   // Gives back what this session's envelope and body hold of the worker's MemoryBudget.
   void releaseMemory();
+
+  // session_auth.cc
+  enum class AuthStep { kNone, kPlain, kLoginUser, kLoginPassword };
+  bool authOffered() const;
+  void cmdAuth(const Command& cmd);
+  void handleAuthResponse(const Line& line);
+  void authResponse(AuthStep step, std::string_view text);
+  void checkLogin(const char* mechanism, std::string user, std::string password);
+  void checked(const char* mechanism, const std::string& user, bool ok);
+  void authFailed(const char* mechanism, const std::string& user, const char* why);
+  // Reading and parsing wait: for the spool (kCommit) or for a password check.
+  bool waiting() const { return state_ == State::kCommit || auth_checking_; }
 
   // session_data.cc
   void cmdData(const Command& cmd);
@@ -165,6 +180,14 @@ class Session {
   State state_ = State::kConnected;
   std::string helo_;
   bool esmtp_ = false;
+  bool greeted_ = false;  // the 220 went out (implicit TLS sends it after the handshake)
+
+  // SMTP AUTH (session_auth.cc).
+  AuthStep auth_step_ = AuthStep::kNone;  // the next line is a response, not a command
+  bool auth_checking_ = false;            // a password check is on the thread pool
+  std::string auth_login_user_;           // LOGIN: the user name, while the password is asked
+  std::string auth_user_;                 // logged in as ("" until AUTH succeeds)
+  const UserEntry* auth_entry_ = nullptr;  // its entry, in config_'s credentials
 
   // The transaction: what the spool will store about the message, from MAIL until the
   // spool has answered (states kMail to kCommit), empty otherwise. A reset is one

@@ -1,5 +1,7 @@
 // Session command handlers: HELO/EHLO, MAIL, RCPT, STARTTLS and the simple commands.
 // DATA and BDAT are in session_data.cc.
+#include <algorithm>
+
 #include "core/assert.h"
 #include "core/domain.h"
 #include "core/esmtp_params.h"
@@ -68,11 +70,12 @@ void Session::handleCommand(const Line& line) {
     case Verb::kHelp:
       return reply(214, "2.0.0",
                    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY EXPN HELP QUIT "
-                   "STARTTLS");
+                   "STARTTLS AUTH");
     case Verb::kQuit:
       reply(221, "2.0.0", "Bye");
       return closeAfterFlush();
     case Verb::kAuth:
+      return cmdAuth(cmd);
     case Verb::kEtrn:
     case Verb::kSend:
     case Verb::kSoml:
@@ -112,7 +115,10 @@ void Session::cmdHelo(const Command& cmd, bool esmtp) {
   std::string size = "SIZE " + std::to_string(limits_.message_size);
   std::vector<std::string_view> lines = {c.hostname, "PIPELINING",          size,       "8BITMIME",
                                          "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"};
-  if (host_.tls() != nullptr && !tls_) lines.push_back("STARTTLS");
+  if (host_.tls() != nullptr && !tls_ && listener_.tls == ListenerConfig::Tls::kStartTls) {
+    lines.push_back("STARTTLS");
+  }
+  if (authOffered()) lines.push_back("AUTH PLAIN LOGIN");
   appendMultiline(out_, 250, lines);
 }
 
@@ -157,11 +163,27 @@ void Session::cmdMail(const Command& cmd) {
     } else if (key == "ENVID") {
       if (!isValidEnvid(p.value)) return error(501, "5.5.4", "Bad ENVID parameter");
       envid.assign(p.value);
+    } else if (key == "AUTH" && authOffered()) {
+      // RFC 4954 §5: who submitted the message, as an earlier hop says. Checked for its
+      // form and not passed on: Postern vouches only for its own clients' logins.
+      if (p.value != "<>" && (p.value.empty() || p.value.size() > 500 || !isXtext(p.value))) {
+        return error(501, "5.5.4", "Bad AUTH parameter");
+      }
     } else {
       return error(555, "5.5.4", "Unsupported option: " + std::string(p.keyword));
     }
   }
   if (path.eight_bit && !utf8) return error(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+  if (auth_entry_ != nullptr && !auth_entry_->sender_domains.empty() && !path.mailbox.empty()) {
+    // The user may send only as its own domains.
+    const size_t at = path.mailbox.rfind('@');
+    const std::optional<std::string> domain =
+        at == std::string::npos ? std::nullopt : canonicalDomain(path.mailbox.substr(at + 1));
+    const auto& mine = auth_entry_->sender_domains;
+    if (!domain || std::find(mine.begin(), mine.end(), *domain) == mine.end()) {
+      return error(553, "5.7.1", "Sender address rejected: not owned by user " + auth_user_);
+    }
+  }
   // Not the client's error when the relay holds all it may: try again later.
   const size_t cost = path.mailbox.size() + ret.size() + envid.size() + kEnvelopeOverhead;
   if (!host_.memory().tryCharge(cost)) {
@@ -213,7 +235,8 @@ void Session::cmdRcpt(const Command& cmd) {
   // The domain as relay control, routing and delivery will all see it.
   std::optional<std::string> mailbox = canonicalMailbox(path.mailbox);
   if (!mailbox) return refuse(501, "5.1.2", "Bad recipient address syntax: invalid domain");
-  switch (checkRecipient(*config_, relay_client_, *mailbox, path.source_route)) {
+  switch (checkRecipient(*config_, relay_client_ || !auth_user_.empty(), *mailbox,
+                         path.source_route)) {
     case RcptPolicy::kAllowed:
       break;
     case RcptPolicy::kRelayDenied:
@@ -277,7 +300,9 @@ bool Session::recipientExists(const RecipientCheck& check, const std::string& ma
 }
 
 void Session::cmdStartTls(const Command& cmd) {
-  if (host_.tls() == nullptr) return error(502, "5.5.1", "Error: command not implemented");
+  if (host_.tls() == nullptr || listener_.tls == ListenerConfig::Tls::kNone) {
+    return error(502, "5.5.1", "Error: command not implemented");
+  }
   if (tls_) return error(503, "5.5.1", "Error: TLS already active");
   if (!cmd.arg.empty()) return error(501, "5.5.4", "Syntax: STARTTLS");
   if (state_ == State::kMail || state_ == State::kRcpt) {
@@ -289,10 +314,12 @@ void Session::cmdStartTls(const Command& cmd) {
   // could be commands injected in plain text), and the session starts over.
   in_.clear();
   splitter_.reset();
-  tls_ = std::make_unique<TlsStream>(*host_.tls(), TlsConnection::Side::kServer, kCipherBuffer);
+  startTls();
   state_ = State::kConnected;
   helo_.clear();
   esmtp_ = false;
+  auth_user_.clear();  // RFC 3207 §4.2: nothing learnt before TLS stands after it
+  auth_entry_ = nullptr;
   resetTransaction();
 }
 

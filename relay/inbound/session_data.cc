@@ -24,9 +24,11 @@ void Session::beginMessage() {
   env.id = host_.spool().nextId();
   std::string qid = queueIdString(env.id);
   std::string received;
-  appendReceived(received, ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr,
-                                        qid, env.recipients.size() == 1 ? env.recipients[0] : "",
-                                        unixMillis() / 1000});
+  appendReceived(received,
+                 ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr,
+                              !auth_user_.empty(), qid,
+                              env.recipients.size() == 1 ? env.recipients[0] : "",
+                              unixMillis() / 1000});
   body_.clear();
   body_.adopt(std::move(received));
   body_.setSource(&in_);  // the content is pinned where it is read, not copied
@@ -216,7 +218,8 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
          {"size", ref.body_size},
          {"message_id", reader_.messageId()},
          {"helo", helo_},
-         {"tls", tls_ ? tls_->describe() : std::string("none")}});
+         {"tls", tls_ ? tls_->describe() : std::string("none")},
+         {"user", auth_user_}});
     host_.accepted(SpooledMessage{std::move(*txn_), ref, {}});
   } else {
     ++host_.metrics().messages_rejected["storage"];

@@ -20,6 +20,7 @@
 
 namespace postern {
 
+class AuthThrottle;
 class HandshakeGate;
 class RecipientProber;
 class Session;
@@ -47,6 +48,8 @@ class SessionHost {
   // The relay-wide per-address connection limits.
   virtual bool admitConnection(const IpAddress& ip) = 0;
   virtual void releaseConnection(const IpAddress& ip) = 0;
+  // The relay-wide count of failed AUTH attempts per client address.
+  virtual AuthThrottle& authThrottle() = 0;
   virtual void addSession(Session* s) = 0;
   virtual void removeSession(Session* s) = 0;
 

@@ -8,7 +8,7 @@ namespace {
 TEST(Received, FormatAndSanitisedHelo) {
   std::string out;
   appendReceived(out, ReceivedInfo{"evil)\r\nX-Injected: 1", "127.0.0.2", "relay.test", true, false,
-                                   "0123456789ABCDEF", "a@b.test", 0});
+                                   false, "0123456789ABCDEF", "a@b.test", 0});
   EXPECT_EQ(out,
             "Received: from evil___X-Injected:_1 ([127.0.0.2])\r\n"
             "\tby relay.test (Postern) with ESMTP id 0123456789ABCDEF\r\n"
