@@ -88,6 +88,13 @@ ROWS = [
      "µs/op", "BM_TlsCrypto_Rsa", None),
     ("TLS 1.3 server handshake, resumed", "BM_TlsServerHandshake_Resumed/manual_time",
      "µs/op", "BM_TlsCrypto_Resumed", None),
+    ("DKIM sign, rsa-sha256, 1 KB", "BM_DkimSign/1024/1", "µs/op", "BM_DkimCrypto/1024/1", None),
+    ("DKIM sign, rsa-sha256, 100 KB", "BM_DkimSign/102400/1", "µs/op", "BM_DkimCrypto/102400/1",
+     None),
+    ("DKIM sign, ed25519-sha256, 1 KB", "BM_DkimSign/1024/0", "µs/op", "BM_DkimCrypto/1024/0",
+     None),
+    ("DKIM sign, ed25519-sha256, 100 KB", "BM_DkimSign/102400/0", "µs/op",
+     "BM_DkimCrypto/102400/0", None),
 ]
 
 BASELINE_LABEL = {
@@ -105,6 +112,10 @@ BASELINE_LABEL = {
     "BM_TlsCrypto_Ecdsa": "X25519 + ECDSA sign",
     "BM_TlsCrypto_Rsa": "X25519 + RSA-PSS sign",
     "BM_TlsCrypto_Resumed": "X25519",
+    "BM_DkimCrypto/1024/1": "SHA-256 + RSA sign",
+    "BM_DkimCrypto/102400/1": "SHA-256 + RSA sign",
+    "BM_DkimCrypto/1024/0": "SHA-256 + Ed25519 sign",
+    "BM_DkimCrypto/102400/0": "SHA-256 + Ed25519 sign",
 }
 
 

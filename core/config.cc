@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "core/ascii.h"
-#include "core/domain.h"
 #include "core/credentials.h"
+#include "core/domain.h"
 #include "core/recipient_list.h"
 
 namespace postern {
@@ -472,6 +472,45 @@ Config loadConfig(const std::string& path) {
       throw ConfigError(path + ": listener " + l.address +
                         ": tls = \"implicit\" needs [tls] certificate and private_key");
     }
+  }
+  for (const toml::table* t : top.tables("dkim")) {
+    TableReader r(*t, path, "dkim.");
+    DkimKey k;
+    const std::string domain = r.str("domain", "");
+    const std::optional<std::string> canonical = canonicalDomain(domain);
+    if (!canonical || isDomainLiteral(domain)) r.fail(t, "domain", "expected a domain");
+    k.domain = canonical.value_or("");
+    k.selector = r.str("selector", "");
+    const bool selector_ok =
+        !k.selector.empty() && k.selector.size() <= 63 &&
+        k.selector.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") ==
+            std::string::npos;
+    if (!selector_ok) r.fail(t, "selector", "expected a DNS label (letters, digits, '-', '.', '_')");
+    const std::string algorithm = r.str("algorithm", "rsa-sha256");
+    if (algorithm == "ed25519-sha256") {
+      k.algorithm = DkimKey::Algorithm::kEd25519Sha256;
+    } else if (algorithm != "rsa-sha256") {
+      r.fail(r.get("algorithm"), "algorithm", "expected \"rsa-sha256\" or \"ed25519-sha256\"");
+    }
+    for (const std::string& h : r.strings("headers", dkimDefaultHeaders())) {
+      const bool name_ok = !h.empty() && h.find_first_of(": \t\r\n") == std::string::npos;
+      if (!name_ok) r.fail(r.get("headers"), "headers", "\"" + h + "\" is not a header name");
+      k.headers.push_back(asciiLower(h));
+    }
+    if (std::find(k.headers.begin(), k.headers.end(), "from") == k.headers.end()) {
+      r.fail(r.get("headers"), "headers", "must include from (RFC 6376 §5.4)");
+    }
+    const std::string key_path = r.str("private_key", "");
+    Result<std::shared_ptr<evp_pkey_st>> key = DkimKey::loadKey(key_path, k.algorithm);
+    if (!key) r.fail(r.get("private_key") ? r.get("private_key") : t, "private_key", key.error());
+    if (key) k.key = std::move(*key);
+    for (const DkimKey& other : c.dkim) {
+      if (other.domain == k.domain && other.algorithm == k.algorithm) {
+        r.fail(t, "domain", "has a [[dkim]] table for this algorithm already");
+      }
+    }
+    r.finish();
+    c.dkim.push_back(std::move(k));
   }
   if (const toml::table* t = top.table("auth")) {
     TableReader r(*t, path, "auth.");

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dkim.h"
 #include "core/network.h"
 
 namespace postern {
@@ -194,6 +195,9 @@ struct Config {
   DnsConfig dns;
   TlsConfig tls;
   AuthConfig auth;
+  // [[dkim]]: signing keys by From: domain, read with the configuration (one per domain
+  // and algorithm; both algorithms for one domain sign twice).
+  std::vector<DkimKey> dkim;
 };
 
 Config loadConfig(const std::string& path);

@@ -38,6 +38,15 @@ void MessageBody::adopt(std::string text) {
   add(owned_.front(), nullptr);
 }
 
+void MessageBody::prepend(std::string text) {
+  if (text.empty()) return;
+  owned_.push_front(std::move(text));
+  pieces_.insert(pieces_.begin(), owned_.front());
+  for (Held& h : held_) ++h.first_piece;
+  if (pieces_.size() == 1) last_storage_ = nullptr;
+  size_ += owned_.front().size();
+}
+
 void MessageBody::truncate(size_t n) {
   if (n >= size_) return;
   size_t kept = 0;

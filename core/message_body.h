@@ -41,6 +41,7 @@ class MessageBody {
   void append(std::string_view text);        // pinned if in the source, else copied
   void appendStatic(std::string_view text);  // text outlives every body (a literal)
   void adopt(std::string text);              // moved in, not copied
+  void prepend(std::string text);            // moved in before everything else
 
   // Keeps the first n octets; buffers only later pieces used are let go.
   void truncate(size_t n);

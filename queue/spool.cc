@@ -485,10 +485,15 @@ void Spool::append(const Envelope& env, MessageBody body, CommitCallback cb, std
   queue(std::move(p), std::move(cb));
 }
 
-void Spool::append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb) {
+void Spool::append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb,
+                   std::string prefix) {
   PendingMessage p;
-  encodeMessageHead(p.head, env, body->size(), body->crc(), salt_);
+  const uint32_t crc =
+      prefix.empty() ? body->crc()
+                     : crc32cCombine(crc32c(0, prefix.data(), prefix.size()), body->crc(), body->size());
+  encodeMessageHead(p.head, env, prefix.size() + body->size(), crc, salt_);
   p.spill = std::move(body);
+  p.prefix = std::move(prefix);
   queue(std::move(p), std::move(cb));
 }
 
@@ -663,6 +668,7 @@ void Spool::work(void* batch) {
   b->ok = true;
   for (auto& m : b->messages) {
     iov.push_back({m.head.data(), m.head.size()});
+    if (!m.prefix.empty()) iov.push_back({m.prefix.data(), m.prefix.size()});
     if (m.spill) {
       // What is gathered so far goes out first, then the spilled body after its head.
       b->ok = writeAll(b->fd, iov) && copySpill(b->fd, *m.spill);

@@ -120,7 +120,9 @@ class Spool {
   void append(const Envelope& env, MessageBody body, CommitCallback cb, std::string trailer = {});
   // The same for a body in a SpillFile: it is copied into the segment on the I/O thread
   // (in pieces, never held whole in memory) and closed after the commit.
-  void append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb);
+  // prefix (fields added at the end, a DKIM-Signature) goes before the file's content.
+  void append(const Envelope& env, std::unique_ptr<SpillFile> body, CommitCallback cb,
+              std::string prefix = {});
   // A SpillFile in this spool's directory (same file system and quota as the segments).
   Result<std::unique_ptr<SpillFile>> newSpill() const { return SpillFile::create(dir_); }
 
@@ -186,9 +188,10 @@ class Spool {
     std::string head;  // record header and envelope
     MessageBody body;
     std::unique_ptr<SpillFile> spill;  // the body instead, when it did not stay in memory
+    std::string prefix;                // before the spill's content, part of the body
     std::string trailer;
     CommitCallback cb;
-    uint64_t bodySize() const { return spill ? spill->size() : body.size(); }
+    uint64_t bodySize() const { return spill ? prefix.size() + spill->size() : body.size(); }
   };
   struct PendingMark {  // setHeld()
     uint64_t id = 0;

@@ -28,6 +28,7 @@
 #include "core/config.h"
 #include "core/credentials.h"
 #include "core/data_reader.h"
+#include "core/dkim.h"
 #include "core/input_buffer.h"
 #include "core/line_splitter.h"
 #include "core/log.h"
@@ -135,6 +136,11 @@ class Session {
   void endMessage();
   // Moves body_ into the spill file once its footprint reaches limits.message_memory.
   void spillIfLarge();
+  // Feeds what body_ holds now to the DKIM hasher (before it moves to a spill or the spool).
+  void feedDkim();
+  // The DKIM-Signature fields for the message, if its sender may be signed for and its
+  // From: domain has keys; "" otherwise. signed_for: what the accepted line says.
+  std::string dkimSignatures(std::string& signed_for);
   void onCommitted(bool ok, const StoredRef& ref);
 
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -206,6 +212,10 @@ class Session {
   std::unique_ptr<SpillFile> spill_;  // the body so far, once it outgrew message_memory
   bool spill_failed_ = false;         // the spool directory took no more: 452 at the end
   DataReader reader_;
+  // The message's DKIM hasher, for a relay client or a logged-in user when [[dkim]] keys
+  // are configured (session_data.cc).
+  std::unique_ptr<DkimHasher> dkim_;
+  std::string dkim_signed_;  // for the accepted line: "domain:algorithm,...", or empty
   uint64_t chunk_left_ = 0;  // BDAT octets still to read
   uint64_t chunk_size_ = 0;
   uint64_t chunk_unmarked_ = 0;  // chunk octets received since the last progress mark

@@ -69,8 +69,10 @@ void Session::handleCommand(const Line& line) {
       return error(502, "5.5.1", "Error: EXPN not supported");
     case Verb::kHelp:
       return reply(214, "2.0.0",
-                   "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY EXPN HELP QUIT "
-                   "STARTTLS AUTH");
+                   config_->auth.users ? "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY "
+                                         "EXPN HELP QUIT STARTTLS AUTH"
+                                       : "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY "
+                                         "EXPN HELP QUIT STARTTLS");
     case Verb::kQuit:
       reply(221, "2.0.0", "Bye");
       return closeAfterFlush();
@@ -97,6 +99,7 @@ void Session::resetTransaction() {
   releaseMemory();
   spill_.reset();
   spill_failed_ = false;
+  dkim_.reset();
 }
 
 void Session::cmdHelo(const Command& cmd, bool esmtp) {

@@ -32,6 +32,11 @@ void Session::beginMessage() {
   body_.clear();
   body_.adopt(std::move(received));
   body_.setSource(&in_);  // the content is pinned where it is read, not copied
+  dkim_.reset();
+  dkim_signed_.clear();
+  if (!c.dkim.empty() && (relay_client_ || !auth_user_.empty())) {
+    dkim_ = std::make_unique<DkimHasher>();
+  }
   reader_.reset(body_);
 }
 
@@ -79,6 +84,7 @@ void Session::spillIfLarge() {
       spill_failed_ = true;
     }
   }
+  feedDkim();
   if (spill_ && !spill_->append(body_)) {
     log(spdlog::level::err, "spill_failed", {{"error", std::strerror(spill_->error())}});
     spill_failed_ = true;
@@ -89,6 +95,45 @@ void Session::spillIfLarge() {
   reader_.outMoved();
   host_.memory().release(body_charged_);
   body_charged_ = 0;
+}
+
+void Session::feedDkim() {
+  if (!dkim_) return;
+  for (std::string_view piece : body_.pieces()) dkim_->feed(piece);
+}
+
+std::string Session::dkimSignatures(std::string& signed_for) {
+  signed_for.clear();
+  if (!dkim_) return {};
+  std::unique_ptr<DkimHasher> hasher = std::move(dkim_);
+  if (hasher->overflowed()) {
+    log(spdlog::level::warn, "dkim_skipped", {{"why", "header section over 256 KiB"}});
+    return {};
+  }
+  const std::optional<std::string> domain = hasher->fromDomain();
+  if (!domain) return {};  // no single From: address: nothing to sign for
+  std::string out;
+  bool hashed = false;
+  std::array<unsigned char, 32> body_hash{};
+  for (const DkimKey& key : config_->dkim) {
+    if (key.domain != *domain) continue;
+    if (!hashed) {
+      body_hash = hasher->finishBody();
+      hashed = true;
+    }
+    Result<std::string> field =
+        dkimSign(key, hasher->headerSection(), body_hash, unixMillis() / 1000);
+    if (!field) {
+      log(spdlog::level::err, "dkim_failed", {{"domain", key.domain}, {"error", field.error()}});
+      continue;
+    }
+    out.insert(0, *field);  // the later key's field on top, as a later signer's would be
+    signed_for.append(signed_for.empty() ? "" : ",")
+        .append(key.domain + ":" +
+                (key.algorithm == DkimKey::Algorithm::kRsaSha256 ? "rsa-sha256"
+                                                                 : "ed25519-sha256"));
+  }
+  return out;
 }
 
 void Session::cmdBdat(const Command& cmd) {
@@ -182,6 +227,8 @@ void Session::endMessage() {
     error(554, "5.4.6", "Too many hops (mail loop?)");
     return refuse("hops");
   }
+  feedDkim();
+  std::string signatures = dkimSignatures(dkim_signed_);
   if (spill_ && !spill_->append(body_)) spill_failed_ = true;
   if (spill_failed_) {
     error(452, "4.3.1", "Insufficient system storage");
@@ -196,8 +243,9 @@ void Session::endMessage() {
   // kCommit, so nothing resets it) until the callback moves it on.
   auto committed = [this](bool ok, const StoredRef& ref) { onCommitted(ok, ref); };
   if (spill_) {
-    host_.spool().append(*txn_, std::move(spill_), std::move(committed));
+    host_.spool().append(*txn_, std::move(spill_), std::move(committed), std::move(signatures));
   } else {
+    body_.prepend(std::move(signatures));
     host_.spool().append(*txn_, std::move(body_), std::move(committed));
   }
   body_.clear();  // moved from: make it a valid empty body again
@@ -219,7 +267,8 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
          {"message_id", reader_.messageId()},
          {"helo", helo_},
          {"tls", tls_ ? tls_->describe() : std::string("none")},
-         {"user", auth_user_}});
+         {"user", auth_user_},
+         {"dkim", dkim_signed_}});
     host_.accepted(SpooledMessage{std::move(*txn_), ref, {}});
   } else {
     ++host_.metrics().messages_rejected["storage"];
