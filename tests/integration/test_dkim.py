@@ -54,7 +54,16 @@ class DkimTest(RelayTestCase):
                        check=True, capture_output=True)
         self.records = {b"rsa._domainkey.signed.test.": public_txt(self.rsa, "rsa"),
                         b"ed._domainkey.signed.test.": public_txt(self.ed, "ed25519")}
+        from harness import free_port, postern_bin
+        users = os.path.join(self.tmp, "users")
+        hash_ = subprocess.run([postern_bin(), "passwd"], input="pw\n", text=True,
+                               capture_output=True, check=True).stdout.strip()
+        with open(users, "w") as f:
+            f.write(f"writer:{hash_}\n")
+        self.submission_port = free_port()
         self.start_relay(self.downstream.port, extra=(
+            f'[auth]\nusers_file = "{users}"\n\n'
+            f'[[listener]]\naddress = "{HOST}:{self.submission_port}"\nauth_plaintext = true\n\n'
             f'[[dkim]]\ndomain = "signed.test"\nselector = "rsa"\n'
             f'private_key = "{self.rsa}"\n\n'
             f'[[dkim]]\ndomain = "Signed.Test"\nselector = "ed"\nalgorithm = "ed25519-sha256"\n'
@@ -140,6 +149,17 @@ class DkimTest(RelayTestCase):
                                         b"From: writer@signed.test\r\n\r\nforged\r\n"), {})
         self.assertEqual(self.downstream.wait_for(3, 15), 3)
         self.assertNotIn(b"DKIM-Signature", self.downstream.snapshot()[2].data)
+
+    def test_a_logged_in_user_is_signed_for(self):
+        with smtplib.SMTP(HOST, self.submission_port, timeout=30,
+                          source_address=("127.0.0.9", 0)) as s:
+            s.ehlo("laptop.test")
+            s.login("writer", "pw")
+            self.assertEqual(s.sendmail(FROM, ["reader@far.test"],
+                                        b"From: writer@signed.test\r\nSubject: s\r\n\r\nx\r\n"), {})
+        self.assertEqual(self.downstream.wait_for(1, 15), 1)
+        self.assertEqual(self.verify_all(self.downstream.snapshot()[0].data),
+                         ["ed25519-sha256", "rsa-sha256"])
 
     def test_a_tampered_message_fails(self):
         got = self.relay_one(b"From: writer@signed.test\r\nSubject: t\r\n\r\noriginal\r\n")
