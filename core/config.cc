@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <set>
 #include <thread>
 
@@ -546,6 +550,14 @@ Config loadConfig(const std::string& path) {
   }
   if (c.workers == 0) c.workers = std::max(1u, std::thread::hardware_concurrency());
   return c;
+}
+
+std::string readReferencedFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 }  // namespace postern

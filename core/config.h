@@ -201,5 +201,8 @@ struct Config {
 };
 
 Config loadConfig(const std::string& path);
+// The whole of a file the configuration names (a recipient list, a users file); throws
+// ConfigError "PATH: cannot read: WHY".
+std::string readReferencedFile(const std::string& path);
 
 }  // namespace postern

@@ -5,8 +5,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "core/config.h"
 #include "core/domain.h"
@@ -36,11 +34,7 @@ bool validUser(std::string_view u) {
 }  // namespace
 
 std::shared_ptr<const Credentials> Credentials::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), path);
+  return parse(readReferencedFile(path), path);
 }
 
 std::shared_ptr<const Credentials> Credentials::parse(std::string_view text,

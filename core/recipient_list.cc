@@ -1,10 +1,5 @@
 #include "core/recipient_list.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-
 #include "core/ascii.h"
 #include "core/config.h"
 #include "core/domain.h"
@@ -12,11 +7,7 @@
 namespace postern {
 
 std::shared_ptr<const RecipientList> RecipientList::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), path);
+  return parse(readReferencedFile(path), path);
 }
 
 std::shared_ptr<const RecipientList> RecipientList::parse(std::string_view text,
