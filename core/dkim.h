@@ -45,7 +45,9 @@ const std::vector<std::string>& dkimDefaultHeaders();
 
 class DkimHasher {
  public:
-  static constexpr size_t kMaxHeaderBytes = 256 * 1024;
+  // Held for the whole message (only for relay clients and logged-in users): real header
+  // sections are a few KiB.
+  static constexpr size_t kMaxHeaderBytes = 64 * 1024;
   DkimHasher();
   ~DkimHasher();
   DkimHasher(const DkimHasher&) = delete;

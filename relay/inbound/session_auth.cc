@@ -139,7 +139,7 @@ void Session::checkLogin(const char* mechanism, std::string user, std::string pa
   check->session = this;
   check->user = std::move(user);
   check->password = std::move(password);
-  check->hash = entry ? entry->hash : decoyHash();
+  if (entry != nullptr) check->hash = entry->hash;  // "": the decoy, on the pool thread
   check->mechanism = mechanism;
   auth_checking_ = true;
   pauseReading();
@@ -148,7 +148,8 @@ void Session::checkLogin(const char* mechanism, std::string user, std::string pa
       host_.loop(), &check->req,
       [](uv_work_t* req) {
         auto* c = static_cast<AuthCheck*>(req->data);
-        c->ok = checkPassword(c->password, c->hash);
+        c->ok = c->hash.empty() ? (checkPassword(c->password, decoyHash()), false)
+                                : checkPassword(c->password, c->hash);
         OPENSSL_cleanse(c->password.data(), c->password.size());
       },
       [](uv_work_t* req, int status) {

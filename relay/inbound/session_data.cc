@@ -107,7 +107,7 @@ std::string Session::dkimSignatures(std::string& signed_for) {
   if (!dkim_) return {};
   std::unique_ptr<DkimHasher> hasher = std::move(dkim_);
   if (hasher->overflowed()) {
-    log(spdlog::level::warn, "dkim_skipped", {{"why", "header section over 256 KiB"}});
+    log(spdlog::level::warn, "dkim_skipped", {{"why", "header section over 64 KiB"}});
     return {};
   }
   const std::optional<std::string> domain = hasher->fromDomain();
