@@ -23,7 +23,8 @@ std::shared_ptr<evp_pkey_st> makeKey(bool rsa) {
 
 const DkimKey& key(bool rsa) {
   static const DkimKey keys[2] = {
-      {"example.com", "ed", DkimKey::Algorithm::kEd25519Sha256, dkimDefaultHeaders(), makeKey(false)},
+      {"example.com", "ed", DkimKey::Algorithm::kEd25519Sha256, dkimDefaultHeaders(),
+       makeKey(false)},
       {"example.com", "rsa", DkimKey::Algorithm::kRsaSha256, dkimDefaultHeaders(), makeKey(true)}};
   return keys[rsa ? 1 : 0];
 }
@@ -34,7 +35,8 @@ std::string message(size_t size) {
       "From: Writer <writer@example.com>\r\nTo: reader@far.test\r\nSubject: a benchmark\r\n"
       "Date: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <bench@example.com>\r\n"
       "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
-  while (m.size() < size) m += "A line of text as a message body has it, with words and punctuation.\r\n";
+  while (m.size() < size)
+    m += "A line of text as a message body has it, with words and punctuation.\r\n";
   m.resize(size - 2);
   m += "\r\n";
   return m;
@@ -45,7 +47,8 @@ void BM_DkimSign(benchmark::State& state) {
   const DkimKey& k = key(state.range(1) != 0);
   for (auto _ : state) {
     DkimHasher h;
-    for (size_t off = 0; off < m.size(); off += 65536) h.feed(std::string_view(m).substr(off, 65536));
+    for (size_t off = 0; off < m.size(); off += 65536)
+      h.feed(std::string_view(m).substr(off, 65536));
     const auto bh = h.finishBody();
     Result<std::string> field = dkimSign(k, h.headerSection(), bh, 1796392925);
     benchmark::DoNotOptimize(field);

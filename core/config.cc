@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "core/ascii.h"
@@ -487,9 +487,11 @@ Config loadConfig(const std::string& path) {
     k.selector = r.str("selector", "");
     const bool selector_ok =
         !k.selector.empty() && k.selector.size() <= 63 &&
-        k.selector.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") ==
+        k.selector.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") ==
             std::string::npos;
-    if (!selector_ok) r.fail(t, "selector", "expected a DNS label (letters, digits, '-', '.', '_')");
+    if (!selector_ok)
+      r.fail(t, "selector", "expected a DNS label (letters, digits, '-', '.', '_')");
     const std::string algorithm = r.str("algorithm", "rsa-sha256");
     if (algorithm == "ed25519-sha256") {
       k.algorithm = DkimKey::Algorithm::kEd25519Sha256;

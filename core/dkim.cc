@@ -107,11 +107,21 @@ void appendFolded(std::string& out, std::string_view text, size_t& column) {
 }  // namespace
 
 const std::vector<std::string>& dkimDefaultHeaders() {
-  static const std::vector<std::string> kHeaders = {
-      "from",        "reply-to",   "subject",      "date",         "to",
-      "cc",          "message-id", "in-reply-to",  "references",   "mime-version",
-      "content-type", "content-transfer-encoding", "list-id", "list-unsubscribe",
-      "list-unsubscribe-post"};
+  static const std::vector<std::string> kHeaders = {"from",
+                                                    "reply-to",
+                                                    "subject",
+                                                    "date",
+                                                    "to",
+                                                    "cc",
+                                                    "message-id",
+                                                    "in-reply-to",
+                                                    "references",
+                                                    "mime-version",
+                                                    "content-type",
+                                                    "content-transfer-encoding",
+                                                    "list-id",
+                                                    "list-unsubscribe",
+                                                    "list-unsubscribe-post"};
   return kHeaders;
 }
 
@@ -334,8 +344,8 @@ Result<std::string> dkimSign(const DkimKey& key, std::string_view header_section
   std::string sig;
   if (key.algorithm == DkimKey::Algorithm::kRsaSha256) {
     if (EVP_DigestSignInit(md.ctx, nullptr, EVP_sha256(), nullptr, key.key.get()) != 1 ||
-        EVP_DigestSign(md.ctx, nullptr, &sig_len, reinterpret_cast<const unsigned char*>(data.data()),
-                       data.size()) != 1) {
+        EVP_DigestSign(md.ctx, nullptr, &sig_len,
+                       reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 1) {
       return fail("rsa-sha256 signing failed");
     }
     sig.resize(sig_len);

@@ -67,7 +67,7 @@ class DkimHasher {
  private:
   void feedBody(std::string_view s);
   void content(std::string& out, std::string_view run);  // non-space octets of the body
-  void endLine(std::string& out);          // a CRLF of the body
+  void endLine(std::string& out);                        // a CRLF of the body
   void emit(std::string_view s);
 
   std::string headers_;

@@ -46,7 +46,8 @@ std::optional<PlainResponse> parsePlainResponse(std::string_view decoded) {
   const size_t first = decoded.find('\0');
   if (first == std::string_view::npos) return std::nullopt;
   const size_t second = decoded.find('\0', first + 1);
-  if (second == std::string_view::npos || decoded.find('\0', second + 1) != std::string_view::npos) {
+  if (second == std::string_view::npos ||
+      decoded.find('\0', second + 1) != std::string_view::npos) {
     return std::nullopt;
   }
   PlainResponse r{std::string(decoded.substr(0, first)),

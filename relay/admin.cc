@@ -78,6 +78,33 @@ constexpr Family kFamilies[] = {
      "on the thread pool (pool)."},
 };
 
+// The queue actions on one message by id (POST /queue/ID/ACTION and the selections).
+bool isQueueAction(const std::string& a) {
+  return a == "flush" || a == "delete" || a == "bounce" || a == "requeue" || a == "hold" ||
+         a == "release";
+}
+
+// Does action on message id on worker w (its loop): done(jobs, ok) now, or once the spool
+// has made a hold or release durable.
+void actOn(Worker& w, const std::string& action, uint64_t id,
+           std::function<void(size_t jobs, bool ok)> done) {
+  Delivery& d = w.delivery();
+  if (action == "hold") return d.hold(id, std::move(done));
+  if (action == "release") return d.release(id, std::move(done));
+  const size_t jobs = action == "flush"    ? d.flush(id)
+                      : action == "delete" ? d.remove(id)
+                      : action == "bounce" ? d.bounceNow(id)
+                                           : d.requeue(id);
+  done(jobs, true);
+}
+
+std::string notDurable(const std::string& action) {
+  const bool hold = action == "hold";
+  return std::string(hold ? "held" : "released") +
+         ", but not durably: a marker in the spool's hold directory could not be " +
+         (hold ? "made" : "removed") + " (log: hold_marker_failed); a restart undoes it\n";
+}
+
 std::string buildInfo() {
   return "postern_build_info{version=\"" + promEscape(kVersion) + "\",revision=\"" +
          promEscape(kRevision) + "\",openssl=\"" + promEscape(opensslVersion()) + "\",libuv=\"" +
@@ -399,6 +426,56 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
           c->text(200, out);
         });
   }
+  if (target.starts_with("/queue/select/")) {
+    // An action on every message the selection matches, decided on each worker's loop.
+    if (!post) return c->text(405, "POST only\n");
+    const std::string action = target.substr(14);
+    if (!isQueueAction(action)) return c->text(404, "unknown action\n");
+    Result<QueueSelection> selection = parseSelection(query);
+    if (!selection) return c->text(400, selection.error() + "\n");
+    if (selection->empty()) return c->text(400, "an empty selection: give all=1 or criteria\n");
+    return askWorkersLater(
+        c,
+        [action, s = *selection](Worker& w, Reply reply) {
+          std::set<uint64_t> ids;
+          const int64_t now = unixMillis();
+          for (const QueueEntry& e : w.delivery().queueEntries()) {
+            if (s.matches(e, now)) ids.insert(parseQueueId(e.id).value_or(0));
+          }
+          ids.erase(0);
+          // Every id's answer (hold and release come after a spool write) is gathered here.
+          struct Tally {
+            size_t left, acted = 0;
+            bool ok = true;
+            Reply reply;
+          };
+          auto tally = std::make_shared<Tally>(Tally{ids.size(), 0, true, std::move(reply)});
+          auto finish = [tally] {
+            WorkerAnswer a;
+            a.count = tally->acted;
+            a.spool_ok = tally->ok;
+            tally->reply(std::move(a));
+          };
+          if (ids.empty()) return finish();
+          for (uint64_t id : ids) {
+            actOn(w, action, id, [tally, finish](size_t jobs, bool ok) {
+              tally->acted += jobs > 0;
+              tally->ok = tally->ok && ok;
+              if (--tally->left == 0) finish();
+            });
+          }
+        },
+        [c, action](std::vector<WorkerAnswer>& all) {
+          size_t n = 0;
+          bool ok = true;
+          for (auto& a : all) {
+            n += a.count;
+            ok = ok && a.spool_ok;
+          }
+          if (!ok) return c->text(500, notDurable(action));
+          c->respond(200, "application/json", "{\"messages\":" + std::to_string(n) + "}\n");
+        });
+  }
   if (target == "/queue/flush") {
     if (!post) return c->text(405, "POST only\n");
     return askWorkers(
@@ -454,58 +531,28 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
           [this, c](std::vector<WorkerAnswer>& all) { sendBody(c, all); });
     }
     if (!post) return c->text(405, "POST only\n");
-    if (action == "hold" || action == "release") {
-      const bool hold = action == "hold";
-      return askWorkersLater(
-          c,
-          [id, hold](Worker& w, Reply reply) {
-            auto done = [reply](size_t jobs, bool ok) {
-              WorkerAnswer a;
-              a.count = jobs;
-              a.spool_ok = ok;
-              reply(std::move(a));
-            };
-            if (hold) {
-              w.delivery().hold(id, done);
-            } else {
-              w.delivery().release(id, done);
-            }
-          },
-          [c, hold](std::vector<WorkerAnswer>& all) {
-            size_t n = 0;
-            bool ok = true;
-            for (auto& a : all) {
-              n += a.count;
-              ok = ok && a.spool_ok;
-            }
-            if (!ok) {
-              return c->text(500, std::string(hold ? "held" : "released") +
-                                      ", but not durably: its marker in the spool's hold "
-                                      "directory could not be " +
-                                      (hold ? "made" : "removed") +
-                                      " (log: hold_marker_failed); a restart undoes it\n");
-            }
-            c->respond(n ? 200 : 404, "application/json", "{\"jobs\":" + std::to_string(n) + "}\n");
+    if (!isQueueAction(action)) return c->text(404, "unknown action\n");
+    return askWorkersLater(
+        c,
+        [id, action](Worker& w, Reply reply) {
+          actOn(w, action, id, [reply](size_t jobs, bool ok) {
+            WorkerAnswer a;
+            a.count = jobs;
+            a.spool_ok = ok;
+            reply(std::move(a));
           });
-    }
-    Ask ask;
-    if (action == "requeue") {
-      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().requeue(id); };
-    } else if (action == "flush") {
-      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().flush(id); };
-    } else if (action == "delete") {
-      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().remove(id); };
-    } else if (action == "bounce") {
-      ask = [id](Worker& w, WorkerAnswer& a) { a.count = w.delivery().bounceNow(id); };
-    } else {
-      return c->text(404, "unknown action\n");
-    }
-    return askWorkers(c, ask, [c](std::vector<WorkerAnswer>& all) {
-      size_t n = 0;
-      for (auto& a : all) n += a.count;
-      // Nothing matched: unknown, already gone, or on a connection right now.
-      c->respond(n ? 200 : 404, "application/json", "{\"jobs\":" + std::to_string(n) + "}\n");
-    });
+        },
+        [c, action](std::vector<WorkerAnswer>& all) {
+          size_t n = 0;
+          bool ok = true;
+          for (auto& a : all) {
+            n += a.count;
+            ok = ok && a.spool_ok;
+          }
+          if (!ok) return c->text(500, notDurable(action));
+          // Nothing matched: unknown, already gone, or on a connection right now.
+          c->respond(n ? 200 : 404, "application/json", "{\"jobs\":" + std::to_string(n) + "}\n");
+        });
   }
   c->text(404, "not found\n");
 }

@@ -12,6 +12,10 @@
 //   POST /queue/flush              retry everything deferred now (and backed-off hops)
 //   GET  /queue/ID/body            one message's content as spooled (message/rfc822)
 //   POST /queue/ID/flush|delete|bounce|requeue|hold|release
+//   GET  /queue/select?SELECTION   the ids a selection matches (relay/queue_selection.h)
+//   POST /queue/select/ACTION?SELECTION
+//                                  the action on every message the selection matches;
+//                                  {"messages":N}, those it acted on
 //
 // The queue API (every /queue path) answers only clients in admin.queue_networks
 // (default: loopback, which `postern queue` run on the same host or pod is; 403 to anyone

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
@@ -183,7 +184,8 @@ std::vector<std::string> lines(const std::string& text) {
   return out;
 }
 
-// An action on every message the selection matches, one request per message.
+// An action on every message the selection matches: the count, a confirmation, then one
+// request for all of them.
 int bulk(const QueueCommand& cmd) {
   QueueSelection selection = cmd.selection;
   if (cmd.action == "release") selection.state = "held";
@@ -218,22 +220,22 @@ int bulk(const QueueCommand& cmd) {
       return 1;
     }
   }
-  size_t done = 0;
-  for (const std::string& id : ids) {
-    Result<HttpAnswer> r =
-        httpRequest(cmd.admin, "POST", "/queue/" + id + "/" + cmd.action, cmd.token);
-    if (!r) {
-      std::fprintf(stderr, "postern: %s (%zu of %zu %s)\n", r.error().c_str(), done, ids.size(),
-                   verb);
-      return 1;
-    }
-    if (r->status == 200) {
-      ++done;
-    } else if (r->status != 404) {  // 404: gone meanwhile, or on a connection right now
-      std::fprintf(stderr, "postern: %s: %s", id.c_str(), r->body.c_str());
-      return 1;
-    }
+  // One request: each worker acts on what matches on its own loop (messages that went
+  // meanwhile are not counted; any that came since match too).
+  Result<HttpAnswer> r =
+      httpRequest(cmd.admin, "POST",
+                  "/queue/select/" + cmd.action + "?" + selectionQuery(selection), cmd.token);
+  if (!r) {
+    std::fprintf(stderr, "postern: %s\n", r.error().c_str());
+    return 1;
   }
+  if (r->status != 200) {
+    std::fprintf(stderr, "postern: %s", r->body.c_str());
+    return 1;
+  }
+  const size_t at = r->body.find(':');
+  const size_t done =
+      at == std::string::npos ? 0 : std::strtoul(r->body.c_str() + at + 1, nullptr, 10);
   std::printf("%s %zu of %zu message(s)", verb, done, ids.size());
   if (done < ids.size())
     std::printf(" (%zu delivered, gone or being delivered meanwhile)", ids.size() - done);

@@ -1,8 +1,9 @@
 // A selection of queued messages for a bulk action, as postsuper and postqueue operators
-// expect: `postern queue flush|delete|bounce --domain D --sender S --older-than T`, or
-// `--all`. Every criterion given must match. The CLI sends it as a query string to the
-// admin endpoint's GET /queue/select, which answers with the matching queue ids; the CLI
-// then asks for the action id by id (after a confirmation for delete and bounce).
+// expect: `postern queue ACTION --domain D --sender S --older-than T`, or `--all`. Every
+// criterion given must match. The CLI sends it as a query string to the admin endpoint:
+// GET /queue/select answers with the matching queue ids (for the count and the
+// confirmation), then POST /queue/select/ACTION has every worker act on what matches on
+// its own loop, in one request.
 #pragma once
 
 #include <cstdint>

@@ -414,7 +414,7 @@ void Session::checkWriteBackpressure() {
   } else if (write_blocked_ && queued < kWriteLowWater) {
     write_blocked_ = false;
     if (waiting()) return;  // the commit's reply, or the password check's, resumes reading
-    processInput();                        // lines that arrived before the pause
+    processInput();         // lines that arrived before the pause
     flushOutput();
     resumeReading();
   }

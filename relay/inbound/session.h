@@ -189,10 +189,10 @@ class Session {
   bool greeted_ = false;  // the 220 went out (implicit TLS sends it after the handshake)
 
   // SMTP AUTH (session_auth.cc).
-  AuthStep auth_step_ = AuthStep::kNone;  // the next line is a response, not a command
-  bool auth_checking_ = false;            // a password check is on the thread pool
-  std::string auth_login_user_;           // LOGIN: the user name, while the password is asked
-  std::string auth_user_;                 // logged in as ("" until AUTH succeeds)
+  AuthStep auth_step_ = AuthStep::kNone;   // the next line is a response, not a command
+  bool auth_checking_ = false;             // a password check is on the thread pool
+  std::string auth_login_user_;            // LOGIN: the user name, while the password is asked
+  std::string auth_user_;                  // logged in as ("" until AUTH succeeds)
   const UserEntry* auth_entry_ = nullptr;  // its entry, in config_'s credentials
 
   // The transaction: what the spool will store about the message, from MAIL until the

@@ -188,7 +188,8 @@ void Session::checked(const char* mechanism, const std::string& user, bool ok) {
 
 void Session::authFailed(const char* mechanism, const std::string& user, const char* why) {
   const AuthConfig& a = config_->auth;
-  host_.authThrottle().failed(client_, monotonicMs(), static_cast<uint64_t>(a.failure_window * 1000));
+  host_.authThrottle().failed(client_, monotonicMs(),
+                              static_cast<uint64_t>(a.failure_window * 1000));
   ++host_.metrics().auth_failures;
   log(spdlog::level::warn, "auth",
       {{"user", user}, {"mechanism", mechanism}, {"result", "failed"}, {"why", why}});

@@ -238,8 +238,8 @@ void Session::cmdRcpt(const Command& cmd) {
   // The domain as relay control, routing and delivery will all see it.
   std::optional<std::string> mailbox = canonicalMailbox(path.mailbox);
   if (!mailbox) return refuse(501, "5.1.2", "Bad recipient address syntax: invalid domain");
-  switch (checkRecipient(*config_, relay_client_ || !auth_user_.empty(), *mailbox,
-                         path.source_route)) {
+  switch (
+      checkRecipient(*config_, relay_client_ || !auth_user_.empty(), *mailbox, path.source_route)) {
     case RcptPolicy::kAllowed:
       break;
     case RcptPolicy::kRelayDenied:

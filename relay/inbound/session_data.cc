@@ -24,11 +24,10 @@ void Session::beginMessage() {
   env.id = host_.spool().nextId();
   std::string qid = queueIdString(env.id);
   std::string received;
-  appendReceived(received,
-                 ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr,
-                              !auth_user_.empty(), qid,
-                              env.recipients.size() == 1 ? env.recipients[0] : "",
-                              unixMillis() / 1000});
+  appendReceived(
+      received,
+      ReceivedInfo{helo_, client_text_, c.hostname, esmtp_, tls_ != nullptr, !auth_user_.empty(),
+                   qid, env.recipients.size() == 1 ? env.recipients[0] : "", unixMillis() / 1000});
   body_.clear();
   body_.adopt(std::move(received));
   body_.setSource(&in_);  // the content is pinned where it is read, not copied
@@ -129,9 +128,9 @@ std::string Session::dkimSignatures(std::string& signed_for) {
     }
     out.insert(0, *field);  // the later key's field on top, as a later signer's would be
     signed_for.append(signed_for.empty() ? "" : ",")
-        .append(key.domain + ":" +
-                (key.algorithm == DkimKey::Algorithm::kRsaSha256 ? "rsa-sha256"
-                                                                 : "ed25519-sha256"));
+        .append(
+            key.domain + ":" +
+            (key.algorithm == DkimKey::Algorithm::kRsaSha256 ? "rsa-sha256" : "ed25519-sha256"));
   }
   return out;
 }

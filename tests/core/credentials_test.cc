@@ -16,7 +16,8 @@ TEST(Credentials, ReadsUsersHashesAndDomains) {
   ASSERT_NE(users->find("alice"), nullptr);
   EXPECT_EQ(users->find("alice")->hash, "$y$j9T$abc$def");
   EXPECT_TRUE(users->find("alice")->sender_domains.empty());
-  EXPECT_EQ(users->find("bob")->sender_domains, (std::vector<std::string>{"example.com", "b.test"}));
+  EXPECT_EQ(users->find("bob")->sender_domains,
+            (std::vector<std::string>{"example.com", "b.test"}));
   EXPECT_EQ(users->find("Alice"), nullptr);  // user names are exact
   EXPECT_EQ(users->find("dave"), nullptr);
 }
@@ -30,8 +31,9 @@ TEST(Credentials, RefusesWeakHashesAndBadLinesNamingTheLine) {
     }
     return std::string("accepted");
   };
-  EXPECT_EQ(error("alice:$1$salt$md5"), "users:1: user alice: not a yescrypt, bcrypt, scrypt or "
-                                        "sha512-crypt hash (`postern passwd` makes one)");
+  EXPECT_EQ(error("alice:$1$salt$md5"),
+            "users:1: user alice: not a yescrypt, bcrypt, scrypt or "
+            "sha512-crypt hash (`postern passwd` makes one)");
   EXPECT_NE(error("ok:$y$a$b\nalice:plaintext").find("users:2:"), std::string::npos);
   EXPECT_NE(error("alice").find("expected user:hash"), std::string::npos);
   EXPECT_NE(error("a b:$y$a$b").find("user name"), std::string::npos);
@@ -53,8 +55,9 @@ TEST(Credentials, ChecksPasswordsAgainstHashesItMakes) {
   EXPECT_NE(*hashPassword("correct horse"), *hash);  // a fresh salt each time
   // sha512-crypt, as `openssl passwd -6 -salt saltsalt secret` makes it.
   EXPECT_TRUE(checkPassword(
-      "secret", "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y7"
-                "7vwPZN.Pq.H91p5hVO1"));
+      "secret",
+      "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y7"
+      "7vwPZN.Pq.H91p5hVO1"));
   EXPECT_FALSE(checkPassword("secret", "not a hash"));
   EXPECT_FALSE(checkPassword("secret", decoyHash()));
 }

@@ -39,11 +39,11 @@ TEST(Dkim, RelaxedHeadersAsRfc6376Shows) {
 
 TEST(Dkim, RelaxedBodyAsRfc6376ShowsWhereverTheStreamIsCut) {
   expectBody("A: X\r\n\r\n C \r\nD \t E\r\n\r\n\r\n", " C\r\nD E\r\n");
-  expectBody("A: X\r\n\r\n", "");                    // an empty body hashes as nothing
-  expectBody("A: X\r\n\r\n\r\n\r\n", "");            // nor do empty lines alone
+  expectBody("A: X\r\n\r\n", "");          // an empty body hashes as nothing
+  expectBody("A: X\r\n\r\n\r\n\r\n", "");  // nor do empty lines alone
   expectBody("A: X\r\n\r\nno CRLF at the end", "no CRLF at the end\r\n");
   expectBody("A: X\r\n\r\na\r\n\r\nb\r\n", "a\r\n\r\nb\r\n");  // inner empty lines stay
-  expectBody("A: X\r\n\r\na\rb \r\n", "a\rb\r\n");    // a lone CR is content
+  expectBody("A: X\r\n\r\na\rb \r\n", "a\rb\r\n");             // a lone CR is content
   expectBody("\r\nbody without headers\r\n", "body without headers\r\n");
 }
 

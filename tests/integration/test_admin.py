@@ -317,6 +317,13 @@ class AdminTest(RelayTestCase):
         status, text = http(self.relay.admin_port, "/queue/select?recipient=x",
                             token=self.token())
         self.assertEqual((status, text), (400, 'unknown selection key "recipient"\n'))
+        # The bulk action itself: one POST per selection, refused without one.
+        status, text = http(self.relay.admin_port, "/queue/select/delete", method="POST",
+                            token=self.token())
+        self.assertEqual(status, 400, text)
+        status, _ = http(self.relay.admin_port, "/queue/select/explode?all=1", method="POST",
+                         token=self.token())
+        self.assertEqual(status, 404)
         r = self.queue("flush", "--all")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout, r"^flushed \d of \d message\(s\)")
