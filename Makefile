@@ -33,10 +33,11 @@ asan: deps
 # ThreadSanitizer: the unit tests (the cross-thread pieces) and the multi-worker relay
 # (workers, spool_rewrite, admin: the admin endpoint posts to every worker's loop), and
 # the newer integration modules; not storage, whose syscall shim (LD_PRELOAD) is for the
-# spool's ordering, not its threads. postern-load is built too: test_load_tls drives it.
+# spool's ordering, not its threads. postern-load is built too: test_load_tls drives it;
+# and the man pages, which ctest `man` checks.
 tsan: deps
 	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DPOSTERN_TSAN=ON
-	cmake --build $(TSAN) -j $(JOBS) --target unit_tests postern postern-load
+	cmake --build $(TSAN) -j $(JOBS) --target unit_tests postern postern-load man
 	cd $(TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j 2 -LE deploy \
 	  -E 'integration\.(relay_basic|pipelining|relay_control|crash_recovery|config|inbound_extensions|limits|crash_safety|routing|mx|bounces|outbound_tls|delivery_timeouts|storage)|dialogues'
 
