@@ -16,9 +16,10 @@ uint32_t getU32(std::string_view in) {
   return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
 }
 
+// Printable ASCII and tabs: what an SMTP reply line may hold.
 bool printable(std::string_view s) {
   for (unsigned char c : s) {
-    if ((c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f) return false;
+    if ((c < 0x20 && c != '\t') || c >= 0x7f) return false;
   }
   return true;
 }
@@ -115,9 +116,7 @@ std::optional<ReplyCode> parseReplyCode(std::string_view data) {
     const size_t crlf = data.find("\r\n");
     const std::string_view line = data.substr(0, crlf);
     const bool last = crlf == std::string_view::npos;
-    if (line.size() < 3 || !printable(line) || line.find_first_of("\r\n") != std::string_view::npos) {
-      return std::nullopt;
-    }
+    if (line.size() < 3 || !printable(line)) return std::nullopt;
     const char c0 = line[0], c1 = line[1], c2 = line[2];
     if ((c0 != '4' && c0 != '5') || c1 < '0' || c1 > '9' || c2 < '0' || c2 > '9') {
       return std::nullopt;

@@ -153,7 +153,7 @@ std::optional<Options> parseOptions(std::string_view data);
 
 // SMFIR_REPLYCODE: "4XX x.y.z text" or "5XX ...", or several lines joined by CRLF, each
 // but the last "NNN-text", all with the same code. Checked line by line (a 4xx or 5xx code,
-// printable text, no CR or LF but those between lines), so that a milter's reply can never
+// printable ASCII text, no CR or LF but those between lines), so that a milter's reply can never
 // forge SMTP reply lines of its own.
 struct ReplyCode {
   int code = 0;

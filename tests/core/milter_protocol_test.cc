@@ -12,15 +12,19 @@ using namespace std::string_literals;
 
 TEST(MilterProtocol, EncodesPacketsAsLibmilterReadsThem) {
   EXPECT_EQ(encode(kEndOfHeaders), "\0\0\0\x01N"s);
-  EXPECT_EQ(encodeOptions(6, 0x1ff, 0x1fffff),
-            "\0\0\0\x0dO\0\0\0\x06\0\0\x01\xff\0\x1f\xff\xff"s);
+  EXPECT_EQ(encodeOptions(6, 0x1ff, 0x1fffff), "\0\0\0\x0dO\0\0\0\x06\0\0\x01\xff\0\x1f\xff\xff"s);
   EXPECT_EQ(encodeConnect("mail.client.test", '4', 2525, "192.0.2.1"),
-            "\0\0\0\x1f" "Cmail.client.test\0" "4\x09\xdd" "192.0.2.1\0"s);
-  EXPECT_EQ(encodeConnect("unknown", 'U', 0, ""), "\0\0\0\x0a" "Cunknown\0U"s);
-  EXPECT_EQ(encodeStrings(kMail, {"<a@b.test>", "SIZE=10"}),
-            "\0\0\0\x14M<a@b.test>\0SIZE=10\0"s);
+            "\0\0\0\x1f"
+            "Cmail.client.test\0"
+            "4\x09\xdd"
+            "192.0.2.1\0"s);
+  EXPECT_EQ(encodeConnect("unknown", 'U', 0, ""),
+            "\0\0\0\x0a"
+            "Cunknown\0U"s);
+  EXPECT_EQ(encodeStrings(kMail, {"<a@b.test>", "SIZE=10"}), "\0\0\0\x14M<a@b.test>\0SIZE=10\0"s);
   EXPECT_EQ(encodeMacros(kConnect, {{"j", "relay.test"}, {"{daemon_name}", "postern"}}),
-            "\0\0\0\x25" "DCj\0relay.test\0{daemon_name}\0postern\0"s);
+            "\0\0\0\x25"
+            "DCj\0relay.test\0{daemon_name}\0postern\0"s);
 }
 
 TEST(MilterProtocol, ReadsPacketsInAnyPiecesAndRefusesBadLengths) {
@@ -45,7 +49,9 @@ TEST(MilterProtocol, ReadsPacketsInAnyPiecesAndRefusesBadLengths) {
   Packet p;
   EXPECT_EQ(zero.next(p), MilterReader::Status::kBad);
   MilterReader huge;
-  huge.feed("\x7f\xff\xff\xff" "c"s);
+  huge.feed(
+      "\x7f\xff\xff\xff"
+      "c"s);
   EXPECT_EQ(huge.next(p), MilterReader::Status::kBad);  // never waits for 2 GiB
 }
 
@@ -72,9 +78,9 @@ TEST(MilterProtocol, ReplyCodesCannotForgeReplyLines) {
   r = parseReplyCode("451-4.7.1 first\r\n451 4.7.1 second");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->lines, (std::vector<std::string>{"4.7.1 first", "4.7.1 second"}));
-  for (std::string bad : {"250 ok"s, "55 short"s, "550 a\r\n250 smuggled"s, "550 a\nb"s,
-                          "550-no last line"s, "550 a\r\n550 b"s, "550 bell\x07"s, "5x0 y"s,
-                          "550 a\0b"s, ""s}) {
+  for (std::string bad :
+       {"250 ok"s, "55 short"s, "550 a\r\n250 smuggled"s, "550 a\nb"s, "550-no last line"s,
+        "550 a\r\n550 b"s, "550 bell\x07"s, "550 caf\xc3\xa9"s, "5x0 y"s, "550 a\0b"s, ""s}) {
     EXPECT_FALSE(parseReplyCode(bad)) << bad;
   }
 }
@@ -88,8 +94,12 @@ TEST(MilterProtocol, StringsAndHeaderChanges) {
   EXPECT_EQ(h->index, 2u);
   EXPECT_EQ(h->name, "X-Spam-Score");
   EXPECT_EQ(h->value, " 5.1");
-  EXPECT_FALSE(parseHeaderChange("\0\0\0\x01" "Bad Name\0v\0"s));
-  EXPECT_FALSE(parseHeaderChange("\0\0\0\x01" "X\0v\0extra\0"s));
+  EXPECT_FALSE(
+      parseHeaderChange("\0\0\0\x01"
+                        "Bad Name\0v\0"s));
+  EXPECT_FALSE(
+      parseHeaderChange("\0\0\0\x01"
+                        "X\0v\0extra\0"s));
   EXPECT_FALSE(parseHeaderChange("\0\0"s));
 }
 
