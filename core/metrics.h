@@ -45,6 +45,8 @@ struct WorkerMetrics {
   uint64_t tls_failures = 0;  // inbound handshakes that failed
   uint64_t auth_ok = 0;       // SMTP AUTH logins
   uint64_t auth_failures = 0;
+  uint64_t dkim_signed = 0;  // DKIM-Signature fields added
+  uint64_t dkim_failed = 0;  // a key that could not sign
   uint64_t messages_accepted = 0;
   uint64_t bytes_accepted = 0;
   std::map<std::string, uint64_t> rejected;  // 4xx/5xx replies by enhanced status code

@@ -61,6 +61,8 @@ constexpr Family kFamilies[] = {
      "When the running configuration was loaded (start or reload), in Unix seconds."},
     {"postern_tls_handshake_failures_total", "counter", "Inbound TLS handshakes that failed."},
     {"postern_auth_total", "counter", "SMTP AUTH attempts by result: ok, failed."},
+    {"postern_dkim_signatures_total", "counter",
+     "DKIM signatures by result: signed (a field added), failed (a key that could not sign)."},
     {"postern_dns_lookups_total", "counter",
      "Next hops' DNS lookups (MX or host) by result: ok, temporary, permanent."},
     {"postern_outbound_connections_total", "counter",

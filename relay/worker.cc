@@ -228,6 +228,8 @@ std::string Worker::metricsText() const {
     sample("postern_sessions", w + ",state=\"" + st + "\"", double(states[st]));
   }
   sample("postern_tls_handshake_failures_total", w, double(m.tls_failures));
+  sample("postern_dkim_signatures_total", w + ",result=\"signed\"", double(m.dkim_signed));
+  sample("postern_dkim_signatures_total", w + ",result=\"failed\"", double(m.dkim_failed));
   sample("postern_auth_total", w + ",result=\"ok\"", double(m.auth_ok));
   sample("postern_auth_total", w + ",result=\"failed\"", double(m.auth_failures));
   sample("postern_messages_accepted_total", w, double(m.messages_accepted));

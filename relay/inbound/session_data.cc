@@ -123,9 +123,11 @@ std::string Session::dkimSignatures(std::string& signed_for) {
     Result<std::string> field =
         dkimSign(key, hasher->headerSection(), body_hash, unixMillis() / 1000);
     if (!field) {
+      ++host_.metrics().dkim_failed;
       log(spdlog::level::err, "dkim_failed", {{"domain", key.domain}, {"error", field.error()}});
       continue;
     }
+    ++host_.metrics().dkim_signed;
     out.insert(0, *field);  // the later key's field on top, as a later signer's would be
     signed_for.append(signed_for.empty() ? "" : ",")
         .append(

@@ -17,6 +17,7 @@ import smtplib
 import subprocess
 import tempfile
 import unittest
+import urllib.request
 
 import dkim
 from cryptography.hazmat.primitives import serialization
@@ -119,6 +120,13 @@ class DkimTest(RelayTestCase):
                 self.assertEqual(self.verify_all(got), ["ed25519-sha256", "rsa-sha256"])
         self.assertRegex(self.relay.log_text(),
                          r"event=accepted .* dkim=signed\.test:rsa-sha256,signed\.test:ed25519-sha256")
+        with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/metrics",
+                                    timeout=10) as r:
+            metrics = r.read().decode()
+        signed = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                     if line.startswith("postern_dkim_signatures_total{")
+                     and 'result="signed"' in line)
+        self.assertEqual(signed, 2 * len(bodies))
 
     def test_bdat_is_signed_too(self):
         body = b"From: writer@signed.test\r\nSubject: bdat\r\n\r\nin two chunks\r\nsecond\r\n"
