@@ -1,6 +1,8 @@
 // Session: one inbound SMTP connection and its state machine (RFC 5321 §4.1, §4.3), with
-// PIPELINING (RFC 2920), CHUNKING (RFC 3030), STARTTLS (RFC 3207), SMTPUTF8 (RFC 6531),
-// DSN parameters (RFC 3461) and the PROXY protocol.
+// PIPELINING (RFC 2920), CHUNKING (RFC 3030), STARTTLS (RFC 3207) or TLS from the start
+// (RFC 8314), SMTPUTF8 (RFC 6531), DSN parameters (RFC 3461), AUTH (RFC 4954,
+// session_auth.cc), DKIM signing of its clients' mail (session_data.cc) and the PROXY
+// protocol.
 //
 // Input is read into the session's InputBuffer (through a TlsStream when active) and split into
 // lines in place; every complete line in a read is handled before the replies go out, so

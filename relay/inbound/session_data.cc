@@ -1,5 +1,6 @@
-// Session message transfer: DATA (dot-stuffed lines) and BDAT (RFC 3030 chunks), the
-// commit to the spool, and the reply once it is durable.
+// Session message transfer: DATA (dot-stuffed lines) and BDAT (RFC 3030 chunks), DKIM
+// signing (the body's pieces are hashed as they leave body_, for a spill file or the
+// spool), the commit to the spool, and the reply once it is durable.
 #include <algorithm>
 #include <charconv>
 #include <cstring>
