@@ -468,14 +468,7 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
           }
         },
         [c, action](std::vector<WorkerAnswer>& all) {
-          size_t n = 0;
-          bool ok = true;
-          for (auto& a : all) {
-            n += a.count;
-            ok = ok && a.spool_ok;
-          }
-          if (!ok) return c->text(500, notDurable(action));
-          c->respond(200, "application/json", "{\"messages\":" + std::to_string(n) + "}\n");
+          answerAction(c, action, all, "messages", 200);
         });
   }
   if (target == "/queue/flush") {
@@ -545,18 +538,26 @@ void Admin::handle(Conn* c, const std::string& method, const std::string& full_t
           });
         },
         [c, action](std::vector<WorkerAnswer>& all) {
-          size_t n = 0;
-          bool ok = true;
-          for (auto& a : all) {
-            n += a.count;
-            ok = ok && a.spool_ok;
-          }
-          if (!ok) return c->text(500, notDurable(action));
-          // Nothing matched: unknown, already gone, or on a connection right now.
-          c->respond(n ? 200 : 404, "application/json", "{\"jobs\":" + std::to_string(n) + "}\n");
+          // Nothing matched: unknown, already gone, or on a connection right now: 404.
+          answerAction(c, action, all, "jobs", 404);
         });
   }
   c->text(404, "not found\n");
+}
+
+// The workers' answers to a queue action summed up: {"KEY":N}, or none_status when N is 0,
+// or 500 when a hold or release was not made durable.
+void Admin::answerAction(Conn* c, const std::string& action, std::vector<WorkerAnswer>& all,
+                         const char* key, int none_status) {
+  size_t n = 0;
+  bool ok = true;
+  for (auto& a : all) {
+    n += a.count;
+    ok = ok && a.spool_ok;
+  }
+  if (!ok) return c->text(500, notDurable(action));
+  c->respond(n ? 200 : none_status, "application/json",
+             std::string("{\"") + key + "\":" + std::to_string(n) + "}\n");
 }
 
 void Admin::askWorkers(Conn* c, Ask ask, Finish finish) {

@@ -85,6 +85,8 @@ class Admin {
   void handle(Conn* c, const std::string& method, const std::string& target);
   void askWorkers(Conn* c, Ask ask, Finish finish);
   void askWorkersLater(Conn* c, AskLater ask, Finish finish);
+  static void answerAction(Conn* c, const std::string& action, std::vector<WorkerAnswer>& all,
+                           const char* key, int none_status);
   // GET /queue/ID/body: read here from the file range a worker named.
   void sendBody(Conn* c, const std::vector<WorkerAnswer>& all);
 
