@@ -709,15 +709,9 @@ void Spool::afterWork(void* batch) {
     }
     if (m.done) m.done(m.ok);
   }
-  const bool wrote = !b->messages.empty() || !b->done.empty() || b->probe;
-  if (!wrote) {
+  if (b->messages.empty() && b->done.empty() && !b->probe) {  // markers only
     delete b;
-    if (!self->pending_.empty() || !self->pending_marks_.empty()) {
-      self->scheduleFlush();
-    } else if (!self->pending_done_.empty() && !self->closed_) {
-      uv_timer_start(&self->done_timer_, onDoneTimer, kDoneFlushMs, 0);
-    }
-    return;
+    return self->scheduleNext();
   }
   if (!b->probe) self->fsync_.observe(b->seconds);
   const bool was_failing = self->write_failed_;
@@ -756,12 +750,16 @@ void Spool::afterWork(void* batch) {
     for (auto& m : b->messages) m.cb(false, StoredRef{});
   }
   delete b;
-  if (!self->pending_.empty() || !self->pending_marks_.empty()) {
-    self->scheduleFlush();
-  } else if (!self->pending_done_.empty() && !self->closed_) {
-    uv_timer_start(&self->done_timer_, onDoneTimer, kDoneFlushMs, 0);
-  } else if (self->write_failed_ && !self->broken_ && !self->closed_) {
-    uv_timer_start(&self->probe_timer_, onProbeTimer, kProbeMs, 0);
+  self->scheduleNext();
+}
+
+void Spool::scheduleNext() {
+  if (!pending_.empty() || !pending_marks_.empty()) {
+    scheduleFlush();
+  } else if (!pending_done_.empty() && !closed_) {
+    uv_timer_start(&done_timer_, onDoneTimer, kDoneFlushMs, 0);
+  } else if (write_failed_ && !broken_ && !closed_) {
+    uv_timer_start(&probe_timer_, onProbeTimer, kProbeMs, 0);
   }
 }
 

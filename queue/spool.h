@@ -218,6 +218,8 @@ class Spool {
                   uint64_t& fresh) const;
   void queue(PendingMessage p, CommitCallback cb);  // for the next group commit
   void scheduleFlush();
+  // After a batch: the next one if anything waits, else the Done timer or the probe.
+  void scheduleNext();
   void flush(bool probe = false);
   static void onPrepare(uv_prepare_t* h);
   static void onDoneTimer(uv_timer_t* h);

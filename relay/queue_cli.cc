@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 #include "core/clock.h"
@@ -156,7 +157,8 @@ int offline(const QueueCommand& cmd) {
   return 0;
 }
 
-// What an action did, for the answer: "flushed", "deleted", ...
+// What an action did, for the answer: "flushed", "deleted", ...; nullptr for what is not
+// an action on messages (list, show, ...).
 const char* pastTense(const std::string& action) {
   static const std::pair<const char*, const char*> kWords[] = {
       {"flush", "flushed"},    {"delete", "deleted"}, {"bounce", "bounced"},
@@ -164,10 +166,25 @@ const char* pastTense(const std::string& action) {
   for (auto [verb, past] : kWords) {
     if (action == verb) return past;
   }
-  return "done";
+  return nullptr;
 }
 
-bool isAction(const std::string& action) { return std::string(pastTense(action)) != "done"; }
+bool isAction(const std::string& action) { return pastTense(action) != nullptr; }
+
+// The body of a 200 answer to one request; otherwise the error is printed and nullopt.
+std::optional<std::string> answered(const QueueCommand& cmd, const std::string& method,
+                                    const std::string& target) {
+  Result<HttpAnswer> r = httpRequest(cmd.admin, method, target, cmd.token);
+  if (!r) {
+    std::fprintf(stderr, "postern: %s\n", r.error().c_str());
+    return std::nullopt;
+  }
+  if (r->status != 200) {
+    std::fprintf(stderr, "postern: %s", r->body.c_str());
+    return std::nullopt;
+  }
+  return std::move(r->body);
+}
 
 // Actions on a selection that ask first: those that end or stop delivery, and release.
 bool asksFirst(const std::string& action) { return action != "flush" && action != "requeue"; }
@@ -189,17 +206,10 @@ std::vector<std::string> lines(const std::string& text) {
 int bulk(const QueueCommand& cmd) {
   QueueSelection selection = cmd.selection;
   if (cmd.action == "release") selection.state = "held";
-  Result<HttpAnswer> select =
-      httpRequest(cmd.admin, "GET", "/queue/select?" + selectionQuery(selection), cmd.token);
-  if (!select) {
-    std::fprintf(stderr, "postern: %s\n", select.error().c_str());
-    return 1;
-  }
-  if (select->status != 200) {
-    std::fprintf(stderr, "postern: %s", select->body.c_str());
-    return 1;
-  }
-  const std::vector<std::string> ids = lines(select->body);
+  const std::optional<std::string> select =
+      answered(cmd, "GET", "/queue/select?" + selectionQuery(selection));
+  if (!select) return 1;
+  const std::vector<std::string> ids = lines(*select);
   if (ids.empty()) {
     std::printf("no queued message matches\n");
     return 0;
@@ -222,20 +232,12 @@ int bulk(const QueueCommand& cmd) {
   }
   // One request: each worker acts on what matches on its own loop (messages that went
   // meanwhile are not counted; any that came since match too).
-  Result<HttpAnswer> r =
-      httpRequest(cmd.admin, "POST",
-                  "/queue/select/" + cmd.action + "?" + selectionQuery(selection), cmd.token);
-  if (!r) {
-    std::fprintf(stderr, "postern: %s\n", r.error().c_str());
-    return 1;
-  }
-  if (r->status != 200) {
-    std::fprintf(stderr, "postern: %s", r->body.c_str());
-    return 1;
-  }
-  const size_t at = r->body.find(':');
+  const std::optional<std::string> acted =
+      answered(cmd, "POST", "/queue/select/" + cmd.action + "?" + selectionQuery(selection));
+  if (!acted) return 1;
+  const size_t at = acted->find(':');
   const size_t done =
-      at == std::string::npos ? 0 : std::strtoul(r->body.c_str() + at + 1, nullptr, 10);
+      at == std::string::npos ? 0 : std::strtoul(acted->c_str() + at + 1, nullptr, 10);
   std::printf("%s %zu of %zu message(s)", verb, done, ids.size());
   if (done < ids.size())
     std::printf(" (%zu delivered, gone or being delivered meanwhile)", ids.size() - done);
