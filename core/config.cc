@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <sys/un.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -345,7 +346,51 @@ RecipientCheck readRecipientCheck(TableReader& r, const toml::table* t) {
   return rc;
 }
 
+MilterConfig readMilter(TableReader& r, const toml::table* t) {
+  MilterConfig m;
+  m.name = r.str("name", "");
+  if (m.name.empty() || m.name.size() > 64 ||
+      m.name.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+          std::string::npos) {
+    r.fail(r.get("name") ? r.get("name") : t, "name",
+           "expected a name of letters, digits, '-', '_', '.'");
+  }
+  m.address = r.str("address", "");
+  const std::string_view a = m.address;
+  if (a.starts_with("unix:/") && a.size() < 6 + sizeof(sockaddr_un{}.sun_path)) {
+    m.path = m.address.substr(5);
+  } else if (a.starts_with("inet:")) {
+    // Postfix's "inet:host:port"; a name other than localhost would need a blocking lookup.
+    std::string hostport(a.substr(5));
+    if (hostport.starts_with("localhost:")) hostport = "127.0.0.1" + hostport.substr(9);
+    std::optional<sockaddr_storage> sa = parseHostPort(hostport);
+    if (!sa) r.fail(r.get("address"), "address", "expected \"inet:IP:port\" (or localhost)");
+    m.inet = *sa;
+  } else {
+    r.fail(r.get("address") ? r.get("address") : t, "address",
+           "expected \"inet:host:port\" or \"unix:/path\"");
+  }
+  m.timeout = r.seconds("timeout", m.timeout);
+  if (m.timeout < 0.1 || m.timeout > 3600) {
+    r.fail(r.get("timeout"), "timeout", "must be between 0.1 and 3600 seconds");
+  }
+  const std::string action = r.str("default_action", "tempfail");
+  if (action == "accept") {
+    m.default_action = MilterConfig::DefaultAction::kAccept;
+  } else if (action != "tempfail") {
+    r.fail(r.get("default_action"), "default_action", "expected \"tempfail\" or \"accept\"");
+  }
+  return m;
+}
+
 }  // namespace
+
+const std::vector<size_t>& Config::miltersFor(const std::string& listener_address) const {
+  static const std::vector<size_t> kNone;
+  auto it = listener_milters.find(listener_address);
+  return it == listener_milters.end() ? kNone : it->second;
+}
 
 Config loadConfig(const std::string& path) {
   toml::table root;
@@ -366,6 +411,8 @@ Config loadConfig(const std::string& path) {
     TableReader r(*t, path, "server.");
     readServer(r, c);
   }
+  // Listener address -> its `milters` names (resolved once the [[milter]] tables are read).
+  std::map<std::string, std::pair<const toml::node*, std::vector<std::string>>> milter_names;
   for (const toml::table* t : top.tables("listener")) {
     TableReader r(*t, path, "listener.");
     ListenerConfig l;
@@ -398,6 +445,9 @@ Config loadConfig(const std::string& path) {
       r.fail(r.get("require_tls"), "require_tls", "cannot be true with tls = \"none\"");
     }
     l.auth_plaintext = r.boolean("auth_plaintext", false);
+    if (const toml::node* n = r.get("milters")) {
+      milter_names[l.address] = {n, r.strings("milters", {})};
+    }
     r.finish();
     c.listeners.push_back(l);
   }
@@ -517,6 +567,34 @@ Config loadConfig(const std::string& path) {
     }
     r.finish();
     c.dkim.push_back(std::move(k));
+  }
+  for (const toml::table* t : top.tables("milter")) {
+    TableReader r(*t, path, "milter.");
+    c.milters.push_back(readMilter(r, t));
+    for (size_t i = 0; i + 1 < c.milters.size(); ++i) {
+      if (c.milters[i].name == c.milters.back().name) {
+        r.fail(r.get("name"), "name", "\"" + c.milters.back().name + "\" is already a milter");
+      }
+    }
+    r.finish();
+  }
+  for (const ListenerConfig& l : c.listeners) {
+    std::vector<size_t>& chosen = c.listener_milters[l.address];
+    auto named = milter_names.find(l.address);
+    if (named == milter_names.end()) {
+      for (size_t i = 0; i < c.milters.size(); ++i) chosen.push_back(i);  // default: all
+      continue;
+    }
+    for (const std::string& name : named->second.second) {
+      auto it = std::find_if(c.milters.begin(), c.milters.end(),
+                             [&](const MilterConfig& m) { return m.name == name; });
+      if (it == c.milters.end()) {
+        const int line = static_cast<int>(named->second.first->source().begin.line);
+        throw ConfigError(path + ":" + std::to_string(line) +
+                          ": listener.milters: no [[milter]] named \"" + name + "\"");
+      }
+      chosen.push_back(static_cast<size_t>(it - c.milters.begin()));
+    }
   }
   if (const toml::table* t = top.table("auth")) {
     TableReader r(*t, path, "auth.");

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -43,6 +44,20 @@ struct ListenerConfig {
 };
 
 class Credentials;  // core/credentials.h
+
+// [[milter]]: a mail filter spoken to over the Sendmail milter protocol (relay/inbound/
+// milter_client.h), as Postfix's smtpd_milters.
+struct MilterConfig {
+  enum class DefaultAction { kTempfail, kAccept };
+  std::string name;
+  std::string address;   // "inet:host:port" or "unix:/path", as written
+  std::string path;      // unix: the socket's path; inet: "" and sockaddr below
+  sockaddr_storage inet{};
+  double timeout = 30;   // connect, and each answer (progress packets restart it)
+  // When the milter cannot be reached, times out or talks nonsense: 451 4.7.1 for the
+  // step, or go on without it for the rest of the session.
+  DefaultAction default_action = DefaultAction::kTempfail;
+};
 
 // SMTP AUTH (RFC 4954): who may log in, and how fast a client may guess.
 struct AuthConfig {
@@ -198,6 +213,12 @@ struct Config {
   // [[dkim]]: signing keys by From: domain, read with the configuration (one per domain
   // and algorithm; both algorithms for one domain sign twice).
   std::vector<DkimKey> dkim;
+  // [[milter]]s, and which of them (indexes, in order) each listener's sessions use: its
+  // `milters` names, or all. Kept out of ListenerConfig so that a reload can change them
+  // without a restart (a listener's socket settings need one).
+  std::vector<MilterConfig> milters;
+  std::map<std::string, std::vector<size_t>> listener_milters;  // by listener address
+  const std::vector<size_t>& miltersFor(const std::string& listener_address) const;
 };
 
 Config loadConfig(const std::string& path);

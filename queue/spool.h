@@ -63,6 +63,7 @@ struct SpooledMessage {
   Envelope envelope;
   StoredRef ref;
   std::vector<bool> done;  // per recipient
+  bool held = false;       // quarantined on arrival (its hold marker is written)
 };
 
 // A spooled message known by where it lies, without its envelope (Spool::readEnvelope

@@ -75,6 +75,9 @@ void Session::start() {
   uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len);
   client_ = IpAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)).value_or(IpAddress{});
   client_text_ = client_.toString();
+  client_port_ =
+      ntohs(peer.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&peer)->sin6_port
+                                       : reinterpret_cast<sockaddr_in*>(&peer)->sin_port);
   uv_tcp_nodelay(&tcp_, 1);
   progress();
 
@@ -104,15 +107,24 @@ void Session::greet() {
   connected_at_ = uv_now(host_.loop());
   relay_client_ = isRelayClient(*config_, client_);
   log(spdlog::level::info, "connect");
+  startMilters();
+  if (milters_) {
+    milterConnect();  // the greeting waits for their word on the connection
+  } else {
+    sendGreeting();
+  }
+  armDeadline();
+  flushOutput();
+  resumeReading();
+}
+
+void Session::sendGreeting() {
   if (listener_.tls == ListenerConfig::Tls::kImplicit && host_.tls() != nullptr) {
     startTls();  // RFC 8314: the handshake first; pumpTls greets once it is done
   } else {
     out_.append("220 ").append(config_->hostname).append(" ESMTP Postern\r\n");
     greeted_ = true;
   }
-  armDeadline();
-  flushOutput();
-  resumeReading();
 }
 
 bool Session::handleProxyHeader() {
@@ -137,6 +149,9 @@ bool Session::handleProxyHeader() {
                {{"session", id_}, {"proxy", client_text_}, {"client", addr->toString()}});
       client_ = *addr;
       client_text_ = client_.toString();
+      client_port_ = ntohs(header.source.ss_family == AF_INET6
+                               ? reinterpret_cast<const sockaddr_in6*>(&header.source)->sin6_port
+                               : reinterpret_cast<const sockaddr_in*>(&header.source)->sin_port);
     }
   }
   progress();
@@ -204,8 +219,9 @@ void Session::onTimeout(uv_timer_t* t) {
   if (s->closing_) return;
   uint64_t limit = s->timeoutMs();
   uint64_t idle = uv_now(s->host_.loop()) - s->last_progress_;
-  if (s->state_ == State::kCommit) {
-    // Waiting for the disk is not the client's delay.
+  if (s->state_ == State::kCommit || s->milter_waiting_) {
+    // Waiting for the disk or the milters (which have their own timeout) is not the
+    // client's delay.
     s->progress();
     idle = 0;
   }
@@ -224,7 +240,7 @@ void Session::pauseReading() {
 }
 
 void Session::resumeReading() {
-  if (closing_ || close_after_flush_ || write_blocked_) return;
+  if (closing_ || close_after_flush_ || write_blocked_ || milter_waiting_) return;
   if (!reading_) uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
   reading_ = true;
   // OpenSSL may hold decrypted data the session could not take while it was paused.

@@ -39,6 +39,7 @@
 #include "core/tls_stream.h"
 #include "queue/envelope.h"
 #include "queue/spool.h"
+#include "relay/inbound/milter_chain.h"
 #include "relay/inbound/session_host.h"
 
 namespace postern {
@@ -82,6 +83,7 @@ class Session {
   // session.cc: lifecycle, I/O, TLS, timers.
   void start();
   void greet();
+  void sendGreeting();  // the 220, or the TLS handshake first for implicit TLS
   void close();
   void unref();
   void processInput();
@@ -105,8 +107,10 @@ class Session {
   // session_commands.cc
   void handleCommand(const Line& line);
   void cmdHelo(const Command& cmd, bool esmtp);
+  void heloReply();
   void cmdMail(const Command& cmd);
   void cmdRcpt(const Command& cmd);
+  void addRecipient(std::string mailbox, std::string notify, std::string orcpt);
   void cmdStartTls(const Command& cmd);
   // A STARTTLS or implicit-TLS stream over the socket (session.cc).
   void startTls();
@@ -125,11 +129,12 @@ class Session {
   void checkLogin(const char* mechanism, std::string user, std::string password);
   void checked(const char* mechanism, const std::string& user, bool ok);
   void authFailed(const char* mechanism, const std::string& user, const char* why);
-  // Reading and parsing wait: for the spool (kCommit) or for a password check.
-  bool waiting() const { return state_ == State::kCommit || auth_checking_; }
+  // Reading and parsing wait: for the spool (kCommit), a password check or the milters.
+  bool waiting() const { return state_ == State::kCommit || auth_checking_ || milter_waiting_; }
 
   // session_data.cc
   void cmdData(const Command& cmd);
+  void startData();
   void cmdBdat(const Command& cmd);
   void beginMessage();
   void handleData(const Line& line);
@@ -143,7 +148,32 @@ class Session {
   // The DKIM-Signature fields for the message, if its sender may be signed for and its
   // From: domain has keys; "" otherwise. signed_for: what the accepted line says.
   std::string dkimSignatures(std::string& signed_for);
+  // The spool's part of the end of a message: DKIM signatures, then the commit.
+  void commitMessage();
   void onCommitted(bool ok, const StoredRef& ref);
+
+  // session_milter.cc
+  using MilterThen = std::function<void(const MilterVerdict&)>;
+  void startMilters();
+  // Runs a milter step (ask starts it on milters_); then gets the verdict, at once or once
+  // the milters have answered, while reading waits.
+  void askMilters(MilterStep step, const std::function<void(MilterChain::Done)>& ask,
+                  MilterThen then);
+  void milterReply(const MilterVerdict& v);
+  MilterChain::Macros milterMacros(MilterStep step) const;
+  void milterConnect();
+  // The end of a message through the milters (BDAT's data step, then the content), then
+  // commitMessage().
+  void filterMessage();
+  void filtered(const MilterVerdict& v, bool whole_message);
+  // The milters' edits applied to the transaction; false if the content could not be
+  // written again (storage).
+  bool applyEdits(MilterEdits& edits);
+  bool rewriteContent(const MilterEdits& edits);
+  void refusedHeaderEdit(const milter::Packet& p);
+  // The message content so far (spill file, or body_): n octets at offset.
+  bool readContent(uint64_t offset, size_t n, std::string& out) const;
+  uint64_t contentSize() const;
 
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -172,6 +202,7 @@ class Session {
   uint64_t connected_at_ = 0;  // loop time of the greeting
 
   IpAddress client_;
+  uint16_t client_port_ = 0;
   std::string client_text_;
   std::string id_;  // in every log line of the session (SessionHost::newSessionId)
   bool relay_client_ = false;
@@ -195,6 +226,7 @@ class Session {
   bool auth_checking_ = false;             // a password check is on the thread pool
   std::string auth_login_user_;            // LOGIN: the user name, while the password is asked
   std::string auth_user_;                  // logged in as ("" until AUTH succeeds)
+  std::string auth_mechanism_;             // and how (for the milters' {auth_type})
   const UserEntry* auth_entry_ = nullptr;  // its entry, in config_'s credentials
 
   // The transaction: what the spool will store about the message, from MAIL until the
@@ -218,6 +250,16 @@ class Session {
   // are configured (session_data.cc).
   std::unique_ptr<DkimHasher> dkim_;
   std::string dkim_signed_;  // for the accepted line: "domain:algorithm,...", or empty
+
+  // The listener's milters (session_milter.cc), or nullptr.
+  std::unique_ptr<MilterChain> milters_;
+  bool milter_waiting_ = false;  // a step is with the milters
+  bool milter_async_ = false;    // ...and askMilters() has returned
+  // Per transaction (reset with it): a milter said discard; BDAT's data step was asked;
+  // a milter quarantined the message (its reason).
+  bool milter_discard_ = false;
+  bool milter_data_asked_ = false;
+  std::string milter_quarantine_;
   uint64_t chunk_left_ = 0;  // BDAT octets still to read
   uint64_t chunk_size_ = 0;
   uint64_t chunk_unmarked_ = 0;  // chunk octets received since the last progress mark

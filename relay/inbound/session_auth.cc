@@ -174,6 +174,7 @@ void Session::checked(const char* mechanism, const std::string& user, bool ok) {
   if (ok && entry != nullptr) {
     auth_user_ = user;
     auth_entry_ = entry;
+    auth_mechanism_ = mechanism;
     ++host_.metrics().auth_ok;
     log(spdlog::level::info, "auth", {{"user", user}, {"mechanism", mechanism}, {"result", "ok"}});
     reply(235, "2.7.0", "Authentication successful");

@@ -95,6 +95,8 @@ void Session::resetTransaction() {
   if (state_ != State::kConnected) state_ = State::kReady;
   txn_.reset();
   rcpt_rejected_ = false;
+  milter_discard_ = milter_data_asked_ = false;
+  milter_quarantine_.clear();
   body_.clear();  // lets go of the read buffers it pinned
   releaseMemory();
   spill_.reset();
@@ -110,8 +112,24 @@ void Session::cmdHelo(const Command& cmd, bool esmtp) {
   resetTransaction();
   helo_.assign(cmd.arg.substr(0, std::min<size_t>(cmd.arg.size(), 255)));
   esmtp_ = esmtp;
+  if (!milters_) return heloReply();
+  askMilters(
+      MilterStep::kHelo,
+      [&](MilterChain::Done done) {
+        milters_->helo(helo_, milterMacros(MilterStep::kHelo), std::move(done));
+      },
+      [this](const MilterVerdict& v) {
+        if (v.kind != MilterVerdict::Kind::kReject && v.kind != MilterVerdict::Kind::kTempfail) {
+          return heloReply();
+        }
+        state_ = State::kConnected;  // not greeted: MAIL still needs HELO/EHLO
+        milterReply(v);
+      });
+}
+
+void Session::heloReply() {
   const Config& c = *config_;
-  if (!esmtp) {
+  if (!esmtp_) {
     out_.append("250 ").append(c.hostname).append("\r\n");
     return;
   }
@@ -199,7 +217,20 @@ void Session::cmdMail(const Command& cmd) {
   env.dsn_ret = std::move(ret);
   env.dsn_envid = std::move(envid);
   state_ = State::kMail;
-  reply(250, "2.1.0", "Ok");
+  if (!milters_) return reply(250, "2.1.0", "Ok");
+  askMilters(
+      MilterStep::kMail,
+      [&](MilterChain::Done done) {
+        milters_->mail(env.sender, milterMacros(MilterStep::kMail), std::move(done));
+      },
+      [this](const MilterVerdict& v) {
+        if (v.kind == MilterVerdict::Kind::kReject || v.kind == MilterVerdict::Kind::kTempfail) {
+          resetTransaction();
+          return milterReply(v);
+        }
+        milter_discard_ = v.kind == MilterVerdict::Kind::kDiscard;
+        reply(250, "2.1.0", "Ok");
+      });
 }
 
 void Session::cmdRcpt(const Command& cmd) {
@@ -257,14 +288,33 @@ void Session::cmdRcpt(const Command& cmd) {
   if (env.recipients.size() >= limits_.recipients) {
     return reply(452, "4.5.3", "Error: too many recipients");
   }
+  if (!milters_ || milter_discard_) {
+    return addRecipient(std::move(*mailbox), std::move(notify), std::move(orcpt));
+  }
+  askMilters(
+      MilterStep::kRcpt,
+      [&](MilterChain::Done done) {
+        milters_->rcpt(*mailbox, milterMacros(MilterStep::kRcpt), std::move(done));
+      },
+      [this, m = *mailbox, n = std::move(notify), o = std::move(orcpt)](const MilterVerdict& v) {
+        if (v.kind == MilterVerdict::Kind::kReject || v.kind == MilterVerdict::Kind::kTempfail) {
+          rcpt_rejected_ = true;
+          return milterReply(v);
+        }
+        milter_discard_ = v.kind == MilterVerdict::Kind::kDiscard;
+        addRecipient(m, n, o);
+      });
+}
+
+void Session::addRecipient(std::string mailbox, std::string notify, std::string orcpt) {
+  Envelope& env = *txn_;
   // Capacities, not sizes: what the allocator really holds for them.
-  const size_t cost =
-      mailbox->capacity() + notify.capacity() + orcpt.capacity() + kEnvelopeOverhead;
+  const size_t cost = mailbox.capacity() + notify.capacity() + orcpt.capacity() + kEnvelopeOverhead;
   if (!host_.memory().tryCharge(cost)) {
     return reply(452, "4.3.1", "Insufficient system resources, try again later");
   }
   envelope_charged_ += cost;
-  env.recipients.push_back(std::move(*mailbox));
+  env.recipients.push_back(std::move(mailbox));
   env.dsn_notify.push_back(std::move(notify));
   env.dsn_orcpt.push_back(std::move(orcpt));
   state_ = State::kRcpt;
@@ -322,6 +372,7 @@ void Session::cmdStartTls(const Command& cmd) {
   helo_.clear();
   esmtp_ = false;
   auth_user_.clear();  // RFC 3207 §4.2: nothing learnt before TLS stands after it
+  auth_mechanism_.clear();
   auth_entry_ = nullptr;
   resetTransaction();
 }

@@ -47,6 +47,24 @@ void Session::cmdData(const Command& cmd) {
   }
   if (state_ != State::kRcpt) return error(503, "5.5.1", "Error: need RCPT command");
   if (!cmd.arg.empty()) return error(501, "5.5.4", "Syntax: DATA");
+  if (!milters_ || milter_discard_) return startData();
+  askMilters(
+      MilterStep::kData,
+      [&](MilterChain::Done done) {
+        milters_->data(milterMacros(MilterStep::kData), std::move(done));
+      },
+      [this](const MilterVerdict& v) {
+        if (v.kind == MilterVerdict::Kind::kReject || v.kind == MilterVerdict::Kind::kTempfail) {
+          resetTransaction();
+          return milterReply(v);
+        }
+        milter_discard_ = v.kind == MilterVerdict::Kind::kDiscard;
+        milter_data_asked_ = true;
+        startData();
+      });
+}
+
+void Session::startData() {
   beginMessage();
   state_ = State::kData;
   splitter_.setMaxLine(reader_.splitterBound());
@@ -230,12 +248,17 @@ void Session::endMessage() {
     return refuse("hops");
   }
   feedDkim();
-  std::string signatures = dkimSignatures(dkim_signed_);
   if (spill_ && !spill_->append(body_)) spill_failed_ = true;
   if (spill_failed_) {
     error(452, "4.3.1", "Insufficient system storage");
     return refuse("storage");
   }
+  if (milters_) return filterMessage();  // then commitMessage()
+  commitMessage();
+}
+
+void Session::commitMessage() {
+  std::string signatures = dkimSignatures(dkim_signed_);
   txn_->received_ms = unixMillis();
   state_ = State::kCommit;
   // Reading goes on while the commit runs, unprocessed, into bounded buffers (the input
@@ -244,6 +267,13 @@ void Session::endMessage() {
   // The spool encodes the envelope now; the session keeps it (no command is read in
   // kCommit, so nothing resets it) until the callback moves it on.
   auto committed = [this](bool ok, const StoredRef& ref) { onCommitted(ok, ref); };
+  if (!milter_quarantine_.empty()) {
+    // A milter's QUARANTINE: the hold marker goes in the same spool batch as the message
+    // or an earlier one, so the message is never durable without it.
+    host_.spool().setHeld(txn_->id, true, [id = queueIdString(txn_->id)](bool ok) {
+      if (!ok) logEvent(spdlog::level::err, "hold_marker_failed", {{"id", id}});
+    });
+  }
   if (spill_) {
     host_.spool().append(*txn_, std::move(spill_), std::move(committed), std::move(signatures));
   } else {
@@ -271,7 +301,10 @@ void Session::onCommitted(bool ok, const StoredRef& ref) {
          {"tls", tls_ ? tls_->describe() : std::string("none")},
          {"user", auth_user_},
          {"dkim", dkim_signed_}});
-    host_.accepted(SpooledMessage{std::move(*txn_), ref, {}});
+    if (!milter_quarantine_.empty()) {
+      log(spdlog::level::info, "quarantined", {{"id", qid}, {"reason", milter_quarantine_}});
+    }
+    host_.accepted(SpooledMessage{std::move(*txn_), ref, {}, !milter_quarantine_.empty()});
   } else {
     ++host_.metrics().messages_rejected["storage"];
   }

@@ -145,6 +145,13 @@ Destination& Delivery::destinationFor(const DeliveryJob& job) {
 
 void Delivery::enqueue(SpooledMessage message) {
   const Envelope& env = message.envelope;
+  const bool held = message.held;
+  if (held) held_ids_.insert(env.id);
+  // A quarantined arrival waits, unrouted further, until released.
+  auto send = [&](std::unique_ptr<DeliveryJob> job) {
+    if (held) return parkHeld(park(std::move(job), false));
+    dispatch(std::move(job));
+  };
   if (message.done.size() != env.recipients.size()) {
     message.done.assign(env.recipients.size(), false);
   }
@@ -172,14 +179,14 @@ void Delivery::enqueue(SpooledMessage message) {
       job->message.done[i] = message.done[i] || !groups[g].second[i];
     }
     spool_.retain(message.ref);
-    dispatch(std::move(job));
+    send(std::move(job));
   }
   auto job = std::make_unique<DeliveryJob>();
   for (size_t i = 0; i < env.recipients.size(); ++i) {
     message.done[i] = message.done[i] || !groups[0].second[i];
   }
   job->message = std::move(message);
-  dispatch(std::move(job));
+  send(std::move(job));
 }
 
 void Delivery::enqueue(SpooledRef message) {
