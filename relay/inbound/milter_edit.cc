@@ -64,6 +64,7 @@ HeaderSection parseHeaderSection(std::string_view text) {
 }
 
 std::string foldValue(std::string_view value) {
+  while (!value.empty() && (value.back() == '\r' || value.back() == '\n')) value.remove_suffix(1);
   std::string out;
   out.reserve(value.size() + 8);
   for (size_t i = 0; i < value.size(); ++i) {

@@ -158,5 +158,44 @@ TEST_F(ConfigTest, TlsSecondCertificateAndSessionLifetime) {
             std::string::npos);
 }
 
+TEST_F(ConfigTest, MiltersAndTheListenersThatUseThem) {
+  const std::string two =
+      "[[listener]]\naddress = \"127.0.0.1:2526\"\nmilters = [\"dkim\"]\n"
+      "[[milter]]\nname = \"spam\"\naddress = \"inet:localhost:11332\"\n"
+      "[[milter]]\nname = \"dkim\"\naddress = \"unix:/run/opendkim.sock\"\ntimeout = 2\n"
+      "default_action = \"accept\"\n";
+  Config c = loadConfig(write(std::string(kListener) + two));
+  ASSERT_EQ(c.milters.size(), 2u);
+  EXPECT_EQ(c.milters[0].path, "");
+  EXPECT_EQ(c.milters[0].inet.ss_family, AF_INET);
+  EXPECT_EQ(c.milters[0].timeout, 30);
+  EXPECT_EQ(c.milters[0].default_action, MilterConfig::DefaultAction::kTempfail);
+  EXPECT_EQ(c.milters[1].path, "/run/opendkim.sock");
+  EXPECT_EQ(c.milters[1].default_action, MilterConfig::DefaultAction::kAccept);
+  EXPECT_EQ(c.miltersFor(c.listeners[0].address), (std::vector<size_t>{0, 1}));  // default: all
+  EXPECT_EQ(c.miltersFor("127.0.0.1:2526"), (std::vector<size_t>{1}));
+
+  auto milter = [&](const std::string& body) {
+    return errorOf(write(std::string(kListener) + "[[milter]]\n" + body));
+  };
+  EXPECT_NE(milter("name = \"m\"\naddress = \"inet:mail.example:25\"\n").find("milter.address"),
+            std::string::npos);
+  EXPECT_NE(milter("name = \"m\"\naddress = \"tcp:1.2.3.4:25\"\n").find("milter.address"),
+            std::string::npos);
+  EXPECT_NE(milter("address = \"unix:/x\"\n").find("milter.name"), std::string::npos);
+  EXPECT_NE(milter("name = \"m\"\naddress = \"unix:/x\"\ntimeout = 0\n").find("milter.timeout"),
+            std::string::npos);
+  EXPECT_NE(milter("name = \"m\"\naddress = \"unix:/x\"\ndefault_action = \"reject\"\n")
+                .find("milter.default_action"),
+            std::string::npos);
+  EXPECT_NE(milter("name = \"m\"\naddress = \"unix:/x\"\n[[milter]]\nname = \"m\"\n"
+                   "address = \"unix:/y\"\n")
+                .find("already a milter"),
+            std::string::npos);
+  EXPECT_NE(errorOf(write("[[listener]]\naddress = \"127.0.0.1:2525\"\nmilters = [\"nope\"]\n"))
+                .find("no [[milter]] named \"nope\""),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace postern

@@ -11,11 +11,18 @@ smuggle a header through a value. A slow milter, one that dies mid-message and o
 talks garbage get their default_action, and never cost or duplicate a message.
 """
 
+import base64
 import json
+import os
 import smtplib
+import socket
 import subprocess
+import tempfile
 import time
 import unittest
+
+import dkim
+from cryptography.hazmat.primitives import serialization
 
 from harness import HOST, RelayTestCase, smtp_client
 from milter_server import MilterServer, header_change, reply_code, strings
@@ -29,14 +36,14 @@ class MilterTest(RelayTestCase):
     auto_relay = False
 
     def start(self, script=None, *, default_action="tempfail", timeout=5, protocol=0,
-              **relay_kwargs):
+              config="", **relay_kwargs):
         self.milter = MilterServer(script, protocol=protocol)
         self.addCleanup(self.milter.stop)
         extra = ("[[milter]]\n"
                  'name = "scripted"\n'
                  f'address = "{self.milter.address}"\n'
                  f"timeout = {timeout}\n"
-                 f'default_action = "{default_action}"\n')
+                 f'default_action = "{default_action}"\n' + config)
         self.start_relay(self.downstream.port, extra=extra, **relay_kwargs)
 
     def send(self, rcpts=("rcpt@dest.test",), msg=MSG):
@@ -198,6 +205,53 @@ class MilterTest(RelayTestCase):
                            capture_output=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.downstream.wait_for(1, 10)
+
+    def test_bdat_and_a_spilled_message_are_filtered_and_edited(self):
+        # Over message_memory the body is in a spill file: read back for the milter and
+        # written again with the edit. BDAT has no DATA command: its step comes at the end.
+        self.start({"E": [("h", strings("X-Checked", "yes")), ("c", b"")]},
+                   config="\n[limits]\nmessage_memory = 65536\n")
+        body = b"".join(b"line %06d of a long message\r\n" % i for i in range(12000))
+        msg = b"Subject: big\r\n\r\n" + body
+        sock = socket.create_connection((HOST, self.relay.port), timeout=15)
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"EHLO client.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        sock.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<rcpt@dest.test>\r\n" % FROM.encode())
+        self.assertTrue(f.readline().startswith(b"250"))
+        self.assertTrue(f.readline().startswith(b"250"))
+        sock.sendall(b"BDAT %d LAST\r\n" % len(msg) + msg)
+        self.assertTrue(f.readline().startswith(b"250 2.0.0 Ok: queued"))
+        sock.close()
+        got = self.delivered(1)[0].data
+        self.assertIn(b"\r\nX-Checked: yes\r\n\r\n", got)
+        self.assertTrue(got.endswith(body))
+        c = self.milter.wait_for("E")
+        self.assertIn("T", c.letters())
+        self.assertEqual(c.body(), body)
+
+    def test_relay_signs_the_message_as_edited(self):
+        # Postern's own DKIM signature covers the milter's edits (it hashes again).
+        tmp = tempfile.mkdtemp(prefix="postern-milter-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
+        key = os.path.join(tmp, "ed.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ED25519", "-out", key],
+                       check=True, capture_output=True)
+        with open(key, "rb") as f:
+            raw = serialization.load_pem_private_key(f.read(), None).public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        record = b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw)
+        self.start({"E": [("m", header_change(1, "Subject", "edited")),
+                          ("b", b"a new body\r\n"), ("c", b"")]},
+                   config=f'\n[[dkim]]\ndomain = "origin.test"\nselector = "ed"\n'
+                          f'algorithm = "ed25519-sha256"\nprivate_key = "{key}"\n')
+        self.assertEqual(self.send(), {})
+        got = self.delivered(1)[0].data
+        self.assertIn(b"Subject: edited", got)
+        dns = {b"ed._domainkey.origin.test.": record}
+        self.assertTrue(dkim.verify(got, dnsfunc=lambda name, timeout=5: dns.get(name)), got)
 
     # -- failing milters ------------------------------------------------------------------
 
