@@ -202,7 +202,9 @@ void MilterChain::pump() {
       continue;
     }
     if (!s.client->send(std::move(packets), await, [this](const MilterReply& r) { onReply(r); })) {
-      if (!failed(s, "connection lost")) return;
+      if (!failed(s, s.client->failure().empty() ? "connection lost" : s.client->failure())) {
+        return;
+      }
       continue;
     }
     if (await) return;  // onReply goes on

@@ -185,6 +185,7 @@ void MilterClient::onPacket(milter::Packet& p) {
 void MilterClient::fail(std::string why) {
   if (failed_) return;
   failed_ = true;
+  failure_ = why;
   closeHandles();
   if (awaiting_ && !detached_) {
     awaiting_ = false;

@@ -59,6 +59,7 @@ class MilterClient {
   // gets; otherwise done is not called. False if the client has failed (nothing sent).
   bool send(std::string packets, bool await, Done done);
   bool failed() const { return failed_; }
+  const std::string& failure() const { return failure_; }  // why it failed
   const MilterConfig& config() const { return config_; }
   // What the milter agreed to (its OPTNEG answer).
   uint32_t actions() const { return options_.actions; }
@@ -96,6 +97,7 @@ class MilterClient {
   bool negotiating_ = false;
   bool awaiting_ = false;  // a step's answer is owed
   bool failed_ = false;
+  std::string failure_;
   bool detached_ = false;
   bool closing_ = false;
   Done done_;

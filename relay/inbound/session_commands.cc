@@ -97,6 +97,7 @@ void Session::resetTransaction() {
   rcpt_rejected_ = false;
   milter_discard_ = milter_data_asked_ = false;
   milter_quarantine_.clear();
+  if (milters_ && !milters_->busy()) milters_->abort();  // they forget the message too
   body_.clear();  // lets go of the read buffers it pinned
   releaseMemory();
   spill_.reset();

@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 
 import dkim
@@ -151,7 +150,7 @@ class OpenDkimMilterTest(RelayTestCase):
         self.assertEqual(got.count(b"\r\nSubject: signed\r\n"), 1)
 
     def test_opendkim_verifies_and_adds_authentication_results(self):
-        keys = os.path.join(self.keydir, f"keys-{os.getpid()}-{time.monotonic_ns()}")
+        keys = os.path.join(self.keydir, "test-public-keys")
         with open(keys, "wb") as f:
             # opendkim's file query method: "<selector>._domainkey.<domain> <record>".
             f.write(KEY_NAME.rstrip(b".") + b" " + self.record + b"\n")
@@ -190,10 +189,10 @@ class OpenDkimMilterTest(RelayTestCase):
                 code, text = s.mail("writer@signed.test")
                 if code == 250:
                     code, text = s.rcpt("someone@example.net")
-                self.assertEqual(code // 100, 4, text)
                 self.assertEqual(code, 451, text)
             else:
-                # The milter is asked at connect: the greeting itself says come back later.
+                # The milter is asked at connect (what Postern does): the greeting itself
+                # says come back later, and the connection closes.
                 self.assertEqual(code, 421, text)
         self.assertEqual(self.downstream.wait_for(1, 2), 0)
         self.assertRegex(self.relay.log_text(), r"milter_failed.*action.{0,3}tempfail")
