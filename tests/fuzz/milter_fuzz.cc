@@ -5,7 +5,12 @@
 // parses does not rebuild into the octets it came from (each line "NNN-text", the last
 // "NNN text"), or has a code outside 400-599, or a line holding CR, LF or a non-ASCII
 // octet (a forged reply line); NUL-separated strings do not rebuild into their input; a header
-// change's name holds a blank, a colon or a control octet.
+// change's name holds a blank, a colon or a control octet. The edits of
+// relay/inbound/milter_edit.h, applied to a header section parsed from the input: traps
+// when an edited field has a line that does not end in CRLF, holds a bare CR or LF, or
+// (after the first) does not start with a blank, that is, when a milter's value could
+// start a field of its own; when a parsed section does not rebuild into its input; or
+// when a replaced body keeps a bare CR or LF.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -13,6 +18,7 @@
 #include <vector>
 
 #include "core/milter_protocol.h"
+#include "relay/inbound/milter_edit.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace postern {
@@ -58,6 +64,47 @@ void checkPacket(const Packet& p) {
   if (auto o = parseOptions(p.data)) FUZZ_CHECK(p.data.size() >= 12);
 }
 
+// Every line of a stored field ends in CRLF, has no other CR or LF, and all but the first
+// start with a blank.
+void checkField(const std::string& raw) {
+  FUZZ_CHECK(raw.size() >= 2 && raw.compare(raw.size() - 2, 2, "\r\n") == 0);
+  size_t start = 0;
+  while (start < raw.size()) {
+    const size_t end = raw.find("\r\n", start);
+    FUZZ_CHECK(end != std::string::npos);
+    const std::string_view line = std::string_view(raw).substr(start, end - start);
+    FUZZ_CHECK(line.find_first_of("\r\n") == std::string_view::npos);
+    if (start > 0) FUZZ_CHECK(!line.empty() && (line[0] == ' ' || line[0] == '\t'));
+    start = end + 2;
+  }
+}
+
+void checkEdits(std::string_view in) {
+  const HeaderSection h = parseHeaderSection(in);
+  FUZZ_CHECK(h.body_begin <= in.size());
+  if (h.complete) {
+    FUZZ_CHECK(serializeHeaders(h.fields, h.blank_line) == in.substr(0, h.body_begin));
+  }
+  std::vector<MilterHeader> fields = h.fields;
+  for (char code : {kAddHeader, kInsertHeader, kChangeHeader}) {
+    const size_t before = fields.size();
+    std::vector<MilterHeader> edited = fields;
+    if (!applyHeaderEdit(edited, Packet{code, std::string(in)})) continue;
+    FUZZ_CHECK(edited.size() + 1 >= before && edited.size() <= before + 1);
+    for (const MilterHeader& f : edited) {
+      // The fields the edit made (the message's own are as they came).
+      bool original = false;
+      for (const MilterHeader& o : fields) original = original || o.raw == f.raw;
+      if (!original) checkField(f.raw);
+    }
+  }
+  const std::string body = normalizeBody(in);
+  for (size_t i = 0; i < body.size(); ++i) {
+    if (body[i] == '\r') FUZZ_CHECK(i + 1 < body.size() && body[i + 1] == '\n');
+    if (body[i] == '\n') FUZZ_CHECK(i > 0 && body[i - 1] == '\r');
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -74,6 +121,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   Packet raw{'y', std::string(in)};  // the parsers on the raw octets too
   checkPacket(raw);
+  checkEdits(in);
   return 0;
 }
 
