@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 namespace postern {
 
@@ -53,6 +54,9 @@ struct WorkerMetrics {
   // Messages refused at their end (after DATA or the last BDAT), by reason: size,
   // line_too_long, bare_lf, bare_cr, storage.
   std::map<std::string, uint64_t> messages_rejected;
+  // What milters did besides continue and accept, by milter and action: reject, tempfail,
+  // discard, quarantine, failed.
+  std::map<std::pair<std::string, std::string>, uint64_t> milter_actions;
   uint64_t delivered = 0;  // recipients
   uint64_t deferred = 0;
   uint64_t bounced = 0;

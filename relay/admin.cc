@@ -63,6 +63,8 @@ constexpr Family kFamilies[] = {
     {"postern_auth_total", "counter", "SMTP AUTH attempts by result: ok, failed."},
     {"postern_dkim_signatures_total", "counter",
      "DKIM signatures by result: signed (a field added), failed (a key that could not sign)."},
+    {"postern_milter_actions_total", "counter",
+     "What milters did besides continue: reject, tempfail, discard, quarantine, failed."},
     {"postern_dns_lookups_total", "counter",
      "Next hops' DNS lookups (MX or host) by result: ok, temporary, permanent."},
     {"postern_outbound_connections_total", "counter",

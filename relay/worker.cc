@@ -238,6 +238,11 @@ std::string Worker::metricsText() const {
     sample("postern_replies_rejected_total", w + ",status=\"" + promEscape(status) + "\"",
            double(n));
   }
+  for (const auto& [key, n] : m.milter_actions) {
+    sample("postern_milter_actions_total",
+           w + ",milter=\"" + promEscape(key.first) + "\",action=\"" + key.second + "\"",
+           double(n));
+  }
   for (const auto& [reason, n] : m.messages_rejected) {
     sample("postern_messages_rejected_total", w + ",reason=\"" + promEscape(reason) + "\"",
            double(n));

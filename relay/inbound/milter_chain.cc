@@ -298,6 +298,7 @@ void MilterChain::collect(Slot& s) {
       case milter::kQuarantine: {
         std::optional<std::vector<std::string>> reason = milter::parseStrings(p.data);
         edits_.quarantine = reason && !reason->empty() ? (*reason)[0] : std::string("milter");
+        edits_.quarantined_by = s.config->name;
         break;
       }
       case milter::kChangeFrom:

@@ -53,6 +53,7 @@ struct MilterEdits {
   std::vector<std::string> add_rcpts;   // ADDRCPT / ADDRCPT_PAR addresses
   std::vector<std::string> del_rcpts;
   std::optional<std::string> quarantine;  // QUARANTINE's reason
+  std::string quarantined_by;             // and the milter's name
   bool empty() const {
     return headers.empty() && !body && !sender && add_rcpts.empty() && del_rcpts.empty() &&
            !quarantine;

@@ -49,9 +49,14 @@ void Session::askMilters(MilterStep step, const std::function<void(MilterChain::
   ask([this, step, then = std::move(then)](const MilterVerdict& v) {
     const bool async = milter_async_;
     milter_waiting_ = milter_async_ = false;
+    auto& actions = host_.metrics().milter_actions;
     for (const std::string& skipped : v.skipped) {
+      ++actions[{skipped.substr(0, skipped.find(':')), "failed"}];
       log(spdlog::level::warn, "milter_failed",
           {{"step", stepName(step)}, {"milter", skipped}, {"action", "accept"}});
+    }
+    if (!v.why.empty() || v.kind != MilterVerdict::Kind::kContinue) {
+      ++actions[{v.milter, v.why.empty() ? kindName(v.kind) : "failed"}];
     }
     if (!v.why.empty()) {
       log(spdlog::level::warn, "milter_failed",
@@ -263,7 +268,10 @@ bool Session::applyEdits(MilterEdits& e) {
     env.dsn_notify.emplace_back();
     env.dsn_orcpt.emplace_back();
   }
-  if (e.quarantine) milter_quarantine_ = e.quarantine->empty() ? "milter" : *e.quarantine;
+  if (e.quarantine) {
+    milter_quarantine_ = e.quarantine->empty() ? "milter" : *e.quarantine;
+    ++host_.metrics().milter_actions[{e.quarantined_by, "quarantine"}];
+  }
   if (e.headers.empty() && !e.body) return true;
   return rewriteContent(e);
 }

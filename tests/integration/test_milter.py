@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import dkim
 from cryptography.hazmat.primitives import serialization
@@ -65,6 +66,18 @@ class MilterTest(RelayTestCase):
         self.assertEqual(len(self.downstream.messages), n)
         return self.downstream.messages
 
+    def milter_actions(self):
+        """postern_milter_actions_total as {action: count} for the scripted milter."""
+        with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/metrics",
+                                    timeout=10) as r:
+            lines = r.read().decode().splitlines()
+        out = {}
+        for line in lines:
+            if line.startswith("postern_milter_actions_total{") and 'milter="scripted"' in line:
+                action = line.split('action="')[1].split('"')[0]
+                out[action] = out.get(action, 0) + float(line.rsplit(" ", 1)[1])
+        return out
+
     def assert_nothing_delivered(self, wait=1.0):
         time.sleep(wait)
         self.assertEqual(self.downstream.messages, [])
@@ -109,6 +122,7 @@ class MilterTest(RelayTestCase):
         code, text = self.expect_refused("M")
         self.assertEqual((code, text), (550, b"5.7.1 Command rejected"))
         self.assert_nothing_delivered()
+        self.assertEqual(self.milter_actions(), {"reject": 1})
 
     def test_tempfail_at_rcpt(self):
         self.start({"R": [("t", b"")]})
@@ -197,6 +211,7 @@ class MilterTest(RelayTestCase):
         self.assertEqual(self.send(), {})
         self.relay.wait_log(r"event=quarantined .*reason=suspicious", 5)
         self.assert_nothing_delivered()
+        self.assertEqual(self.milter_actions(), {"quarantine": 1})
         queue = [self.relay.bin, "queue", "--config", self.relay.config_path]
         listed = json.loads(subprocess.run(queue[:2] + ["list", "--json"] + queue[2:],
                                            capture_output=True, check=True).stdout)
@@ -261,6 +276,7 @@ class MilterTest(RelayTestCase):
         self.assertEqual(code, 451)
         self.relay.wait_log(r"event=milter_failed .*timeout.*action=tempfail", 5)
         self.assert_nothing_delivered()
+        self.assertEqual(self.milter_actions(), {"failed": 1})
 
     def test_slow_milter_with_accept_lets_mail_through(self):
         self.start({"M": "sleep:3"}, timeout=1, default_action="accept")
