@@ -57,6 +57,7 @@ bool MilterClient::send(std::string packets, bool await, Done done) {
   done_ = std::move(done);
   modifications_.clear();
   modification_bytes_ = 0;
+  step_started_ = uv_now(loop_);
   arm();
   return true;
 }
@@ -78,9 +79,9 @@ void MilterClient::write(std::string bytes) {
   if (!sent) return fail("write: " + sent.error());
 }
 
-void MilterClient::arm() {
-  uv_timer_start(&timer_, onTimeout, static_cast<uint64_t>(config_.timeout * 1000), 0);
-}
+uint64_t MilterClient::timeoutMs() const { return static_cast<uint64_t>(config_.timeout * 1000); }
+
+void MilterClient::arm() { uv_timer_start(&timer_, onTimeout, timeoutMs(), 0); }
 
 void MilterClient::onTimeout(uv_timer_t* t) {
   auto* c = static_cast<MilterClient*>(t->data);
@@ -131,6 +132,11 @@ void MilterClient::onPacket(milter::Packet& p) {
   MilterReply r;
   switch (p.code) {
     case milter::kProgress:
+      // "Still working" restarts the timeout, but a milter may not stretch one step
+      // without end that way.
+      if (uv_now(loop_) - step_started_ > kMaxProgressTimeouts * timeoutMs()) {
+        return fail("progress past " + std::to_string(kMaxProgressTimeouts) + " timeouts");
+      }
       return arm();
     case milter::kAddHeader:
     case milter::kInsertHeader:

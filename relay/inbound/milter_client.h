@@ -3,7 +3,7 @@
 // (protocol version 6, core/milter_protocol.h) and then carries one step at a time: the
 // packets of a step go out, and when the step expects an answer, done() gets the milter's
 // final reply, after any modification packets (kept for takeModifications()) and progress
-// packets (which restart the timeout).
+// packets (which restart the timeout, up to kMaxProgressTimeouts for one step).
 //
 // A milter is input from outside: an answer that is not of its step's shape, a packet
 // over the codec's bound, silence past the timeout or a closed connection make the
@@ -48,6 +48,8 @@ class MilterClient {
       milter::kNoReplyEndOfHeaders | milter::kNoReplyBody;
   // Bound on the modification packets one message may collect (their data besides).
   static constexpr size_t kMaxModifications = 10000;
+  // Progress packets may stretch one step to this many timeouts, no further.
+  static constexpr uint64_t kMaxProgressTimeouts = 10;
 
   MilterClient(uv_loop_t* loop, const MilterConfig& config, size_t max_modification_bytes);
   MilterClient(const MilterClient&) = delete;
@@ -75,6 +77,7 @@ class MilterClient {
   void fail(std::string why);
   void write(std::string bytes);
   void arm();
+  uint64_t timeoutMs() const;
   void onPacket(milter::Packet& p);
   void closeHandles();
   void maybeDelete();
@@ -100,6 +103,7 @@ class MilterClient {
   std::string failure_;
   bool detached_ = false;
   bool closing_ = false;
+  uint64_t step_started_ = 0;  // loop time the awaited step was sent
   Done done_;
   milter::MilterReader reader_;
   char read_buffer_[16 * 1024];

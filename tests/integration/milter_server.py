@@ -4,8 +4,9 @@ sends (silence, garbage, a closed connection).
 
 A script maps a command letter ('C' connect, 'H' HELO, 'M' MAIL, 'R' RCPT, 'T' DATA,
 'L' header, 'N' end of header, 'B' body, 'E' end of message) to what the milter does when
-it arrives: a list of packets (code, data) to send, or one of the strings "sleep:SECONDS",
-"close" and "garbage". A command not in the script gets 'c' (continue). Everything
+it arrives: a list of packets (code, data) to send, or one of the strings "sleep:SECONDS"
+(then continue), "progress:COUNT:SECONDS" (COUNT progress packets that far apart, then
+continue), "close" and "garbage". A command not in the script gets 'c' (continue). Everything
 received is recorded per connection: commands with their data, and macros.
 """
 
@@ -167,6 +168,13 @@ class MilterServer:
             return False
         if action == "garbage":
             conn.sendall(b"\xff\xff\xff\xffnonsense")
+            return True
+        if isinstance(action, str) and action.startswith("progress:"):
+            count, interval = action.split(":")[1:]
+            for _ in range(int(count)):
+                time.sleep(float(interval))
+                conn.sendall(packet("p"))
+            conn.sendall(packet("c"))
             return True
         if isinstance(action, str) and action.startswith("sleep:"):
             time.sleep(float(action.split(":", 1)[1]))

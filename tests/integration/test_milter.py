@@ -284,6 +284,22 @@ class MilterTest(RelayTestCase):
         self.downstream.wait_for(1, 10)
         self.relay.wait_log(r"event=milter_failed .*action=accept", 5)
 
+    def test_progress_keeps_a_slow_milter_but_not_for_ever(self):
+        # Progress packets restart the timeout: 2 s of work with a 1 s timeout is fine...
+        self.start({"E": "progress:4:0.5"}, timeout=1)
+        self.assertEqual(self.send(), {})
+        self.delivered(1)
+        # ...but one step may last at most 10 timeouts.
+        self.milter.script["E"] = "progress:100:0.1"
+        self.relay.stop()
+        self.relay.config_text = self.relay.config_text.replace("timeout = 1\n", "timeout = 0.2\n")
+        with open(self.relay.config_path, "w") as f:
+            f.write(self.relay.config_text)
+        self.relay.start()
+        code, _ = self.expect_refused("E")
+        self.assertEqual(code, 451)
+        self.relay.wait_log(r"event=milter_failed .*progress past 10 timeouts", 5)
+
     def test_milter_dying_mid_message_loses_and_duplicates_nothing(self):
         self.start({"B": "close"})
         code, _ = self.expect_refused("B")
