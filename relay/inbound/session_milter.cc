@@ -101,7 +101,14 @@ MilterChain::Macros Session::milterMacros(MilterStep step) const {
            {"{client_name}", "[" + client_text_ + "]"}};
       break;
     case MilterStep::kHelo:
-      if (tls_) m = {{"{tls_version}", tls_->describe()}};
+      if (tls_) {
+        // describe(): "TLSv1.3 TLS_AES_256_GCM_SHA384[ resumed]"
+        const std::string d = tls_->describe();
+        const size_t sp = d.find(' ');
+        m = {{"{tls_version}", d.substr(0, sp)},
+             {"{cipher}",
+              sp == std::string::npos ? "" : d.substr(sp + 1, d.find(' ', sp + 1) - sp - 1)}};
+      }
       break;
     case MilterStep::kMail:
       m = {{"{mail_addr}", txn_ ? txn_->sender : ""}, {"{mail_mailer}", "smtp"}};

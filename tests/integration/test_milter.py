@@ -16,6 +16,7 @@ import json
 import os
 import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -61,6 +62,10 @@ class MilterTest(RelayTestCase):
             return list(e.recipients.values())[0]
         return e.smtp_code, e.smtp_error
 
+    def relay_bin(self):
+        from harness import postern_bin
+        return postern_bin()
+
     def delivered(self, n):
         self.downstream.wait_for(n, 10)
         self.assertEqual(len(self.downstream.messages), n)
@@ -98,6 +103,34 @@ class MilterTest(RelayTestCase):
         self.assertEqual(c.macros["M"]["{mail_addr}"], FROM)
         self.assertRegex(c.macros["E"]["i"], r"^[0-9A-F]+$")
         self.assertIn(b"Subject: original", got.data)
+
+    def test_tls_and_login_reach_the_milter_as_macros(self):
+        tmp = tempfile.mkdtemp(prefix="postern-milter-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                        "/CN=relay.test", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        users = os.path.join(tmp, "users")
+        hash_ = subprocess.run([self.relay_bin(), "passwd"], input="pw\n", text=True,
+                               capture_output=True, check=True).stdout.strip()
+        with open(users, "w") as f:
+            f.write(f"writer:{hash_}\n")
+        self.start(config=f'\n[tls]\ncertificate = "{cert}"\nprivate_key = "{key}"\n'
+                          f'\n[auth]\nusers_file = "{users}"\n')
+        with smtplib.SMTP(HOST, self.relay.port, timeout=15) as s:
+            s.ehlo("client.test")
+            s.starttls(context=ssl._create_unverified_context())
+            s.ehlo("client.test")
+            s.login("writer", "pw")
+            self.assertEqual(s.sendmail(FROM, ["rcpt@dest.test"], MSG), {})
+        self.delivered(1)
+        c = self.milter.wait_for("E")
+        self.assertRegex(c.macros["H"]["{tls_version}"], r"^TLSv1\.[23]$")
+        self.assertRegex(c.macros["H"]["{cipher}"], r"^[A-Z0-9_-]+$")
+        self.assertEqual(c.macros["M"]["{auth_authen}"], "writer")
+        self.assertEqual(c.macros["M"]["{auth_type}"], "PLAIN")
 
     def test_skipped_steps_are_not_sent(self):
         # SMFIP_NOHELO | NOMAIL | NOHDRS | NR_RCPT: no HELO, MAIL or header packets; RCPT
