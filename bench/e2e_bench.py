@@ -231,9 +231,10 @@ def make_certificate(d, kind="ec"):
 
 class PosternRelay(benchlib.Child):
     """tls: offer STARTTLS with `certificate` ((cert, key) PEM paths; default a fresh ECDSA
-    P-256 pair in d)."""
+    P-256 pair in d). extra: TOML appended to the configuration (e.g. bench/milter.sh's
+    [[milter]])."""
 
-    def __init__(self, bench, d, sink_port, tls=False, certificate=None):
+    def __init__(self, bench, d, sink_port, tls=False, certificate=None, extra=""):
         self.port = free_port()
         self.admin_port = free_port()
         self.dir = d
@@ -271,7 +272,7 @@ connections_per_ip = 100000
 
 [delivery]
 connections_per_host = {bench.args.postern_delivery_connections}
-{tls_section}""")
+{tls_section}{extra}""")
         if bench.args.workers.isdigit():
             # Written as a number, not a string, when one is given.
             text = open(cfg).read().replace(f'workers = "{bench.args.workers}"',
@@ -454,7 +455,7 @@ def run_source(bench, port, n, conc, size, d, tls=False):
     return res
 
 
-def run_cell(bench, system, conc, size, n, tls=False):
+def run_cell(bench, system, conc, size, n, tls=False, relay_extra=""):
     label = f"{system}-c{conc}-{size // KIB}k" + ("-tls" if tls else "")
     d = bench.cell_dir(label)
     log(f"{label}: {n} messages")
@@ -464,7 +465,7 @@ def run_cell(bench, system, conc, size, n, tls=False):
     relay = None
     try:
         if system == "postern":
-            relay = PosternRelay(bench, d, sink.port, tls=tls)
+            relay = PosternRelay(bench, d, sink.port, tls=tls, extra=relay_extra)
         elif system == "postfix":
             relay = PostfixRelay(bench, d, sink.port)
         target = relay.port if relay else sink.port

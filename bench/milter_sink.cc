@@ -12,10 +12,12 @@
 // SIGTERM or SIGINT. A bad packet length closes that connection.
 #include <uv.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "core/milter_protocol.h"
 #include "core/network.h"
@@ -68,7 +70,7 @@ void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   std::string out;
   bool keep = true;
   milter::Packet p;
-  milter::MilterReader::Status st;
+  milter::MilterReader::Status st = milter::MilterReader::Status::kNeedMore;
   while (keep && (st = c->reader.next(p)) == milter::MilterReader::Status::kPacket) {
     keep = answer(p, out);
   }
@@ -131,7 +133,8 @@ int main(int argc, char** argv) {
   uv_signal_t term, intr;
   for (auto [h, signum] : {std::pair{&term, SIGTERM}, std::pair{&intr, SIGINT}}) {
     uv_signal_init(loop, h);
-    uv_signal_start(h, [](uv_signal_t* sig, int) { uv_stop(sig->loop); }, signum);
+    uv_signal_start(
+        h, [](uv_signal_t* sig, int) { uv_stop(sig->loop); }, signum);
   }
   std::printf("listening\n");
   std::fflush(stdout);
