@@ -16,7 +16,7 @@ packages=(
   libidn2-dev
   libconcurrentqueue-dev
   python3 python3-aiosmtpd python3-dnslib python3-prometheus-client swaks libnet-ssleay-perl postfix openssl
-  python3-dkim opendkim python3-nacl python3-cryptography libcrypt-dev
+  python3-dkim opendkim rspamd python3-nacl python3-cryptography libcrypt-dev
   clang libclang-rt-14-dev
   systemd yamllint ccache
   podman runc mmdebstrap
