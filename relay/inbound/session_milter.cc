@@ -178,6 +178,7 @@ bool Session::readContent(uint64_t offset, size_t n, std::string& out) const {
 uint64_t Session::contentSize() const { return spill_ ? spill_->size() : body_.size(); }
 
 void Session::filterMessage() {
+  if (milter_discard_) return filtered(MilterVerdict{}, true);  // decided: nothing to ask
   if (state_ == State::kBdat && !milter_data_asked_) {
     // BDAT has no DATA command to ask at; its step comes with the end of the message.
     milter_data_asked_ = true;

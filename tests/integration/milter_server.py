@@ -67,15 +67,23 @@ class Connection:
 
 
 class MilterServer:
-    def __init__(self, script=None, protocol=0, actions=ALL_ACTIONS, host="127.0.0.1"):
+    def __init__(self, script=None, protocol=0, actions=ALL_ACTIONS, host="127.0.0.1",
+                 unix_path=None):
+        """unix_path: listen on that Unix socket instead of a loopback port."""
         self.script = dict(script or {})
         self.protocol = protocol
         self.actions = actions
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.unix_path = unix_path
+        if unix_path:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(unix_path)
+            self.port = None
+        else:
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, 0))
+            self.port = self.sock.getsockname()[1]
         self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
         self.connections = []
         self.lock = threading.Lock()
         self.stopping = False
@@ -84,7 +92,7 @@ class MilterServer:
 
     @property
     def address(self):
-        return f"inet:127.0.0.1:{self.port}"
+        return f"unix:{self.unix_path}" if self.unix_path else f"inet:127.0.0.1:{self.port}"
 
     def stop(self):
         self.stopping = True

@@ -38,8 +38,8 @@ class MilterTest(RelayTestCase):
     auto_relay = False
 
     def start(self, script=None, *, default_action="tempfail", timeout=5, protocol=0,
-              config="", **relay_kwargs):
-        self.milter = MilterServer(script, protocol=protocol)
+              config="", unix_path=None, **relay_kwargs):
+        self.milter = MilterServer(script, protocol=protocol, unix_path=unix_path)
         self.addCleanup(self.milter.stop)
         extra = ("[[milter]]\n"
                  'name = "scripted"\n'
@@ -132,6 +132,14 @@ class MilterTest(RelayTestCase):
         self.assertEqual(c.macros["M"]["{auth_authen}"], "writer")
         self.assertEqual(c.macros["M"]["{auth_type}"], "PLAIN")
 
+    def test_a_unix_socket_milter(self):
+        tmp = tempfile.mkdtemp(prefix="postern-milter-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
+        self.start({"E": [("h", strings("X-Via", "unix")), ("c", b"")]},
+                   unix_path=os.path.join(tmp, "milter.sock"))
+        self.assertEqual(self.send(), {})
+        self.assertIn(b"X-Via: unix\r\n", self.delivered(1)[0].data)
+
     def test_skipped_steps_are_not_sent(self):
         # SMFIP_NOHELO | NOMAIL | NOHDRS | NR_RCPT: no HELO, MAIL or header packets; RCPT
         # gets no answer and none is awaited.
@@ -186,6 +194,15 @@ class MilterTest(RelayTestCase):
         self.assertEqual(self.send(), {})
         self.relay.wait_log(r"event=milter_discarded", 5)
         self.assert_nothing_delivered()
+
+    def test_discard_at_rcpt_drops_the_whole_message_without_asking_further(self):
+        self.start({"R": [("d", b"")]})
+        self.assertEqual(self.send(rcpts=("a@dest.test", "b@dest.test")), {})
+        self.relay.wait_log(r"event=milter_discarded", 5)
+        self.assert_nothing_delivered()
+        letters = self.milter.wait_for("R").letters()
+        self.assertEqual(letters.count("R"), 1, letters)  # the second RCPT was not asked
+        self.assertNotIn("E", letters)
 
     def test_accept_at_mail_skips_the_rest_of_the_message(self):
         self.start({"M": [("a", b"")], "E": [("r", b"")]})
