@@ -22,6 +22,7 @@ import unittest
 from dns_server import DnsServer
 from harness import (HOST, Downstream, free_port, free_ports, postern_bin, require_binary,
                      wait_port)
+from milter_server import MilterServer, strings
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLES = os.path.join(ROOT, "deploy", "examples")
@@ -99,7 +100,10 @@ class ExampleTest(unittest.TestCase):
         recipients = os.path.join(self.tmp, "recipients")
         with open(recipients, "w") as f:
             f.write("alice@example.com\n")
+        milter = MilterServer({"E": [("h", strings("X-Spam", "no")), ("c", b"")]})
+        self.addCleanup(milter.stop)
         port = self.run_example("inbound-mx.toml", [
+            ('"inet:127.0.0.1:11332"', f'"{milter.address}"'),
             ('address = "0.0.0.0:25"', f'address = "{HOST}:PORT"'),
             ('"/etc/postern/tls/mx1.example.com.pem"', f'"{cert}"'),
             ('"/etc/postern/tls/mx1.example.com.key"', f'"{key}"'),
@@ -108,6 +112,7 @@ class ExampleTest(unittest.TestCase):
         self.assertEqual(self.rcpt(port, "alice@example.com", "someone@far.test")[0], 250)
         self.assertEqual(mailbox.wait_for(1, 10), 1)
         self.assertEqual(mailbox.snapshot()[0].rcpt_tos, ["alice@example.com"])
+        self.assertIn(b"X-Spam: no\r\n", mailbox.snapshot()[0].data)
         code, text = self.rcpt(port, "nobody@example.com", "someone@far.test")
         self.assertEqual(code, 550, text)
         self.assertIn("5.1.1", text)
