@@ -323,11 +323,13 @@ connections_per_host = {bench.args.postern_delivery_connections}
 
 class PostfixRelay:
     """certificate: (cert, key) PEM paths to offer STARTTLS with (smtpd_tls_security_level
-    = may); None: no STARTTLS, as the template has it."""
+    = may); None: no STARTTLS, as the template has it. extra: main.cf settings ("name =
+    value" strings, applied with postconf -e over the template's; e.g. bench/milter.sh's
+    smtpd_milters)."""
 
     name = "Postfix"
 
-    def __init__(self, bench, d, sink_port, certificate=None):
+    def __init__(self, bench, d, sink_port, certificate=None, extra=()):
         self.bench = bench
         self.port = free_port()
         self.dir = d
@@ -354,6 +356,8 @@ class PostfixRelay:
             self._postconf("smtpd_tls_security_level=may",
                            f"smtpd_tls_cert_file={certificate[0]}",
                            f"smtpd_tls_key_file={certificate[1]}")
+        if extra:
+            self._postconf(*extra)
         self.pid = None
         bench.running.append(self)
         self._postfix("check")
@@ -456,6 +460,7 @@ def run_source(bench, port, n, conc, size, d, tls=False):
 
 
 def run_cell(bench, system, conc, size, n, tls=False, relay_extra=""):
+    """relay_extra: the relay's `extra` (Postern: TOML text; Postfix: main.cf settings)."""
     label = f"{system}-c{conc}-{size // KIB}k" + ("-tls" if tls else "")
     d = bench.cell_dir(label)
     log(f"{label}: {n} messages")
@@ -467,7 +472,7 @@ def run_cell(bench, system, conc, size, n, tls=False, relay_extra=""):
         if system == "postern":
             relay = PosternRelay(bench, d, sink.port, tls=tls, extra=relay_extra)
         elif system == "postfix":
-            relay = PostfixRelay(bench, d, sink.port)
+            relay = PostfixRelay(bench, d, sink.port, extra=relay_extra or ())
         target = relay.port if relay else sink.port
         wait_quiet(bench, r)
         sampler = None
