@@ -66,9 +66,10 @@ BENCH ?= build-rel
 BACKLOG_MESSAGES ?= 200000
 bench: deps
 	cmake -S . -B $(BENCH) -DCMAKE_BUILD_TYPE=Release
-	cmake --build $(BENCH) -j $(JOBS) --target postern postern-load postern-bench
+	cmake --build $(BENCH) -j $(JOBS) --target postern postern-load postern-bench postern-milter-sink
 	./bench/micro.sh $(BENCH)
 	./bench/e2e.sh $(BENCH)
+	./bench/milter.sh $(BENCH)
 	/usr/bin/python3 bench/tls_bench.py $(BENCH)
 	./bench/backlog.sh $(BENCH) --messages $(BACKLOG_MESSAGES)
 	/usr/bin/python3 bench/outbound_memory.py $(BENCH)
