@@ -218,7 +218,19 @@ void readLimits(TableReader& r, Limits& l) {
   r.finish();
 }
 
+// A route's or [delivery]'s outbound TLS policy.
+TlsPolicy readTlsPolicy(TableReader& r, TlsPolicy def) {
+  const std::string tls = r.str("tls", "");
+  if (tls.empty()) return def;
+  if (tls == "none") return TlsPolicy::kNone;
+  if (tls == "opportunistic") return TlsPolicy::kOpportunistic;
+  if (tls == "required") return TlsPolicy::kRequired;
+  if (tls == "dane") return TlsPolicy::kDane;
+  r.fail(r.get("tls"), "tls", "expected \"none\", \"opportunistic\", \"required\" or \"dane\"");
+}
+
 void readDelivery(TableReader& r, DeliveryConfig& d) {
+  d.tls = readTlsPolicy(r, d.tls);
   d.connections_per_host = static_cast<size_t>(r.integer("connections_per_host", 20, 1, 10000));
   d.messages_per_connection =
       static_cast<size_t>(r.integer("messages_per_connection", 100, 1, 1000000));
@@ -248,6 +260,7 @@ void readDns(TableReader& r, DnsConfig& d) {
   }
   d.timeout = r.seconds("timeout", d.timeout);
   d.max_ttl = r.seconds("max_ttl", d.max_ttl);
+  d.dnssec = r.boolean("dnssec", d.dnssec);
   r.finish();
 }
 
@@ -283,16 +296,8 @@ RouteConfig readRoute(TableReader& r, const toml::table* t) {
       rc.next_hop.find_first_of(":[] ") != std::string::npos) {
     r.fail(r.get("next_hop"), "next_hop", "expected \"host:port\", \"host\" or \"mx\"");
   }
-  std::string tls = r.str("tls", "opportunistic");
-  if (tls == "none") {
-    rc.tls = TlsPolicy::kNone;
-  } else if (tls == "opportunistic") {
-    rc.tls = TlsPolicy::kOpportunistic;
-  } else if (tls == "required") {
-    rc.tls = TlsPolicy::kRequired;
-  } else {
-    r.fail(r.get("tls"), "tls", "expected \"none\", \"opportunistic\" or \"required\"");
-  }
+  rc.tls_given = r.get("tls") != nullptr;
+  rc.tls = readTlsPolicy(r, rc.tls);
   rc.max_connections = static_cast<size_t>(r.integer("max_connections", 0, 1, 10000));
   rc.messages_per_connection =
       static_cast<size_t>(r.integer("messages_per_connection", 0, 1, 1000000));
@@ -623,6 +628,13 @@ Config loadConfig(const std::string& path) {
   if (!route_domains.contains("*"))
     c.routes.push_back(RouteConfig{.domain = "*", .next_hop = "mx"});
   for (auto& rc : c.routes) {
+    if (!rc.tls_given) rc.tls = c.delivery.tls;
+    if (rc.tls == TlsPolicy::kDane && !c.dns.dnssec) {
+      // Without a validating resolver no answer is secure: "dane" would silently be
+      // "opportunistic".
+      throw ConfigError(path + ": route " + rc.domain +
+                        ": tls = \"dane\" needs [dns] dnssec = true (a validating resolver)");
+    }
     if (rc.max_connections == 0) rc.max_connections = c.delivery.connections_per_host;
     if (rc.messages_per_connection == 0) {
       rc.messages_per_connection = c.delivery.messages_per_connection;

@@ -84,13 +84,16 @@ struct TlsConfig {
 
 // Outbound STARTTLS per route: "none" never, "opportunistic" when offered (no
 // verification, a failed handshake retries without TLS), "required" only with a verified
-// certificate for the next hop's name, else the message is deferred.
-enum class TlsPolicy { kNone, kOpportunistic, kRequired };
+// certificate for the next hop's name, else the message is deferred; "dane" (RFC 7672):
+// for a next hop with DNSSEC-secure TLSA records, TLS verified against them or the message
+// is deferred; without them, opportunistic.
+enum class TlsPolicy { kNone, kOpportunistic, kRequired, kDane };
 
 struct RouteConfig {
   std::string domain;    // "example.com", "*.example.com" (subdomains only) or "*"
   std::string next_hop;  // "host:port", "host" (port delivery.smtp_port) or "mx"
   TlsPolicy tls = TlsPolicy::kOpportunistic;
+  bool tls_given = false;  // tls was in the table; else [delivery] tls, filled in by loadConfig
   // Per next hop; 0 in the file means "the [delivery] default", filled in by loadConfig.
   size_t max_connections = 0;
   size_t messages_per_connection = 0;
@@ -153,6 +156,7 @@ struct Limits {
 };
 
 struct DeliveryConfig {
+  TlsPolicy tls = TlsPolicy::kOpportunistic;  // for routes that do not say
   size_t connections_per_host = 20;  // concurrent connections to one next hop
   size_t messages_per_connection = 100;
   double idle_timeout = 5;  // seconds a pooled connection waits for work
@@ -177,6 +181,10 @@ struct DnsConfig {
   std::vector<std::string> servers;
   double timeout = 5;     // seconds per query attempt
   double max_ttl = 3600;  // cached answers are kept at most this long
+  // The servers validate DNSSEC and the path to them is trusted (loopback, or a link of
+  // its own): answers they mark authentic (the AD bit) count as secure, which DANE needs.
+  // As Postfix's smtp_dns_support_level = dnssec.
+  bool dnssec = false;
   bool operator==(const DnsConfig&) const = default;
 };
 

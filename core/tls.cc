@@ -83,6 +83,15 @@ Result<std::unique_ptr<TlsContext>> TlsContext::createVerifyingClient(const std:
   return out;
 }
 
+Result<std::unique_ptr<TlsContext>> TlsContext::createDaneClient() {
+  Result<std::unique_ptr<TlsContext>> out = createUnverifiedClient();
+  if (!out) return out;
+  SSL_CTX* ctx = (*out)->get();
+  if (SSL_CTX_dane_enable(ctx) <= 0) return fail("DANE: " + lastError());
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  return out;
+}
+
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 
 TlsConnection::TlsConnection(const TlsContext& ctx, Side side)
@@ -114,6 +123,26 @@ void TlsConnection::expectPeer(const std::string& host, bool verify) {
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
   }
+}
+
+bool TlsConnection::expectDane(const std::string& host, const std::vector<Tlsa>& records) {
+  if (SSL_dane_enable(ssl_, host.c_str()) <= 0) return false;  // also the SNI name
+  SSL_dane_set_flags(ssl_, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+  bool usable = false;
+  for (const Tlsa& t : records) {
+    if (t.usage != 2 && t.usage != 3) continue;  // PKIX-TA/EE: unusable in SMTP (§3.1.3)
+    usable |=
+        SSL_dane_tlsa_add(ssl_, t.usage, t.selector, t.mtype,
+                          reinterpret_cast<const unsigned char*>(t.data.data()), t.data.size()) > 0;
+  }
+  if (!usable) SSL_set_verify(ssl_, SSL_VERIFY_NONE, nullptr);
+  return usable;
+}
+
+std::string TlsConnection::daneAuthority() const {
+  uint8_t usage = 0, selector = 0, mtype = 0;
+  if (SSL_get0_dane_tlsa(ssl_, &usage, &selector, &mtype, nullptr, nullptr) < 0) return "";
+  return usage == 3 ? "dane-ee" : usage == 2 ? "dane-ta" : "";
 }
 
 void TlsConnection::feedCipher(const char* data, size_t len) {

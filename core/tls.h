@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.h"
 #include "core/tls_tickets.h"
@@ -38,6 +39,9 @@ class TlsContext {
   // (PEM), or the system's store when ca_file is empty. The name is checked per connection
   // (TlsConnection::expectPeer).
   static Result<std::unique_ptr<TlsContext>> createVerifyingClient(const std::string& ca_file);
+  // A client context for DANE (RFC 7672): the peer is checked against the TLSA records
+  // given per connection (TlsConnection::expectDane), not against any CA store.
+  static Result<std::unique_ptr<TlsContext>> createDaneClient();
   ~TlsContext();
   SSL_CTX* get() const { return ctx_; }
 
@@ -71,6 +75,17 @@ class TlsConnection {
   // Client side: sends host as SNI (unless it is an IP address) and, if verify, makes the
   // handshake fail unless the certificate is valid for host.
   void expectPeer(const std::string& host, bool verify);
+  // DANE: the peer must match one of these TLSA records (usage, selector, matching type,
+  // data), DANE-TA(2) with host's name, DANE-EE(3) without names (RFC 7672 §3.1.1).
+  // Records of other usages are unusable for SMTP and left out; false when none is
+  // usable (the connection then verifies nothing: the caller decides).
+  struct Tlsa {
+    uint8_t usage, selector, mtype;
+    std::string_view data;
+  };
+  bool expectDane(const std::string& host, const std::vector<Tlsa>& records);
+  // After the handshake: "dane-ee", "dane-ta" (what authenticated the peer) or "".
+  std::string daneAuthority() const;
 
   // Client side, before the handshake: offers session (from an earlier connection to the
   // same server with the same context) for an abbreviated handshake; nullptr: none.

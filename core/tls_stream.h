@@ -42,6 +42,10 @@ class TlsStream {
 
   // Client side: SNI and, if verify, the name the certificate must be valid for.
   void expectPeer(const std::string& host, bool verify) { tls_.expectPeer(host, verify); }
+  bool expectDane(const std::string& host, const std::vector<TlsConnection::Tlsa>& records) {
+    return tls_.expectDane(host, records);
+  }
+  std::string daneAuthority() const { return tls_.daneAuthority(); }
 
   // Client side: session resumption (TlsConnection::resume, resumable, resumed).
   void resume(const TlsSession& session) { tls_.resume(session); }

@@ -60,6 +60,9 @@ Status Delivery::init() {
   Result<std::unique_ptr<TlsContext>> tls = TlsContext::createUnverifiedClient();
   if (!tls) return fail("outbound tls: " + tls.error());
   tls_opportunistic_ = std::move(*tls);
+  Result<std::unique_ptr<TlsContext>> dane = TlsContext::createDaneClient();
+  if (!dane) return fail("outbound tls: " + dane.error());
+  tls_dane_ = std::move(*dane);
   return {};
 }
 
@@ -380,12 +383,38 @@ void Delivery::resolve(Destination& d) {
     if (d.resolution.status == HopResolution::Status::kTemporary) {
       return destinationFailed(d, d.resolution.error);
     }
-    pump(d);
+    lookUpTlsa(d);
   };
   if (d.route.isMx()) {
     resolver_.resolveMx(d.name, d.port, std::move(done));
   } else {
     resolver_.resolveHost(d.name, d.port, std::move(done));
+  }
+}
+
+void Delivery::lookUpTlsa(Destination& d) {
+  d.tlsa.clear();
+  std::set<std::string> hosts;
+  if (d.route.tls == TlsPolicy::kDane) {
+    for (const HopAddress& a : d.resolution.addresses) {
+      if (a.secure) hosts.insert(a.host);
+    }
+  }
+  if (hosts.empty()) return pump(d);
+  d.dns = Destination::Dns::kResolving;  // until every TLSA answer is in
+  auto pending = std::make_shared<size_t>(hosts.size());
+  for (const std::string& host : hosts) {
+    resolver_.resolveTlsa(
+        host, d.port, [this, key = d.key, serial = d.serial, host, pending](TlsaLookup t) {
+          if (stopping_) return;
+          auto it = destinations_.find(key);
+          if (it == destinations_.end() || it->second->serial != serial) return;
+          Destination& d = *it->second;
+          d.tlsa[host] = std::move(t);
+          if (--*pending > 0) return;
+          d.dns = Destination::Dns::kDone;
+          pump(d);
+        });
   }
 }
 
@@ -396,6 +425,21 @@ void Delivery::openClient(Destination& d) {
   o.round = d.round;
   o.target = addrs[o.address_index];
   o.tls = d.route.tls;
+  if (o.tls == TlsPolicy::kDane) {
+    // RFC 7672 §2.2: usable TLSA records make TLS mandatory and authenticated by them;
+    // records none of which is usable make it mandatory only; none (or an insecure
+    // host) leaves it opportunistic.
+    o.tls = TlsPolicy::kOpportunistic;
+    auto t = d.tlsa.find(o.target.host);
+    if (t != d.tlsa.end() && t->second.status == TlsaLookup::Status::kRecords) {
+      o.tls = TlsPolicy::kDane;
+      o.tls_context = tls_dane_;
+      o.tlsa = t->second.records;
+    } else if (t != d.tlsa.end() && t->second.status == TlsaLookup::Status::kFailed) {
+      o.tls = TlsPolicy::kDane;  // not tried without knowing its records (§2.2)
+      o.refuse = "4.7.5 " + t->second.error;
+    }
+  }
   if (o.tls == TlsPolicy::kRequired) {
     o.tls_context = tls_verifying_;
   } else if (o.tls == TlsPolicy::kOpportunistic && uv_now(loop_) >= d.plain_until) {
@@ -465,7 +509,7 @@ void Delivery::clientClosed(SmtpClient* client) {
     // Connections opened in parallel fail together: the first failure of a round backs the
     // hop off (and counts it), the others of that round only close.
     if (!stopping_ && client->round() == d.round) {
-      if (client->tlsFailed() && d.route.tls == TlsPolicy::kOpportunistic) {
+      if (client->tlsFailed() && client->tlsPolicy() == TlsPolicy::kOpportunistic) {
         // Opportunistic TLS must not keep mail from a hop that cannot do it: go plain.
         d.plain_until = uv_now(loop_) + kPlainAfterTlsFailureMs;
         logEvent(spdlog::level::warn, "tls_fallback",

@@ -152,6 +152,8 @@ class Delivery final : public ClientOwner {
   Result<SpooledMessage> peek(const ParkedJob& job) const;
   void pump(Destination& d);
   void resolve(Destination& d);
+  // tls = "dane": the TLSA records of the secure hosts among the answer, then pump().
+  void lookUpTlsa(Destination& d);
   void openClient(Destination& d);
   bool startJob(Destination& d, SmtpClient* c);
   void destinationFailed(Destination& d, const std::string& why);
@@ -196,6 +198,7 @@ class Delivery final : public ClientOwner {
   Scheduler scheduler_;
   DeliveryNotices notices_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;
+  std::shared_ptr<const TlsContext> tls_dane_;       // tls = "dane" hosts with TLSA records
   std::shared_ptr<const TlsContext> tls_verifying_;  // for routes with tls = "required"
   TlsSessionCache tls_sessions_;  // a reload empties it (a new ca_file checks afresh)
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;

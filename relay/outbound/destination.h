@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -50,6 +51,9 @@ struct Destination {
   uint64_t down_until = 0;   // backed off as a whole until then
   double next_send = 0;      // max_rate: the earliest start of the next message (loop ms)
   uint64_t plain_until = 0;  // opportunistic STARTTLS failed: plain text until then
+  // tls = "dane": each secure host's TLSA answer, looked up with the addresses (and as
+  // long-lived as they are).
+  std::map<std::string, TlsaLookup> tlsa;
 
   bool idle() const { return ready.empty() && clients.empty() && dns != Dns::kResolving; }
 };

@@ -62,6 +62,7 @@ void SmtpClient::start() {
   open_handles_ = 2;
   connect_req_.data = this;
   armTimer(options_.connect_timeout);
+  if (!options_.refuse.empty()) return fail(options_.refuse);
   int rc = uv_tcp_connect(&connect_req_, &tcp_,
                           reinterpret_cast<const sockaddr*>(&options_.target.addr), onConnect);
   if (rc != 0) fail(std::string("connect: ") + uv_strerror(rc));
@@ -113,11 +114,17 @@ void SmtpClient::pumpTls() {
     if (state_ == State::kClosed) return;
     if (hs == TlsStream::Handshake::kFailed) {
       tls_failed_ = true;
-      owner_.tlsSessions().erase(tls_session_key_);
+      if (!tls_session_key_.empty()) owner_.tlsSessions().erase(tls_session_key_);
       return fail("4.7.5 TLS handshake with " + host() + " failed: " + tls_->error());
     }
     if (hs == TlsStream::Handshake::kPending) return;
-    logEvent(spdlog::level::info, "tls_out", {{"relay", host()}, {"tls", tls_->describe()}});
+    // DANE: what authenticated the peer ("dane-ee", "dane-ta"), or "unusable" when its
+    // TLSA records were all of usages SMTP does not use (encrypted, not authenticated).
+    const std::string dane = options_.tls != TlsPolicy::kDane ? ""
+                             : dane_usable_                   ? tls_->daneAuthority()
+                                                              : "unusable";
+    logEvent(spdlog::level::info, "tls_out",
+             {{"relay", host()}, {"tls", tls_->describe()}, {"dane", dane}});
     // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
     pipelining_ = eight_bit_mime_ = smtputf8_ = dsn_ = starttls_ = size_ext_ = false;
     size_limit_ = 0;
@@ -207,7 +214,7 @@ void SmtpClient::onReply(int code, std::string_view text) {
       return afterEhlo();
     case State::kStartTls:
       if (code == 220) return startTls();
-      if (options_.tls == TlsPolicy::kRequired) {
+      if (tlsMandatory()) {
         return fail("4.7.4 TLS is required, but " + host() + " refused STARTTLS: " + reply);
       }
       return becomeReady();
@@ -237,7 +244,7 @@ void SmtpClient::afterEhlo() {
     return becomeReady();
   }
   if (!starttls_) {
-    if (options_.tls == TlsPolicy::kRequired) {
+    if (tlsMandatory()) {
       return fail("4.7.4 TLS is required, but was not offered by " + host());
     }
     return becomeReady();
@@ -250,9 +257,19 @@ void SmtpClient::startTls() {
   state_ = State::kTlsHandshake;
   tls_ = std::make_unique<TlsStream>(*options_.tls_context, TlsConnection::Side::kClient,
                                      kCipherBuffer);
-  tls_->expectPeer(host(), options_.tls == TlsPolicy::kRequired);
-  tls_session_key_ = TlsSessionCache::key(*options_.tls_context, host(), options_.target.addr);
-  tls_->resume(owner_.tlsSessions().find(tls_session_key_));
+  if (options_.tls == TlsPolicy::kDane) {
+    // Checked afresh each time: a resumed session would skip the TLSA match, and the
+    // records may have changed since.
+    std::vector<TlsConnection::Tlsa> records;
+    for (const TlsaRecord& t : options_.tlsa) {
+      records.push_back({t.usage, t.selector, t.mtype, t.data});
+    }
+    dane_usable_ = tls_->expectDane(host(), records);
+  } else {
+    tls_->expectPeer(host(), options_.tls == TlsPolicy::kRequired);
+    tls_session_key_ = TlsSessionCache::key(*options_.tls_context, host(), options_.target.addr);
+    tls_->resume(owner_.tlsSessions().find(tls_session_key_));
+  }
   pumpTls();
 }
 
@@ -262,7 +279,9 @@ void SmtpClient::becomeReady() {
   bool first = !ever_ready_;
   ever_ready_ = true;
   // The server's ticket came with the handshake's last flight, before its EHLO reply.
-  if (first && tls_) owner_.tlsSessions().put(tls_session_key_, tls_->resumable());
+  if (first && tls_ && !tls_session_key_.empty()) {
+    owner_.tlsSessions().put(tls_session_key_, tls_->resumable());
+  }
   state_ = State::kIdle;
   armTimer(options_.idle_timeout);
   owner_.clientReady(this, first);

@@ -79,7 +79,13 @@ struct ClientOptions {
   HopAddress target;
   size_t address_index = 0;  // which of the destination's addresses
   unsigned round = 0;        // Destination::round when it was opened
+  // kDane here: the host has secure TLSA records (below); Delivery turns a "dane" route's
+  // other hosts into kOpportunistic.
   TlsPolicy tls = TlsPolicy::kOpportunistic;
+  std::vector<TlsaRecord> tlsa;
+  // Not to be tried (its TLSA records could not be looked up): the connection fails at
+  // once with this reason, as an unreachable address does.
+  std::string refuse;
   // nullptr: no STARTTLS. Shared: a reload may replace Delivery's context mid-connection.
   std::shared_ptr<const TlsContext> tls_context;
   // From the configuration in force when the connection was opened: a reload applies to
@@ -121,6 +127,11 @@ class SmtpClient {
   const std::string& error() const { return error_; }
   // The STARTTLS handshake failed (an opportunistic route then goes plain for a while).
   bool tlsFailed() const { return tls_failed_; }
+  TlsPolicy tlsPolicy() const { return options_.tls; }
+  // No plain text with this hop: tls = "required", or DANE with TLSA records.
+  bool tlsMandatory() const {
+    return options_.tls == TlsPolicy::kRequired || options_.tls == TlsPolicy::kDane;
+  }
   // The peer offered DSN (RFC 3461) in its EHLO reply: NOTIFY was passed on to it.
   bool offersDsn() const { return dsn_; }
 
@@ -198,6 +209,7 @@ class SmtpClient {
 
   std::unique_ptr<TlsStream> tls_;  // after STARTTLS: in_ holds the decrypted replies
   bool tls_failed_ = false;
+  bool dane_usable_ = false;  // tls = kDane: some TLSA record was usable (authenticated)
 
   bool pipelining_ = false;
   bool eight_bit_mime_ = false;

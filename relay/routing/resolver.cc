@@ -32,6 +32,9 @@ bool skipName(const unsigned char* msg, int len, const unsigned char*& p) {
 
 uint16_t be16(const unsigned char* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
 
+constexpr int kTypeTlsa = 52;  // RFC 6698 (not in every arpa/nameser.h)
+constexpr unsigned char kFlagAd = 0x20;  // in the header's fourth octet
+
 bool parseIp(const std::string& host, sockaddr_storage& out) {
   std::memset(&out, 0, sizeof out);
   auto* in4 = reinterpret_cast<sockaddr_in*>(&out);
@@ -62,6 +65,53 @@ void orderMx(std::vector<MxRecord>& mx, std::minstd_rand& rng) {
   std::stable_sort(mx.begin(), mx.end(), [](const MxRecord& a, const MxRecord& b) {
     return a.preference < b.preference;
   });
+}
+
+int responseStatus(const unsigned char* msg, int len) {
+  if (len < NS_HFIXEDSZ) return ARES_EBADRESP;
+  switch (msg[3] & 0x0f) {  // RCODE
+    case ns_r_noerror:
+      return be16(msg + 6) > 0 ? ARES_SUCCESS : ARES_ENODATA;
+    case ns_r_formerr:
+      return ARES_EFORMERR;
+    case ns_r_servfail:
+      return ARES_ESERVFAIL;
+    case ns_r_nxdomain:
+      return ARES_ENOTFOUND;
+    case ns_r_notimpl:
+      return ARES_ENOTIMP;
+    case ns_r_refused:
+      return ARES_EREFUSED;
+    default:
+      return ARES_EBADRESP;
+  }
+}
+
+std::vector<TlsaRecord> parseTlsaAnswer(const unsigned char* msg, int len) {
+  std::vector<TlsaRecord> out;
+  if (len < NS_HFIXEDSZ) return out;
+  const unsigned qdcount = be16(msg + 4);
+  const unsigned ancount = be16(msg + 6);
+  const unsigned char* p = msg + NS_HFIXEDSZ;
+  const unsigned char* end = msg + len;
+  for (unsigned i = 0; i < qdcount; ++i) {
+    if (!skipName(msg, len, p) || end - p < 4) return out;
+    p += 4;
+  }
+  for (unsigned i = 0; i < ancount; ++i) {
+    if (!skipName(msg, len, p) || end - p < 10) return out;
+    const uint16_t type = be16(p);
+    const uint16_t rdlen = be16(p + 8);
+    p += 10;
+    if (end - p < rdlen) return out;
+    if (type == kTypeTlsa) {
+      if (rdlen < 3) return out;
+      out.push_back(TlsaRecord{p[0], p[1], p[2],
+                               std::string(reinterpret_cast<const char*>(p + 3), rdlen - 3u)});
+    }
+    p += rdlen;
+  }
+  return out;
 }
 
 int64_t dnsAnswerMinTtl(const unsigned char* msg, int len) {
@@ -134,7 +184,21 @@ void Resolver::query(const std::string& name, int type, AnswerCallback cb) {
     cache_.erase(it);
   }
   auto* q = new Query{this, name, type, std::move(cb)};
-  ares_query(channel_, name.c_str(), ns_c_in, type, onAnswer, q);
+  // The query is made here rather than by ares_query() so that it can ask for the AD bit
+  // (RFC 6840 §5.7: AD set in a query asks a validating resolver to say whether it
+  // validated the answer).
+  unsigned char* buf = nullptr;
+  int len = 0;
+  const int rc = ares_create_query(name.c_str(), ns_c_in, type, 0, 1, &buf, &len, 0);
+  if (rc != ARES_SUCCESS) {
+    std::unique_ptr<Query> owned(q);
+    Answer a;
+    a.status = rc;
+    return owned->cb(a);
+  }
+  if (config_.dnssec) buf[3] |= kFlagAd;
+  ares_send(channel_, buf, len, onAnswer, q);
+  ares_free_string(buf);
   rearmTimer();
 }
 
@@ -143,9 +207,17 @@ void Resolver::onAnswer(void* arg, int status, int, unsigned char* abuf, int ale
   Resolver* r = q->resolver;
   if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED || r->closed_) return;
   Answer a;
+  // ares_send() answers ARES_SUCCESS for any response: its RCODE and answer count say more.
+  if (status == ARES_SUCCESS) status = responseStatus(abuf, alen);
   a.status = status;
+  a.secure = r->config_.dnssec && abuf != nullptr && alen >= NS_HFIXEDSZ &&
+             (abuf[3] & kFlagAd) != 0;
   int64_t ttl = -1;
-  if (status == ARES_SUCCESS && q->type == ns_t_mx) {
+  if (status == ARES_SUCCESS && q->type == kTypeTlsa) {
+    a.tlsa = parseTlsaAnswer(abuf, alen);
+    if (a.tlsa.empty()) a.status = ARES_ENODATA;  // a CNAME alone, or other types
+    ttl = dnsAnswerMinTtl(abuf, alen);
+  } else if (status == ARES_SUCCESS && q->type == ns_t_mx) {
     ares_mx_reply* mx = nullptr;
     a.status = ares_parse_mx_reply(abuf, alen, &mx);
     for (ares_mx_reply* m = mx; m != nullptr; m = m->next) {
@@ -199,7 +271,7 @@ void Resolver::addresses(
   sockaddr_storage literal;
   if (parseIp(host, literal)) {
     setPort(literal, port);
-    return cb(ARES_SUCCESS, {HopAddress{host, literal}}, UINT64_MAX);
+    return cb(ARES_SUCCESS, {HopAddress{host, literal, false}}, UINT64_MAX);
   }
   // A and AAAA in parallel; the callback runs when both have answered.
   struct Pending {
@@ -207,18 +279,21 @@ void Resolver::addresses(
     int status[2] = {ARES_SUCCESS, ARES_SUCCESS};
     std::vector<HopAddress> found[2];
     uint64_t expires = UINT64_MAX;
+    bool secure = true;  // both answers (records or a denial) were
   };
   auto p = std::make_shared<Pending>();
   auto done = [this, p, host, port, cb](int slot, const Answer& a) {
     p->status[slot] = a.status;
     p->expires = std::min(p->expires, a.expires);
+    p->secure = p->secure && a.secure;
     for (auto ss : a.ips) {
       setPort(ss, port);
-      p->found[slot].push_back({host, ss});
+      p->found[slot].push_back({host, ss, false});
     }
     if (--p->remaining > 0) return;
     std::vector<HopAddress> all = std::move(p->found[0]);  // IPv4 first
     all.insert(all.end(), p->found[1].begin(), p->found[1].end());
+    for (HopAddress& h : all) h.secure = p->secure;
     int status = ARES_SUCCESS;
     if (all.empty()) {
       if (isTemporary(p->status[0]) || isTemporary(p->status[1])) {
@@ -294,9 +369,14 @@ void Resolver::resolveMx(const std::string& domain, uint16_t port, Callback cb) 
     g->status.resize(hosts.size(), ARES_SUCCESS);
     uint64_t now = uv_now(loop_);
     g->ttl = a.expires > now ? a.expires - now : 0;
+    // An insecure MX answer (or an implicit MX from an insecure denial) makes every host
+    // under it insecure, whatever its own addresses' answers were (RFC 7672 §2.2.1).
+    const bool mx_secure = a.secure;
     for (size_t i = 0; i < hosts.size(); ++i) {
       addresses(hosts[i].host, port,
-                [g, i, cb, domain](int status, std::vector<HopAddress> found, uint64_t ttl) {
+                [g, i, cb, domain, mx_secure](int status, std::vector<HopAddress> found,
+                                               uint64_t ttl) {
+                  for (HopAddress& h : found) h.secure = h.secure && mx_secure;
                   g->per_host[i] = std::move(found);
                   g->status[i] = status;
                   g->ttl = std::min(g->ttl, ttl);
@@ -320,6 +400,24 @@ void Resolver::resolveMx(const std::string& domain, uint16_t port, Callback cb) 
                   cb(std::move(r));
                 });
     }
+  });
+}
+
+void Resolver::resolveTlsa(const std::string& host, uint16_t port,
+                           std::function<void(TlsaLookup)> cb) {
+  const std::string name = "_" + std::to_string(port) + "._tcp." + host;
+  query(name, kTypeTlsa, [name, cb = std::move(cb)](const Answer& a) {
+    TlsaLookup t;
+    if (a.status == ARES_SUCCESS && a.secure) {
+      t.status = TlsaLookup::Status::kRecords;
+      t.records = a.tlsa;
+    } else if (a.status != ARES_SUCCESS && isTemporary(a.status)) {
+      // RFC 7672 §2.2: a host whose TLSA records cannot be known is not tried without
+      // them.
+      t.status = TlsaLookup::Status::kFailed;
+      t.error = "TLSA lookup for " + name + " failed: " + ares_strerror(a.status);
+    }
+    cb(std::move(t));
   });
 }
 

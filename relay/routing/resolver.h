@@ -28,7 +28,35 @@ namespace postern {
 struct HopAddress {
   std::string host;
   sockaddr_storage addr{};
+  // With [dns] dnssec: the lookups that led here (the MX records, if any, and the host's
+  // addresses) were all DNSSEC-secure, so its TLSA records may be looked for (RFC 7672
+  // §2.2.1).
+  bool secure = false;
 };
+
+// A TLSA record (RFC 6698): certificate usage, selector, matching type, data.
+struct TlsaRecord {
+  uint8_t usage = 0;
+  uint8_t selector = 0;
+  uint8_t mtype = 0;
+  std::string data;
+  bool operator==(const TlsaRecord&) const = default;
+};
+
+// The answer for _PORT._tcp.HOST TLSA.
+struct TlsaLookup {
+  enum class Status { kRecords, kNone, kFailed };
+  Status status = Status::kNone;  // kNone: no records, or an answer that is not secure
+  std::vector<TlsaRecord> records;
+  std::string error;  // kFailed
+};
+
+// The TLSA records of a DNS response's answer section (other types skipped; a record too
+// short to hold its three octets ends the walk).
+std::vector<TlsaRecord> parseTlsaAnswer(const unsigned char* msg, int len);
+// The status c-ares' ares_query() would give a raw response: ARES_SUCCESS with answers,
+// ARES_ENODATA, ARES_ENOTFOUND, ARES_ESERVFAIL, ...
+int responseStatus(const unsigned char* msg, int len);
 
 struct HopResolution {
   enum class Status { kOk, kTemporary, kPermanent };
@@ -61,20 +89,27 @@ class Resolver {
   Status init();
   void resolveMx(const std::string& domain, uint16_t port, Callback cb);
   void resolveHost(const std::string& host, uint16_t port, Callback cb);
+  // The TLSA records of a host (DANE, RFC 7672): only a secure answer counts; a secure
+  // "none" and an insecure answer are kNone, a failure (SERVFAIL, timeout) kFailed.
+  void resolveTlsa(const std::string& host, uint16_t port, std::function<void(TlsaLookup)> cb);
   // Cancels outstanding queries (their callbacks are not called) and closes the handles.
   void close();
 
  private:
   struct Answer {
     int status = ARES_SUCCESS;          // ARES_SUCCESS, ARES_ENOTFOUND, ARES_ENODATA, ...
+    bool secure = false;                // the AD bit, from a trusted validating resolver
     std::vector<MxRecord> mx;           // T_MX
     std::vector<sockaddr_storage> ips;  // T_A / T_AAAA, port 0
+    std::vector<TlsaRecord> tlsa;       // T_TLSA
     uint64_t expires = 0;               // loop time
   };
   using AnswerCallback = std::function<void(const Answer&)>;
   struct Query;
 
   void query(const std::string& name, int type, AnswerCallback cb);
+  // The host's A and AAAA records; their HopAddress::secure says whether both answers
+  // were secure.
   void addresses(const std::string& host, uint16_t port,
                  std::function<void(int status, std::vector<HopAddress>, uint64_t ttl)> cb);
   void rearmTimer();

@@ -197,5 +197,24 @@ TEST_F(ConfigTest, MiltersAndTheListenersThatUseThem) {
             std::string::npos);
 }
 
+TEST_F(ConfigTest, DaneRoutesAndTheDefaultTlsPolicy) {
+  Config c = loadConfig(write(std::string(kListener) +
+                              "[[route]]\ndomain = \"a.test\"\nnext_hop = \"mx\"\n"
+                              "[[route]]\ndomain = \"b.test\"\nnext_hop = \"mx\"\ntls = \"none\"\n"
+                              "[delivery]\ntls = \"dane\"\n[dns]\ndnssec = true\n"));
+  ASSERT_GE(c.routes.size(), 3u);
+  EXPECT_EQ(c.routes[0].tls, TlsPolicy::kDane);  // the [delivery] default
+  EXPECT_EQ(c.routes[1].tls, TlsPolicy::kNone);  // its own
+  EXPECT_EQ(c.routes[2].tls, TlsPolicy::kDane);  // the implicit "*" route
+  EXPECT_TRUE(c.dns.dnssec);
+  EXPECT_NE(errorOf(write(std::string(kListener) +
+                          "[[route]]\ndomain = \"a.test\"\nnext_hop = \"mx\"\ntls = \"dane\"\n"))
+                .find("needs [dns] dnssec = true"),
+            std::string::npos);
+  EXPECT_NE(errorOf(write(std::string(kListener) + "[delivery]\ntls = \"sometimes\"\n"))
+                .find("delivery.tls"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace postern

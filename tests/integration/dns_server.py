@@ -13,6 +13,8 @@ Answers follow what a real server says:
 * a name with no records at all            -> NXDOMAIN
 * a name with records, none of the type    -> NOERROR with an empty answer (no data)
 * a name put in failure mode               -> SERVFAIL, or no answer at all ("drop")
+Names marked secure(name) are answered with the AD bit set, as a validating resolver
+marks what it validated (DANE trusts it with [dns] dnssec = true); all others without.
 Answers carry the TTL given with the record (default 300 s). Only UDP is served; the
 answers here are small enough never to be truncated. stop() closes the socket, so
 queries then meet a closed port (the server is "down"); start() again reuses the port.
@@ -22,7 +24,7 @@ import select
 import socket
 import threading
 
-from dnslib import AAAA, A, DNSRecord, MX, QTYPE, RCODE, RR
+from dnslib import AAAA, A, DNSRecord, MX, QTYPE, RCODE, RR, TLSA
 
 HOST = "127.0.0.1"
 
@@ -39,6 +41,7 @@ class DnsServer:
         self.lock = threading.Lock()
         self.records = {}    # name -> [(qtype name, rdata, ttl)]
         self.modes = {}      # name -> "servfail" | "drop"
+        self.secure_names = set()  # answered with the AD bit
         self.default_mode = None
         self.queries = []    # (name, qtype name) in arrival order
         self.sock = None
@@ -57,6 +60,16 @@ class DnsServer:
         """Replaces the MX records of name: [(preference, host)], in the order they are
         put in the answer. (0, ".") is a null MX (RFC 7505)."""
         self._set(name, "MX", [MX(host, pref) for pref, host in records], ttl)
+
+    def tlsa(self, name, records, ttl=300):
+        """Replaces the TLSA records of name ("_25._tcp.mx.example.test"):
+        [(usage, selector, matching type, data bytes)]."""
+        self._set(name, "TLSA", [TLSA(u, s, m, d) for u, s, m, d in records], ttl)
+
+    def secure(self, *names):
+        """Answers for these names (records, no data or no such name) carry the AD bit."""
+        with self.lock:
+            self.secure_names.update(_norm(n) for n in names)
 
     def null_mx(self, name, ttl=300):
         self.mx(name, [(0, ".")], ttl)
@@ -153,6 +166,7 @@ class DnsServer:
             mode = self.modes.get(qname, self.default_mode)
             records = self.records.get(qname)
             records = None if records is None else list(records)
+            reply.header.ad = int(qname in self.secure_names)
         if mode == "drop":
             return None
         if mode == "servfail":

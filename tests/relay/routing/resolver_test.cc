@@ -57,5 +57,46 @@ TEST(ResolverTest, MxOrderedByPreferenceEqualOnesShuffled) {
   EXPECT_GT(first_seen["b"], 20);
 }
 
+// A response for example.com TLSA (type 52) with the given records' rdata.
+std::vector<unsigned char> tlsaResponse(const std::vector<std::vector<unsigned char>>& rdatas,
+                                        unsigned char rcode = 0) {
+  std::vector<unsigned char> m = {0x12, 0x34, 0x81, static_cast<unsigned char>(0xa0 | rcode),
+                                  0, 1, 0, static_cast<unsigned char>(rdatas.size()), 0, 0, 0, 0};
+  for (const char* label : {"example", "com"}) {
+    m.push_back(static_cast<unsigned char>(strlen(label)));
+    m.insert(m.end(), label, label + strlen(label));
+  }
+  m.insert(m.end(), {0, 0, 52, 0, 1});
+  for (const auto& rd : rdatas) {
+    m.insert(m.end(), {0xc0, 12, 0, 52, 0, 1, 0, 0, 1, 0});
+    m.push_back(static_cast<unsigned char>(rd.size() >> 8));
+    m.push_back(static_cast<unsigned char>(rd.size()));
+    m.insert(m.end(), rd.begin(), rd.end());
+  }
+  return m;
+}
+
+TEST(ResolverTest, TlsaRecordsAndResponseStatus) {
+  auto m = tlsaResponse({{3, 1, 1, 0xab, 0xcd}, {2, 0, 2, 0xef}});
+  std::vector<TlsaRecord> got = parseTlsaAnswer(m.data(), static_cast<int>(m.size()));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], (TlsaRecord{3, 1, 1, "\xab\xcd"}));
+  EXPECT_EQ(got[1], (TlsaRecord{2, 0, 2, "\xef"}));
+  EXPECT_EQ(responseStatus(m.data(), static_cast<int>(m.size())), ARES_SUCCESS);
+  // A record too short for its three octets, or cut off, ends the walk; nothing is read
+  // past the end.
+  auto short_rd = tlsaResponse({{3, 1}});
+  EXPECT_TRUE(parseTlsaAnswer(short_rd.data(), static_cast<int>(short_rd.size())).empty());
+  EXPECT_EQ(parseTlsaAnswer(m.data(), static_cast<int>(m.size()) - 1).size(), 1u);
+  EXPECT_TRUE(parseTlsaAnswer(m.data(), 11).empty());
+  auto none = tlsaResponse({});
+  EXPECT_EQ(responseStatus(none.data(), static_cast<int>(none.size())), ARES_ENODATA);
+  auto nx = tlsaResponse({}, 3);
+  EXPECT_EQ(responseStatus(nx.data(), static_cast<int>(nx.size())), ARES_ENOTFOUND);
+  auto servfail = tlsaResponse({}, 2);
+  EXPECT_EQ(responseStatus(servfail.data(), static_cast<int>(servfail.size())), ARES_ESERVFAIL);
+  EXPECT_EQ(responseStatus(m.data(), 5), ARES_EBADRESP);
+}
+
 }  // namespace
 }  // namespace postern
