@@ -171,8 +171,9 @@ class Delivery final : public ClientOwner {
   // Outcome (delivery_outcome.cc).
   // retry_at (loop time, 0: the job's own backoff) is for a next hop that is down: its
   // jobs wait for the hop's retry together, in order, and are not rewritten meanwhile.
+  // tls: how the connection was protected (SmtpClient::tlsSummary), "" without one.
   void finishJob(std::unique_ptr<DeliveryJob> job, const std::vector<RecipientResult>& results,
-                 const std::string& relay, uint64_t retry_at = 0);
+                 const std::string& relay, uint64_t retry_at = 0, const std::string& tls = "");
   void deferJob(std::unique_ptr<DeliveryJob> job, uint64_t retry_at);
 
   // Queue actions (delivery_queue_actions.cc): the waiting jobs of one message, taken out

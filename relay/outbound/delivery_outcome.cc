@@ -23,13 +23,13 @@ void Delivery::jobFinished(SmtpClient* client, std::unique_ptr<DeliveryJob> job,
   // per recipient domain would grow without bound.
   const std::string label = d.route.isMx() ? "mx:" + d.route.domain : d.key;
   metrics_.delivery[label].observe(static_cast<double>(uv_now(loop_) - job->started_ms) / 1000);
-  finishJob(std::move(job), results, client->host());
+  finishJob(std::move(job), results, client->host(), 0, client->tlsSummary());
   pump(d);
 }
 
 void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
                          const std::vector<RecipientResult>& results, const std::string& relay,
-                         uint64_t retry_at) {
+                         uint64_t retry_at, const std::string& tls) {
   const Envelope& env = job->message.envelope;
   const std::string qid = queueIdString(env.id);
   bool retry = false;
@@ -51,7 +51,8 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
                 {"code", r.code},
                 {"reply", r.text},
                 {"delay", delay},
-                {"attempts", uint64_t{job->attempts + 1}}});
+                {"attempts", uint64_t{job->attempts + 1}},
+                {"tls", tls}});
       continue;
     }
     // Anything but success or a temporary failure is final (an invalid code included).
@@ -62,7 +63,8 @@ void Delivery::finishJob(std::unique_ptr<DeliveryJob> job,
               {"relay", relay},
               {"code", r.code},
               {"reply", r.text},
-              {"delay", delay}});
+              {"delay", delay},
+              {"tls", tls}});
     job->message.done[r.index] = true;
     ++(ok ? metrics_.delivered : metrics_.bounced);
     if (ok) {

@@ -128,6 +128,10 @@ class SmtpClient {
   // The STARTTLS handshake failed (an opportunistic route then goes plain for a while).
   bool tlsFailed() const { return tls_failed_; }
   TlsPolicy tlsPolicy() const { return options_.tls; }
+  // How this connection is protected, for the delivery log lines: "none" (plain text),
+  // "unverified" (opportunistic), "verified" (tls = "required"), "dane-ee", "dane-ta", or
+  // "dane-unusable" (encrypted, TLSA records of no usable kind).
+  const std::string& tlsSummary() const { return tls_summary_; }
   // No plain text with this hop: tls = "required", or DANE with TLSA records.
   bool tlsMandatory() const {
     return options_.tls == TlsPolicy::kRequired || options_.tls == TlsPolicy::kDane;
@@ -209,6 +213,7 @@ class SmtpClient {
 
   std::unique_ptr<TlsStream> tls_;  // after STARTTLS: in_ holds the decrypted replies
   bool tls_failed_ = false;
+  std::string tls_summary_ = "none";
   bool dane_usable_ = false;  // tls = kDane: some TLSA record was usable (authenticated)
 
   bool pipelining_ = false;

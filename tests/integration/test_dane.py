@@ -116,6 +116,7 @@ class DaneTest(RelayTestCase):
         self.assert_delivered()
         self.assertTrue(self.hop.connections[-1].tls)
         self.relay.wait_log(r"event=tls_out .*dane=dane-ee", 5)
+        self.relay.wait_log(r"event=delivered .*tls=dane-ee", 5)
 
     def test_dane_ta_match_delivers(self):
         # The hop's certificate names mx.test, not the MX host: DANE-TA checks the name.
@@ -157,6 +158,7 @@ class DaneTest(RelayTestCase):
         self.send()
         self.assert_delivered()
         self.relay.wait_log(r"event=tls_out .*dane=unusable", 5)
+        self.relay.wait_log(r"event=delivered .*tls=dane-unusable", 5)
 
     def test_unusable_records_and_stripped_starttls_is_deferred(self):
         self.start(tls=False, tlsa=[(1, 1, 1, b"\x00" * 32)])
@@ -176,6 +178,7 @@ class DaneTest(RelayTestCase):
         self.send()
         self.assert_delivered()
         self.assertNotIn("dane=dane", self.relay.log_text())
+        self.relay.wait_log(r"event=delivered .*tls=unverified", 5)
 
     def test_insecure_mx_makes_its_hosts_insecure(self):
         self.start(tls=False, tlsa=[self.ee()], mx_secure=False)
@@ -186,6 +189,7 @@ class DaneTest(RelayTestCase):
         self.start(tls=False)
         self.send()
         self.assert_delivered()
+        self.relay.wait_log(r"event=delivered .*tls=none", 5)
 
 
 if __name__ == "__main__":
