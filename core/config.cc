@@ -226,7 +226,9 @@ TlsPolicy readTlsPolicy(TableReader& r, TlsPolicy def) {
   if (tls == "opportunistic") return TlsPolicy::kOpportunistic;
   if (tls == "required") return TlsPolicy::kRequired;
   if (tls == "dane") return TlsPolicy::kDane;
-  r.fail(r.get("tls"), "tls", "expected \"none\", \"opportunistic\", \"required\" or \"dane\"");
+  if (tls == "mta-sts") return TlsPolicy::kMtaSts;
+  r.fail(r.get("tls"), "tls",
+         "expected \"none\", \"opportunistic\", \"required\", \"mta-sts\" or \"dane\"");
 }
 
 void readDelivery(TableReader& r, DeliveryConfig& d) {
@@ -629,6 +631,15 @@ Config loadConfig(const std::string& path) {
     c.routes.push_back(RouteConfig{.domain = "*", .next_hop = "mx"});
   for (auto& rc : c.routes) {
     if (!rc.tls_given) rc.tls = c.delivery.tls;
+    if (rc.tls == TlsPolicy::kMtaSts && rc.next_hop != "mx") {
+      // A policy names the recipient domain's MX hosts: a smarthost is not one of them.
+      if (!rc.tls_given) {
+        rc.tls = TlsPolicy::kOpportunistic;  // [delivery] tls is for the MX routes
+      } else {
+        throw ConfigError(path + ": route " + rc.domain +
+                          ": tls = \"mta-sts\" needs next_hop = \"mx\"");
+      }
+    }
     if (rc.tls == TlsPolicy::kDane && !c.dns.dnssec) {
       // Without a validating resolver no answer is secure: "dane" would silently be
       // "opportunistic".

@@ -84,10 +84,12 @@ struct TlsConfig {
 
 // Outbound STARTTLS per route: "none" never, "opportunistic" when offered (no
 // verification, a failed handshake retries without TLS), "required" only with a verified
-// certificate for the next hop's name, else the message is deferred; "dane" (RFC 7672):
-// for a next hop with DNSSEC-secure TLSA records, TLS verified against them or the message
-// is deferred; without them, opportunistic.
-enum class TlsPolicy { kNone, kOpportunistic, kRequired, kDane };
+// certificate for the next hop's name, else the message is deferred; "mta-sts" (RFC
+// 8461, MX routes): the recipient domain's policy in enforce mode makes TLS verified with
+// a listed MX host, else opportunistic; "dane" (RFC 7672): for a next hop with
+// DNSSEC-secure TLSA records, TLS verified against them or the message is deferred;
+// without them, the domain's MTA-STS policy as "mta-sts" does.
+enum class TlsPolicy { kNone, kOpportunistic, kRequired, kDane, kMtaSts };
 
 struct RouteConfig {
   std::string domain;    // "example.com", "*.example.com" (subdomains only) or "*"

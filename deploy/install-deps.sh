@@ -13,7 +13,7 @@ packages=(
   go-md2man groff-base
   libuv1-dev libmimalloc-dev libgtest-dev libgmock-dev libbenchmark-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev libc-ares-dev
-  libidn2-dev
+  libidn2-dev libcurl4-openssl-dev
   libconcurrentqueue-dev
   python3 python3-aiosmtpd python3-dnslib python3-prometheus-client swaks libnet-ssleay-perl postfix openssl
   python3-dkim opendkim rspamd python3-nacl python3-cryptography libcrypt-dev

@@ -48,8 +48,9 @@ Result<TlsContexts> loadReferencedFiles(const Config& config, std::shared_ptr<Ti
     tls.server = std::move(*server);
   }
   const bool verify =
-      std::any_of(config.routes.begin(), config.routes.end(),
-                  [](const RouteConfig& r) { return r.tls == TlsPolicy::kRequired; });
+      std::any_of(config.routes.begin(), config.routes.end(), [](const RouteConfig& r) {
+        return r.tls != TlsPolicy::kNone && r.tls != TlsPolicy::kOpportunistic;
+      });
   if (verify) {
     auto verifying = TlsContext::createVerifyingClient(config.delivery.ca_file);
     if (!verifying) return fail("delivery.ca_file: " + verifying.error());

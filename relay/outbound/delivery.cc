@@ -44,6 +44,7 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
       router_(config_->routes),
       guard_(config_->listeners, NextHopGuard::localInterfaces()),
       resolver_(loop, config_->dns),
+      sts_(loop, resolver_, config_->spool_dir + "/mta-sts", config_->delivery.ca_file),
       scheduler_(config_->delivery.retry_min, config_->delivery.retry_max),
       notices_(spool, config_, [this](SpooledMessage m) { enqueue(std::move(m)); }),
       tls_verifying_(std::move(verifying)) {
@@ -71,6 +72,7 @@ void Delivery::reload(std::shared_ptr<const Config> config,
   if (stopping_) return;
   config_ = std::move(config);
   notices_.reload(config_);
+  sts_.setCaFile(config_->delivery.ca_file);
   // Connections that hold the old context keep it until they end.
   tls_verifying_ = std::move(verifying);
   tls_sessions_.clear();
@@ -400,8 +402,8 @@ void Delivery::lookUpTlsa(Destination& d) {
       if (a.secure) hosts.insert(a.host);
     }
   }
-  if (hosts.empty()) return pump(d);
-  d.dns = Destination::Dns::kResolving;  // until every TLSA answer is in
+  if (hosts.empty()) return lookUpSts(d);
+  d.dns = Destination::Dns::kResolving;  // until every TLSA answer and the policy are in
   auto pending = std::make_shared<size_t>(hosts.size());
   for (const std::string& host : hosts) {
     resolver_.resolveTlsa(
@@ -412,10 +414,35 @@ void Delivery::lookUpTlsa(Destination& d) {
           Destination& d = *it->second;
           d.tlsa[host] = std::move(t);
           if (--*pending > 0) return;
-          d.dns = Destination::Dns::kDone;
-          pump(d);
+          lookUpSts(d);
         });
   }
+}
+
+void Delivery::lookUpSts(Destination& d) {
+  d.sts.reset();
+  const bool wanted = d.route.isMx() && d.resolution.status == HopResolution::Status::kOk &&
+                      (d.route.tls == TlsPolicy::kMtaSts || d.route.tls == TlsPolicy::kDane);
+  if (!wanted) {
+    d.dns = Destination::Dns::kDone;
+    return pump(d);
+  }
+  d.dns = Destination::Dns::kResolving;
+  sts_.lookup(d.name, d.route.allow_internal_mx,
+              [this, key = d.key, serial = d.serial](StsAnswer a) {
+                if (stopping_) return;
+                auto it = destinations_.find(key);
+                if (it == destinations_.end() || it->second->serial != serial) return;
+                Destination& d = *it->second;
+                d.sts = std::move(a.policy);
+                logEvent(spdlog::level::info, "mta_sts",
+                         {{"domain", d.name},
+                          {"mode", d.sts ? mta_sts::modeName(d.sts->mode) : "none"},
+                          {"policy", d.sts ? "yes" : "no"},
+                          {"how", a.note}});
+                d.dns = Destination::Dns::kDone;
+                pump(d);
+              });
 }
 
 void Delivery::openClient(Destination& d) {
@@ -438,6 +465,20 @@ void Delivery::openClient(Destination& d) {
     } else if (t != d.tlsa.end() && t->second.status == TlsaLookup::Status::kFailed) {
       o.tls = TlsPolicy::kDane;  // not tried without knowing its records (§2.2)
       o.refuse = "4.7.5 " + t->second.error;
+    } else {
+      o.tls = TlsPolicy::kMtaSts;  // DANE does not apply: MTA-STS may (RFC 8461 §2)
+    }
+  }
+  if (o.tls == TlsPolicy::kMtaSts) {
+    // RFC 8461 §4.2, §5: in enforce mode only the policy's MX hosts, over TLS verified
+    // for their names; testing and none (or no policy) stay opportunistic.
+    o.tls = TlsPolicy::kOpportunistic;
+    if (d.sts && d.sts->mode == mta_sts::Policy::Mode::kEnforce) {
+      o.tls = TlsPolicy::kRequired;
+      o.sts = true;
+      if (!mta_sts::mxMatches(*d.sts, o.target.host)) {
+        o.refuse = "4.7.5 MX host " + o.target.host + " is not in the MTA-STS policy of " + d.name;
+      }
     }
   }
   if (o.tls == TlsPolicy::kRequired) {
@@ -595,6 +636,7 @@ void Delivery::onTimer(uv_timer_t* t) {
 void Delivery::stop() {
   stopping_ = true;
   notices_.stop();
+  sts_.stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&recover_idle_), nullptr);
   resolver_.close();

@@ -64,6 +64,7 @@
 #include "relay/routing/next_hop_guard.h"
 #include "relay/routing/resolver.h"
 #include "relay/routing/router.h"
+#include "relay/routing/sts_policies.h"
 
 namespace postern {
 
@@ -154,6 +155,8 @@ class Delivery final : public ClientOwner {
   void resolve(Destination& d);
   // tls = "dane": the TLSA records of the secure hosts among the answer, then pump().
   void lookUpTlsa(Destination& d);
+  // tls = "mta-sts" or "dane" MX routes: the domain's MTA-STS policy, then pump().
+  void lookUpSts(Destination& d);
   void openClient(Destination& d);
   bool startJob(Destination& d, SmtpClient* c);
   void destinationFailed(Destination& d, const std::string& why);
@@ -196,6 +199,7 @@ class Delivery final : public ClientOwner {
   Router router_;
   NextHopGuard guard_;
   Resolver resolver_;
+  StsPolicies sts_;  // after resolver_, which it uses
   Scheduler scheduler_;
   DeliveryNotices notices_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;

@@ -16,10 +16,12 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "core/config.h"
+#include "core/mta_sts.h"
 #include "queue/scheduler.h"
 #include "relay/routing/resolver.h"
 
@@ -54,6 +56,8 @@ struct Destination {
   // tls = "dane": each secure host's TLSA answer, looked up with the addresses (and as
   // long-lived as they are).
   std::map<std::string, TlsaLookup> tlsa;
+  // tls = "mta-sts" or "dane" (MX routes): the recipient domain's MTA-STS policy, if any.
+  std::optional<mta_sts::Policy> sts;
 
   bool idle() const { return ready.empty() && clients.empty() && dns != Dns::kResolving; }
 };

@@ -128,7 +128,9 @@ void SmtpClient::pumpTls() {
     if (options_.tls == TlsPolicy::kDane) {
       tls_summary_ = dane_usable_ ? dane : "dane-unusable";
     } else {
-      tls_summary_ = options_.tls == TlsPolicy::kRequired ? "verified" : "unverified";
+      tls_summary_ = options_.sts                           ? "mta-sts"
+                     : options_.tls == TlsPolicy::kRequired ? "verified"
+                                                            : "unverified";
     }
     // RFC 3207 §4.2: forget what was learnt before TLS and ask again.
     pipelining_ = eight_bit_mime_ = smtputf8_ = dsn_ = starttls_ = size_ext_ = false;

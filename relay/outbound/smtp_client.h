@@ -83,6 +83,7 @@ struct ClientOptions {
   // other hosts into kOpportunistic.
   TlsPolicy tls = TlsPolicy::kOpportunistic;
   std::vector<TlsaRecord> tlsa;
+  bool sts = false;  // tls = kRequired because of an MTA-STS policy in enforce mode
   // Not to be tried (its TLSA records could not be looked up): the connection fails at
   // once with this reason, as an unreachable address does.
   std::string refuse;
@@ -129,8 +130,9 @@ class SmtpClient {
   bool tlsFailed() const { return tls_failed_; }
   TlsPolicy tlsPolicy() const { return options_.tls; }
   // How this connection is protected, for the delivery log lines: "none" (plain text),
-  // "unverified" (opportunistic), "verified" (tls = "required"), "dane-ee", "dane-ta", or
-  // "dane-unusable" (encrypted, TLSA records of no usable kind).
+  // "unverified" (opportunistic), "verified" (tls = "required"), "mta-sts" (verified for
+  // an MX host of an enforced policy), "dane-ee", "dane-ta", or "dane-unusable"
+  // (encrypted, TLSA records of no usable kind).
   const std::string& tlsSummary() const { return tls_summary_; }
   // No plain text with this hop: tls = "required", or DANE with TLSA records.
   bool tlsMandatory() const {

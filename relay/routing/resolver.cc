@@ -87,56 +87,72 @@ int responseStatus(const unsigned char* msg, int len) {
   }
 }
 
-std::vector<TlsaRecord> parseTlsaAnswer(const unsigned char* msg, int len) {
-  std::vector<TlsaRecord> out;
-  if (len < NS_HFIXEDSZ) return out;
+namespace {
+
+// Calls take(type, ttl, rdata, rdlen) for each answer record whole within the message,
+// until it answers false or the message ends.
+template <typename Take>
+void forEachAnswer(const unsigned char* msg, int len, Take take) {
+  if (len < NS_HFIXEDSZ) return;
   const unsigned qdcount = be16(msg + 4);
   const unsigned ancount = be16(msg + 6);
   const unsigned char* p = msg + NS_HFIXEDSZ;
   const unsigned char* end = msg + len;
   for (unsigned i = 0; i < qdcount; ++i) {
-    if (!skipName(msg, len, p) || end - p < 4) return out;
+    if (!skipName(msg, len, p) || end - p < 4) return;
     p += 4;
   }
   for (unsigned i = 0; i < ancount; ++i) {
-    if (!skipName(msg, len, p) || end - p < 10) return out;
+    if (!skipName(msg, len, p) || end - p < 10) return;
     const uint16_t type = be16(p);
+    const uint32_t ttl = static_cast<uint32_t>(p[4]) << 24 | static_cast<uint32_t>(p[5]) << 16 |
+                         static_cast<uint32_t>(p[6]) << 8 | p[7];
     const uint16_t rdlen = be16(p + 8);
     p += 10;
-    if (end - p < rdlen) return out;
-    if (type == kTypeTlsa) {
-      if (rdlen < 3) return out;
-      out.push_back(TlsaRecord{p[0], p[1], p[2],
-                               std::string(reinterpret_cast<const char*>(p + 3), rdlen - 3u)});
-    }
+    if (end - p < rdlen || !take(type, ttl, p, rdlen)) return;
     p += rdlen;
   }
+}
+
+}  // namespace
+
+std::vector<TlsaRecord> parseTlsaAnswer(const unsigned char* msg, int len) {
+  std::vector<TlsaRecord> out;
+  forEachAnswer(msg, len, [&](uint16_t type, uint32_t, const unsigned char* rd, uint16_t rdlen) {
+    if (type != kTypeTlsa) return true;
+    if (rdlen < 3) return false;
+    out.push_back(TlsaRecord{rd[0], rd[1], rd[2],
+                             std::string(reinterpret_cast<const char*>(rd + 3), rdlen - 3u)});
+    return true;
+  });
+  return out;
+}
+
+std::vector<std::string> parseTxtAnswer(const unsigned char* msg, int len) {
+  std::vector<std::string> out;
+  forEachAnswer(msg, len, [&](uint16_t type, uint32_t, const unsigned char* rd, uint16_t rdlen) {
+    if (type != ns_t_txt) return true;
+    std::string text;  // <length><octets>, repeated (RFC 1035 §3.3.14)
+    for (uint16_t i = 0; i < rdlen;) {
+      const uint8_t n = rd[i++];
+      if (n > rdlen - i) return false;
+      text.append(reinterpret_cast<const char*>(rd + i), n);
+      i = static_cast<uint16_t>(i + n);
+    }
+    out.push_back(std::move(text));
+    return true;
+  });
   return out;
 }
 
 int64_t dnsAnswerMinTtl(const unsigned char* msg, int len) {
-  if (len < NS_HFIXEDSZ) return -1;
-  const unsigned qdcount = be16(msg + 4);
-  const unsigned ancount = be16(msg + 6);
-  const unsigned char* p = msg + NS_HFIXEDSZ;
-  const unsigned char* end = msg + len;
-  for (unsigned i = 0; i < qdcount; ++i) {
-    if (!skipName(msg, len, p) || end - p < 4) return -1;
-    p += 4;  // type, class
-  }
   int64_t min_ttl = -1;
-  for (unsigned i = 0; i < ancount; ++i) {
-    if (!skipName(msg, len, p) || end - p < 10) return min_ttl;
-    uint32_t ttl = static_cast<uint32_t>(p[4]) << 24 | static_cast<uint32_t>(p[5]) << 16 |
-                   static_cast<uint32_t>(p[6]) << 8 | p[7];
-    const uint16_t rdlen = be16(p + 8);
-    p += 10;
-    if (end - p < rdlen) return min_ttl;
-    p += rdlen;
+  forEachAnswer(msg, len, [&](uint16_t, uint32_t ttl, const unsigned char*, uint16_t) {
     // RFC 2181 §8: a TTL with the top bit set is treated as zero.
-    int64_t t = ttl > 0x7fffffffu ? 0 : ttl;
+    const int64_t t = ttl > 0x7fffffffu ? 0 : ttl;
     if (min_ttl < 0 || t < min_ttl) min_ttl = t;
-  }
+    return true;
+  });
   return min_ttl;
 }
 
@@ -216,6 +232,10 @@ void Resolver::onAnswer(void* arg, int status, int, unsigned char* abuf, int ale
   if (status == ARES_SUCCESS && q->type == kTypeTlsa) {
     a.tlsa = parseTlsaAnswer(abuf, alen);
     if (a.tlsa.empty()) a.status = ARES_ENODATA;  // a CNAME alone, or other types
+    ttl = dnsAnswerMinTtl(abuf, alen);
+  } else if (status == ARES_SUCCESS && q->type == ns_t_txt) {
+    a.txt = parseTxtAnswer(abuf, alen);
+    if (a.txt.empty()) a.status = ARES_ENODATA;
     ttl = dnsAnswerMinTtl(abuf, alen);
   } else if (status == ARES_SUCCESS && q->type == ns_t_mx) {
     ares_mx_reply* mx = nullptr;
@@ -419,6 +439,11 @@ void Resolver::resolveTlsa(const std::string& host, uint16_t port,
     }
     cb(std::move(t));
   });
+}
+
+void Resolver::resolveTxt(const std::string& name,
+                          std::function<void(int status, std::vector<std::string>)> cb) {
+  query(name, ns_t_txt, [cb = std::move(cb)](const Answer& a) { cb(a.status, a.txt); });
 }
 
 void Resolver::rearmTimer() {

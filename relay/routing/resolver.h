@@ -51,6 +51,8 @@ struct TlsaLookup {
   std::string error;  // kFailed
 };
 
+// The TXT records of a DNS response's answer section, each one's strings joined.
+std::vector<std::string> parseTxtAnswer(const unsigned char* msg, int len);
 // The TLSA records of a DNS response's answer section (other types skipped; a record too
 // short to hold its three octets ends the walk).
 std::vector<TlsaRecord> parseTlsaAnswer(const unsigned char* msg, int len);
@@ -92,6 +94,10 @@ class Resolver {
   // The TLSA records of a host (DANE, RFC 7672): only a secure answer counts; a secure
   // "none" and an insecure answer are kNone, a failure (SERVFAIL, timeout) kFailed.
   void resolveTlsa(const std::string& host, uint16_t port, std::function<void(TlsaLookup)> cb);
+  // The TXT records of a name. status: ARES_SUCCESS, ARES_ENODATA, ARES_ENOTFOUND, or a
+  // failure.
+  void resolveTxt(const std::string& name,
+                  std::function<void(int status, std::vector<std::string>)> cb);
   // Cancels outstanding queries (their callbacks are not called) and closes the handles.
   void close();
 
@@ -102,6 +108,7 @@ class Resolver {
     std::vector<MxRecord> mx;           // T_MX
     std::vector<sockaddr_storage> ips;  // T_A / T_AAAA, port 0
     std::vector<TlsaRecord> tlsa;       // T_TLSA
+    std::vector<std::string> txt;       // T_TXT
     uint64_t expires = 0;               // loop time
   };
   using AnswerCallback = std::function<void(const Answer&)>;

@@ -24,7 +24,7 @@ import select
 import socket
 import threading
 
-from dnslib import AAAA, A, DNSRecord, MX, QTYPE, RCODE, RR, TLSA
+from dnslib import AAAA, A, DNSRecord, MX, QTYPE, RCODE, RR, TLSA, TXT
 
 HOST = "127.0.0.1"
 
@@ -65,6 +65,10 @@ class DnsServer:
         """Replaces the TLSA records of name ("_25._tcp.mx.example.test"):
         [(usage, selector, matching type, data bytes)]."""
         self._set(name, "TLSA", [TLSA(u, s, m, d) for u, s, m, d in records], ttl)
+
+    def txt(self, name, *texts, ttl=300):
+        """Replaces the TXT records of name, one record per text."""
+        self._set(name, "TXT", [TXT(t) for t in texts], ttl)
 
     def secure(self, *names):
         """Answers for these names (records, no data or no such name) carry the AD bit."""

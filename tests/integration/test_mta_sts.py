@@ -1,0 +1,236 @@
+"""MTA-STS (RFC 8461) for MX routes with tls = "mta-sts" (and "dane" hosts without TLSA).
+
+The pieces are real: a scripted DNS server with the _mta-sts TXT record, an HTTPS policy
+server (Python's ssl and http.server) at mta-sts.sts.test, bound to 127.0.0.77:443 with a
+certificate from a test CA, and the MX host as a capturing downstream whose certificate
+the same CA issued (delivery.ca_file trusts it).
+
+What must hold: under an enforced policy mail goes only to a listed MX host over TLS
+verified for its name; a hop that strips STARTTLS, shows a certificate for another name,
+or is not in the policy gets nothing (deferred). In testing mode, or without a policy,
+delivery stays opportunistic. A fetched policy is kept in the spool directory and still
+enforced after a restart with its record and server gone. DANE wins where both apply.
+"""
+
+import hashlib
+import http.server
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from dns_server import DnsServer
+from harness import HOST, Downstream, RelayTestCase, smtp_client
+from test_outbound_tls import make_certs
+
+DOMAIN = "sts.test"
+MX = "mx.sts.test"
+POLICY_IP = "127.0.0.77"
+
+
+def issue(certdir, name, out):
+    """A certificate for DNS name `name` from make_certs' CA; returns (cert, key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = dict(cwd=certdir, check=True, capture_output=True)
+    with open(os.path.join(certdir, f"{out}.ext"), "w") as f:
+        f.write(f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
+                "extendedKeyUsage=serverAuth\n")
+    subprocess.run(["openssl", "req", *ec, "-keyout", f"{out}.key", "-out", f"{out}.csr",
+                    "-subj", f"/CN={name}"], **run)
+    subprocess.run(["openssl", "x509", "-req", "-in", f"{out}.csr", "-CA", "ca.crt",
+                    "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{out}.crt", "-days", "2",
+                    "-extfile", f"{out}.ext"], **run)
+    return os.path.join(certdir, f"{out}.crt"), os.path.join(certdir, f"{out}.key")
+
+
+class PolicyServer:
+    """HTTPS on POLICY_IP:443 serving /.well-known/mta-sts.txt."""
+
+    def __init__(self, cert, policy):
+        self.policy = policy
+        self.fetches = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner.fetches += 1
+                if self.path != "/.well-known/mta-sts.txt":
+                    self.send_error(404)
+                    return
+                body = owner.policy.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        http.server.HTTPServer.allow_reuse_address = True
+        self.httpd = http.server.HTTPServer((POLICY_IP, 443), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def policy(mode="enforce", mx=(MX,), max_age=86400):
+    return ("version: STSv1\r\nmode: %s\r\n" % mode
+            + "".join(f"mx: {m}\r\n" for m in mx) + f"max_age: {max_age}\r\n")
+
+
+class MtaStsTest(RelayTestCase):
+    auto_relay = False
+    start_downstream = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certdir = tempfile.mkdtemp(prefix="postern-it-sts-")
+        cls.certs, cls.ca = make_certs(cls.certdir)
+        cls.certs["policy"] = issue(cls.certdir, f"mta-sts.{DOMAIN}", "policy")
+        cls.certs["mx"] = issue(cls.certdir, MX, "mx")
+        cls.certs["other"] = issue(cls.certdir, "other.sts.test", "other")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.certdir, ignore_errors=True)
+
+    def setUp(self):
+        super().setUp()
+        self.dns = DnsServer().start()
+        self.addCleanup(self.dns.stop)
+
+    def serve_policy(self, text):
+        server = PolicyServer(self.certs["policy"], text)
+        self.addCleanup(server.stop)
+        return server
+
+    def start(self, which="mx", tls=True, text=policy(), record="v=STSv1; id=1;",
+              route_tls="mta-sts", extra=""):
+        ctx = None
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.certs[which])
+        self.hop = Downstream(tls_context=ctx)
+        self.hop.start()
+        self.addCleanup(self.hop.stop)
+        self.dns.mx(DOMAIN, [(10, MX)])
+        self.dns.a(MX, HOST)
+        self.dns.a(f"mta-sts.{DOMAIN}", POLICY_IP)
+        if record:
+            self.dns.txt(f"_mta-sts.{DOMAIN}", record)
+        self.policy_server = self.serve_policy(text) if text else None
+        self.start_relay(
+            None, routes=[{"domain": DOMAIN, "next_hop": "mx", "tls": route_tls,
+                           "allow_internal_mx": True}],
+            delivery={"smtp_port": self.hop.port, "ca_file": self.ca},
+            extra=f'[dns]\nservers = ["{self.dns.address()}"]\n' + extra)
+
+    def send(self):
+        with smtp_client(HOST, self.relay.port) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.sendmail("a@origin.test", [f"b@{DOMAIN}"],
+                                        b"Subject: sts\r\n\r\nhello\r\n"), {})
+
+    def assert_delivered(self, tls):
+        self.assertEqual(self.hop.wait_for(1, 15), 1, self.relay.log_text()[-3000:])
+        self.relay.wait_log(rf"event=delivered .*tls={tls}", 5)
+
+    def assert_deferred(self, pattern):
+        self.relay.wait_log(pattern, 15)
+        time.sleep(0.5)
+        self.assertEqual(self.hop.messages, [])
+
+    def test_enforced_policy_delivers_over_verified_tls(self):
+        self.start()
+        self.send()
+        self.assert_delivered("mta-sts")
+        self.relay.wait_log(r"event=mta_sts domain=sts\.test mode=enforce policy=yes how=fetched", 5)
+        self.assertEqual(self.policy_server.fetches, 1)
+
+    def test_enforced_policy_and_a_stripped_starttls_is_deferred(self):
+        self.start(tls=False)
+        self.send()
+        self.assert_deferred(r"event=next_hop_error .*4\.7\.4 TLS is required")
+
+    def test_enforced_policy_and_a_certificate_for_another_name_is_deferred(self):
+        self.start("other")
+        self.send()
+        self.assert_deferred(r"event=next_hop_error .*4\.7\.5 TLS handshake")
+
+    def test_mx_host_not_in_the_policy_is_not_used(self):
+        self.start(text=policy(mx=("*.elsewhere.test",)))
+        self.send()
+        self.assert_deferred(r"not in the MTA-STS policy of sts\.test")
+
+    def test_wildcard_pattern_matches_one_label(self):
+        self.start(text=policy(mx=("*.sts.test",)))
+        self.send()
+        self.assert_delivered("mta-sts")
+
+    def test_testing_mode_stays_opportunistic(self):
+        self.start("other", text=policy(mode="testing"))
+        self.send()
+        self.assert_delivered("unverified")
+        self.relay.wait_log(r"event=mta_sts .*mode=testing", 5)
+
+    def test_no_record_no_policy(self):
+        self.start(tls=False, record=None, text=None)
+        self.send()
+        self.assert_delivered("none")
+
+    def test_invalid_policy_is_no_policy(self):
+        self.start(tls=False, text="version: STSv1\r\nmode: enforce\r\n")  # no mx, no max_age
+        self.send()
+        self.assert_delivered("none")
+
+    def test_policy_survives_a_restart_without_its_record_and_server(self):
+        self.start()
+        self.send()
+        self.assert_delivered("mta-sts")
+        cached = os.path.join(self.relay.spool_dir, "mta-sts", DOMAIN)
+        self.assertTrue(os.path.exists(cached))
+        # An attacker blocks the record and the server, and strips STARTTLS.
+        self.policy_server.stop()
+        self.dns.remove(f"_mta-sts.{DOMAIN}")
+        self.hop.stop()
+        self.hop = Downstream(self.hop.port)
+        self.hop.start()
+        self.addCleanup(self.hop.stop)
+        self.relay.stop()
+        self.relay.start()
+        self.send()
+        self.assert_deferred(r"event=next_hop_error .*4\.7\.4 TLS is required")
+        self.relay.wait_log(r"event=mta_sts .*mode=enforce policy=yes how=cached", 5)
+
+    def test_dane_wins_over_mta_sts(self):
+        # The policy lists no usable MX, but the host has secure TLSA records that match.
+        with open(self.certs["mx"][0], "rb") as f:
+            spki = x509.load_pem_x509_certificate(f.read()).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.dns.secure(DOMAIN, MX)
+        self.start(text=policy(mx=("*.elsewhere.test",)), route_tls="dane",
+                   extra="dnssec = true\n")
+        tlsa = f"_{self.hop.port}._tcp.{MX}"
+        self.dns.tlsa(tlsa, [(3, 1, 1, hashlib.sha256(spki).digest())])
+        self.dns.secure(tlsa)
+        self.send()
+        self.assert_delivered("dane-ee")
+
+
+if __name__ == "__main__":
+    unittest.main()
