@@ -3,10 +3,30 @@
 // left as they are.
 #pragma once
 
+#include <cstdio>
 #include <string>
 #include <string_view>
 
 namespace postern {
+
+// For a JSON string: quotes, backslashes and control characters escaped (the text may be
+// a peer's).
+inline std::string jsonEscape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
 
 inline std::string asciiLower(std::string_view s) {
   std::string out(s);

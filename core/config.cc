@@ -621,6 +621,16 @@ Config loadConfig(const std::string& path) {
     TableReader r(*t, path, "delivery.");
     readDelivery(r, c.delivery);
   }
+  if (const toml::table* t = top.table("tls_rpt")) {
+    TableReader r(*t, path, "tls_rpt.");
+    c.tls_rpt.directory = r.str("directory", "");
+    if (!c.tls_rpt.directory.empty() && c.tls_rpt.directory.front() != '/') {
+      r.fail(r.get("directory"), "directory", "expected an absolute path");
+    }
+    c.tls_rpt.organization = r.str("organization", "");
+    c.tls_rpt.contact = r.str("contact", "");
+    r.finish();
+  }
   if (const toml::table* t = top.table("dns")) {
     TableReader r(*t, path, "dns.");
     readDns(r, c.dns);

@@ -190,6 +190,15 @@ struct DnsConfig {
   bool operator==(const DnsConfig&) const = default;
 };
 
+// SMTP TLS reporting (RFC 8460): daily JSON reports of the TLS sessions made under
+// MTA-STS and DANE policies (relay/outbound/tls_reports.h).
+struct TlsRptConfig {
+  std::string directory;     // "": no reports
+  std::string organization;  // "organization-name"; "": the hostname
+  std::string contact;       // "contact-info"; "": postmaster@hostname
+  bool operator==(const TlsRptConfig&) const = default;
+};
+
 struct Config {
   std::string hostname = "localhost";
   unsigned workers = 0;         // 0: one per core
@@ -218,6 +227,7 @@ struct Config {
   Limits limits;
   DeliveryConfig delivery;
   DnsConfig dns;
+  TlsRptConfig tls_rpt;
   TlsConfig tls;
   AuthConfig auth;
   // [[dkim]]: signing keys by From: domain, read with the configuration (one per domain

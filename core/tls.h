@@ -84,6 +84,11 @@ class TlsConnection {
     std::string_view data;
   };
   bool expectDane(const std::string& host, const std::vector<Tlsa>& records);
+  // As expectPeer(host, true) on a verifying context, but the handshake goes on whatever
+  // the result (MTA-STS testing mode): verifyError() tells it afterwards.
+  void checkPeer(const std::string& host);
+  // After the handshake: the chain and name check's X509_V_* result (X509_V_OK: passed).
+  long verifyError() const { return SSL_get_verify_result(ssl_); }
   // After the handshake: "dane-ee", "dane-ta" (what authenticated the peer) or "".
   std::string daneAuthority() const;
 

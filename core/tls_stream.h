@@ -46,6 +46,8 @@ class TlsStream {
     return tls_.expectDane(host, records);
   }
   std::string daneAuthority() const { return tls_.daneAuthority(); }
+  void checkPeer(const std::string& host) { tls_.checkPeer(host); }
+  long verifyError() const { return tls_.verifyError(); }
 
   // Client side: session resumption (TlsConnection::resume, resumable, resumed).
   void resume(const TlsSession& session) { tls_.resume(session); }

@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "core/ascii.h"
 #include "relay/routing/router.h"
 
 namespace postern {
@@ -40,23 +41,6 @@ std::string utcTime(int64_t ms) {
 }
 
 }  // namespace
-
-std::string jsonEscape(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
-}
 
 std::string queueJson(const std::vector<QueueEntry>& entries) {
   std::string out = "[";

@@ -30,6 +30,4 @@ std::string quarantineText(const QuarantineListing& q);
 // "quarantined: N range(s), B octets" and a pointer to the full listing: for the summary.
 std::string quarantineSummary(const QuarantineListing& q);
 
-std::string jsonEscape(std::string_view s);
-
 }  // namespace postern

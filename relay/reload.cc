@@ -27,6 +27,7 @@ std::vector<std::string> keepFixedSettings(const Config& running, Config& next) 
   keep(running.admin_address, next.admin_address, "admin.address", changed);
   keep(running.admin_queue_networks, next.admin_queue_networks, "admin.queue_networks", changed);
   keep(running.dns, next.dns, "dns", changed);
+  keep(running.tls_rpt, next.tls_rpt, "tls_rpt", changed);
   keep(running.log_format, next.log_format, "log.format", changed);
   keep(running.reload_on_change, next.reload_on_change, "server.reload_on_change", changed);
   keep(running.reload_check_interval, next.reload_check_interval, "server.reload_check_interval",

@@ -16,6 +16,18 @@
 namespace postern {
 namespace {
 
+// A TLSA record as its presentation form ("3 1 1 ABCD..."), for the TLS reports.
+std::string tlsaText(const TlsaRecord& r) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out = std::to_string(r.usage) + " " + std::to_string(r.selector) + " " +
+                    std::to_string(r.mtype) + " ";
+  for (unsigned char c : r.data) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
 // After an opportunistic STARTTLS handshake fails, a next hop gets plain text this long.
 constexpr uint64_t kPlainAfterTlsFailureMs = 3600'000;
 // A DNS answer is used for at least this long, whatever its TTL (see resolve()).
@@ -45,6 +57,11 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
       guard_(config_->listeners, NextHopGuard::localInterfaces()),
       resolver_(loop, config_->dns),
       sts_(loop, resolver_, config_->spool_dir + "/mta-sts", config_->delivery.ca_file),
+      reports_(loop, config_->tls_rpt.directory,
+               config_->tls_rpt.organization.empty() ? config_->hostname
+                                                     : config_->tls_rpt.organization,
+               config_->tls_rpt.contact.empty() ? "postmaster@" + config_->hostname
+                                                : config_->tls_rpt.contact),
       scheduler_(config_->delivery.retry_min, config_->delivery.retry_max),
       notices_(spool, config_, [this](SpooledMessage m) { enqueue(std::move(m)); }),
       tls_verifying_(std::move(verifying)) {
@@ -445,6 +462,15 @@ void Delivery::lookUpSts(Destination& d) {
               });
 }
 
+void Delivery::reportTls(const SmtpClient& client) {
+  const ClientOptions& o = client.options();
+  if (o.rpt_type.empty()) return;
+  std::optional<IpAddress> ip =
+      IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&o.target.addr));
+  reports_.record(TlsReportEntry{o.rpt_domain, o.rpt_type, o.rpt_policy, o.target.host,
+                                 ip ? ip->toString() : "", client.tlsRptResult()});
+}
+
 void Delivery::openClient(Destination& d) {
   const auto& addrs = d.resolution.addresses;
   ClientOptions o;
@@ -462,6 +488,8 @@ void Delivery::openClient(Destination& d) {
       o.tls = TlsPolicy::kDane;
       o.tls_context = tls_dane_;
       o.tlsa = t->second.records;
+      o.rpt_type = "tlsa";
+      for (const TlsaRecord& r : o.tlsa) o.rpt_policy.push_back(tlsaText(r));
     } else if (t != d.tlsa.end() && t->second.status == TlsaLookup::Status::kFailed) {
       o.tls = TlsPolicy::kDane;  // not tried without knowing its records (§2.2)
       o.refuse = "4.7.5 " + t->second.error;
@@ -473,17 +501,29 @@ void Delivery::openClient(Destination& d) {
     // RFC 8461 §4.2, §5: in enforce mode only the policy's MX hosts, over TLS verified
     // for their names; testing and none (or no policy) stay opportunistic.
     o.tls = TlsPolicy::kOpportunistic;
+    if (d.sts && d.sts->mode != mta_sts::Policy::Mode::kNone) {
+      o.rpt_type = "sts";
+      o.rpt_policy = {"version: STSv1", std::string("mode: ") + mta_sts::modeName(d.sts->mode)};
+      for (const std::string& mx : d.sts->mx) o.rpt_policy.push_back("mx: " + mx);
+      o.rpt_policy.push_back("max_age: " + std::to_string(d.sts->max_age));
+    }
     if (d.sts && d.sts->mode == mta_sts::Policy::Mode::kEnforce) {
       o.tls = TlsPolicy::kRequired;
       o.sts = true;
       if (!mta_sts::mxMatches(*d.sts, o.target.host)) {
         o.refuse = "4.7.5 MX host " + o.target.host + " is not in the MTA-STS policy of " + d.name;
       }
+    } else if (d.sts && d.sts->mode == mta_sts::Policy::Mode::kTesting && tls_verifying_ &&
+               uv_now(loop_) >= d.plain_until) {
+      o.sts_testing = true;  // opportunistic, with the check the report needs
+      o.tls_context = tls_verifying_;
     }
   }
+  o.rpt_domain = d.name;
   if (o.tls == TlsPolicy::kRequired) {
     o.tls_context = tls_verifying_;
-  } else if (o.tls == TlsPolicy::kOpportunistic && uv_now(loop_) >= d.plain_until) {
+  } else if (o.tls == TlsPolicy::kOpportunistic && uv_now(loop_) >= d.plain_until &&
+             !o.sts_testing) {
     o.tls_context = tls_opportunistic_;
   }
   const DeliveryConfig& dc = config_->delivery;
@@ -531,6 +571,7 @@ void Delivery::clientReady(SmtpClient* client, bool first_time) {
     --d.connecting;
     d.failures = 0;
     ++metrics_.outbound_ready;
+    reportTls(*client);
   }
   if (stopping_ || d.retired || client->messagesSent() >= d.route.messages_per_connection) {
     client->shutdown();
@@ -544,6 +585,7 @@ void Delivery::clientClosed(SmtpClient* client) {
   d.clients.erase(client);
   --clients_;
   if (client->tlsFailed()) ++metrics_.outbound_tls_failures;
+  if (!client->everReady() && !client->tlsRptResult().empty()) reportTls(*client);
   if (!client->everReady()) {
     --d.connecting;
     ++metrics_.outbound_failed;
@@ -637,6 +679,7 @@ void Delivery::stop() {
   stopping_ = true;
   notices_.stop();
   sts_.stop();
+  reports_.stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&recover_idle_), nullptr);
   resolver_.close();

@@ -61,6 +61,7 @@
 #include "relay/outbound/delivery_notices.h"
 #include "relay/outbound/destination.h"
 #include "relay/outbound/smtp_client.h"
+#include "relay/outbound/tls_reports.h"
 #include "relay/routing/next_hop_guard.h"
 #include "relay/routing/resolver.h"
 #include "relay/routing/router.h"
@@ -157,6 +158,8 @@ class Delivery final : public ClientOwner {
   void lookUpTlsa(Destination& d);
   // tls = "mta-sts" or "dane" MX routes: the domain's MTA-STS policy, then pump().
   void lookUpSts(Destination& d);
+  // A TLS session under a policy, for the TLS reports.
+  void reportTls(const SmtpClient& client);
   void openClient(Destination& d);
   bool startJob(Destination& d, SmtpClient* c);
   void destinationFailed(Destination& d, const std::string& why);
@@ -200,6 +203,7 @@ class Delivery final : public ClientOwner {
   NextHopGuard guard_;
   Resolver resolver_;
   StsPolicies sts_;  // after resolver_, which it uses
+  TlsReports reports_;
   Scheduler scheduler_;
   DeliveryNotices notices_;
   std::shared_ptr<const TlsContext> tls_opportunistic_;

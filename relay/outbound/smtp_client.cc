@@ -54,6 +54,23 @@ const char* SmtpClient::phase() const {
   return "closing";
 }
 
+std::string SmtpClient::reportResult(long verify_error) {
+  switch (verify_error) {
+    case X509_V_OK:
+      // A handshake that failed with the chain and name in order (or one that went
+      // through): nothing to report for a success, "validation-failure" otherwise.
+      return tls_ && tls_->established() ? "" : "validation-failure";
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+      return "certificate-host-mismatch";
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+      return "certificate-expired";
+    case X509_V_ERR_DANE_NO_MATCH:
+      return "tlsa-invalid";
+    default:
+      return "validation-failure";
+  }
+}
+
 void SmtpClient::start() {
   uv_tcp_init(owner_.loop(), &tcp_);
   tcp_.data = this;
@@ -114,6 +131,7 @@ void SmtpClient::pumpTls() {
     if (state_ == State::kClosed) return;
     if (hs == TlsStream::Handshake::kFailed) {
       tls_failed_ = true;
+      rpt_result_ = reportResult(tls_->verifyError());
       if (!tls_session_key_.empty()) owner_.tlsSessions().erase(tls_session_key_);
       return fail("4.7.5 TLS handshake with " + host() + " failed: " + tls_->error());
     }
@@ -125,6 +143,7 @@ void SmtpClient::pumpTls() {
                                                               : "unusable";
     logEvent(spdlog::level::info, "tls_out",
              {{"relay", host()}, {"tls", tls_->describe()}, {"dane", dane}});
+    if (options_.sts_testing) rpt_result_ = reportResult(tls_->verifyError());
     if (options_.tls == TlsPolicy::kDane) {
       tls_summary_ = dane_usable_ ? dane : "dane-unusable";
     } else {
@@ -221,6 +240,7 @@ void SmtpClient::onReply(int code, std::string_view text) {
       return afterEhlo();
     case State::kStartTls:
       if (code == 220) return startTls();
+      rpt_result_ = "starttls-not-supported";
       if (tlsMandatory()) {
         return fail("4.7.4 TLS is required, but " + host() + " refused STARTTLS: " + reply);
       }
@@ -251,6 +271,7 @@ void SmtpClient::afterEhlo() {
     return becomeReady();
   }
   if (!starttls_) {
+    rpt_result_ = "starttls-not-supported";
     if (tlsMandatory()) {
       return fail("4.7.4 TLS is required, but was not offered by " + host());
     }
@@ -272,6 +293,8 @@ void SmtpClient::startTls() {
       records.push_back({t.usage, t.selector, t.mtype, t.data});
     }
     dane_usable_ = tls_->expectDane(host(), records);
+  } else if (options_.sts_testing) {
+    tls_->checkPeer(host());  // checked for the report, not enforced
   } else {
     tls_->expectPeer(host(), options_.tls == TlsPolicy::kRequired);
     tls_session_key_ = TlsSessionCache::key(*options_.tls_context, host(), options_.target.addr);

@@ -84,6 +84,14 @@ struct ClientOptions {
   TlsPolicy tls = TlsPolicy::kOpportunistic;
   std::vector<TlsaRecord> tlsa;
   bool sts = false;  // tls = kRequired because of an MTA-STS policy in enforce mode
+  // An MTA-STS policy in testing mode: opportunistic, but the certificate is checked (with
+  // a verifying tls_context) for the report.
+  bool sts_testing = false;
+  // TLS reporting (RFC 8460): the policy this connection is made under ("sts", "tlsa"; ""
+  // none), for the reports of rpt_domain.
+  std::string rpt_type;
+  std::vector<std::string> rpt_policy;
+  std::string rpt_domain;
   // Not to be tried (its TLSA records could not be looked up): the connection fails at
   // once with this reason, as an unreachable address does.
   std::string refuse;
@@ -134,6 +142,11 @@ class SmtpClient {
   // an MX host of an enforced policy), "dane-ee", "dane-ta", or "dane-unusable"
   // (encrypted, TLSA records of no usable kind).
   const std::string& tlsSummary() const { return tls_summary_; }
+  // For the TLS report: "" when TLS went as the policy wants, else its result type
+  // ("starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
+  // "tlsa-invalid", "validation-failure"); empty too when no TLS was tried.
+  const std::string& tlsRptResult() const { return rpt_result_; }
+  const ClientOptions& options() const { return options_; }
   // No plain text with this hop: tls = "required", or DANE with TLSA records.
   bool tlsMandatory() const {
     return options_.tls == TlsPolicy::kRequired || options_.tls == TlsPolicy::kDane;
@@ -142,6 +155,8 @@ class SmtpClient {
   bool offersDsn() const { return dsn_; }
 
  private:
+  // RFC 8460 §4.3's result type for an X509_V_* verification result.
+  std::string reportResult(long verify_error);
   enum class State {
     kConnecting,
     kGreeting,
@@ -216,6 +231,7 @@ class SmtpClient {
   std::unique_ptr<TlsStream> tls_;  // after STARTTLS: in_ holds the decrypted replies
   bool tls_failed_ = false;
   std::string tls_summary_ = "none";
+  std::string rpt_result_;
   bool dane_usable_ = false;  // tls = kDane: some TLSA record was usable (authenticated)
 
   bool pipelining_ = false;

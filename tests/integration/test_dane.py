@@ -14,6 +14,7 @@ bit) counts for nothing, and delivery stays opportunistic.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import ssl
@@ -65,7 +66,8 @@ class DaneTest(RelayTestCase):
         self.dns = DnsServer().start()
         self.addCleanup(self.dns.stop)
 
-    def start(self, which="selfsigned", tls=True, tlsa=(), secure=True, mx_secure=True):
+    def start(self, which="selfsigned", tls=True, tlsa=(), secure=True, mx_secure=True,
+              extra=""):
         """A downstream (STARTTLS with certificate `which`, or none), the DNS records of
         dane.test with `tlsa` at its MX host, and the relay."""
         ctx = None
@@ -91,7 +93,12 @@ class DaneTest(RelayTestCase):
             None, routes=[{"domain": DOMAIN, "next_hop": "mx", "tls": "dane",
                            "allow_internal_mx": True}],
             delivery={"smtp_port": self.hop.port},
-            extra=f'[dns]\nservers = ["{self.dns.address()}"]\ndnssec = true\n')
+            extra=f'[dns]\nservers = ["{self.dns.address()}"]\ndnssec = true\n' + extra)
+
+    def relay_tmp(self):
+        d = tempfile.mkdtemp(prefix="postern-it-rpt-")
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
 
     def send(self):
         with smtp_client(HOST, self.relay.port) as s:
@@ -141,6 +148,35 @@ class DaneTest(RelayTestCase):
         self.send()
         self.assert_delivered()
         self.relay.wait_log(r"event=tls_out .*dane=dane-ta", 5)
+
+    def test_tls_report_counts_successes_and_tlsa_failures(self):
+        reports = os.path.join(self.relay_tmp(), "tls-rpt")
+        self.start(tlsa=[self.ee()], extra=f'\n[tls_rpt]\ndirectory = "{reports}"\n'
+                                             'organization = "Test Org"\n')
+        self.send()
+        self.assert_delivered()
+        # The hop changes its certificate: the next session fails and is counted so.
+        self.hop.stop()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.certs["wrong"])
+        self.hop = Downstream(self.hop.port, tls_context=ctx)
+        self.hop.start()
+        self.addCleanup(self.hop.stop)
+        self.send()
+        self.relay.wait_log(r"event=next_hop_error .*no matching DANE TLSA", 15)
+        self.relay.stop()  # writes what is counted
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        with open(os.path.join(reports, day, f"{DOMAIN}.json")) as f:
+            report = json.load(f)
+        self.assertEqual(report["organization-name"], "Test Org")
+        [p] = report["policies"]
+        self.assertEqual(p["policy"]["policy-type"], "tlsa")
+        self.assertEqual(p["policy"]["policy-domain"], DOMAIN)
+        self.assertTrue(p["policy"]["policy-string"][0].startswith("3 1 1 "))
+        self.assertEqual(p["summary"]["total-successful-session-count"], 1)
+        self.assertGreaterEqual(p["summary"]["total-failure-session-count"], 1)
+        self.assertEqual({d["result-type"] for d in p["failure-details"]}, {"tlsa-invalid"})
+        self.assertEqual(p["failure-details"][0]["receiving-mx-hostname"], MX)
 
     def test_mismatched_certificate_is_deferred(self):
         self.start("wrong", tlsa=[self.ee("selfsigned")])

@@ -14,6 +14,7 @@ enforced after a restart with its record and server gone. DANE wins where both a
 
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -187,6 +188,26 @@ class MtaStsTest(RelayTestCase):
         self.send()
         self.assert_delivered("unverified")
         self.relay.wait_log(r"event=mta_sts .*mode=testing", 5)
+
+    def test_testing_mode_failures_are_in_the_tls_report(self):
+        reports = tempfile.mkdtemp(prefix="postern-it-rpt-")
+        self.addCleanup(shutil.rmtree, reports, True)
+        self.start("other", text=policy(mode="testing"),
+                   extra=f'\n[tls_rpt]\ndirectory = "{reports}"\n')
+        self.send()
+        self.assert_delivered("unverified")
+        self.relay.stop()
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        with open(os.path.join(reports, day, f"{DOMAIN}.json")) as f:
+            report = json.load(f)
+        [p] = report["policies"]
+        self.assertEqual(p["policy"]["policy-type"], "sts")
+        self.assertIn("mode: testing", p["policy"]["policy-string"])
+        self.assertEqual(p["policy"]["mx-host"], [MX])
+        self.assertEqual(p["summary"], {"total-successful-session-count": 0,
+                                        "total-failure-session-count": 1})
+        self.assertEqual(p["failure-details"][0]["result-type"], "certificate-host-mismatch")
+        self.assertEqual(report["contact-info"], "postmaster@relay.test")
 
     def test_no_record_no_policy(self):
         self.start(tls=False, record=None, text=None)
