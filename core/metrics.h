@@ -57,6 +57,10 @@ struct WorkerMetrics {
   // What milters did besides continue and accept, by milter and action: reject, tempfail,
   // discard, quarantine, failed.
   std::map<std::pair<std::string, std::string>, uint64_t> milter_actions;
+  // Outbound connections by TLS policy applied (none, opportunistic, required, mta-sts,
+  // mta-sts-testing, dane) and result: ok (ready for mail) or failed (TLS did not go as
+  // the policy wants: no STARTTLS, a failed handshake or check).
+  std::map<std::pair<std::string, std::string>, uint64_t> tls_policy;
   uint64_t delivered = 0;  // recipients
   uint64_t deferred = 0;
   uint64_t bounced = 0;

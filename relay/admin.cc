@@ -71,6 +71,8 @@ constexpr Family kFamilies[] = {
      "Outbound connections opened, by result: ready (for mail) or failed (before that)."},
     {"postern_outbound_connections_open", "gauge",
      "Open outbound connections by state: opening, idle, busy, closing."},
+    {"postern_outbound_tls_policy_total", "counter",
+     "Outbound connections by TLS policy applied and result (ok, failed)."},
     {"postern_outbound_tls_failures_total", "counter", "Outbound STARTTLS handshakes that failed."},
     {"process_resident_memory_bytes", "gauge", "Resident memory."},
     {"process_open_fds", "gauge", "Open file descriptors."},

@@ -238,6 +238,10 @@ std::string Worker::metricsText() const {
     sample("postern_replies_rejected_total", w + ",status=\"" + promEscape(status) + "\"",
            double(n));
   }
+  for (const auto& [key, n] : m.tls_policy) {
+    sample("postern_outbound_tls_policy_total",
+           w + ",policy=\"" + key.first + "\",result=\"" + key.second + "\"", double(n));
+  }
   for (const auto& [key, n] : m.milter_actions) {
     sample("postern_milter_actions_total",
            w + ",milter=\"" + promEscape(key.first) + "\",action=\"" + key.second + "\"",

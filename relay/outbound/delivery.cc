@@ -57,11 +57,11 @@ Delivery::Delivery(uv_loop_t* loop, Spool& spool, std::shared_ptr<const Config> 
       guard_(config_->listeners, NextHopGuard::localInterfaces()),
       resolver_(loop, config_->dns),
       sts_(loop, resolver_, config_->spool_dir + "/mta-sts", config_->delivery.ca_file),
-      reports_(loop, config_->tls_rpt.directory,
-               config_->tls_rpt.organization.empty() ? config_->hostname
-                                                     : config_->tls_rpt.organization,
-               config_->tls_rpt.contact.empty() ? "postmaster@" + config_->hostname
-                                                : config_->tls_rpt.contact),
+      reports_(
+          loop, config_->tls_rpt.directory,
+          config_->tls_rpt.organization.empty() ? config_->hostname : config_->tls_rpt.organization,
+          config_->tls_rpt.contact.empty() ? "postmaster@" + config_->hostname
+                                           : config_->tls_rpt.contact),
       scheduler_(config_->delivery.retry_min, config_->delivery.retry_max),
       notices_(spool, config_, [this](SpooledMessage m) { enqueue(std::move(m)); }),
       tls_verifying_(std::move(verifying)) {
@@ -321,8 +321,8 @@ Result<SpooledMessage> Delivery::peek(const ParkedJob& p) const {
   SpooledMessage out;
   Result<Envelope> envelope = spool_.readEnvelope(p.message.id, p.message.ref);
   if (!envelope) {
-    return fail("the envelope of " + queueIdString(p.message.id) + " cannot be read back: " +
-                envelope.error());
+    return fail("the envelope of " + queueIdString(p.message.id) +
+                " cannot be read back: " + envelope.error());
   }
   out.envelope = std::move(*envelope);
   out.ref = p.message.ref;
@@ -423,16 +423,16 @@ void Delivery::lookUpTlsa(Destination& d) {
   d.dns = Destination::Dns::kResolving;  // until every TLSA answer and the policy are in
   auto pending = std::make_shared<size_t>(hosts.size());
   for (const std::string& host : hosts) {
-    resolver_.resolveTlsa(
-        host, d.port, [this, key = d.key, serial = d.serial, host, pending](TlsaLookup t) {
-          if (stopping_) return;
-          auto it = destinations_.find(key);
-          if (it == destinations_.end() || it->second->serial != serial) return;
-          Destination& d = *it->second;
-          d.tlsa[host] = std::move(t);
-          if (--*pending > 0) return;
-          lookUpSts(d);
-        });
+    resolver_.resolveTlsa(host, d.port,
+                          [this, key = d.key, serial = d.serial, host, pending](TlsaLookup t) {
+                            if (stopping_) return;
+                            auto it = destinations_.find(key);
+                            if (it == destinations_.end() || it->second->serial != serial) return;
+                            Destination& d = *it->second;
+                            d.tlsa[host] = std::move(t);
+                            if (--*pending > 0) return;
+                            lookUpSts(d);
+                          });
   }
 }
 
@@ -464,6 +464,17 @@ void Delivery::lookUpSts(Destination& d) {
 
 void Delivery::reportTls(const SmtpClient& client) {
   const ClientOptions& o = client.options();
+  const char* policy = o.tls == TlsPolicy::kDane       ? "dane"
+                       : o.sts                         ? "mta-sts"
+                       : o.sts_testing                 ? "mta-sts-testing"
+                       : o.tls == TlsPolicy::kRequired ? "required"
+                       : o.tls == TlsPolicy::kNone     ? "none"
+                                                       : "opportunistic";
+  // A checked policy whose check failed counts as failed even when the connection went
+  // on (testing mode).
+  const bool checked = o.tls == TlsPolicy::kDane || o.tls == TlsPolicy::kRequired || o.sts_testing;
+  const bool failed = !client.everReady() || (checked && !client.tlsRptResult().empty());
+  ++metrics_.tls_policy[{policy, failed ? "failed" : "ok"}];
   if (o.rpt_type.empty()) return;
   std::optional<IpAddress> ip =
       IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&o.target.addr));
@@ -585,7 +596,9 @@ void Delivery::clientClosed(SmtpClient* client) {
   d.clients.erase(client);
   --clients_;
   if (client->tlsFailed()) ++metrics_.outbound_tls_failures;
-  if (!client->everReady() && !client->tlsRptResult().empty()) reportTls(*client);
+  if (!client->everReady() && (!client->tlsRptResult().empty() || client->tlsFailed())) {
+    reportTls(*client);
+  }
   if (!client->everReady()) {
     --d.connecting;
     ++metrics_.outbound_failed;

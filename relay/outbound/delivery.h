@@ -158,7 +158,8 @@ class Delivery final : public ClientOwner {
   void lookUpTlsa(Destination& d);
   // tls = "mta-sts" or "dane" MX routes: the domain's MTA-STS policy, then pump().
   void lookUpSts(Destination& d);
-  // A TLS session under a policy, for the TLS reports.
+  // A connection's TLS outcome, for the metrics and (under a policy) the TLS reports:
+  // once it is ready, or when it failed before that because of TLS.
   void reportTls(const SmtpClient& client);
   void openClient(Destination& d);
   bool startJob(Destination& d, SmtpClient* c);

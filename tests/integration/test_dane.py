@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -164,6 +165,13 @@ class DaneTest(RelayTestCase):
         self.addCleanup(self.hop.stop)
         self.send()
         self.relay.wait_log(r"event=next_hop_error .*no matching DANE TLSA", 15)
+        with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/metrics",
+                                    timeout=10) as r:
+            metrics = r.read().decode()
+        self.assertRegex(metrics, r'postern_outbound_tls_policy_total\{worker="0",'
+                                  r'policy="dane",result="ok"\} 1\n')
+        self.assertRegex(metrics, r'postern_outbound_tls_policy_total\{worker="0",'
+                                  r'policy="dane",result="failed"\} [1-9]')
         self.relay.stop()  # writes what is counted
         day = time.strftime("%Y-%m-%d", time.gmtime())
         with open(os.path.join(reports, day, f"{DOMAIN}.json")) as f:
