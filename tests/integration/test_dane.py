@@ -126,6 +126,25 @@ class DaneTest(RelayTestCase):
         self.relay.wait_log(r"event=tls_out .*dane=dane-ee", 5)
         self.relay.wait_log(r"event=delivered .*tls=dane-ee", 5)
 
+    def test_dane_ee_full_certificate_sha512(self):
+        # 3 0 2: the whole certificate's SHA-512. A wrong record beside a right one does
+        # not matter.
+        with open(self.certs["selfsigned"][0], "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        der = cert.public_bytes(serialization.Encoding.DER)
+        self.start(tlsa=[(3, 1, 1, b"\x00" * 32), (3, 0, 2, hashlib.sha512(der).digest())])
+        self.send()
+        self.assert_delivered()
+        self.relay.wait_log(r"event=tls_out .*dane=dane-ee", 5)
+
+    def test_dane_ee_exact_public_key(self):
+        with open(self.certs["selfsigned"][0], "rb") as f:
+            spki = x509.load_pem_x509_certificate(f.read()).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.start(tlsa=[(3, 1, 0, spki)])
+        self.send()
+        self.assert_delivered()
+
     def test_dane_ta_match_delivers(self):
         # The hop's certificate names mx.test, not the MX host: DANE-TA checks the name.
         # "name" has DNS:mx.test; the CA's TLSA 2 0 1 authenticates the chain only when the
