@@ -20,7 +20,7 @@ seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(auth_fuzz command_fuzz data_reader_fuzz milter_fuzz proxy_fuzz spool_fuzz)
+[[ ${#targets[@]} -gt 0 ]] || targets=(auth_fuzz command_fuzz data_reader_fuzz milter_fuzz proxy_fuzz spool_fuzz sts_fuzz)
 
 mkdir -p "$build"
 if ! cmake -S "$here" -B "$build" -DCMAKE_CXX_COMPILER=clang++ \
@@ -33,7 +33,7 @@ cmake --build "$build" -j "$(nproc)" -- --no-print-directory >/dev/null
 # Longest input per target: DATA streams long enough for lines over 1000 octets; the
 # largest PROXY v2 header (16 + 4096 octets) and a little more.
 declare -A max_len=([auth_fuzz]=1024 [command_fuzz]=1024 [data_reader_fuzz]=8192 [milter_fuzz]=4096 [proxy_fuzz]=4400
-  [spool_fuzz]=8192)
+  [spool_fuzz]=8192 [sts_fuzz]=4096)
 
 mkdir -p "$build/artifacts"
 declare -A pid
