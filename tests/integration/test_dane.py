@@ -14,70 +14,26 @@ bit) counts for nothing, and delivery stays opportunistic.
 """
 
 import hashlib
-import json
 import os
-import shutil
-import ssl
-import subprocess
-import tempfile
-import time
 import unittest
 import urllib.request
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from dns_server import DnsServer
-from harness import HOST, Downstream, RelayTestCase, smtp_client
-from test_outbound_tls import make_certs
+from harness import HOST
+from tls_policy_case import TlsPolicyCase, certificate_der, public_key_der
 
 DOMAIN = "dane.test"
 MX = "mx.dane.test"
 
 
-def spki_sha256(cert_path):
-    with open(cert_path, "rb") as f:
-        cert = x509.load_pem_x509_certificate(f.read())
-    der = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).digest()
-
-
-def cert_sha256(cert_path):
-    with open(cert_path, "rb") as f:
-        cert = x509.load_pem_x509_certificate(f.read())
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-
-
-class DaneTest(RelayTestCase):
-    auto_relay = False
-    start_downstream = False
-
-    @classmethod
-    def setUpClass(cls):
-        cls.certdir = tempfile.mkdtemp(prefix="postern-it-dane-")
-        cls.certs, cls.ca = make_certs(cls.certdir)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.certdir, ignore_errors=True)
-
-    def setUp(self):
-        super().setUp()
-        self.dns = DnsServer().start()
-        self.addCleanup(self.dns.stop)
+class DaneTest(TlsPolicyCase):
+    DOMAIN = DOMAIN
+    EXTRA_CERTS = {"mx": MX}
 
     def start(self, which="selfsigned", tls=True, tlsa=(), secure=True, mx_secure=True,
               extra=""):
-        """A downstream (STARTTLS with certificate `which`, or none), the DNS records of
+        """The next hop (STARTTLS with certificate `which`, or none), the DNS records of
         dane.test with `tlsa` at its MX host, and the relay."""
-        ctx = None
-        if tls:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*self.certs[which])
-        self.hop = Downstream(tls_context=ctx)
-        self.hop.start()
-        self.addCleanup(self.hop.stop)
+        self.start_hop(which, tls)
         self.tlsa_name = f"_{self.hop.port}._tcp.{MX}"
         self.dns.mx(DOMAIN, [(10, MX)])
         self.dns.a(MX, HOST)
@@ -96,92 +52,51 @@ class DaneTest(RelayTestCase):
             delivery={"smtp_port": self.hop.port},
             extra=f'[dns]\nservers = ["{self.dns.address()}"]\ndnssec = true\n' + extra)
 
-    def relay_tmp(self):
-        d = tempfile.mkdtemp(prefix="postern-it-rpt-")
-        self.addCleanup(shutil.rmtree, d, True)
-        return d
-
-    def send(self):
-        with smtp_client(HOST, self.relay.port) as s:
-            s.ehlo("client.test")
-            self.assertEqual(s.sendmail("a@origin.test", [f"b@{DOMAIN}"],
-                                        b"Subject: dane\r\n\r\nhello\r\n"), {})
-
-    def assert_delivered(self):
-        self.assertEqual(self.hop.wait_for(1, 15), 1, self.relay.log_text()[-3000:])
-
-    def assert_deferred(self, pattern):
-        self.relay.wait_log(pattern, 15)
-        time.sleep(0.5)
-        self.assertEqual(self.hop.messages, [])
-
     def ee(self, which="selfsigned"):
-        return (3, 1, 1, spki_sha256(self.certs[which][0]))
+        return (3, 1, 1, hashlib.sha256(public_key_der(self.certs[which][0])).digest())
 
     def test_dane_ee_match_delivers_over_authenticated_tls(self):
         self.start(tlsa=[self.ee()])
         self.send()
-        self.assert_delivered()
+        self.assert_delivered("dane-ee")
         self.assertTrue(self.hop.connections[-1].tls)
         self.relay.wait_log(r"event=tls_out .*dane=dane-ee", 5)
-        self.relay.wait_log(r"event=delivered .*tls=dane-ee", 5)
 
     def test_dane_ee_full_certificate_sha512(self):
         # 3 0 2: the whole certificate's SHA-512. A wrong record beside a right one does
         # not matter.
-        with open(self.certs["selfsigned"][0], "rb") as f:
-            cert = x509.load_pem_x509_certificate(f.read())
-        der = cert.public_bytes(serialization.Encoding.DER)
+        der = certificate_der(self.certs["selfsigned"][0])
         self.start(tlsa=[(3, 1, 1, b"\x00" * 32), (3, 0, 2, hashlib.sha512(der).digest())])
         self.send()
         self.assert_delivered()
         self.relay.wait_log(r"event=tls_out .*dane=dane-ee", 5)
 
     def test_dane_ee_exact_public_key(self):
-        with open(self.certs["selfsigned"][0], "rb") as f:
-            spki = x509.load_pem_x509_certificate(f.read()).public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.start(tlsa=[(3, 1, 0, spki)])
+        self.start(tlsa=[(3, 1, 0, public_key_der(self.certs["selfsigned"][0]))])
         self.send()
         self.assert_delivered()
 
     def test_dane_ta_match_delivers(self):
-        # The hop's certificate names mx.test, not the MX host: DANE-TA checks the name.
-        # "name" has DNS:mx.test; the CA's TLSA 2 0 1 authenticates the chain only when the
-        # name matches, so a certificate for the MX host's own name is made here.
-        d = tempfile.mkdtemp(prefix="postern-it-dane-ta-", dir=self.certdir)
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        with open(os.path.join(d, "mx.ext"), "w") as f:
-            f.write(f"subjectAltName=DNS:{MX}\nbasicConstraints=CA:FALSE\n")
-        run = dict(cwd=d, check=True, capture_output=True)
-        subprocess.run(["openssl", "req", *ec, "-keyout", "mx.key", "-out", "mx.csr",
-                        "-subj", f"/CN={MX}"], **run)
-        subprocess.run(["openssl", "x509", "-req", "-in", "mx.csr", "-CA", self.ca,
-                        "-CAkey", os.path.join(self.certdir, "ca.key"), "-CAcreateserial",
-                        "-out", "mx.crt", "-days", "2", "-extfile", "mx.ext"], **run)
-        with open(os.path.join(d, "chain.crt"), "w") as out:
-            for part in ("mx.crt", self.ca):
-                with open(os.path.join(d, part)) as f:
+        # 2 0 1: the CA's certificate, and the chain it issued for the MX host's own name
+        # (DANE-TA checks the name).
+        chain = os.path.join(self.certdir, "mx-chain.crt")
+        with open(chain, "w") as out:
+            for part in (self.certs["mx"][0], self.ca):
+                with open(part) as f:
                     out.write(f.read())
-        self.certs["ta"] = (os.path.join(d, "chain.crt"), os.path.join(d, "mx.key"))
-        self.start("ta", tlsa=[(2, 0, 1, cert_sha256(self.ca))])
+        self.certs["ta"] = (chain, self.certs["mx"][1])
+        self.start("ta", tlsa=[(2, 0, 1, hashlib.sha256(certificate_der(self.ca)).digest())])
         self.send()
-        self.assert_delivered()
-        self.relay.wait_log(r"event=tls_out .*dane=dane-ta", 5)
+        self.assert_delivered("dane-ta")
 
     def test_tls_report_counts_successes_and_tlsa_failures(self):
-        reports = os.path.join(self.relay_tmp(), "tls-rpt")
+        reports = os.path.join(self.scratch_dir(), "tls-rpt")
         self.start(tlsa=[self.ee()], extra=f'\n[tls_rpt]\ndirectory = "{reports}"\n'
                                              'organization = "Test Org"\n')
         self.send()
         self.assert_delivered()
         # The hop changes its certificate: the next session fails and is counted so.
-        self.hop.stop()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*self.certs["wrong"])
-        self.hop = Downstream(self.hop.port, tls_context=ctx)
-        self.hop.start()
-        self.addCleanup(self.hop.stop)
+        self.replace_hop("wrong")
         self.send()
         self.relay.wait_log(r"event=next_hop_error .*no matching DANE TLSA", 15)
         with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/metrics",
@@ -192,9 +107,7 @@ class DaneTest(RelayTestCase):
         self.assertRegex(metrics, r'postern_outbound_tls_policy_total\{worker="0",'
                                   r'policy="dane",result="failed"\} [1-9]')
         self.relay.stop()  # writes what is counted
-        day = time.strftime("%Y-%m-%d", time.gmtime())
-        with open(os.path.join(reports, day, f"{DOMAIN}.json")) as f:
-            report = json.load(f)
+        report = self.report(reports)
         self.assertEqual(report["organization-name"], "Test Org")
         [p] = report["policies"]
         self.assertEqual(p["policy"]["policy-type"], "tlsa")
@@ -217,11 +130,10 @@ class DaneTest(RelayTestCase):
 
     def test_unusable_records_make_tls_mandatory_but_unauthenticated(self):
         # PKIX-EE (usage 1) records are unusable in SMTP: TLS is still required.
-        self.start("wrong", tlsa=[(1, 1, 1, spki_sha256(self.certs["selfsigned"][0]))])
+        self.start("wrong", tlsa=[(1, 1, 1, self.ee()[3])])
         self.send()
-        self.assert_delivered()
+        self.assert_delivered("dane-unusable")
         self.relay.wait_log(r"event=tls_out .*dane=unusable", 5)
-        self.relay.wait_log(r"event=delivered .*tls=dane-unusable", 5)
 
     def test_unusable_records_and_stripped_starttls_is_deferred(self):
         self.start(tls=False, tlsa=[(1, 1, 1, b"\x00" * 32)])
@@ -239,9 +151,8 @@ class DaneTest(RelayTestCase):
         # none) does not keep the mail back.
         self.start("wrong", tlsa=[self.ee("selfsigned")], secure=False)
         self.send()
-        self.assert_delivered()
+        self.assert_delivered("unverified")
         self.assertNotIn("dane=dane", self.relay.log_text())
-        self.relay.wait_log(r"event=delivered .*tls=unverified", 5)
 
     def test_insecure_mx_makes_its_hosts_insecure(self):
         self.start(tls=False, tlsa=[self.ee()], mx_secure=False)
@@ -251,8 +162,7 @@ class DaneTest(RelayTestCase):
     def test_secure_host_without_tlsa_is_opportunistic(self):
         self.start(tls=False)
         self.send()
-        self.assert_delivered()
-        self.relay.wait_log(r"event=delivered .*tls=none", 5)
+        self.assert_delivered("none")
 
 
 if __name__ == "__main__":

@@ -14,42 +14,17 @@ enforced after a restart with its record and server gone. DANE wins where both a
 
 import hashlib
 import http.server
-import json
 import os
-import shutil
-import socket
 import ssl
-import subprocess
-import tempfile
 import threading
-import time
 import unittest
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from dns_server import DnsServer
-from harness import HOST, Downstream, RelayTestCase, smtp_client
-from test_outbound_tls import make_certs
+from harness import HOST
+from tls_policy_case import TlsPolicyCase, public_key_der
 
 DOMAIN = "sts.test"
 MX = "mx.sts.test"
 POLICY_IP = "127.0.0.77"
-
-
-def issue(certdir, name, out):
-    """A certificate for DNS name `name` from make_certs' CA; returns (cert, key)."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run = dict(cwd=certdir, check=True, capture_output=True)
-    with open(os.path.join(certdir, f"{out}.ext"), "w") as f:
-        f.write(f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
-                "extendedKeyUsage=serverAuth\n")
-    subprocess.run(["openssl", "req", *ec, "-keyout", f"{out}.key", "-out", f"{out}.csr",
-                    "-subj", f"/CN={name}"], **run)
-    subprocess.run(["openssl", "x509", "-req", "-in", f"{out}.csr", "-CA", "ca.crt",
-                    "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{out}.crt", "-days", "2",
-                    "-extfile", f"{out}.ext"], **run)
-    return os.path.join(certdir, f"{out}.crt"), os.path.join(certdir, f"{out}.key")
 
 
 class PolicyServer:
@@ -94,26 +69,9 @@ def policy(mode="enforce", mx=(MX,), max_age=86400):
             + "".join(f"mx: {m}\r\n" for m in mx) + f"max_age: {max_age}\r\n")
 
 
-class MtaStsTest(RelayTestCase):
-    auto_relay = False
-    start_downstream = False
-
-    @classmethod
-    def setUpClass(cls):
-        cls.certdir = tempfile.mkdtemp(prefix="postern-it-sts-")
-        cls.certs, cls.ca = make_certs(cls.certdir)
-        cls.certs["policy"] = issue(cls.certdir, f"mta-sts.{DOMAIN}", "policy")
-        cls.certs["mx"] = issue(cls.certdir, MX, "mx")
-        cls.certs["other"] = issue(cls.certdir, "other.sts.test", "other")
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.certdir, ignore_errors=True)
-
-    def setUp(self):
-        super().setUp()
-        self.dns = DnsServer().start()
-        self.addCleanup(self.dns.stop)
+class MtaStsTest(TlsPolicyCase):
+    DOMAIN = DOMAIN
+    EXTRA_CERTS = {"policy": f"mta-sts.{DOMAIN}", "mx": MX, "other": "other.sts.test"}
 
     def serve_policy(self, text):
         server = PolicyServer(self.certs["policy"], text)
@@ -122,13 +80,7 @@ class MtaStsTest(RelayTestCase):
 
     def start(self, which="mx", tls=True, text=policy(), record="v=STSv1; id=1;",
               route_tls="mta-sts", extra=""):
-        ctx = None
-        if tls:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*self.certs[which])
-        self.hop = Downstream(tls_context=ctx)
-        self.hop.start()
-        self.addCleanup(self.hop.stop)
+        self.start_hop(which, tls)
         self.dns.mx(DOMAIN, [(10, MX)])
         self.dns.a(MX, HOST)
         self.dns.a(f"mta-sts.{DOMAIN}", POLICY_IP)
@@ -140,21 +92,6 @@ class MtaStsTest(RelayTestCase):
                            "allow_internal_mx": True}],
             delivery={"smtp_port": self.hop.port, "ca_file": self.ca},
             extra=f'[dns]\nservers = ["{self.dns.address()}"]\n' + extra)
-
-    def send(self):
-        with smtp_client(HOST, self.relay.port) as s:
-            s.ehlo("client.test")
-            self.assertEqual(s.sendmail("a@origin.test", [f"b@{DOMAIN}"],
-                                        b"Subject: sts\r\n\r\nhello\r\n"), {})
-
-    def assert_delivered(self, tls):
-        self.assertEqual(self.hop.wait_for(1, 15), 1, self.relay.log_text()[-3000:])
-        self.relay.wait_log(rf"event=delivered .*tls={tls}", 5)
-
-    def assert_deferred(self, pattern):
-        self.relay.wait_log(pattern, 15)
-        time.sleep(0.5)
-        self.assertEqual(self.hop.messages, [])
 
     def test_enforced_policy_delivers_over_verified_tls(self):
         self.start()
@@ -190,16 +127,13 @@ class MtaStsTest(RelayTestCase):
         self.relay.wait_log(r"event=mta_sts .*mode=testing", 5)
 
     def test_testing_mode_failures_are_in_the_tls_report(self):
-        reports = tempfile.mkdtemp(prefix="postern-it-rpt-")
-        self.addCleanup(shutil.rmtree, reports, True)
+        reports = self.scratch_dir()
         self.start("other", text=policy(mode="testing"),
                    extra=f'\n[tls_rpt]\ndirectory = "{reports}"\n')
         self.send()
         self.assert_delivered("unverified")
         self.relay.stop()
-        day = time.strftime("%Y-%m-%d", time.gmtime())
-        with open(os.path.join(reports, day, f"{DOMAIN}.json")) as f:
-            report = json.load(f)
+        report = self.report(reports)
         [p] = report["policies"]
         self.assertEqual(p["policy"]["policy-type"], "sts")
         self.assertIn("mode: testing", p["policy"]["policy-string"])
@@ -228,10 +162,7 @@ class MtaStsTest(RelayTestCase):
         # An attacker blocks the record and the server, and strips STARTTLS.
         self.policy_server.stop()
         self.dns.remove(f"_mta-sts.{DOMAIN}")
-        self.hop.stop()
-        self.hop = Downstream(self.hop.port)
-        self.hop.start()
-        self.addCleanup(self.hop.stop)
+        self.replace_hop("mx", tls=False)
         self.relay.stop()
         self.relay.start()
         self.send()
@@ -240,9 +171,7 @@ class MtaStsTest(RelayTestCase):
 
     def test_dane_wins_over_mta_sts(self):
         # The policy lists no usable MX, but the host has secure TLSA records that match.
-        with open(self.certs["mx"][0], "rb") as f:
-            spki = x509.load_pem_x509_certificate(f.read()).public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        spki = public_key_der(self.certs["mx"][0])
         self.dns.secure(DOMAIN, MX)
         self.start(text=policy(mx=("*.elsewhere.test",)), route_tls="dane",
                    extra="dnssec = true\n")
