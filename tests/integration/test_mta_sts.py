@@ -132,6 +132,11 @@ class MtaStsTest(TlsPolicyCase):
                    extra=f'\n[tls_rpt]\ndirectory = "{reports}"\n')
         self.send()
         self.assert_delivered("unverified")
+        # Then the hop stops offering STARTTLS (stripped): delivered in plain text, and
+        # counted as a failure of its own kind.
+        self.replace_hop("mx", tls=False)
+        self.send()
+        self.assertEqual(self.hop.wait_for(1, 15), 1)
         self.relay.stop()
         report = self.report(reports)
         [p] = report["policies"]
@@ -139,8 +144,9 @@ class MtaStsTest(TlsPolicyCase):
         self.assertIn("mode: testing", p["policy"]["policy-string"])
         self.assertEqual(p["policy"]["mx-host"], [MX])
         self.assertEqual(p["summary"], {"total-successful-session-count": 0,
-                                        "total-failure-session-count": 1})
-        self.assertEqual(p["failure-details"][0]["result-type"], "certificate-host-mismatch")
+                                        "total-failure-session-count": 2})
+        self.assertEqual(sorted(d["result-type"] for d in p["failure-details"]),
+                         ["certificate-host-mismatch", "starttls-not-supported"])
         self.assertEqual(report["contact-info"], "postmaster@relay.test")
 
     def test_no_record_no_policy(self):
