@@ -216,5 +216,15 @@ TEST_F(ConfigTest, DaneRoutesAndTheDefaultTlsPolicy) {
             std::string::npos);
 }
 
+TEST_F(ConfigTest, ReloadCheckIntervalIsBounded) {
+  auto server = [&](const std::string& v) {
+    return errorOf(write("[server]\nreload_check_interval = " + v + "\n" + kListener));
+  };
+  EXPECT_NE(server("0.05").find("server.reload_check_interval"), std::string::npos);
+  EXPECT_NE(server("3601").find("server.reload_check_interval"), std::string::npos);
+  EXPECT_EQ(server("0.1"), "");
+  EXPECT_EQ(server("3600"), "");
+}
+
 }  // namespace
 }  // namespace postern
