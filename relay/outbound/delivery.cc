@@ -438,6 +438,7 @@ void Delivery::lookUpTlsa(Destination& d) {
 
 void Delivery::lookUpSts(Destination& d) {
   d.sts.reset();
+  d.sts_failure.clear();
   const bool wanted = d.route.isMx() && d.resolution.status == HopResolution::Status::kOk &&
                       (d.route.tls == TlsPolicy::kMtaSts || d.route.tls == TlsPolicy::kDane);
   if (!wanted) {
@@ -452,6 +453,7 @@ void Delivery::lookUpSts(Destination& d) {
                 if (it == destinations_.end() || it->second->serial != serial) return;
                 Destination& d = *it->second;
                 d.sts = std::move(a.policy);
+                d.sts_failure = std::move(a.failure);
                 logEvent(spdlog::level::info, "mta_sts",
                          {{"domain", d.name},
                           {"mode", d.sts ? mta_sts::modeName(d.sts->mode) : "none"},
@@ -479,7 +481,8 @@ void Delivery::reportTls(const SmtpClient& client) {
   std::optional<IpAddress> ip =
       IpAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&o.target.addr));
   reports_.record(TlsReportEntry{o.rpt_domain, o.rpt_type, o.rpt_policy, o.target.host,
-                                 ip ? ip->toString() : "", client.tlsRptResult()});
+                                 ip ? ip->toString() : "",
+                                 o.rpt_failure.empty() ? client.tlsRptResult() : o.rpt_failure});
 }
 
 void Delivery::openClient(Destination& d) {
@@ -517,6 +520,12 @@ void Delivery::openClient(Destination& d) {
       o.rpt_policy = {"version: STSv1", std::string("mode: ") + mta_sts::modeName(d.sts->mode)};
       for (const std::string& mx : d.sts->mx) o.rpt_policy.push_back("mx: " + mx);
       o.rpt_policy.push_back("max_age: " + std::to_string(d.sts->max_age));
+    }
+    if (!d.sts && !d.sts_failure.empty()) {
+      // RFC 8460 §4.3.2: sessions to a domain whose published policy could not be had
+      // are reported under "no-policy-found" with that failure.
+      o.rpt_type = "no-policy-found";
+      o.rpt_failure = d.sts_failure;
     }
     if (d.sts && d.sts->mode == mta_sts::Policy::Mode::kEnforce) {
       o.tls = TlsPolicy::kRequired;

@@ -58,6 +58,7 @@ struct Destination {
   std::map<std::string, TlsaLookup> tlsa;
   // tls = "mta-sts" or "dane" (MX routes): the recipient domain's MTA-STS policy, if any.
   std::optional<mta_sts::Policy> sts;
+  std::string sts_failure;  // a published policy could not be had (StsAnswer::failure)
 
   bool idle() const { return ready.empty() && clients.empty() && dns != Dns::kResolving; }
 };

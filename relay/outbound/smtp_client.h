@@ -92,6 +92,7 @@ struct ClientOptions {
   std::string rpt_type;
   std::vector<std::string> rpt_policy;
   std::string rpt_domain;
+  std::string rpt_failure;  // reported whatever the session does (no-policy-found)
   // Not to be tried (its TLSA records could not be looked up): the connection fails at
   // once with this reason, as an unreachable address does.
   std::string refuse;

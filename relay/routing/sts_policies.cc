@@ -52,6 +52,7 @@ struct StsPolicies::Fetch {
   // Out.
   std::optional<Known> result;
   std::string note;
+  std::string failure;  // StsAnswer::failure
 
   std::string path() const { return cache_dir + "/" + domain; }
 
@@ -136,6 +137,9 @@ struct StsPolicies::Fetch {
     curl_slist_free_all(resolve);
     if (rc != CURLE_OK) {
       note = url + ": " + curl_easy_strerror(rc);
+      if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) {
+        failure = "sts-webpki-invalid";
+      }
     } else if (status != 200) {
       note = url + ": HTTP " + std::to_string(status);
     } else if (!text_plain) {
@@ -157,11 +161,19 @@ struct StsPolicies::Fetch {
     std::optional<std::string> body = pin.empty() ? std::nullopt : download();
     if (pin.empty()) note = "no address for mta-sts." + domain;
     std::optional<mta_sts::Policy> p = body ? mta_sts::parsePolicy(*body) : std::nullopt;
-    if (body && !p) note = "the policy of " + domain + " is not valid";
+    if (body && !p) {
+      note = "the policy of " + domain + " is not valid";
+      failure = "sts-policy-invalid";
+    }
     if (!p) {
       // §5.1: a policy that cannot be refreshed keeps applying until it expires.
       result = std::move(file);
-      if (result) note += "; the cached policy applies";
+      if (result) {
+        note += "; the cached policy applies";
+        failure.clear();
+      } else if (failure.empty()) {
+        failure = "sts-policy-fetch-error";
+      }
       return;
     }
     Known k{want_id, std::move(*p), 0};
@@ -204,7 +216,8 @@ void StsPolicies::lookup(const std::string& domain, bool allow_internal,
     if (records != 1) id.reset();  // §3.1: more than one record is none
     std::optional<Known> known = cached(domain);
     if (known && (!id || known->id == *id)) {
-      return cb(StsAnswer{known->policy, status == ARES_SUCCESS ? "known" : "known (no record)"});
+      return cb(
+          StsAnswer{known->policy, status == ARES_SUCCESS ? "known" : "known (no record)", ""});
     }
     if (!id) {
       // No record (or none usable): only a policy cached on disk by an earlier run.
@@ -249,11 +262,12 @@ void StsPolicies::fetch(const std::string& domain, const std::string& id,
           a.policy = f->result->policy;
         }
         a.note = f->note;
+        a.failure = f->failure;
         f->cb(std::move(a));
       });
   if (rc != 0) {
     std::unique_ptr<Fetch> owned(f);
-    owned->cb(StsAnswer{std::nullopt, "cannot queue the fetch"});
+    owned->cb(StsAnswer{std::nullopt, "cannot queue the fetch", "sts-policy-fetch-error"});
   }
 }
 

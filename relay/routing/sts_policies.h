@@ -35,6 +35,10 @@ namespace postern {
 struct StsAnswer {
   std::optional<mta_sts::Policy> policy;  // nullopt: the domain has none
   std::string note;                       // how it was found or why not, for the log
+  // The domain publishes a policy (its TXT record) that could not be had, and none is
+  // cached: RFC 8460's "sts-policy-fetch-error", "sts-policy-invalid" or
+  // "sts-webpki-invalid", for the TLS report; "" otherwise.
+  std::string failure;
 };
 
 class StsPolicies {

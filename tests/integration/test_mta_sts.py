@@ -154,10 +154,29 @@ class MtaStsTest(TlsPolicyCase):
         self.send()
         self.assert_delivered("none")
 
-    def test_invalid_policy_is_no_policy(self):
-        self.start(tls=False, text="version: STSv1\r\nmode: enforce\r\n")  # no mx, no max_age
+    def test_invalid_policy_is_no_policy_and_reported(self):
+        reports = self.scratch_dir()
+        self.start(tls=False, text="version: STSv1\r\nmode: enforce\r\n",  # no mx, max_age
+                   extra=f'\n[tls_rpt]\ndirectory = "{reports}"\n')
         self.send()
         self.assert_delivered("none")
+        self.relay.stop()
+        [p] = self.report(reports)["policies"]
+        self.assertEqual(p["policy"]["policy-type"], "no-policy-found")
+        self.assertEqual([d["result-type"] for d in p["failure-details"]], ["sts-policy-invalid"])
+
+    def test_unreachable_policy_server_is_no_policy_and_reported(self):
+        reports = self.scratch_dir()
+        self.start(tls=False, text=None, extra=f'\n[tls_rpt]\ndirectory = "{reports}"\n')
+        self.send()
+        self.assert_delivered("none")
+        self.relay.wait_log(r"event=mta_sts .*policy=no how=.*mta-sts\.txt", 5)
+        self.relay.stop()
+        [p] = self.report(reports)["policies"]
+        self.assertEqual(p["policy"]["policy-type"], "no-policy-found")
+        self.assertEqual(p["summary"]["total-failure-session-count"], 1)
+        self.assertEqual([d["result-type"] for d in p["failure-details"]],
+                         ["sts-policy-fetch-error"])
 
     def test_policy_survives_a_restart_without_its_record_and_server(self):
         self.start()
