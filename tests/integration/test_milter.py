@@ -26,7 +26,7 @@ import urllib.request
 import dkim
 from cryptography.hazmat.primitives import serialization
 
-from harness import HOST, RelayTestCase, smtp_client
+from harness import HOST, RelayTestCase, postern_bin, smtp_client
 from milter_server import MilterServer, header_change, reply_code, strings
 
 FROM = "sender@origin.test"
@@ -63,7 +63,6 @@ class MilterTest(RelayTestCase):
         return e.smtp_code, e.smtp_error
 
     def relay_bin(self):
-        from harness import postern_bin
         return postern_bin()
 
     def delivered(self, n):

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 import unittest
+import urllib.request
 
 from harness import HOST, RelayTestCase, free_port, smtp_client
 
@@ -184,7 +185,6 @@ class QueueActionsTest(RelayTestCase):
         self.assertEqual(len(self.markers()), 1)
 
     def metrics(self):
-        import urllib.request
         with urllib.request.urlopen(f"http://{HOST}:{self.relay.admin_port}/metrics",
                                     timeout=10) as r:
             text = r.read().decode()

@@ -3,6 +3,7 @@ and certificates (test_outbound_tls.make_certs, and issue() for more names), a s
 DNS server per test, a next hop offering STARTTLS with a chosen certificate (or not at
 all), and the checks that mail reached it, or was deferred without reaching it."""
 
+import json
 import os
 import shutil
 import ssl
@@ -107,7 +108,6 @@ class TlsPolicyCase(RelayTestCase):
 
     def report(self, directory):
         """Today's TLS report for the domain (after the relay wrote it)."""
-        import json
         day = time.strftime("%Y-%m-%d", time.gmtime())
         with open(os.path.join(directory, day, f"{self.DOMAIN}.json")) as f:
             return json.load(f)
