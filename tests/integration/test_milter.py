@@ -361,6 +361,14 @@ class MilterTest(RelayTestCase):
         time.sleep(1)
         self.assertEqual(len(self.downstream.messages), 1)
 
+    def test_too_many_modifications_is_a_failure(self):
+        # 10,001 header additions: past MilterClient's bound, the milter has failed.
+        self.start({"E": [("h", strings("X-Flood", "x"))] * 10001 + [("c", b"")]})
+        code, _ = self.expect_refused("E")
+        self.assertEqual(code, 451)
+        self.relay.wait_log(r"event=milter_failed .*modifications over the limit", 5)
+        self.assert_nothing_delivered()
+
     def test_garbage_from_the_milter_is_a_failure(self):
         self.start({"R": "garbage"})
         code, _ = self.expect_refused("R")
